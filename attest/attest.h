@@ -1,0 +1,333 @@
+/*
+ * attest: evidence formats and verification.
+ *  - SCALE codec for dstack VersionedAttestation V0 (kms-reference.md §5.3)
+ *  - RA-TLS certificate extensions, OIDs 1.3.6.1.4.1.62397.1.x (§5.1)
+ *  - runtime-event digests and replay (attestation-reference.md §0.4)
+ *  - TDX v4 quote parsing and signature verification (attestation-reference.md §3)
+ *  - BootInfo derivation (kms-reference.md §6)
+ *  - evidence producers: the simulated TEE (DESIGN.md §5)
+ *
+ * Limits: an attestation is at most KMS_ATT_MAX_BYTES; at most KMS_ATT_MAX_EVENTS events of
+ * each kind; a single string/vec field at most KMS_ATT_MAX_FIELD bytes.
+ * All structs below own their memory unless said otherwise; free with the matching _free.
+ */
+#ifndef KMS_ATTEST_H
+#define KMS_ATTEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "common/err.h"
+
+#define KMS_ATT_MAX_BYTES (1024u * 1024u)
+#define KMS_ATT_MAX_EVENTS 1024u
+#define KMS_ATT_MAX_FIELD (256u * 1024u)
+
+/* attest error codes (-100..-199); the detail string says exactly which check failed. */
+enum {
+    KMS_ERR_ATT_NONE = -100,        /* certificate carries no attestation */
+    KMS_ERR_ATT_FORMAT = -101,      /* malformed evidence (SCALE, quote layout, CBOR, ...) */
+    KMS_ERR_ATT_QUOTE_SIG = -102,   /* quote not signed by the attestation key */
+    KMS_ERR_ATT_QE_SIG = -103,      /* QE report not signed by the PCK key */
+    KMS_ERR_ATT_QE_BINDING = -104,  /* QE report data does not bind the attestation key */
+    KMS_ERR_ATT_CHAIN = -105,       /* certificate chain does not reach the pinned root */
+    KMS_ERR_ATT_REPORT_DATA = -106, /* report_data mismatch (binding to TLS key / attestation) */
+    KMS_ERR_ATT_RTMR = -107,        /* event replay does not match RTMR/PCR */
+    KMS_ERR_ATT_TCB = -108,         /* TCB policy (debug TD, mr_signer_seam, ...) */
+    KMS_ERR_ATT_EXPIRED = -109,     /* certificate outside validity at the verification time */
+    KMS_ERR_ATT_UNSUPPORTED = -110, /* evidence mode or version this build cannot verify */
+    KMS_ERR_ATT_SIM = -111,         /* simulated evidence while simulation roots are not allowed */
+    KMS_ERR_ATT_COSE_SIG = -112,    /* Nitro COSE_Sign1 signature invalid */
+    KMS_ERR_ATT_PCR = -113,         /* PCR values / digest mismatch */
+    KMS_ERR_ATT_TPM_SIG = -114,     /* TPM quote signature invalid */
+    KMS_ERR_ATT_IMAGE = -115,       /* os_image_hash check failed */
+};
+
+/* ---------------------------------------------------------------- data model (SCALE) */
+
+enum kms_att_mode {
+    KMS_ATT_TDX = 0,     /* "dstack-tdx" */
+    KMS_ATT_GCP_TDX = 1, /* "dstack-gcp-tdx" */
+    KMS_ATT_NITRO = 2,   /* "dstack-nitro-enclave" */
+};
+
+/* Owned byte string. */
+struct kms_bytes {
+    uint8_t *p;
+    size_t len;
+};
+
+struct kms_tdx_event {
+    uint32_t imr;
+    uint32_t event_type;
+    struct kms_bytes digest;
+    char *event; /* NUL-terminated, never NULL after decode */
+    struct kms_bytes payload;
+};
+
+struct kms_runtime_event {
+    char *event;
+    struct kms_bytes payload;
+};
+
+struct kms_pcr_value {
+    uint32_t index;
+    char *algorithm; /* "sha256" */
+    struct kms_bytes value;
+};
+
+struct kms_tpm_event {
+    uint32_t pcr_index;
+    struct kms_bytes digest;
+};
+
+struct kms_tpm_quote {
+    struct kms_bytes message;   /* TPMS_ATTEST */
+    struct kms_bytes signature; /* TPMT_SIGNATURE */
+    struct kms_pcr_value *pcrs;
+    size_t n_pcrs;
+    struct kms_bytes ak_cert; /* DER */
+    uint8_t platform;         /* 0 dstack, 1 gcp, 2 nitro_enclave */
+    struct kms_tpm_event *events;
+    size_t n_events;
+};
+
+struct kms_attestation {
+    enum kms_att_mode mode;
+    struct kms_bytes tdx_quote; /* TDX, GCP_TDX */
+    struct kms_tdx_event *tdx_events;
+    size_t n_tdx_events;
+    struct kms_tpm_quote tpm;   /* GCP_TDX */
+    struct kms_bytes nsm_quote; /* NITRO: COSE_Sign1 bytes */
+    struct kms_runtime_event *events;
+    size_t n_events;
+    uint8_t report_data[64];
+    char *config; /* vm_config JSON string; never NULL after decode ("" allowed) */
+};
+
+const char *kms_att_mode_name(enum kms_att_mode m); /* "dstack-tdx", ... */
+
+/* Frees everything; accepts NULL. */
+void kms_att_free(struct kms_attestation *att);
+/* Decodes SCALE VersionedAttestation V0 (strict: no trailing bytes). *out is caller-owned. */
+KMS_WUR int kms_att_decode(const uint8_t *p, size_t len, struct kms_attestation **out);
+/* Encodes SCALE V0. stripped != 0 applies into_stripped (keep imr==3 TDX events; runtime events
+ * lose digest, others lose payload). Caller frees *out. */
+KMS_WUR int kms_att_encode(const struct kms_attestation *att, int stripped, uint8_t **out,
+                           size_t *len);
+/* Builds a DstackTdx attestation from the legacy pair (raw quote + JSON event log, OIDs .1.1/.1.2):
+ * runtime_events = events with event_type 0x08000001, report_data from the TD report, config "". */
+KMS_WUR int kms_att_from_legacy(const uint8_t *quote, size_t quote_len, const char *event_log_json,
+                                size_t json_len, struct kms_attestation **out);
+/* serde_json of the TDX event log ([{imr,event_type,digest,event,event_payload}], hex fields).
+ * Caller frees *json. */
+KMS_WUR int kms_att_event_log_json(const struct kms_attestation *att, char **json);
+
+/* Deep copies of helper structs; used to build attestations in producers. */
+KMS_WUR int kms_att_add_runtime_event(struct kms_attestation *att, const char *name,
+                                      const uint8_t *payload, size_t len);
+
+/* ---------------------------------------------------------------- runtime events, replay */
+
+#define KMS_EVENT_TYPE_RUNTIME 0x08000001u
+
+/* digest = H(le32(0x08000001) || ":" || name || ":" || payload); sha384 != 0 → SHA-384 (48 B)
+ * else SHA-256 (32 B). */
+void kms_att_event_digest(int sha384, const char *name, const uint8_t *payload, size_t len,
+                          uint8_t *out);
+/* Replays events from zeros; stop_after != NULL stops after the first event with that name.
+ * out receives 48 (sha384) or 32 bytes. */
+void kms_att_replay(int sha384, const struct kms_runtime_event *ev, size_t n,
+                    const char *stop_after, uint8_t *out);
+/* find_event: first event named `name`, scanning only up to the first "system-ready".
+ * Returns a borrowed pointer or NULL. */
+const struct kms_runtime_event *kms_att_find_event(const struct kms_attestation *att,
+                                                   const char *name);
+
+/* ---------------------------------------------------------------- report_data binding */
+
+/* out = SHA-512(tag || ":" || content). */
+void kms_report_data(const char *tag, const uint8_t *content, size_t len, uint8_t out[64]);
+/* out = SHA-512("ratls-cert:" || SPKI DER of cert's key). */
+KMS_WUR int kms_report_data_for_cert(X509 *cert, uint8_t out[64]);
+KMS_WUR int kms_report_data_for_pkey(EVP_PKEY *pkey, uint8_t out[64]);
+
+/* ---------------------------------------------------------------- RA-TLS extensions */
+
+#define KMS_OID_TDX_QUOTE "1.3.6.1.4.1.62397.1.1"
+#define KMS_OID_EVENT_LOG "1.3.6.1.4.1.62397.1.2"
+#define KMS_OID_APP_ID "1.3.6.1.4.1.62397.1.3"
+#define KMS_OID_CERT_USAGE "1.3.6.1.4.1.62397.1.4"
+#define KMS_OID_ATTESTATION "1.3.6.1.4.1.62397.1.8"
+#define KMS_OID_APP_INFO "1.3.6.1.4.1.62397.1.9"
+
+/* Adds a non-critical extension whose extnValue is DER OCTET STRING(DER OCTET STRING(content)). */
+KMS_WUR int kms_ratls_add_ext(X509 *cert, const char *oid, const uint8_t *content, size_t len);
+/* Reads such an extension. KMS_ERR_NOTFOUND when absent; caller frees *out. */
+KMS_WUR int kms_ratls_get_ext(X509 *cert, const char *oid, uint8_t **out, size_t *len);
+/* Writer rule: TDX → .1.1 + .1.2 (full event log JSON); other modes → .1.8 stripped SCALE. */
+KMS_WUR int kms_ratls_add_attestation(X509 *cert, const struct kms_attestation *att);
+/* Reader rule: .1.8, else .1.1 + .1.2 (both required), else KMS_ERR_ATT_NONE. */
+KMS_WUR int kms_ratls_get_attestation(X509 *cert, struct kms_attestation **out);
+
+/* ---------------------------------------------------------------- verification */
+
+/* Verification context: pinned roots, time, options. Opaque; thread-safe for verification
+ * after configuration. */
+struct kms_attest_ctx;
+
+enum kms_root_kind { KMS_ROOT_TDX = 0, KMS_ROOT_NITRO = 1, KMS_ROOT_GCP = 2 };
+
+struct kms_attest_ctx *kms_attest_ctx_new(void);
+void kms_attest_ctx_free(struct kms_attest_ctx *ctx);
+/* Adds a trust anchor (the ctx takes its own reference). is_sim marks a simulation root:
+ * evidence verified through it is flagged `sim` in the result. */
+KMS_WUR int kms_attest_ctx_add_root(struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                                    X509 *root, int is_sim);
+/* Loads PEM roots from a file (one or more certs). */
+KMS_WUR int kms_attest_ctx_add_root_file(struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                                         const char *path, int is_sim);
+/* Fixed verification time (0 = use the current time). */
+void kms_attest_ctx_set_time(struct kms_attest_ctx *ctx, time_t now);
+/* Nitro device_id: 0 = reference quirk sha256("i") (default); 1 = corrected derivation. */
+void kms_attest_ctx_set_nitro_device_id_fixed(struct kms_attest_ctx *ctx, int fixed);
+
+struct kms_tdx_report {
+    uint8_t tee_tcb_svn[16];
+    uint8_t mr_seam[48];
+    uint8_t mr_signer_seam[48];
+    uint8_t seam_attributes[8];
+    uint8_t td_attributes[8];
+    uint8_t xfam[8];
+    uint8_t mr_td[48];
+    uint8_t mr_config_id[48];
+    uint8_t mr_owner[48];
+    uint8_t mr_owner_config[48];
+    uint8_t rtmr[4][48];
+    uint8_t report_data[64];
+};
+
+/* A parsed v4 TDX quote. Pointers borrow from the input buffer. */
+struct kms_tdx_quote {
+    uint16_t version;
+    uint16_t att_key_type;
+    uint32_t tee_type;
+    uint16_t qe_svn;
+    uint16_t pce_svn;
+    uint8_t qe_vendor_id[16];
+    struct kms_tdx_report report;
+    const uint8_t *signed_data; /* header || body */
+    size_t signed_len;
+    const uint8_t *sig;        /* 64: r||s */
+    const uint8_t *attest_key; /* 64: X||Y */
+    const uint8_t *qe_report;  /* 384 */
+    const uint8_t *qe_report_sig; /* 64 */
+    const uint8_t *qe_auth;
+    size_t qe_auth_len;
+    const uint8_t *pck_chain; /* PEM, cert-data type 5 */
+    size_t pck_chain_len;
+};
+
+#define KMS_TDX_HEADER_LEN 48u
+#define KMS_TDX_BODY_LEN 584u
+#define KMS_TDX_QE_REPORT_LEN 384u
+
+/* Parses a v4 quote (trailing zero padding after the used length is allowed). */
+KMS_WUR int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q);
+
+/* What verification established. */
+struct kms_verified {
+    enum kms_att_mode mode;
+    int sim;                   /* verified through a simulation root */
+    struct kms_tdx_report td;  /* TDX, GCP_TDX */
+    uint8_t ppid[64];          /* from the PCK certificate (TDX, GCP_TDX) */
+    size_t ppid_len;
+    char tcb_status[32];       /* "" when not evaluated (no collateral) or Nitro */
+    char **advisory_ids;
+    size_t n_advisory_ids;
+    uint8_t pcr[3][48];        /* NITRO: PCR0..2 (48 B); GCP: PCR0, PCR2, PCR14 (32 B) */
+    char module_id[128];       /* NITRO */
+};
+
+void kms_verified_free(struct kms_verified *v);
+
+/* Verifies a quote's signatures and PCK chain (no event-log checks). */
+KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
+                                 size_t len, struct kms_verified *out);
+/* Full verification per mode (quote, chain, replay, report_data consistency, TCB policy). */
+KMS_WUR int kms_attest_verify(const struct kms_attest_ctx *ctx, const struct kms_attestation *att,
+                              struct kms_verified *out);
+/* kms_attest_verify plus report_data == SHA-512("ratls-cert:" || spki). */
+KMS_WUR int kms_attest_verify_bound(const struct kms_attest_ctx *ctx,
+                                    const struct kms_attestation *att, const uint8_t *spki,
+                                    size_t spki_len, struct kms_verified *out);
+
+/* ---------------------------------------------------------------- BootInfo */
+
+struct kms_boot_info {
+    enum kms_att_mode mode;
+    uint8_t mr_aggregated[32];
+    uint8_t mr_system[32];
+    uint8_t device_id[32];
+    struct kms_bytes os_image_hash;
+    struct kms_bytes app_id;
+    struct kms_bytes compose_hash;
+    struct kms_bytes instance_id;
+    struct kms_bytes key_provider_info;
+    char tcb_status[32];
+    char **advisory_ids;
+    size_t n_advisory_ids;
+};
+
+/* Derives BootInfo (kms-reference.md §6). vm_config: the request's vm_config, NULL or "" to use
+ * att->config (then "{}"). use_boottime_mr: replay stops after "boot-mr-done" and
+ * key_provider_info is empty. */
+KMS_WUR int kms_boot_info_derive(const struct kms_attest_ctx *ctx,
+                                 const struct kms_attestation *att, const struct kms_verified *v,
+                                 const char *vm_config, int use_boottime_mr,
+                                 struct kms_boot_info *out);
+void kms_boot_info_free(struct kms_boot_info *bi);
+
+/* ---------------------------------------------------------------- evidence producers */
+
+/*
+ * The simulated TEE: a directory holding a locally generated simulation PCK chain
+ * (sim-root.pem/.key → sim-pck-ca.pem/.key → sim-pck.pem/.key) and a QE attestation key.
+ * Quotes it produces are real-format v4 TDX quotes that the production verifier accepts when
+ * sim-root.pem is configured as a (simulation) TDX root.
+ */
+struct kms_sim;
+
+/* Creates the directory and generates the chain if sim-root.pem is missing; then opens it. */
+KMS_WUR int kms_sim_open(const char *dir, struct kms_sim **out);
+void kms_sim_free(struct kms_sim *sim);
+/* Borrowed root certificate (valid while sim lives). */
+X509 *kms_sim_root(const struct kms_sim *sim);
+/* Path of the root PEM inside the directory (borrowed). */
+const char *kms_sim_root_path(const struct kms_sim *sim);
+
+/* Simulated TD measurements; NULL fields take fixed defaults. */
+struct kms_sim_measurements {
+    const uint8_t *mr_td;        /* 48 */
+    const uint8_t *rtmr0;        /* 48 */
+    const uint8_t *rtmr1;        /* 48 */
+    const uint8_t *rtmr2;        /* 48 */
+    const uint8_t *mr_config_id; /* 48 */
+    int debug;                   /* set td_attributes DEBUG bit (for negative tests) */
+};
+
+/* Produces a DstackTdx attestation: a signed v4 quote whose RTMR3 is the SHA-384 replay of
+ * the given runtime events, with those events as imr-3 TDX events and runtime events.
+ * m may be NULL. config may be NULL (""). Caller frees *out. */
+KMS_WUR int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements *m,
+                           const uint8_t report_data[64], const struct kms_runtime_event *events,
+                           size_t n_events, const char *config, struct kms_attestation **out);
+
+/* Raw quote for given report fields (used by tests to flip bytes). Caller frees *quote. */
+KMS_WUR int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report,
+                          uint8_t **quote, size_t *len);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * chain: authorization backends. `dev` allows everything (as the reference); `webhook` speaks
+ * the auth-api protocol (kms-reference.md §7) with a timeout on every call.
+ */
+#ifndef KMS_CHAIN_AUTH_H
+#define KMS_CHAIN_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attest/attest.h"
+#include "common/err.h"
+
+/* chain error codes (-400..-499) */
+enum {
+    KMS_ERR_AUTH_UNREACHABLE = -400, /* connect failure */
+    KMS_ERR_AUTH_TIMEOUT = -401,     /* no answer within the timeout */
+    KMS_ERR_AUTH_HTTP = -402,        /* non-2xx status */
+    KMS_ERR_AUTH_RESPONSE = -403,    /* malformed JSON / missing fields */
+};
+
+struct kms_auth_cfg {
+    const char *type;             /* "dev" | "webhook" */
+    const char *webhook_url;      /* base URL, e.g. http://127.0.0.1:8001 */
+    long timeout_ms;              /* per call; 0 = 5000 */
+    const char *dev_gateway_app_id; /* default "any" */
+};
+
+struct kms_auth;
+
+KMS_WUR int kms_auth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
+void kms_auth_free(struct kms_auth *a);
+int kms_auth_is_dev(const struct kms_auth *a);
+
+struct kms_auth_result {
+    int allowed;
+    char reason[512];
+    char gateway_app_id[256];
+};
+
+/* Asks bootAuth/kms (is_kms) or bootAuth/app. rc < 0: the backend could not answer (fail
+ * closed); rc 0: see out->allowed / out->reason. */
+KMS_WUR int kms_auth_check(struct kms_auth *a, int is_kms, const struct kms_boot_info *bi,
+                           struct kms_auth_result *out);
+
+/* GET / (webhook) or dev defaults, for GetMeta. Strings are owned; kms_auth_info_clear. */
+struct kms_auth_info {
+    int is_dev;
+    char *status;
+    char *kms_contract_addr;
+    char *gateway_app_id;
+    char *app_implementation;
+    uint64_t chain_id;
+};
+
+KMS_WUR int kms_auth_info(struct kms_auth *a, struct kms_auth_info *out);
+void kms_auth_info_clear(struct kms_auth_info *info);
+
+/* The BootInfo JSON body (camelCase, hex without 0x) sent to the webhook; caller frees. */
+char *kms_auth_boot_info_json(const struct kms_boot_info *bi);
+
+#endif

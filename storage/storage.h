@@ -1,0 +1,73 @@
+/*
+ * storage: the node's SQLite keystore (DESIGN.md §7). Secrets (root keys, RPC key) are stored
+ * only sealed: AES-256-GCM under a KEK, with the row's identity as associated data. The KEK
+ * comes from a seal provider: "file" (a 0600 file, development) or "tpm" (later).
+ * Identity writes are one transaction; an identity is either absent or complete.
+ */
+#ifndef KMS_STORAGE_H
+#define KMS_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* storage error codes (-300..-399) */
+enum {
+    KMS_ERR_STORE_DB = -300,      /* SQLite failure */
+    KMS_ERR_STORE_SEAL = -301,    /* KEK unavailable / unseal failed / tag mismatch */
+    KMS_ERR_STORE_EXISTS = -302,  /* identity already present */
+    KMS_ERR_STORE_MISSING = -303, /* no identity */
+};
+
+struct kms_seal_cfg {
+    const char *provider; /* "file" (default) */
+    const char *kek_path; /* file provider: default <data_dir>/kek.bin */
+};
+
+struct kms_store;
+
+/* Opens (creating if needed) <data_dir>/kms.db with WAL; creates/loads the KEK. */
+KMS_WUR int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal,
+                           struct kms_store **out);
+void kms_store_close(struct kms_store *st);
+
+/* The cluster identity plus this node's RPC key. PEM strings are PKCS#8 "PRIVATE KEY".
+ * Fields are owned (malloc'd); kms_identity_clear wipes and frees them. */
+struct kms_identity {
+    char *root_ca_key_pem;
+    char *tmp_ca_key_pem;
+    uint8_t root_k256[32];
+    char *rpc_key_pem;          /* may be NULL (import: generated on first start) */
+    char *domain;               /* RPC certificate domain */
+    char *bootstrap_info_json;  /* Bootstrap response JSON, NULL when onboarded/imported */
+    char *origin;               /* "bootstrap", "onboard <url>", "import <dir>" */
+};
+
+void kms_identity_clear(struct kms_identity *id);
+
+/* 1 if a complete identity is stored, 0 if none, <0 on error. */
+KMS_WUR int kms_store_has_identity(struct kms_store *st);
+/* Stores the identity in one transaction; KMS_ERR_STORE_EXISTS if one exists. */
+KMS_WUR int kms_store_save_identity(struct kms_store *st, const struct kms_identity *id);
+/* Loads and unseals; KMS_ERR_STORE_MISSING if none. */
+KMS_WUR int kms_store_load_identity(struct kms_store *st, struct kms_identity *out);
+/* Replaces only the RPC key (sealed) of an existing identity. */
+KMS_WUR int kms_store_set_rpc_key(struct kms_store *st, const char *rpc_key_pem);
+
+/* Non-secret key/value metadata (node state, peers, ...). *value caller-frees; NOTFOUND. */
+KMS_WUR int kms_store_meta_set(struct kms_store *st, const char *key, const char *value);
+KMS_WUR int kms_store_meta_get(struct kms_store *st, const char *key, char **value);
+
+/* Append-only hash-chained audit log. event e.g. "GetAppKey"; outcome "allowed"/"denied"/...;
+ * detail: non-secret text (app id hex, reason). */
+KMS_WUR int kms_store_audit(struct kms_store *st, const char *event, const char *outcome,
+                            const char *detail);
+/* Verifies the hash chain; KMS_ERR_VERIFY names the first broken row. *count = rows. */
+KMS_WUR int kms_store_audit_verify(struct kms_store *st, size_t *count);
+
+/* Reads a dstack KMS key directory (root-ca.key, tmp-ca.key: PEM PKCS#8; root-k256.key: raw
+ * 32 bytes; optional rpc-domain, rpc.key, bootstrap-info.json) into out. Validates formats. */
+KMS_WUR int kms_dstack_read_dir(const char *dir, struct kms_identity *out);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * Minimal test harness: each test binary runs its cases, prints one line per case and exits
+ * non-zero on any failure. Fixtures are found through KMS_SHARED_DIR (set by ctest).
+ */
+#ifndef KMS_TEST_H
+#define KMS_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/err.h"
+
+extern int kms_test_failures;
+int kms_test_failures;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  FAIL %s:%d: %s (detail: %s)\n", __FILE__, __LINE__, #cond,         \
+                    kms_err_detail());                                                             \
+            kms_test_failures++;                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != (want)) {                                                                       \
+            fprintf(stderr, "  FAIL %s:%d: %s returned %d, want %d (detail: %s)\n", __FILE__,      \
+                    __LINE__, #expr, rc_, (int)(want), kms_err_detail());                          \
+            kms_test_failures++;                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_OK(expr) CHECK_RC(expr, 0)
+
+/* Checks that the current error detail contains substring s. */
+#define CHECK_DETAIL(s)                                                                            \
+    do {                                                                                           \
+        if (strstr(kms_err_detail(), (s)) == NULL) {                                               \
+            fprintf(stderr, "  FAIL %s:%d: error detail \"%s\" lacks \"%s\"\n", __FILE__,          \
+                    __LINE__, kms_err_detail(), (s));                                              \
+            kms_test_failures++;                                                                   \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
+
+#define RUN(fn)                                                                                    \
+    do {                                                                                           \
+        int before_ = kms_test_failures;                                                           \
+        fn();                                                                                      \
+        printf("%s %s\n", kms_test_failures == before_ ? "ok  " : "FAIL", #fn);                    \
+    } while (0)
+
+#define TEST_MAIN_END()                                                                            \
+    do {                                                                                           \
+        printf("%s: %d failure(s)\n", __FILE__, kms_test_failures);                                \
+        return kms_test_failures == 0 ? 0 : 1;                                                     \
+    } while (0)
+
+/* Path under the shared fixtures dir; returns a static buffer. */
+static inline const char *kms_test_fixture(const char *rel)
+{
+    static char buf[4096];
+    const char *d = getenv("KMS_SHARED_DIR");
+
+    snprintf(buf, sizeof(buf), "%s/fixtures/%s", d != NULL ? d : "../shared", rel);
+    return buf;
+}
+
+#endif
