@@ -1,0 +1,128 @@
+/* Verification context: pinned roots, time, and chain verification shared by all verifiers. */
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attest/internal.h"
+
+struct kms_attest_ctx *kms_attest_ctx_new(void)
+{
+    return calloc(1, sizeof(struct kms_attest_ctx));
+}
+
+void kms_attest_ctx_free(struct kms_attest_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < ctx->n_roots[k]; i++)
+            X509_free(ctx->roots[k][i].cert);
+    }
+    free(ctx);
+}
+
+int kms_attest_ctx_add_root(struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *root,
+                            int is_sim)
+{
+    if ((int)kind < 0 || kind > KMS_ROOT_GCP || root == NULL)
+        return kms_err_set(KMS_ERR_INVAL, "invalid trust anchor");
+    if (ctx->n_roots[kind] >= KMS_ATTEST_MAX_ROOTS)
+        return kms_err_set(KMS_ERR_TOOBIG, "too many trust anchors (max %d)", KMS_ATTEST_MAX_ROOTS);
+    if (X509_up_ref(root) != 1)
+        return kms_err_ossl(KMS_ERR_CRYPTO, "X509_up_ref");
+    ctx->roots[kind][ctx->n_roots[kind]].cert = root;
+    ctx->roots[kind][ctx->n_roots[kind]].is_sim = is_sim;
+    ctx->n_roots[kind]++;
+    return 0;
+}
+
+int kms_attest_ctx_add_root_file(struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                                 const char *path, int is_sim)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    X509 *cert;
+    int n = 0;
+    int rc = 0;
+
+    if (bio == NULL)
+        return kms_err_ossl(KMS_ERR_IO, "cannot open trust anchor file");
+    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        rc = kms_attest_ctx_add_root(ctx, kind, cert, is_sim);
+        X509_free(cert);
+        if (rc < 0)
+            goto out;
+        n++;
+    }
+    ERR_clear_error();
+    if (n == 0)
+        rc = kms_err_set(KMS_ERR_PARSE, "no PEM certificate in trust anchor file %s", path);
+out:
+    BIO_free(bio);
+    return rc;
+}
+
+void kms_attest_ctx_set_time(struct kms_attest_ctx *ctx, time_t now)
+{
+    ctx->now = now;
+}
+
+void kms_attest_ctx_set_nitro_device_id_fixed(struct kms_attest_ctx *ctx, int fixed)
+{
+    ctx->nitro_device_id_fixed = fixed;
+}
+
+time_t kms_attest_now(const struct kms_attest_ctx *ctx)
+{
+    return ctx->now != 0 ? ctx->now : time(NULL);
+}
+
+int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                            X509 *leaf, STACK_OF(X509) *intermediates, const char *what,
+                            int *is_sim)
+{
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *sctx = NULL;
+    STACK_OF(X509) *chain;
+    X509 *top;
+    int rc = 0;
+    int err;
+
+    *is_sim = 0;
+    KMS_ENSURE(ctx->n_roots[kind] > 0, KMS_ERR_ATT_CHAIN, "%s: no trust anchor configured", what);
+    store = X509_STORE_new();
+    sctx = X509_STORE_CTX_new();
+    KMS_GUARD_PTR(store);
+    KMS_GUARD_PTR(sctx);
+    for (size_t i = 0; i < ctx->n_roots[kind]; i++)
+        KMS_GUARD_OSSL(X509_STORE_add_cert(store, ctx->roots[kind][i].cert), "X509_STORE_add_cert");
+    KMS_GUARD_OSSL(X509_STORE_CTX_init(sctx, store, leaf, intermediates), "X509_STORE_CTX_init");
+    X509_STORE_CTX_set_time(sctx, 0, kms_attest_now(ctx));
+    if (X509_verify_cert(sctx) != 1) {
+        err = X509_STORE_CTX_get_error(sctx);
+        ERR_clear_error();
+        if (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID)
+            rc = kms_err_set(KMS_ERR_ATT_EXPIRED,
+                             "%s: certificate at depth %d is not valid at the verification time "
+                             "(%s)",
+                             what, X509_STORE_CTX_get_error_depth(sctx),
+                             X509_verify_cert_error_string(err));
+        else
+            rc = kms_err_set(KMS_ERR_ATT_CHAIN,
+                             "%s does not verify to the pinned root: %s (depth %d)", what,
+                             X509_verify_cert_error_string(err),
+                             X509_STORE_CTX_get_error_depth(sctx));
+        goto out;
+    }
+    chain = X509_STORE_CTX_get0_chain(sctx);
+    top = sk_X509_value(chain, sk_X509_num(chain) - 1);
+    for (size_t i = 0; i < ctx->n_roots[kind]; i++) {
+        if (X509_cmp(top, ctx->roots[kind][i].cert) == 0)
+            *is_sim = ctx->roots[kind][i].is_sim;
+    }
+out:
+    X509_STORE_CTX_free(sctx);
+    X509_STORE_free(store);
+    return rc;
+}
