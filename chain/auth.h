@@ -20,10 +20,20 @@ enum {
 };
 
 struct kms_auth_cfg {
-    const char *type;             /* "dev" | "webhook" */
+    const char *type;             /* "dev" | "webhook" | "eth" */
     const char *webhook_url;      /* base URL, e.g. http://127.0.0.1:8001 */
     long timeout_ms;              /* per call; 0 = 5000 */
     const char *dev_gateway_app_id; /* default "any" */
+    /* type "eth": native Ethereum backend (chain/eth.c). Strings are borrowed for the call. */
+    const char *const *eth_rpc_urls; /* JSON-RPC endpoints (node or light client); >= 1 */
+    size_t eth_n_rpc_urls;           /* at most 16 */
+    const char *eth_policy;          /* "failover" (default: first healthy) | "quorum" */
+    unsigned eth_quorum_k;           /* quorum: answers that must agree; 0 = majority of n */
+    const char *eth_contract;        /* DstackKms address, 0x + 40 hex */
+    const char *eth_block_tag;       /* "latest" (default) | "safe" | "finalized" */
+    uint64_t eth_chain_id;           /* expected eth_chainId; 0 = not checked */
+    long eth_cache_ttl_ms;           /* allow decisions only; 0 = 2000, < 0 = no cache */
+    int eth_retries;                 /* extra attempts per RPC call; 0 = 1, < 0 = none */
 };
 
 struct kms_auth;
