@@ -254,6 +254,10 @@ struct kms_verified {
 
 void kms_verified_free(struct kms_verified *v);
 
+/* The Intel SGX Root CA (pinned TDX PCK root), compiled in; also attest/roots/intel-sgx-root-ca.pem.
+ * Caller frees with X509_free; NULL on allocation failure. */
+X509 *kms_attest_intel_root(void);
+
 /* Verifies a quote's signatures and PCK chain (no event-log checks). */
 KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
                                  size_t len, struct kms_verified *out);
@@ -264,6 +268,10 @@ KMS_WUR int kms_attest_verify(const struct kms_attest_ctx *ctx, const struct kms
 KMS_WUR int kms_attest_verify_bound(const struct kms_attest_ctx *ctx,
                                     const struct kms_attestation *att, const uint8_t *spki,
                                     size_t spki_len, struct kms_verified *out);
+
+/* The pinned AWS Nitro Enclaves Root G1 (compiled in; SHA-256 of the DER
+ * 641a0321…bb5b). Returns a new X509 the caller frees, or NULL on allocation failure. */
+X509 *kms_attest_nitro_root(void);
 
 /* ---------------------------------------------------------------- BootInfo */
 
@@ -329,5 +337,18 @@ KMS_WUR int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measu
 /* Raw quote for given report fields (used by tests to flip bytes). Caller frees *quote. */
 KMS_WUR int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report,
                           uint8_t **quote, size_t *len);
+
+/*
+ * Simulated Nitro Enclave: sim_dir holds a P-384 simulation root (sim-nitro-root.pem/.key, 0600,
+ * created on first use). Each call issues a fresh P-384 leaf (valid 3 h from now) and produces a
+ * real-format NSM COSE_Sign1 document (ES384; module_id "i-0123456789abcdef0-enc0123456789abcdef",
+ * PCR0..2 = pcrs, PCR3..15 zero, user_data = report_data, cabundle [root]) wrapped in a NITRO
+ * attestation with config {"os_image_hash":"<hex sha256(PCR0||PCR1||PCR2)>"} and, when
+ * app_id_hex != NULL, the runtime event "app-id". The production verifier accepts it when
+ * sim-nitro-root.pem is configured as a simulation Nitro root. Caller frees *out (kms_att_free).
+ */
+KMS_WUR int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
+                                 const uint8_t report_data[64], const char *app_id_hex,
+                                 struct kms_attestation **out);
 
 #endif

@@ -1,0 +1,370 @@
+/* TDX v4 quote: parsing and offline signature verification (attestation-reference.md §3). */
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attest/internal.h"
+#include "common/buf.h"
+
+#define TDX_ATT_KEY_ECDSA_P256 2u
+#define TDX_TEE_TYPE 0x81u
+#define CERT_TYPE_QE_REPORT 6u
+#define CERT_TYPE_PCK_CHAIN 5u
+#define QE_REPORT_DATA_OFF 320u /* report_data within an SGX report body */
+#define PCK_CHAIN_MAX_CERTS 8
+
+/* Intel SGX extension OIDs in the PCK certificate. */
+#define OID_SGX_EXT "1.2.840.113741.1.13.1"
+#define OID_SGX_PPID "1.2.840.113741.1.13.1.1"
+
+static int rd_report(struct kms_reader *r, struct kms_tdx_report *t)
+{
+    int rc = 0;
+
+    KMS_GUARD(kms_rd_copy(r, t->tee_tcb_svn, 16));
+    KMS_GUARD(kms_rd_copy(r, t->mr_seam, 48));
+    KMS_GUARD(kms_rd_copy(r, t->mr_signer_seam, 48));
+    KMS_GUARD(kms_rd_copy(r, t->seam_attributes, 8));
+    KMS_GUARD(kms_rd_copy(r, t->td_attributes, 8));
+    KMS_GUARD(kms_rd_copy(r, t->xfam, 8));
+    KMS_GUARD(kms_rd_copy(r, t->mr_td, 48));
+    KMS_GUARD(kms_rd_copy(r, t->mr_config_id, 48));
+    KMS_GUARD(kms_rd_copy(r, t->mr_owner, 48));
+    KMS_GUARD(kms_rd_copy(r, t->mr_owner_config, 48));
+    for (int i = 0; i < 4; i++)
+        KMS_GUARD(kms_rd_copy(r, t->rtmr[i], 48));
+    KMS_GUARD(kms_rd_copy(r, t->report_data, 64));
+out:
+    return rc;
+}
+
+static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
+{
+    struct kms_reader auth;
+    struct kms_reader cert;
+    const uint8_t *p;
+    uint32_t auth_len;
+    uint32_t cert_len;
+    uint16_t cert_type;
+    uint16_t qe_auth_len;
+    uint8_t user_data[20];
+    int rc = 0;
+
+    KMS_GUARD(kms_rd_u16le(r, &q->version));
+    KMS_ENSURE(q->version == 4, q->version == 5 ? KMS_ERR_ATT_UNSUPPORTED : KMS_ERR_ATT_FORMAT,
+               "TDX quote version %u is not supported (only v4)", q->version);
+    KMS_GUARD(kms_rd_u16le(r, &q->att_key_type));
+    KMS_ENSURE(q->att_key_type == TDX_ATT_KEY_ECDSA_P256, KMS_ERR_ATT_UNSUPPORTED,
+               "TDX quote attestation key type %u is not supported (only ECDSA P-256)",
+               q->att_key_type);
+    KMS_GUARD(kms_rd_u32le(r, &q->tee_type));
+    KMS_ENSURE(q->tee_type == TDX_TEE_TYPE, KMS_ERR_ATT_FORMAT,
+               "quote TEE type 0x%x is not TDX (0x81)", q->tee_type);
+    KMS_GUARD(kms_rd_u16le(r, &q->qe_svn));
+    KMS_GUARD(kms_rd_u16le(r, &q->pce_svn));
+    KMS_GUARD(kms_rd_copy(r, q->qe_vendor_id, 16));
+    KMS_GUARD(kms_rd_copy(r, user_data, 20));
+    KMS_GUARD(rd_report(r, &q->report));
+    q->signed_data = r->p;
+    q->signed_len = KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN;
+
+    KMS_GUARD(kms_rd_u32le(r, &auth_len));
+    KMS_GUARD(kms_rd_ptr(r, auth_len, &p));
+    kms_rd_init(&auth, p, auth_len);
+    KMS_GUARD(kms_rd_ptr(&auth, 64, &q->sig));
+    KMS_GUARD(kms_rd_ptr(&auth, 64, &q->attest_key));
+    KMS_GUARD(kms_rd_u16le(&auth, &cert_type));
+    KMS_ENSURE(cert_type == CERT_TYPE_QE_REPORT, KMS_ERR_ATT_FORMAT,
+               "TDX quote certification data type %u, want 6 (QE report)", cert_type);
+    KMS_GUARD(kms_rd_u32le(&auth, &cert_len));
+    KMS_GUARD(kms_rd_ptr(&auth, cert_len, &p));
+    KMS_ENSURE(kms_rd_left(&auth) == 0, KMS_ERR_ATT_FORMAT,
+               "%zu unexpected bytes after the TDX quote certification data", kms_rd_left(&auth));
+
+    kms_rd_init(&cert, p, cert_len);
+    KMS_GUARD(kms_rd_ptr(&cert, KMS_TDX_QE_REPORT_LEN, &q->qe_report));
+    KMS_GUARD(kms_rd_ptr(&cert, 64, &q->qe_report_sig));
+    KMS_GUARD(kms_rd_u16le(&cert, &qe_auth_len));
+    q->qe_auth_len = qe_auth_len;
+    KMS_GUARD(kms_rd_ptr(&cert, q->qe_auth_len, &q->qe_auth));
+    KMS_GUARD(kms_rd_u16le(&cert, &cert_type));
+    KMS_ENSURE(cert_type == CERT_TYPE_PCK_CHAIN, KMS_ERR_ATT_FORMAT,
+               "QE certification data type %u, want 5 (PCK certificate chain)", cert_type);
+    KMS_GUARD(kms_rd_u32le(&cert, &cert_len));
+    q->pck_chain_len = cert_len;
+    KMS_GUARD(kms_rd_ptr(&cert, q->pck_chain_len, &q->pck_chain));
+    KMS_ENSURE(kms_rd_left(&cert) == 0, KMS_ERR_ATT_FORMAT,
+               "%zu unexpected bytes after the PCK certificate chain", kms_rd_left(&cert));
+
+    /* quote buffers are often fixed-size with zero padding after the used part */
+    while (kms_rd_left(r) > 0) {
+        uint8_t z;
+
+        KMS_GUARD(kms_rd_u8(r, &z));
+        KMS_ENSURE(z == 0, KMS_ERR_ATT_FORMAT, "non-zero trailing byte at offset %zu of the quote",
+                   r->off - 1);
+    }
+out:
+    return rc;
+}
+
+int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q)
+{
+    struct kms_reader r;
+    int rc;
+
+    memset(q, 0, sizeof(*q));
+    if (len > KMS_ATT_MAX_FIELD)
+        return kms_err_set(KMS_ERR_ATT_FORMAT, "TDX quote of %zu bytes is too large", len);
+    kms_rd_init(&r, p, len);
+    rc = parse_inner(&r, q);
+    if (rc == KMS_ERR_PARSE)
+        rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "TDX quote");
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------- crypto */
+
+/* P-256 public key from the raw X||Y attestation key. */
+static int p256_from_raw(const uint8_t xy[64], EVP_PKEY **out)
+{
+    uint8_t pt[65];
+    OSSL_PARAM_BLD *bld = NULL;
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    pt[0] = 0x04;
+    memcpy(pt + 1, xy, 64);
+    bld = OSSL_PARAM_BLD_new();
+    KMS_GUARD_PTR(bld);
+    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "P-256", 0),
+                   "OSSL_PARAM_BLD_push_utf8_string");
+    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)),
+                   "OSSL_PARAM_BLD_push_octet_string");
+    params = OSSL_PARAM_BLD_to_param(bld);
+    KMS_GUARD_PTR(params);
+    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    KMS_GUARD_PTR(pctx);
+    KMS_GUARD_OSSL(EVP_PKEY_fromdata_init(pctx), "EVP_PKEY_fromdata_init");
+    if (EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+        ERR_clear_error();
+        rc = kms_err_set(KMS_ERR_ATT_QUOTE_SIG, "attestation key is not a valid P-256 point");
+        goto out;
+    }
+out:
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    return rc;
+}
+
+/* Verifies a raw r||s P-256 ECDSA signature over SHA-256(msg). 1 valid, 0 invalid, <0 error. */
+static int ecdsa_p256_verify(EVP_PKEY *pk, const uint8_t *msg, size_t len, const uint8_t rs[64])
+{
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(rs, 32, NULL);
+    BIGNUM *s = BN_bin2bn(rs + 32, 32, NULL);
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    unsigned char *der = NULL;
+    int der_len;
+    int rc = 0;
+
+    KMS_GUARD_PTR(sig);
+    KMS_GUARD_PTR(r);
+    KMS_GUARD_PTR(s);
+    KMS_GUARD_PTR(mctx);
+    KMS_GUARD_OSSL(ECDSA_SIG_set0(sig, r, s), "ECDSA_SIG_set0");
+    r = NULL;
+    s = NULL;
+    der_len = i2d_ECDSA_SIG(sig, &der);
+    KMS_ENSURE(der_len > 0, KMS_ERR_CRYPTO, "cannot encode ECDSA signature");
+    KMS_GUARD_OSSL(EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, pk),
+                   "EVP_DigestVerifyInit");
+    rc = EVP_DigestVerify(mctx, der, (size_t)der_len, msg, len) == 1;
+    ERR_clear_error();
+out:
+    OPENSSL_free(der);
+    EVP_MD_CTX_free(mctx);
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    return rc;
+}
+
+static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) **out)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    BIO *bio = NULL;
+    X509 *c;
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD_PTR(sk);
+    KMS_ENSURE(q->pck_chain_len <= INT_MAX, KMS_ERR_ATT_FORMAT, "PCK chain too large");
+    bio = BIO_new_mem_buf(q->pck_chain, (int)q->pck_chain_len);
+    KMS_GUARD_PTR(bio);
+    while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_num(sk) >= PCK_CHAIN_MAX_CERTS || sk_X509_push(sk, c) <= 0) {
+            X509_free(c);
+            rc = kms_err_set(KMS_ERR_ATT_FORMAT, "PCK chain has more than %d certificates",
+                             PCK_CHAIN_MAX_CERTS);
+            goto out;
+        }
+    }
+    ERR_clear_error();
+    KMS_ENSURE(sk_X509_num(sk) > 0, KMS_ERR_ATT_FORMAT,
+               "quote carries no parsable PEM PCK certificate");
+    *out = sk;
+    sk = NULL;
+out:
+    BIO_free(bio);
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+/* PPID from the Intel SGX extension: SEQUENCE OF SEQUENCE { OID, value }, PPID = OCTET STRING
+ * under sub-OID .1. Absent extension → empty PPID; a malformed one is a format error. */
+static int extract_ppid(X509 *leaf, struct kms_verified *v)
+{
+    ASN1_OBJECT *ext_oid = OBJ_txt2obj(OID_SGX_EXT, 1);
+    STACK_OF(ASN1_TYPE) *outer = NULL;
+    STACK_OF(ASN1_TYPE) *inner = NULL;
+    const unsigned char *p;
+    ASN1_OCTET_STRING *data;
+    X509_EXTENSION *ext;
+    char oid[64];
+    int idx;
+    int rc = 0;
+
+    v->ppid_len = 0;
+    KMS_GUARD_PTR(ext_oid);
+    idx = X509_get_ext_by_OBJ(leaf, ext_oid, -1);
+    if (idx < 0)
+        goto out;
+    ext = X509_get_ext(leaf, idx);
+    data = X509_EXTENSION_get_data(ext);
+    p = ASN1_STRING_get0_data(data);
+    outer = d2i_ASN1_SEQUENCE_ANY(NULL, &p, ASN1_STRING_length(data));
+    KMS_ENSURE(outer != NULL, KMS_ERR_ATT_FORMAT, "malformed SGX extension in PCK certificate");
+    for (int i = 0; i < sk_ASN1_TYPE_num(outer); i++) {
+        ASN1_TYPE *t = sk_ASN1_TYPE_value(outer, i);
+        ASN1_TYPE *k;
+        ASN1_TYPE *val;
+
+        if (t->type != V_ASN1_SEQUENCE)
+            continue;
+        p = ASN1_STRING_get0_data(t->value.sequence);
+        inner = d2i_ASN1_SEQUENCE_ANY(NULL, &p, ASN1_STRING_length(t->value.sequence));
+        KMS_ENSURE(inner != NULL && sk_ASN1_TYPE_num(inner) == 2, KMS_ERR_ATT_FORMAT,
+                   "malformed SGX extension entry in PCK certificate");
+        k = sk_ASN1_TYPE_value(inner, 0);
+        val = sk_ASN1_TYPE_value(inner, 1);
+        KMS_ENSURE(k->type == V_ASN1_OBJECT, KMS_ERR_ATT_FORMAT,
+                   "malformed SGX extension entry in PCK certificate");
+        if (OBJ_obj2txt(oid, sizeof(oid), k->value.object, 1) > 0 &&
+            strcmp(oid, OID_SGX_PPID) == 0) {
+            int n;
+
+            KMS_ENSURE(val->type == V_ASN1_OCTET_STRING, KMS_ERR_ATT_FORMAT,
+                       "PPID in PCK certificate is not an OCTET STRING");
+            n = ASN1_STRING_length(val->value.octet_string);
+            KMS_ENSURE(n >= 0 && (size_t)n <= sizeof(v->ppid), KMS_ERR_ATT_FORMAT,
+                       "PPID of %d bytes is too long", n);
+            memcpy(v->ppid, ASN1_STRING_get0_data(val->value.octet_string), (size_t)n);
+            v->ppid_len = (size_t)n;
+        }
+        sk_ASN1_TYPE_pop_free(inner, ASN1_TYPE_free);
+        inner = NULL;
+    }
+out:
+    ERR_clear_error();
+    sk_ASN1_TYPE_pop_free(inner, ASN1_TYPE_free);
+    sk_ASN1_TYPE_pop_free(outer, ASN1_TYPE_free);
+    ASN1_OBJECT_free(ext_oid);
+    return rc;
+}
+
+int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
+                         struct kms_verified *out)
+{
+    struct kms_tdx_quote q;
+    STACK_OF(X509) *chain = NULL;
+    EVP_PKEY *ak = NULL;
+    EVP_PKEY *pck_key;
+    X509 *leaf;
+    uint8_t h[32];
+    int is_sim = 0;
+    int ok;
+    int rc = 0;
+
+    KMS_GUARD(kms_tdx_quote_parse(quote, len, &q));
+
+    /* (a) the quote (header || TD report) is signed by the QE's attestation key */
+    KMS_GUARD(p256_from_raw(q.attest_key, &ak));
+    ok = ecdsa_p256_verify(ak, q.signed_data, q.signed_len, q.sig);
+    KMS_GUARD(ok);
+    KMS_ENSURE(ok == 1, KMS_ERR_ATT_QUOTE_SIG,
+               "TDX quote signature does not verify with the attestation key");
+
+    /* (b) the QE report is signed by the PCK leaf */
+    KMS_GUARD(load_pck_chain(&q, &chain));
+    leaf = sk_X509_value(chain, 0);
+    pck_key = X509_get0_pubkey(leaf);
+    KMS_ENSURE(pck_key != NULL && EVP_PKEY_is_a(pck_key, "EC"), KMS_ERR_ATT_FORMAT,
+               "PCK certificate key is not an EC key");
+    ok = ecdsa_p256_verify(pck_key, q.qe_report, KMS_TDX_QE_REPORT_LEN, q.qe_report_sig);
+    KMS_GUARD(ok);
+    KMS_ENSURE(ok == 1, KMS_ERR_ATT_QE_SIG,
+               "QE report signature does not verify with the PCK certificate key");
+
+    /* (c) QE report_data = sha256(attest_key || qe_auth_data) || 0^32 binds the attestation key */
+    {
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+        int dok = m != NULL && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(m, q.attest_key, 64) == 1 &&
+                  EVP_DigestUpdate(m, q.qe_auth, q.qe_auth_len) == 1 &&
+                  EVP_DigestFinal_ex(m, h, NULL) == 1;
+
+        EVP_MD_CTX_free(m);
+        KMS_ENSURE(dok, KMS_ERR_CRYPTO, "SHA-256 failed");
+    }
+    {
+        static const uint8_t zero[32];
+        const uint8_t *rd = q.qe_report + QE_REPORT_DATA_OFF;
+
+        KMS_ENSURE(memcmp(rd, h, 32) == 0 && memcmp(rd + 32, zero, 32) == 0,
+                   KMS_ERR_ATT_QE_BINDING,
+                   "QE report data does not bind the attestation key and QE auth data");
+    }
+
+    /* (d) the PCK chain reaches a pinned Intel (or simulation) root */
+    {
+        STACK_OF(X509) *rest = sk_X509_dup(chain);
+
+        KMS_GUARD_PTR(rest);
+        (void)sk_X509_shift(rest);
+        rc = kms_attest_verify_chain(ctx, KMS_ROOT_TDX, leaf, rest, "PCK chain", &is_sim);
+        sk_X509_free(rest);
+        if (rc < 0)
+            goto out;
+    }
+
+    KMS_GUARD(extract_ppid(leaf, out));
+    out->mode = KMS_ATT_TDX;
+    out->sim = is_sim;
+    out->td = q.report;
+out:
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(ak);
+    return rc;
+}
