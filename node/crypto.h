@@ -55,6 +55,10 @@ KMS_WUR int kms_k256_sign(const uint8_t sk[32], const uint8_t digest[32], uint8_
 /* Recovers the compressed public key; KMS_ERR_VERIFY if the signature is invalid. */
 KMS_WUR int kms_k256_recover(const uint8_t sig65[65], const uint8_t digest[32],
                              uint8_t pub33[33]);
+/* Recovers and compares with expect_pub33; KMS_ERR_VERIFY if the signature is invalid or
+ * recovers to another key. */
+KMS_WUR int kms_k256_verify_recover(const uint8_t sig65[65], const uint8_t digest[32],
+                                    const uint8_t expect_pub33[33]);
 /* Uncompressed 64-byte X||Y (for Ethereum addresses). */
 KMS_WUR int kms_k256_pubkey_uncompressed(const uint8_t sk[32], uint8_t pub64[64]);
 
@@ -77,6 +81,11 @@ KMS_WUR int kms_derive_app_keys(const EVP_PKEY *root_ca, const uint8_t root_k256
 /* The message digest signed as k256_signature. */
 void kms_k256_issued_digest(const uint8_t *app_id, size_t app_id_len, const uint8_t pub33[33],
                             uint8_t digest[32]);
+
+/* Digest signed for GetAppEnvEncryptPubKey: timestamp NULL gives the legacy `signature`
+ * message, non-NULL the `signature_v1` message (u64 big-endian timestamp before the key). */
+void kms_env_pubkey_digest(const uint8_t *app_id, size_t app_id_len, const uint64_t *timestamp,
+                           const uint8_t pub[32], uint8_t digest[32]);
 
 struct kms_env_pubkey {
     uint8_t public_key[32];
