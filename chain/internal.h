@@ -1,0 +1,61 @@
+/*
+ * chain internals: the authorization backend vtable shared by auth.c (dispatch, dev),
+ * webhook.c (auth-api) and the native Ethereum backend (eth*.c).
+ *
+ * A backend's constructor validates its config, allocates its private state and hands it to
+ * kms_auth_wrap(). The public kms_auth_* functions check arguments, zero the output, call the
+ * backend and enforce fail-closed results, so backends only fill in answers.
+ *
+ * Thread safety: one handle is shared by all request threads; ops->check and ops->info must
+ * be safe to call concurrently (keep priv immutable after construction, or lock inside).
+ */
+#ifndef KMS_CHAIN_INTERNAL_H
+#define KMS_CHAIN_INTERNAL_H
+
+#include "chain/auth.h"
+
+struct kms_auth_ops {
+    const char *name; /* "dev", "webhook", "eth": used in error details */
+    /* out is zeroed by the caller. rc < 0: no answer (the caller forces allowed = 0). Fill
+     * out with kms_auth_result_set(). */
+    int (*check)(void *priv, int is_kms, const struct kms_boot_info *bi,
+                 struct kms_auth_result *out);
+    /* out is zeroed by the caller; strings are malloc'd and owned by out (the caller clears
+     * out on failure, so a backend may fail half-way). */
+    int (*info)(void *priv, struct kms_auth_info *out);
+    /* Frees priv; accepts NULL. */
+    void (*free)(void *priv);
+};
+
+struct kms_auth {
+    const struct kms_auth_ops *ops;
+    void *priv;
+    int is_dev;
+};
+
+/* Wraps backend state in a new handle (*out, caller frees with kms_auth_free). On success
+ * the handle owns priv; on failure priv is freed with ops->free. */
+KMS_WUR int kms_auth_wrap(const struct kms_auth_ops *ops, void *priv, int is_dev,
+                          struct kms_auth **out);
+
+/* Fills out. reason is copied, truncated at a UTF-8 boundary to fit; gateway_app_id must
+ * fit whole (else KMS_ERR_AUTH_RESPONSE, as truncating an identifier would change it).
+ * NULL strings are taken as "". */
+KMS_WUR int kms_auth_result_set(struct kms_auth_result *out, int allowed, const char *reason,
+                                const char *gateway_app_id);
+
+/* "dstack-tdx" | "dstack-gcp-tdx" | "dstack-nitro-enclave", NULL for an unknown mode. */
+const char *kms_auth_mode_name(enum kms_att_mode m);
+
+/* Backend constructors. cfg is validated by the backend; *out as for kms_auth_new. */
+KMS_WUR int kms_auth_dev_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
+KMS_WUR int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
+/*
+ * Native Ethereum backend, implemented in chain/eth*.c. chain/weak_eth.c holds a weak default
+ * that fails with "eth backend not built" so the library links without it. The default sits in
+ * its own file, which sorts after eth*.c, so that the static-archive linker pulls the real
+ * definition first (a weak definition inside auth.o would silently shadow eth.o).
+ */
+KMS_WUR int kms_auth_eth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
+
+#endif

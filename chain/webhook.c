@@ -1,0 +1,406 @@
+/*
+ * chain: the `webhook` backend, a client of the reference auth-api (kms-reference.md §7):
+ * POST <url>/bootAuth/{app,kms} with the BootInfo JSON, GET <url>/ for GetMeta.
+ *
+ * Unlike the reference (reqwest, no timeout) every call is bounded by the configured timeout,
+ * the response is capped at WH_RESPONSE_MAX, only http/https are spoken, redirects are not
+ * followed and proxies from the environment are ignored (the policy call goes where the
+ * operator configured it, nowhere else). One curl easy handle per call: the backend is
+ * stateless after construction and so safe to share between threads.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "chain/internal.h"
+#include "common/buf.h"
+
+#define WH_DEFAULT_TIMEOUT_MS 5000L
+#define WH_MAX_TIMEOUT_MS (10L * 60L * 1000L)
+#define WH_URL_MAX 2048u
+#define WH_RESPONSE_MAX (1024u * 1024u)
+#define WH_BODY_IN_DETAIL 256u /* bytes of an error body quoted in the detail */
+#define WH_INFO_STR_MAX 4096u  /* longest string accepted in GET / */
+
+struct webhook {
+    char *base;  /* configured URL with a trailing '/' */
+    char *shown; /* the same with credentials removed, for messages */
+    long timeout_ms;
+};
+
+/* ---------------------------------------------------------------- URL handling */
+
+static int has_prefix_ci(const char *s, const char *p)
+{
+    return strncasecmp(s, p, strlen(p)) == 0;
+}
+
+/* Accepts http(s)://host[:port][/path] made of visible ASCII, without query or fragment (a
+ * path is appended to it). */
+static int url_check(const char *url)
+{
+    const char *host;
+    size_t n;
+    int rc = 0;
+
+    KMS_ENSURE(url != NULL && url[0] != '\0', KMS_ERR_INVAL,
+               "auth_api.webhook.url is not set; give the auth-api base URL, e.g. "
+               "http://auth-api:8000");
+    n = strlen(url);
+    KMS_ENSURE(n <= WH_URL_MAX, KMS_ERR_INVAL,
+               "auth_api.webhook.url is %zu bytes long; at most %u are allowed", n, WH_URL_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)url[i];
+
+        KMS_ENSURE(c > 0x20 && c < 0x7f, KMS_ERR_INVAL,
+                   "auth_api.webhook.url has a space or control character at offset %zu", i);
+        KMS_ENSURE(c != '?' && c != '#', KMS_ERR_INVAL,
+                   "auth_api.webhook.url must not contain a query or fragment ('%c' at offset "
+                   "%zu): the request path is appended to it",
+                   c, i);
+    }
+    if (has_prefix_ci(url, "http://"))
+        host = url + 7;
+    else if (has_prefix_ci(url, "https://"))
+        host = url + 8;
+    else
+        host = NULL;
+    KMS_ENSURE(host != NULL, KMS_ERR_INVAL,
+               "auth_api.webhook.url must start with http:// or https://");
+    KMS_ENSURE(host[0] != '\0' && host[0] != '/', KMS_ERR_INVAL,
+               "auth_api.webhook.url has no host");
+out:
+    return rc;
+}
+
+/* Copy of a checked URL with any user:password@ replaced by "***@". Caller frees. */
+static char *url_redact(const char *url)
+{
+    const char *auth = strstr(url, "://") + 3;
+    const char *end = auth + strcspn(auth, "/");
+    const char *at = NULL;
+    char *s;
+    size_t n;
+
+    for (const char *p = auth; p < end; p++) {
+        if (*p == '@')
+            at = p;
+    }
+    if (at == NULL)
+        return strdup(url);
+    n = (size_t)(auth - url) + 3 + strlen(at) + 1;
+    s = malloc(n);
+    if (s == NULL)
+        return NULL;
+    snprintf(s, n, "%.*s***%s", (int)(auth - url), url, at);
+    return s;
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+struct wh_sink {
+    struct kms_buf buf;
+    int too_big;
+};
+
+static size_t wh_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct wh_sink *sink = userdata;
+    size_t n = size * nmemb; /* curl guarantees size == 1 */
+
+    if (n > WH_RESPONSE_MAX - sink->buf.len) {
+        sink->too_big = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (kms_buf_put(&sink->buf, ptr, n) < 0)
+        return 0;
+    return n;
+}
+
+/* Writes at most max bytes of p into out (size outsz) with non-printable bytes as '.'. */
+static void sanitize(const uint8_t *p, size_t len, size_t max, char *out, size_t outsz)
+{
+    size_t n = len < max ? len : max;
+    size_t i;
+
+    if (n > outsz - 4)
+        n = outsz - 4;
+    for (i = 0; i < n; i++)
+        out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '.';
+    if (n < len) {
+        memcpy(out + i, "...", 3);
+        i += 3;
+    }
+    out[i] = '\0';
+}
+
+static int wh_curl_error(const struct webhook *w, const char *method, CURLcode cc,
+                         const char *errbuf, const struct wh_sink *sink)
+{
+    const char *why = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc);
+
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return kms_err_set(KMS_ERR_AUTH_TIMEOUT,
+                           "auth-api did not answer within %ld ms (%s %s); check that it is "
+                           "running and healthy",
+                           w->timeout_ms, method, w->shown);
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE,
+                           "cannot connect to the auth-api at %s: %s; check "
+                           "auth_api.webhook.url and that the auth-api is running",
+                           w->shown, why);
+    case CURLE_WRITE_ERROR:
+        if (sink->too_big)
+            return kms_err_set(KMS_ERR_AUTH_RESPONSE,
+                               "auth-api response to %s %s exceeds %u bytes", method, w->shown,
+                               WH_RESPONSE_MAX);
+        return kms_err_set(KMS_ERR_NOMEM, "out of memory reading the auth-api response");
+    default:
+        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s failed: %s",
+                           method, w->shown, why);
+    }
+}
+
+/*
+ * One request: GET base (body NULL) or POST base+path with a JSON body. On 2xx returns 0 and
+ * the parsed JSON object in *json (caller decrefs). Errors: see auth.h.
+ */
+static int wh_request(const struct webhook *w, const char *path, const char *body, json_t **json)
+{
+    const char *method = body != NULL ? "POST" : "GET";
+    char errbuf[CURL_ERROR_SIZE];
+    char quoted[WH_BODY_IN_DETAIL + 4];
+    struct wh_sink sink = {0};
+    struct curl_slist *hdrs = NULL;
+    struct curl_slist *tmp;
+    char *url = NULL;
+    CURL *h = NULL;
+    CURLcode cc;
+    long status = 0;
+    json_error_t jerr;
+    json_t *j = NULL;
+    size_t n;
+    int rc = 0;
+
+    *json = NULL;
+    errbuf[0] = '\0';
+    n = strlen(w->base) + strlen(path) + 1;
+    url = malloc(n);
+    KMS_GUARD_PTR(url);
+    snprintf(url, n, "%s%s", w->base, path);
+
+    h = curl_easy_init();
+    KMS_ENSURE(h != NULL, KMS_ERR_NOMEM, "cannot create an HTTP client handle (curl_easy_init)");
+    tmp = curl_slist_append(hdrs, "Accept: application/json");
+    KMS_GUARD_PTR(tmp);
+    hdrs = tmp;
+    if (body != NULL) {
+        tmp = curl_slist_append(hdrs, "Content-Type: application/json");
+        KMS_GUARD_PTR(tmp);
+        hdrs = tmp;
+        /* No "Expect: 100-continue" round trip for larger bodies. */
+        tmp = curl_slist_append(hdrs, "Expect:");
+        KMS_GUARD_PTR(tmp);
+        hdrs = tmp;
+    }
+#define SETOPT(opt, val)                                                                           \
+    do {                                                                                           \
+        cc = curl_easy_setopt(h, opt, val);                                                        \
+        KMS_ENSURE(cc == CURLE_OK, KMS_ERR_INTERNAL, "curl option %s: %s", #opt,                   \
+                   curl_easy_strerror(cc));                                                        \
+    } while (0)
+    SETOPT(CURLOPT_URL, url);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_TIMEOUT_MS, w->timeout_ms);
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, w->timeout_ms);
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(CURLOPT_PROXY, ""); /* ignore http_proxy & co from the environment */
+    SETOPT(CURLOPT_ERRORBUFFER, errbuf);
+    SETOPT(CURLOPT_USERAGENT, "kmsd");
+    SETOPT(CURLOPT_HTTPHEADER, hdrs);
+    SETOPT(CURLOPT_WRITEFUNCTION, wh_write);
+    SETOPT(CURLOPT_WRITEDATA, &sink);
+    if (body != NULL) {
+        SETOPT(CURLOPT_POST, 1L);
+        SETOPT(CURLOPT_POSTFIELDS, body);
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+    } else {
+        SETOPT(CURLOPT_HTTPGET, 1L);
+    }
+#undef SETOPT
+
+    cc = curl_easy_perform(h);
+    if (cc != CURLE_OK) {
+        rc = wh_curl_error(w, method, cc, errbuf, &sink);
+        goto out;
+    }
+    cc = curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_INTERNAL, "cannot read the auth-api HTTP status");
+    sanitize(sink.buf.data, sink.buf.len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
+    KMS_ENSURE(status >= 200 && status <= 299, KMS_ERR_AUTH_HTTP,
+               "auth-api %s %s%s returned HTTP %ld: %s", method, w->shown, path, status, quoted);
+    j = json_loadb((const char *)sink.buf.data, sink.buf.len, JSON_REJECT_DUPLICATES, &jerr);
+    KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method,
+               w->shown, path, jerr.text, jerr.line, quoted);
+    KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s %s%s answered with JSON that is not an object: %s", method,
+               w->shown, path, quoted);
+    *json = j;
+    j = NULL;
+out:
+    json_decref(j);
+    if (h != NULL)
+        curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    kms_buf_free(&sink.buf);
+    free(url);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- response fields */
+
+/* Borrowed string field; required. */
+static int get_str(json_t *obj, const char *key, const char *what, size_t max, const char **out)
+{
+    json_t *v = json_object_get(obj, key);
+    int rc = 0;
+
+    KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE, "auth-api %s response lacks required field %s",
+               what, key);
+    KMS_ENSURE(json_is_string(v), KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s response field %s is not a string", what, key);
+    KMS_ENSURE(json_string_length(v) <= max, KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s response field %s is %zu bytes; at most %zu are allowed", what, key,
+               json_string_length(v), max);
+    *out = json_string_value(v);
+out:
+    return rc;
+}
+
+static int dup_str(json_t *obj, const char *key, char **out)
+{
+    const char *s;
+    int rc = 0;
+
+    KMS_GUARD(get_str(obj, key, "GET /", WH_INFO_STR_MAX, &s));
+    *out = strdup(s);
+    KMS_GUARD_PTR(*out);
+out:
+    return rc;
+}
+
+/* ---------------------------------------------------------------- backend ops */
+
+static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
+                    struct kms_auth_result *out)
+{
+    const struct webhook *w = priv;
+    const char *path = is_kms ? "bootAuth/kms" : "bootAuth/app";
+    const char *what = is_kms ? "bootAuth/kms" : "bootAuth/app";
+    const char *gw;
+    const char *reason;
+    json_t *resp = NULL;
+    json_t *v;
+    char *body = NULL;
+    int rc = 0;
+
+    body = kms_auth_boot_info_json(bi);
+    if (body == NULL) {
+        rc = kms_err_wrap(KMS_ERR_INVAL, "cannot encode BootInfo for the auth-api");
+        goto out;
+    }
+    KMS_GUARD(wh_request(w, path, body, &resp));
+    v = json_object_get(resp, "isAllowed");
+    KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s response lacks required field isAllowed", what);
+    KMS_ENSURE(json_is_boolean(v), KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s response field isAllowed is not a boolean", what);
+    KMS_GUARD(get_str(resp, "gatewayAppId", what, sizeof(out->gateway_app_id) - 1, &gw));
+    /* reason is informational: any length is accepted and truncated on copy. */
+    KMS_GUARD(get_str(resp, "reason", what, WH_RESPONSE_MAX, &reason));
+    KMS_GUARD(kms_auth_result_set(out, json_is_true(v), reason, gw));
+out:
+    json_decref(resp);
+    free(body);
+    return rc;
+}
+
+static int wh_info(void *priv, struct kms_auth_info *out)
+{
+    const struct webhook *w = priv;
+    json_t *resp = NULL;
+    json_t *v;
+    int rc = 0;
+
+    KMS_GUARD(wh_request(w, "", NULL, &resp));
+    KMS_GUARD(dup_str(resp, "status", &out->status));
+    KMS_GUARD(dup_str(resp, "kmsContractAddr", &out->kms_contract_addr));
+    KMS_GUARD(dup_str(resp, "gatewayAppId", &out->gateway_app_id));
+    v = json_object_get(resp, "chainId");
+    KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE,
+               "auth-api GET / response lacks required field chainId");
+    /* serde u64: a non-negative integer; jansson already rejects values beyond int64. */
+    KMS_ENSURE(json_is_integer(v) && json_integer_value(v) >= 0, KMS_ERR_AUTH_RESPONSE,
+               "auth-api GET / response field chainId is not a non-negative integer");
+    out->chain_id = (uint64_t)json_integer_value(v);
+    KMS_GUARD(dup_str(resp, "appImplementation", &out->app_implementation));
+out:
+    json_decref(resp);
+    return rc;
+}
+
+static void wh_free(void *priv)
+{
+    struct webhook *w = priv;
+
+    if (w == NULL)
+        return;
+    free(w->base);
+    free(w->shown);
+    free(w);
+}
+
+static const struct kms_auth_ops webhook_ops = {
+    .name = "webhook",
+    .check = wh_check,
+    .info = wh_info,
+    .free = wh_free,
+};
+
+int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
+{
+    struct webhook *w = NULL;
+    size_t n;
+    int rc = 0;
+
+    KMS_GUARD(url_check(cfg->webhook_url));
+    KMS_ENSURE(cfg->timeout_ms >= 0 && cfg->timeout_ms <= WH_MAX_TIMEOUT_MS, KMS_ERR_INVAL,
+               "auth-api timeout %ld ms is out of range (0 for the default %ld, at most %ld)",
+               cfg->timeout_ms, WH_DEFAULT_TIMEOUT_MS, WH_MAX_TIMEOUT_MS);
+    w = calloc(1, sizeof(*w));
+    KMS_GUARD_PTR(w);
+    w->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : WH_DEFAULT_TIMEOUT_MS;
+    n = strlen(cfg->webhook_url);
+    w->base = malloc(n + 2);
+    KMS_GUARD_PTR(w->base);
+    memcpy(w->base, cfg->webhook_url, n + 1);
+    /* url_join of the reference: append '/' if missing, then the path. */
+    if (w->base[n - 1] != '/') {
+        w->base[n] = '/';
+        w->base[n + 1] = '\0';
+    }
+    w->shown = url_redact(w->base);
+    KMS_GUARD_PTR(w->shown);
+    rc = kms_auth_wrap(&webhook_ops, w, 0, out);
+    w = NULL; /* owned by the handle, or freed by kms_auth_wrap */
+out:
+    wh_free(w);
+    return rc;
+}
