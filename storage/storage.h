@@ -66,8 +66,22 @@ KMS_WUR int kms_store_audit(struct kms_store *st, const char *event, const char 
 /* Verifies the hash chain; KMS_ERR_VERIFY names the first broken row. *count = rows. */
 KMS_WUR int kms_store_audit_verify(struct kms_store *st, size_t *count);
 
+/* Last audit row's id (the row count of an intact log) and its hash, zero when empty, so the
+ * head can be anchored outside the database (the chain alone cannot reveal a cut-off tail). */
+KMS_WUR int kms_store_audit_head(struct kms_store *st, size_t *count, uint8_t hash[32]);
+
+/* Checks that pem is exactly one PEM PKCS#8 "PRIVATE KEY" holding a valid EC P-256 private key
+ * (OpenSSL parse + private-key check). what names the key in the detail. KMS_ERR_PARSE if not. */
+KMS_WUR int kms_store_check_p256_pem(const char *pem, const char *what);
+/* Checks a raw big-endian secp256k1 secret: non-zero and below the group order. KMS_ERR_PARSE
+ * if not. Constant time. */
+KMS_WUR int kms_store_check_k256(const uint8_t k[32], const char *what);
+
 /* Reads a dstack KMS key directory (root-ca.key, tmp-ca.key: PEM PKCS#8; root-k256.key: raw
- * 32 bytes; optional rpc-domain, rpc.key, bootstrap-info.json) into out. Validates formats. */
+ * 32 bytes; optional rpc-domain, rpc.key, bootstrap-info.json) into out. Validates formats.
+ * out is overwritten (caller clears it with kms_identity_clear, also after an error is safe);
+ * absent optional files leave NULL (domain too); origin = "import <dir>". A missing required
+ * file is KMS_ERR_NOTFOUND, an invalid one KMS_ERR_PARSE; the detail names the file. */
 KMS_WUR int kms_dstack_read_dir(const char *dir, struct kms_identity *out);
 
 #endif
