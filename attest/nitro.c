@@ -1,0 +1,661 @@
+/*
+ * AWS Nitro Enclave NSM attestation documents (attestation-reference.md §1): COSE_Sign1 (ES384)
+ * over a CBOR document whose certificate chains to the pinned AWS Nitro Enclaves Root G1.
+ *
+ * Every CBOR input first passes a bounded well-formedness walk (struct kms_reader) before
+ * libcbor builds a tree: the walk bounds nesting depth and rejects any declared length or item
+ * count larger than the bytes that remain, so libcbor never allocates on an untrusted count.
+ */
+#include <cbor.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
+#include <string.h>
+
+#include "attest/internal.h"
+#include "common/buf.h"
+
+#define NITRO_MAX_DEPTH 8u        /* COSE and the NSM document nest at most 3 deep */
+#define NITRO_SIG_LEN 96u         /* ES384 r||s */
+#define NITRO_PCR_LEN 48u         /* SHA-384 PCRs */
+#define NITRO_MAX_PCRS 32u        /* NSM exposes PCR0..31 */
+#define NITRO_MAX_CERT 4096u      /* AWS spec: DER 1..1024; leave room */
+#define NITRO_MAX_CABUNDLE 16u
+#define NITRO_MAX_USER_DATA 512u  /* AWS spec */
+#define NITRO_MAX_NONCE 512u      /* AWS spec */
+#define NITRO_MAX_PUBKEY 1024u    /* AWS spec */
+#define NITRO_MAX_MODULE_ID 127u  /* fits kms_verified.module_id */
+#define COSE_TAG_SIGN1 18u
+#define COSE_HDR_ALG 1u
+#define COSE_HDR_CRIT 2u
+#define COSE_ALG_ES384_NEG 34u    /* -35 is stored as negint 34 */
+
+/* What a parsed document gives the verifier; pointers borrow from the libcbor trees. */
+struct nitro_doc {
+    const uint8_t *prot;
+    size_t prot_len;
+    const uint8_t *payload;
+    size_t payload_len;
+    const uint8_t *sig;
+    char module_id[NITRO_MAX_MODULE_ID + 1];
+    uint64_t timestamp_ms;
+    const uint8_t *pcr[3];
+    const uint8_t *cert;
+    size_t cert_len;
+    const uint8_t *cab[NITRO_MAX_CABUNDLE];
+    size_t cab_len[NITRO_MAX_CABUNDLE];
+    size_t n_cab;
+    const uint8_t *user_data; /* NULL when absent or null */
+    size_t user_data_len;
+};
+
+/* ---------------------------------------------------------------- CBOR well-formedness */
+
+/* Reads one item head. *indef is set for additional info 31 (only legal for major 2..5, 7). */
+static int cbor_head(struct kms_reader *r, uint8_t *major, uint8_t *ai, uint64_t *val,
+                     int *indef)
+{
+    uint8_t ib, b8;
+    uint16_t b16;
+    uint32_t b32;
+    int rc = 0;
+
+    *indef = 0;
+    *val = 0;
+    KMS_GUARD(kms_rd_u8(r, &ib));
+    *major = (uint8_t)(ib >> 5);
+    *ai = (uint8_t)(ib & 0x1f);
+    if (*ai < 24) {
+        *val = *ai;
+    } else if (*ai == 24) {
+        KMS_GUARD(kms_rd_u8(r, &b8));
+        *val = b8;
+    } else if (*ai == 25) {
+        KMS_GUARD(kms_rd_u16be(r, &b16));
+        *val = b16;
+    } else if (*ai == 26) {
+        KMS_GUARD(kms_rd_u32be(r, &b32));
+        *val = b32;
+    } else if (*ai == 27) {
+        KMS_GUARD(kms_rd_u64be(r, val));
+    } else if (*ai == 31) {
+        *indef = 1;
+    } else {
+        rc = kms_err_set(KMS_ERR_PARSE, "reserved additional information %u", *ai);
+    }
+out:
+    return rc;
+}
+
+/* Walks one item. Allowed: integers, definite byte/text strings, definite or indefinite arrays
+ * and maps (AWS emits the document as an indefinite map), tags, false/true/null. Rejected:
+ * indefinite strings, floats, other simple values, stray breaks, depth > NITRO_MAX_DEPTH. */
+static int cbor_walk(struct kms_reader *r, unsigned depth)
+{
+    uint8_t major, ai, nb;
+    uint64_t val;
+    int indef;
+    int rc = 0;
+
+    KMS_ENSURE(depth <= NITRO_MAX_DEPTH, KMS_ERR_PARSE, "nesting deeper than %u", NITRO_MAX_DEPTH);
+    KMS_GUARD(cbor_head(r, &major, &ai, &val, &indef));
+    switch (major) {
+    case 0:
+    case 1:
+        KMS_ENSURE(!indef, KMS_ERR_PARSE, "integer with indefinite length");
+        break;
+    case 2:
+    case 3:
+        KMS_ENSURE(!indef, KMS_ERR_PARSE, "indefinite-length string");
+        KMS_ENSURE(val <= kms_rd_left(r), KMS_ERR_PARSE, "string length %llu exceeds input",
+                   (unsigned long long)val);
+        KMS_GUARD(kms_rd_skip(r, (size_t)val));
+        break;
+    case 4:
+    case 5:
+        if (indef) {
+            for (;;) {
+                KMS_ENSURE(kms_rd_left(r) > 0, KMS_ERR_PARSE, "unterminated container");
+                if (r->p[r->off] == 0xff) {
+                    KMS_GUARD(kms_rd_u8(r, &nb));
+                    break;
+                }
+                KMS_GUARD(cbor_walk(r, depth + 1));
+                if (major == 5)
+                    KMS_GUARD(cbor_walk(r, depth + 1));
+            }
+        } else {
+            /* every item takes at least one byte */
+            KMS_ENSURE(val <= kms_rd_left(r) && (major == 4 || val <= kms_rd_left(r) / 2),
+                       KMS_ERR_PARSE, "item count %llu exceeds input", (unsigned long long)val);
+            for (uint64_t i = 0; i < val; i++) {
+                KMS_GUARD(cbor_walk(r, depth + 1));
+                if (major == 5)
+                    KMS_GUARD(cbor_walk(r, depth + 1));
+            }
+        }
+        break;
+    case 6:
+        KMS_ENSURE(!indef, KMS_ERR_PARSE, "malformed tag");
+        KMS_GUARD(cbor_walk(r, depth + 1));
+        break;
+    default: /* 7 */
+        KMS_ENSURE(!indef, KMS_ERR_PARSE, "unexpected break");
+        KMS_ENSURE(ai >= 20 && ai <= 22, KMS_ERR_PARSE,
+                   "unsupported simple value or float (additional information %u)", ai);
+        break;
+    }
+out:
+    return rc;
+}
+
+/* Parses exactly one CBOR item spanning all of p[0..len) into *item (caller decrefs). */
+static int cbor_parse(const uint8_t *p, size_t len, const char *what, cbor_item_t **item)
+{
+    struct kms_reader r;
+    struct cbor_load_result res;
+    int rc = 0;
+
+    *item = NULL;
+    kms_rd_init(&r, p, len);
+    rc = cbor_walk(&r, 0);
+    if (rc < 0) {
+        rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "Nitro %s is not valid CBOR", what);
+        goto out;
+    }
+    KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_ATT_FORMAT,
+               "Nitro %s has %zu trailing bytes after the CBOR item", what, kms_rd_left(&r));
+    memset(&res, 0, sizeof(res));
+    *item = cbor_load(p, len, &res);
+    KMS_ENSURE(*item != NULL && res.error.code == CBOR_ERR_NONE && res.read == len,
+               KMS_ERR_ATT_FORMAT, "Nitro %s: CBOR decoder failed (code %d)", what,
+               (int)res.error.code);
+out:
+    if (rc < 0 && *item != NULL) {
+        cbor_decref(item);
+        *item = NULL;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- COSE_Sign1 */
+
+static int is_text(const cbor_item_t *it, const char *s)
+{
+    size_t n = strlen(s);
+
+    return cbor_isa_string(it) && cbor_string_is_definite(it) && cbor_string_length(it) == n &&
+           memcmp(cbor_string_handle(it), s, n) == 0;
+}
+
+static int is_uint(const cbor_item_t *it, uint64_t v)
+{
+    return cbor_isa_uint(it) && cbor_get_int(it) == v;
+}
+
+/* Protected header: a map with alg (1) = -35 (ES384); crit (2), when present, may list only alg. */
+static int parse_protected(const uint8_t *p, size_t len)
+{
+    cbor_item_t *hdr = NULL;
+    struct cbor_pair *pairs;
+    int have_alg = 0, have_crit = 0;
+    int rc = 0;
+
+    KMS_GUARD(cbor_parse(p, len, "COSE protected header", &hdr));
+    KMS_ENSURE(cbor_isa_map(hdr), KMS_ERR_ATT_FORMAT, "Nitro COSE protected header is not a map");
+    pairs = cbor_map_handle(hdr);
+    for (size_t i = 0; i < cbor_map_size(hdr); i++) {
+        cbor_item_t *k = pairs[i].key, *v = pairs[i].value;
+
+        if (is_uint(k, COSE_HDR_ALG)) {
+            KMS_ENSURE(!have_alg, KMS_ERR_ATT_FORMAT, "Nitro COSE header repeats alg");
+            have_alg = 1;
+            KMS_ENSURE(cbor_isa_negint(v) && cbor_get_int(v) == COSE_ALG_ES384_NEG,
+                       KMS_ERR_ATT_FORMAT,
+                       "Nitro COSE alg is not ES384 (-35); only ES384 documents are accepted");
+        } else if (is_uint(k, COSE_HDR_CRIT)) {
+            KMS_ENSURE(!have_crit, KMS_ERR_ATT_FORMAT, "Nitro COSE header repeats crit");
+            have_crit = 1;
+            KMS_ENSURE(cbor_isa_array(v) && cbor_array_size(v) > 0, KMS_ERR_ATT_FORMAT,
+                       "Nitro COSE crit header is not a non-empty array");
+            for (size_t j = 0; j < cbor_array_size(v); j++) {
+                cbor_item_t *c = cbor_array_handle(v)[j];
+
+                KMS_ENSURE(is_uint(c, COSE_HDR_ALG) || is_text(c, "alg"), KMS_ERR_ATT_FORMAT,
+                           "Nitro COSE crit header lists a parameter this verifier does not "
+                           "understand");
+            }
+        }
+        /* other labels carry no meaning for ES384 and are not critical */
+    }
+    KMS_ENSURE(have_alg, KMS_ERR_ATT_FORMAT, "Nitro COSE protected header has no alg");
+out:
+    if (hdr != NULL)
+        cbor_decref(&hdr);
+    return rc;
+}
+
+/* Byte string view with a size range; FORMAT otherwise. */
+static int get_bstr(const cbor_item_t *it, size_t min, size_t max, const char *what,
+                    const uint8_t **p, size_t *len)
+{
+    int rc = 0;
+
+    KMS_ENSURE(cbor_isa_bytestring(it) && cbor_bytestring_is_definite(it), KMS_ERR_ATT_FORMAT,
+               "Nitro %s is not a byte string", what);
+    *len = cbor_bytestring_length(it);
+    KMS_ENSURE(*len >= min && *len <= max, KMS_ERR_ATT_FORMAT,
+               "Nitro %s is %zu bytes, expected %zu..%zu", what, *len, min, max);
+    *p = cbor_bytestring_handle(it);
+out:
+    return rc;
+}
+
+/* null, or a byte string of at most max bytes. */
+static int get_opt_bstr(const cbor_item_t *it, size_t max, const char *what, const uint8_t **p,
+                        size_t *len)
+{
+    *p = NULL;
+    *len = 0;
+    if (cbor_is_null(it))
+        return 0;
+    return get_bstr(it, 0, max, what, p, len);
+}
+
+/* COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr(96)], tag 18
+ * optional. Fills prot, payload, sig. */
+static int parse_cose(const cbor_item_t *top, struct nitro_doc *d)
+{
+    const cbor_item_t *arr = top;
+    cbor_item_t *tagged = NULL;
+    cbor_item_t **el;
+    const uint8_t *sig;
+    size_t sig_len;
+    int rc = 0;
+
+    if (cbor_isa_tag(top)) {
+        KMS_ENSURE(cbor_tag_value(top) == COSE_TAG_SIGN1, KMS_ERR_ATT_FORMAT,
+                   "Nitro document carries CBOR tag %llu, expected 18 (COSE_Sign1)",
+                   (unsigned long long)cbor_tag_value(top));
+        tagged = cbor_tag_item(top);
+        arr = tagged;
+    }
+    KMS_ENSURE(cbor_isa_array(arr) && cbor_array_size(arr) == 4, KMS_ERR_ATT_FORMAT,
+               "Nitro document is not a COSE_Sign1 array of 4 elements");
+    el = cbor_array_handle(arr);
+    KMS_GUARD(get_bstr(el[0], 0, NITRO_MAX_CERT, "COSE protected header", &d->prot,
+                       &d->prot_len));
+    KMS_GUARD(parse_protected(d->prot, d->prot_len));
+    KMS_ENSURE(cbor_isa_map(el[1]), KMS_ERR_ATT_FORMAT, "Nitro COSE unprotected header is not a map");
+    KMS_GUARD(get_bstr(el[2], 1, KMS_ATT_MAX_BYTES, "COSE payload", &d->payload, &d->payload_len));
+    KMS_GUARD(get_bstr(el[3], 0, KMS_ATT_MAX_BYTES, "COSE signature", &sig, &sig_len));
+    KMS_ENSURE(sig_len == NITRO_SIG_LEN, KMS_ERR_ATT_FORMAT,
+               "Nitro COSE signature is %zu bytes, expected 96 (ES384 r||s)", sig_len);
+    d->sig = sig;
+out:
+    if (tagged != NULL)
+        cbor_decref(&tagged);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- NSM document */
+
+static int parse_pcrs(const cbor_item_t *m, struct nitro_doc *d)
+{
+    struct cbor_pair *pairs;
+    uint32_t seen = 0;
+    const uint8_t *v;
+    size_t vlen, n;
+    uint64_t idx;
+    int rc = 0;
+
+    KMS_ENSURE(cbor_isa_map(m), KMS_ERR_ATT_FORMAT, "Nitro pcrs is not a map");
+    n = cbor_map_size(m);
+    KMS_ENSURE(n > 0 && n <= NITRO_MAX_PCRS, KMS_ERR_ATT_FORMAT,
+               "Nitro pcrs holds %zu entries, expected 1..%u", n, NITRO_MAX_PCRS);
+    pairs = cbor_map_handle(m);
+    for (size_t i = 0; i < n; i++) {
+        KMS_ENSURE(cbor_isa_uint(pairs[i].key), KMS_ERR_ATT_FORMAT,
+                   "Nitro pcrs key is not an unsigned integer");
+        idx = cbor_get_int(pairs[i].key);
+        KMS_ENSURE(idx < NITRO_MAX_PCRS, KMS_ERR_ATT_FORMAT, "Nitro PCR index %llu out of range",
+                   (unsigned long long)idx);
+        KMS_ENSURE((seen & (1u << idx)) == 0, KMS_ERR_ATT_FORMAT, "Nitro PCR%llu appears twice",
+                   (unsigned long long)idx);
+        seen |= 1u << idx;
+        KMS_ENSURE(cbor_isa_bytestring(pairs[i].value) &&
+                       cbor_bytestring_is_definite(pairs[i].value),
+                   KMS_ERR_ATT_FORMAT, "Nitro PCR%llu is not a byte string",
+                   (unsigned long long)idx);
+        vlen = cbor_bytestring_length(pairs[i].value);
+        v = cbor_bytestring_handle(pairs[i].value);
+        KMS_ENSURE(vlen == NITRO_PCR_LEN, KMS_ERR_ATT_FORMAT,
+                   "Nitro PCR%llu is %zu bytes, expected 48 (SHA-384)", (unsigned long long)idx,
+                   vlen);
+        if (idx < 3)
+            d->pcr[idx] = v;
+    }
+    KMS_ENSURE((seen & 7u) == 7u, KMS_ERR_ATT_FORMAT, "Nitro document lacks PCR0, PCR1 or PCR2");
+out:
+    return rc;
+}
+
+enum {
+    F_MODULE_ID = 1 << 0,
+    F_DIGEST = 1 << 1,
+    F_TIMESTAMP = 1 << 2,
+    F_PCRS = 1 << 3,
+    F_CERT = 1 << 4,
+    F_CABUNDLE = 1 << 5,
+    F_PUBKEY = 1 << 6,
+    F_USER_DATA = 1 << 7,
+    F_NONCE = 1 << 8,
+    F_REQUIRED = F_MODULE_ID | F_DIGEST | F_TIMESTAMP | F_PCRS | F_CERT | F_CABUNDLE,
+};
+
+static const struct {
+    const char *name;
+    unsigned flag;
+} nitro_fields[] = {
+    {"module_id", F_MODULE_ID}, {"digest", F_DIGEST},       {"timestamp", F_TIMESTAMP},
+    {"pcrs", F_PCRS},           {"certificate", F_CERT},    {"cabundle", F_CABUNDLE},
+    {"public_key", F_PUBKEY},   {"user_data", F_USER_DATA}, {"nonce", F_NONCE},
+};
+
+static int parse_field(unsigned flag, const cbor_item_t *v, struct nitro_doc *d)
+{
+    const uint8_t *p;
+    size_t n;
+    int rc = 0;
+
+    switch (flag) {
+    case F_MODULE_ID:
+        KMS_ENSURE(cbor_isa_string(v) && cbor_string_is_definite(v), KMS_ERR_ATT_FORMAT,
+                   "Nitro module_id is not a text string");
+        n = cbor_string_length(v);
+        p = cbor_string_handle(v);
+        KMS_ENSURE(n > 0 && n <= NITRO_MAX_MODULE_ID && memchr(p, 0, n) == NULL,
+                   KMS_ERR_ATT_FORMAT, "Nitro module_id is empty, too long or contains NUL");
+        memcpy(d->module_id, p, n);
+        d->module_id[n] = '\0';
+        break;
+    case F_DIGEST:
+        KMS_ENSURE(is_text(v, "SHA384"), KMS_ERR_ATT_FORMAT,
+                   "Nitro document digest is not \"SHA384\"");
+        break;
+    case F_TIMESTAMP:
+        KMS_ENSURE(cbor_isa_uint(v), KMS_ERR_ATT_FORMAT,
+                   "Nitro timestamp is not an unsigned integer");
+        d->timestamp_ms = cbor_get_int(v);
+        break;
+    case F_PCRS:
+        KMS_GUARD(parse_pcrs(v, d));
+        break;
+    case F_CERT:
+        KMS_GUARD(get_bstr(v, 1, NITRO_MAX_CERT, "certificate", &d->cert, &d->cert_len));
+        break;
+    case F_CABUNDLE:
+        KMS_ENSURE(cbor_isa_array(v), KMS_ERR_ATT_FORMAT, "Nitro cabundle is not an array");
+        n = cbor_array_size(v);
+        KMS_ENSURE(n > 0 && n <= NITRO_MAX_CABUNDLE, KMS_ERR_ATT_FORMAT,
+                   "Nitro cabundle holds %zu certificates, expected 1..%u", n, NITRO_MAX_CABUNDLE);
+        for (size_t i = 0; i < n; i++)
+            KMS_GUARD(get_bstr(cbor_array_handle(v)[i], 1, NITRO_MAX_CERT, "cabundle entry",
+                               &d->cab[i], &d->cab_len[i]));
+        d->n_cab = n;
+        break;
+    case F_PUBKEY:
+        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_PUBKEY, "public_key", &p, &n));
+        break;
+    case F_USER_DATA:
+        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_USER_DATA, "user_data", &d->user_data,
+                               &d->user_data_len));
+        break;
+    default: /* F_NONCE */
+        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_NONCE, "nonce", &p, &n));
+        break;
+    }
+out:
+    return rc;
+}
+
+/* The payload: a map keyed by text strings; unknown keys are ignored, known keys appear once. */
+static int parse_document(const cbor_item_t *m, struct nitro_doc *d)
+{
+    struct cbor_pair *pairs;
+    unsigned seen = 0, flag;
+    int rc = 0;
+
+    KMS_ENSURE(cbor_isa_map(m), KMS_ERR_ATT_FORMAT, "Nitro attestation document is not a map");
+    pairs = cbor_map_handle(m);
+    for (size_t i = 0; i < cbor_map_size(m); i++) {
+        KMS_ENSURE(cbor_isa_string(pairs[i].key) && cbor_string_is_definite(pairs[i].key),
+                   KMS_ERR_ATT_FORMAT, "Nitro attestation document key is not a text string");
+        flag = 0;
+        for (size_t f = 0; f < sizeof(nitro_fields) / sizeof(nitro_fields[0]); f++) {
+            if (is_text(pairs[i].key, nitro_fields[f].name))
+                flag = nitro_fields[f].flag;
+        }
+        if (flag == 0)
+            continue;
+        KMS_ENSURE((seen & flag) == 0, KMS_ERR_ATT_FORMAT,
+                   "Nitro attestation document repeats a field");
+        seen |= flag;
+        KMS_GUARD(parse_field(flag, pairs[i].value, d));
+    }
+    KMS_ENSURE((seen & F_REQUIRED) == F_REQUIRED, KMS_ERR_ATT_FORMAT,
+               "Nitro attestation document lacks a required field (module_id, digest, timestamp, "
+               "pcrs, certificate, cabundle)");
+out:
+    return rc;
+}
+
+/* ---------------------------------------------------------------- chain and signature */
+
+static int d2i_cert(const uint8_t *p, size_t len, const char *what, X509 **out)
+{
+    const uint8_t *q = p;
+    int rc = 0;
+
+    *out = d2i_X509(NULL, &q, (long)len);
+    if (*out == NULL || q != p + len) {
+        ERR_clear_error();
+        X509_free(*out);
+        *out = NULL;
+        rc = kms_err_set(KMS_ERR_ATT_FORMAT, "Nitro %s is not a single DER certificate", what);
+    }
+    return rc;
+}
+
+/* Leaf = certificate; intermediates = cabundle[1..]; cabundle[0] (the root) is not trusted from
+ * the document: the anchor is the pinned root in ctx. */
+static int verify_chain(const struct kms_attest_ctx *ctx, const struct nitro_doc *d, X509 **leaf,
+                        int *is_sim)
+{
+    STACK_OF(X509) *inter = NULL;
+    X509 *c = NULL;
+    int rc = 0;
+
+    KMS_GUARD(d2i_cert(d->cert, d->cert_len, "leaf certificate", leaf));
+    inter = sk_X509_new_null();
+    KMS_GUARD_PTR(inter);
+    for (size_t i = 1; i < d->n_cab; i++) {
+        KMS_GUARD(d2i_cert(d->cab[i], d->cab_len[i], "cabundle certificate", &c));
+        KMS_ENSURE(sk_X509_push(inter, c) > 0, KMS_ERR_NOMEM, "out of memory");
+        c = NULL;
+    }
+    KMS_GUARD(kms_attest_verify_chain(ctx, KMS_ROOT_NITRO, *leaf, inter,
+                                      "Nitro certificate chain", is_sim));
+out:
+    X509_free(c);
+    sk_X509_pop_free(inter, X509_free);
+    return rc;
+}
+
+/* Canonical CBOR head (shortest form). */
+static int put_head(struct kms_buf *b, uint8_t major, uint64_t v)
+{
+    uint8_t mt = (uint8_t)(major << 5);
+    int rc = 0;
+
+    if (v < 24) {
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | v)));
+    } else if (v <= 0xff) {
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 24)));
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)v));
+    } else if (v <= 0xffff) {
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 25)));
+        KMS_GUARD(kms_buf_put_u16be(b, (uint16_t)v));
+    } else if (v <= 0xffffffffu) {
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 26)));
+        KMS_GUARD(kms_buf_put_u32be(b, (uint32_t)v));
+    } else {
+        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 27)));
+        KMS_GUARD(kms_buf_put_u64be(b, v));
+    }
+out:
+    return rc;
+}
+
+/* Sig_structure = ["Signature1", protected, h'', payload] (RFC 9052 §4.4), canonical CBOR. */
+static int sig_structure(const struct nitro_doc *d, struct kms_buf *b)
+{
+    static const char ctx_str[] = "Signature1";
+    int rc = 0;
+
+    KMS_GUARD(put_head(b, 4, 4));
+    KMS_GUARD(put_head(b, 3, sizeof(ctx_str) - 1));
+    KMS_GUARD(kms_buf_put(b, ctx_str, sizeof(ctx_str) - 1));
+    KMS_GUARD(put_head(b, 2, d->prot_len));
+    KMS_GUARD(kms_buf_put(b, d->prot, d->prot_len));
+    KMS_GUARD(put_head(b, 2, 0));
+    KMS_GUARD(put_head(b, 2, d->payload_len));
+    KMS_GUARD(kms_buf_put(b, d->payload, d->payload_len));
+out:
+    return rc;
+}
+
+/* ES384 over SHA-384(Sig_structure) with the leaf's P-384 key; r||s converted to DER. */
+static int verify_signature(const struct nitro_doc *d, X509 *leaf)
+{
+    struct kms_buf tbs = {0};
+    EVP_PKEY *pk = X509_get0_pubkey(leaf);
+    EVP_MD_CTX *md = NULL;
+    ECDSA_SIG *es = NULL;
+    BIGNUM *r = NULL, *s = NULL;
+    uint8_t *der = NULL;
+    char group[32];
+    size_t glen = 0;
+    int der_len, ok;
+    int rc = 0;
+
+    KMS_ENSURE(pk != NULL && EVP_PKEY_is_a(pk, "EC") &&
+                   EVP_PKEY_get_utf8_string_param(pk, "group", group, sizeof(group), &glen) == 1 &&
+                   strcmp(group, SN_secp384r1) == 0,
+               KMS_ERR_ATT_COSE_SIG, "Nitro leaf certificate key is not an EC P-384 key");
+    KMS_GUARD(sig_structure(d, &tbs));
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(d->sig, 48, NULL);
+    s = BN_bin2bn(d->sig + 48, 48, NULL);
+    KMS_GUARD_PTR(es);
+    KMS_GUARD_PTR(r);
+    KMS_GUARD_PTR(s);
+    KMS_GUARD_OSSL(ECDSA_SIG_set0(es, r, s), "ECDSA_SIG_set0");
+    r = NULL;
+    s = NULL;
+    der_len = i2d_ECDSA_SIG(es, &der);
+    KMS_ENSURE(der_len > 0, KMS_ERR_CRYPTO, "cannot encode the ECDSA signature");
+    md = EVP_MD_CTX_new();
+    KMS_GUARD_PTR(md);
+    KMS_GUARD_OSSL(EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, pk), "EVP_DigestVerifyInit");
+    ok = EVP_DigestVerify(md, der, (size_t)der_len, tbs.data, tbs.len);
+    ERR_clear_error();
+    KMS_ENSURE(ok == 1, KMS_ERR_ATT_COSE_SIG,
+               "Nitro COSE_Sign1 signature does not verify with the leaf certificate key "
+               "(document altered or not signed by this enclave's NSM)");
+out:
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    kms_buf_free(&tbs);
+    return rc;
+}
+
+int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size_t len,
+                     const uint8_t report_data[64], struct kms_verified *out)
+{
+    struct nitro_doc d;
+    cbor_item_t *top = NULL, *doc = NULL;
+    X509 *leaf = NULL;
+    int is_sim = 0;
+    int rc = 0;
+
+    memset(&d, 0, sizeof(d));
+    KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
+               "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
+    KMS_GUARD(cbor_parse(cose, len, "COSE_Sign1 document", &top));
+    KMS_GUARD(parse_cose(top, &d));
+    KMS_GUARD(cbor_parse(d.payload, d.payload_len, "attestation document", &doc));
+    KMS_GUARD(parse_document(doc, &d));
+    KMS_GUARD(verify_chain(ctx, &d, &leaf, &is_sim));
+    KMS_GUARD(verify_signature(&d, leaf));
+    KMS_ENSURE(d.user_data != NULL, KMS_ERR_ATT_REPORT_DATA,
+               "Nitro document carries no user_data; it must hold the 64-byte report_data");
+    KMS_ENSURE(d.user_data_len == 64 && CRYPTO_memcmp(d.user_data, report_data, 64) == 0,
+               KMS_ERR_ATT_REPORT_DATA,
+               "Nitro user_data does not equal the attestation's report_data (evidence was "
+               "produced for a different key or request)");
+    out->mode = KMS_ATT_NITRO;
+    out->sim = is_sim;
+    out->tcb_status[0] = '\0';
+    for (int i = 0; i < 3; i++)
+        memcpy(out->pcr[i], d.pcr[i], NITRO_PCR_LEN);
+    memcpy(out->module_id, d.module_id, sizeof(d.module_id));
+out:
+    X509_free(leaf);
+    if (doc != NULL)
+        cbor_decref(&doc);
+    if (top != NULL)
+        cbor_decref(&top);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- pinned root */
+
+/* AWS Nitro Enclaves Root G1, C=US O=Amazon OU=AWS CN=aws.nitro-enclaves, 2019-10-28..2049-10-28;
+ * same bytes as attest/roots/aws-nitro-enclaves-root-g1.pem (a test compares them). */
+static const char nitro_root_pem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIICETCCAZagAwIBAgIRAPkxdWgbkK/hHUbMtOTn+FYwCgYIKoZIzj0EAwMwSTEL\n"
+    "MAkGA1UEBhMCVVMxDzANBgNVBAoMBkFtYXpvbjEMMAoGA1UECwwDQVdTMRswGQYD\n"
+    "VQQDDBJhd3Mubml0cm8tZW5jbGF2ZXMwHhcNMTkxMDI4MTMyODA1WhcNNDkxMDI4\n"
+    "MTQyODA1WjBJMQswCQYDVQQGEwJVUzEPMA0GA1UECgwGQW1hem9uMQwwCgYDVQQL\n"
+    "DANBV1MxGzAZBgNVBAMMEmF3cy5uaXRyby1lbmNsYXZlczB2MBAGByqGSM49AgEG\n"
+    "BSuBBAAiA2IABPwCVOumCMHzaHDimtqQvkY4MpJzbolL//Zy2YlES1BR5TSksfbb\n"
+    "48C8WBoyt7F2Bw7eEtaaP+ohG2bnUs990d0JX28TcPQXCEPZ3BABIeTPYwEoCWZE\n"
+    "h8l5YoQwTcU/9KNCMEAwDwYDVR0TAQH/BAUwAwEB/zAdBgNVHQ4EFgQUkCW1DdkF\n"
+    "R+eWw5b6cp3PmanfS5YwDgYDVR0PAQH/BAQDAgGGMAoGCCqGSM49BAMDA2kAMGYC\n"
+    "MQCjfy+Rocm9Xue4YnwWmNJVA44fA0P5W2OpYow9OYCVRaEevL8uO1XYru5xtMPW\n"
+    "rfMCMQCi85sWBbJwKKXdS6BptQFuZbT73o/gBh1qUxl/nNr12UO8Yfwr6wPLb+6N\n"
+    "IwLz3/Y=\n"
+    "-----END CERTIFICATE-----\n";
+
+X509 *kms_attest_nitro_root(void)
+{
+    BIO *bio = BIO_new_mem_buf(nitro_root_pem, (int)(sizeof(nitro_root_pem) - 1));
+    X509 *x = NULL;
+
+    if (bio != NULL)
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    if (x == NULL)
+        kms_err_ossl(KMS_ERR_CRYPTO, "cannot load the compiled-in Nitro root");
+    return x;
+}

@@ -1,0 +1,400 @@
+/*
+ * Simulated AWS Nitro Enclave: a local P-384 root stands in for the AWS root, and each call
+ * issues a short-lived leaf and signs a real-format NSM document (COSE_Sign1, ES384) with it.
+ * The CBOR is built with libcbor so that the verifier's own Sig_structure encoder is checked
+ * against an independent one.
+ */
+#include <cbor.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attest/attest.h"
+#include "common/buf.h"
+#include "common/file.h"
+#include "common/hex.h"
+
+#define SIM_NITRO_MODULE_ID "i-0123456789abcdef0-enc0123456789abcdef"
+#define SIM_NITRO_ROOT_CN "kmsd simulated Nitro root"
+#define SIM_NITRO_ROOT_DAYS 3650
+#define SIM_NITRO_LEAF_SECS (3 * 3600) /* like AWS: leaves live about 3 h */
+#define SIM_NITRO_MAX_FILE (64u * 1024u)
+#define SIM_NITRO_NPCRS 16u            /* real documents carry PCR0..15 */
+
+/* Adds extension `name=value` (OpenSSL config syntax) with issuer context. */
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+    int rc = 0;
+
+    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    KMS_ENSURE(ext != NULL, KMS_ERR_CRYPTO, "cannot build certificate extension %s", value);
+    if (X509_add_ext(cert, ext, -1) != 1)
+        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
+    X509_EXTENSION_free(ext);
+out:
+    return rc;
+}
+
+/* Issues a certificate for `key`, signed by issuer_key (self-signed when issuer is NULL). */
+static int make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
+                     time_t not_before, long lifetime_secs, int is_ca, X509 **out)
+{
+    X509 *x = X509_new();
+    X509_NAME *name = NULL;
+    ASN1_INTEGER *serial = NULL;
+    BIGNUM *bn = NULL;
+    int rc = 0;
+
+    KMS_GUARD_PTR(x);
+    KMS_GUARD_OSSL(X509_set_version(x, 2), "X509_set_version");
+    bn = BN_new();
+    KMS_GUARD_PTR(bn);
+    KMS_GUARD_OSSL(BN_rand(bn, 127, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY), "BN_rand");
+    serial = BN_to_ASN1_INTEGER(bn, NULL);
+    KMS_GUARD_PTR(serial);
+    KMS_GUARD_OSSL(X509_set_serialNumber(x, serial), "X509_set_serialNumber");
+    name = X509_NAME_new();
+    KMS_GUARD_PTR(name);
+    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                                              (const unsigned char *)"kmsd simulation", -1, -1, 0),
+                   "X509_NAME_add_entry_by_txt");
+    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                              (const unsigned char *)cn, -1, -1, 0),
+                   "X509_NAME_add_entry_by_txt");
+    KMS_GUARD_OSSL(X509_set_subject_name(x, name), "X509_set_subject_name");
+    KMS_GUARD_OSSL(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name),
+                   "X509_set_issuer_name");
+    KMS_ENSURE(X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &not_before) != NULL,
+               KMS_ERR_CRYPTO, "cannot set notBefore");
+    KMS_ENSURE(X509_time_adj_ex(X509_getm_notAfter(x), 0, lifetime_secs, &not_before) != NULL,
+               KMS_ERR_CRYPTO, "cannot set notAfter");
+    KMS_GUARD_OSSL(X509_set_pubkey(x, key), "X509_set_pubkey");
+    if (is_ca) {
+        KMS_GUARD(add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE"));
+        KMS_GUARD(add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign"));
+        KMS_GUARD(add_ext(x, x, NID_subject_key_identifier, "hash"));
+    } else {
+        KMS_GUARD(add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE"));
+        KMS_GUARD(add_ext(x, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
+        KMS_GUARD(add_ext(x, issuer, NID_authority_key_identifier, "keyid"));
+    }
+    KMS_ENSURE(X509_sign(x, issuer_key, EVP_sha384()) > 0, KMS_ERR_CRYPTO,
+               "cannot sign the simulated Nitro certificate");
+    *out = x;
+    x = NULL;
+out:
+    BN_free(bn);
+    ASN1_INTEGER_free(serial);
+    X509_NAME_free(name);
+    X509_free(x);
+    return rc;
+}
+
+static int pem_to_file(const char *path, EVP_PKEY *key, X509 *cert)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *p;
+    long n;
+    int rc = 0;
+
+    KMS_GUARD_PTR(bio);
+    if (key != NULL)
+        KMS_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL),
+                       "PEM_write_bio_PrivateKey");
+    else
+        KMS_GUARD_OSSL(PEM_write_bio_X509(bio, cert), "PEM_write_bio_X509");
+    n = BIO_get_mem_data(bio, &p);
+    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "empty PEM output");
+    KMS_GUARD(kms_file_write_atomic(path, p, (size_t)n, 0600));
+out:
+    if (bio != NULL) {
+        /* the memory BIO may hold a private key */
+        n = BIO_get_mem_data(bio, &p);
+        if (n > 0)
+            OPENSSL_cleanse(p, (size_t)n);
+        BIO_free(bio);
+    }
+    return rc;
+}
+
+/* Loads sim-nitro-root.{pem,key} from dir, creating them on first use. */
+static int load_root(const char *dir, X509 **root, EVP_PKEY **key)
+{
+    char cert_path[4096], key_path[4096];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    BIO *bio = NULL;
+    int rc = 0;
+
+    *root = NULL;
+    *key = NULL;
+    KMS_ENSURE(snprintf(cert_path, sizeof(cert_path), "%s/sim-nitro-root.pem", dir) <
+                       (int)sizeof(cert_path) &&
+                   snprintf(key_path, sizeof(key_path), "%s/sim-nitro-root.key", dir) <
+                       (int)sizeof(key_path),
+               KMS_ERR_INVAL, "simulation directory path too long");
+    if (!kms_file_exists(cert_path)) {
+        KMS_GUARD(kms_mkdir_p(dir, 0700));
+        *key = EVP_EC_gen(SN_secp384r1);
+        KMS_ENSURE(*key != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated Nitro root key");
+        KMS_GUARD(make_cert(*key, SIM_NITRO_ROOT_CN, NULL, *key, time(NULL) - 86400,
+                            (long)SIM_NITRO_ROOT_DAYS * 86400, 1, root));
+        /* key first: a root.pem on disk always has its key next to it */
+        KMS_GUARD(pem_to_file(key_path, *key, NULL));
+        KMS_GUARD(pem_to_file(cert_path, NULL, *root));
+        goto out;
+    }
+    KMS_GUARD(kms_file_read(cert_path, SIM_NITRO_MAX_FILE, &buf, &len));
+    bio = BIO_new_mem_buf(buf, (int)len);
+    KMS_GUARD_PTR(bio);
+    *root = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    KMS_ENSURE(*root != NULL, KMS_ERR_PARSE, "%s holds no PEM certificate", cert_path);
+    BIO_free(bio);
+    bio = NULL;
+    free(buf);
+    buf = NULL;
+    KMS_GUARD(kms_file_read(key_path, SIM_NITRO_MAX_FILE, &buf, &len));
+    bio = BIO_new_mem_buf(buf, (int)len);
+    KMS_GUARD_PTR(bio);
+    *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    KMS_ENSURE(*key != NULL, KMS_ERR_PARSE, "%s holds no PEM private key", key_path);
+    KMS_ENSURE(X509_check_private_key(*root, *key) == 1, KMS_ERR_STATE,
+               "%s does not match %s; delete both to regenerate the simulation root", key_path,
+               cert_path);
+out:
+    ERR_clear_error();
+    BIO_free(bio);
+    kms_free_secret(buf, len);
+    if (rc < 0) {
+        X509_free(*root);
+        EVP_PKEY_free(*key);
+        *root = NULL;
+        *key = NULL;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- CBOR building */
+
+/* Adds key → value to map m; consumes both references (also on failure). */
+static int map_put(cbor_item_t *m, cbor_item_t *k, cbor_item_t *v)
+{
+    int ok = k != NULL && v != NULL && cbor_map_add(m, (struct cbor_pair){.key = k, .value = v});
+
+    if (k != NULL)
+        cbor_decref(&k);
+    if (v != NULL)
+        cbor_decref(&v);
+    return ok ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory building CBOR");
+}
+
+/* Appends v to array a; consumes the reference. */
+static int arr_push(cbor_item_t *a, cbor_item_t *v)
+{
+    int ok = v != NULL && cbor_array_push(a, v);
+
+    if (v != NULL)
+        cbor_decref(&v);
+    return ok ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory building CBOR");
+}
+
+/* Serializes item into a malloc'd buffer (caller frees). */
+static int serialize(const cbor_item_t *item, uint8_t **out, size_t *len)
+{
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+
+    *len = cbor_serialize_alloc(item, &buf, &cap);
+    KMS_ENSURE(*len > 0 && buf != NULL, KMS_ERR_NOMEM, "cannot serialize CBOR");
+    *out = buf;
+    buf = NULL;
+out:
+    free(buf);
+    return rc;
+}
+
+static int der_of(X509 *x, uint8_t **der, size_t *len)
+{
+    int n;
+    int rc = 0;
+
+    *der = NULL;
+    n = i2d_X509(x, der);
+    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "cannot encode a certificate");
+    *len = (size_t)n;
+out:
+    return rc;
+}
+
+static int build_payload(const uint8_t pcrs[3][48], const uint8_t report_data[64], X509 *leaf,
+                         X509 *root, uint8_t **out, size_t *len)
+{
+    static const uint8_t zero_pcr[48];
+    cbor_item_t *m = cbor_new_definite_map(9);
+    cbor_item_t *pm = NULL, *cab = NULL;
+    uint8_t *leaf_der = NULL, *root_der = NULL;
+    size_t leaf_len = 0, root_len = 0;
+    struct timespec ts;
+    int rc = 0;
+
+    KMS_GUARD_PTR(m);
+    KMS_GUARD(der_of(leaf, &leaf_der, &leaf_len));
+    KMS_GUARD(der_of(root, &root_der, &root_len));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    KMS_GUARD(map_put(m, cbor_build_string("module_id"), cbor_build_string(SIM_NITRO_MODULE_ID)));
+    KMS_GUARD(map_put(m, cbor_build_string("digest"), cbor_build_string("SHA384")));
+    KMS_GUARD(map_put(m, cbor_build_string("timestamp"),
+                      cbor_build_uint64((uint64_t)ts.tv_sec * 1000u +
+                                        (uint64_t)ts.tv_nsec / 1000000u)));
+    pm = cbor_new_definite_map(SIM_NITRO_NPCRS);
+    KMS_GUARD_PTR(pm);
+    for (unsigned i = 0; i < SIM_NITRO_NPCRS; i++)
+        KMS_GUARD(map_put(pm, cbor_build_uint8((uint8_t)i),
+                          cbor_build_bytestring(i < 3 ? pcrs[i] : zero_pcr, 48)));
+    KMS_GUARD(map_put(m, cbor_build_string("pcrs"), pm));
+    pm = NULL;
+    KMS_GUARD(map_put(m, cbor_build_string("certificate"), cbor_build_bytestring(leaf_der, leaf_len)));
+    cab = cbor_new_definite_array(1);
+    KMS_GUARD_PTR(cab);
+    KMS_GUARD(arr_push(cab, cbor_build_bytestring(root_der, root_len)));
+    KMS_GUARD(map_put(m, cbor_build_string("cabundle"), cab));
+    cab = NULL;
+    KMS_GUARD(map_put(m, cbor_build_string("public_key"), cbor_new_null()));
+    KMS_GUARD(map_put(m, cbor_build_string("user_data"), cbor_build_bytestring(report_data, 64)));
+    KMS_GUARD(map_put(m, cbor_build_string("nonce"), cbor_new_null()));
+    KMS_GUARD(serialize(m, out, len));
+out:
+    OPENSSL_free(leaf_der);
+    OPENSSL_free(root_der);
+    if (pm != NULL)
+        cbor_decref(&pm);
+    if (cab != NULL)
+        cbor_decref(&cab);
+    if (m != NULL)
+        cbor_decref(&m);
+    return rc;
+}
+
+/* ES384: SHA-384 over the libcbor-encoded Sig_structure, signature as r||s (48 B each). */
+static int sign_cose(EVP_PKEY *key, const uint8_t *prot, size_t prot_len, const uint8_t *payload,
+                     size_t payload_len, uint8_t sig[96])
+{
+    cbor_item_t *a = cbor_new_definite_array(4);
+    uint8_t *tbs = NULL, *der = NULL;
+    const uint8_t *q;
+    size_t tbs_len = 0, der_len = 0;
+    EVP_MD_CTX *md = NULL;
+    ECDSA_SIG *es = NULL;
+    const BIGNUM *r, *s;
+    int rc = 0;
+
+    KMS_GUARD_PTR(a);
+    KMS_GUARD(arr_push(a, cbor_build_string("Signature1")));
+    KMS_GUARD(arr_push(a, cbor_build_bytestring(prot, prot_len)));
+    KMS_GUARD(arr_push(a, cbor_new_definite_bytestring()));
+    KMS_GUARD(arr_push(a, cbor_build_bytestring(payload, payload_len)));
+    KMS_GUARD(serialize(a, &tbs, &tbs_len));
+    md = EVP_MD_CTX_new();
+    KMS_GUARD_PTR(md);
+    KMS_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, key), "EVP_DigestSignInit");
+    KMS_GUARD_OSSL(EVP_DigestSign(md, NULL, &der_len, tbs, tbs_len), "EVP_DigestSign");
+    der = OPENSSL_malloc(der_len);
+    KMS_GUARD_PTR(der);
+    KMS_GUARD_OSSL(EVP_DigestSign(md, der, &der_len, tbs, tbs_len), "EVP_DigestSign");
+    q = der;
+    es = d2i_ECDSA_SIG(NULL, &q, (long)der_len);
+    KMS_ENSURE(es != NULL, KMS_ERR_CRYPTO, "cannot decode the ECDSA signature");
+    ECDSA_SIG_get0(es, &r, &s);
+    KMS_ENSURE(BN_bn2binpad(r, sig, 48) == 48 && BN_bn2binpad(s, sig + 48, 48) == 48,
+               KMS_ERR_CRYPTO, "ECDSA signature component too long");
+out:
+    ECDSA_SIG_free(es);
+    OPENSSL_free(der);
+    EVP_MD_CTX_free(md);
+    free(tbs);
+    if (a != NULL)
+        cbor_decref(&a);
+    return rc;
+}
+
+static int build_cose(EVP_PKEY *leaf_key, const uint8_t *payload, size_t payload_len,
+                      uint8_t **out, size_t *len)
+{
+    static const uint8_t prot[] = {0xa1, 0x01, 0x38, 0x22}; /* {1: -35} */
+    cbor_item_t *a = cbor_new_definite_array(4);
+    uint8_t sig[96];
+    int rc = 0;
+
+    KMS_GUARD_PTR(a);
+    KMS_GUARD(sign_cose(leaf_key, prot, sizeof(prot), payload, payload_len, sig));
+    KMS_GUARD(arr_push(a, cbor_build_bytestring(prot, sizeof(prot))));
+    KMS_GUARD(arr_push(a, cbor_new_definite_map(0)));
+    KMS_GUARD(arr_push(a, cbor_build_bytestring(payload, payload_len)));
+    KMS_GUARD(arr_push(a, cbor_build_bytestring(sig, sizeof(sig))));
+    KMS_GUARD(serialize(a, out, len));
+out:
+    if (a != NULL)
+        cbor_decref(&a);
+    return rc;
+}
+
+int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
+                         const uint8_t report_data[64], const char *app_id_hex,
+                         struct kms_attestation **out)
+{
+    struct kms_attestation *att = NULL;
+    X509 *root = NULL, *leaf = NULL;
+    EVP_PKEY *root_key = NULL, *leaf_key = NULL;
+    uint8_t *payload = NULL, *app_id = NULL;
+    size_t payload_len = 0, app_id_len = 0;
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    char config[128];
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD(load_root(sim_dir, &root, &root_key));
+    leaf_key = EVP_EC_gen(SN_secp384r1);
+    KMS_ENSURE(leaf_key != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated enclave key");
+    KMS_GUARD(make_cert(leaf_key, SIM_NITRO_MODULE_ID, root, root_key, time(NULL) - 60,
+                        SIM_NITRO_LEAF_SECS, 0, &leaf));
+    KMS_GUARD(build_payload(pcrs, report_data, leaf, root, &payload, &payload_len));
+    att = calloc(1, sizeof(*att));
+    KMS_GUARD_PTR(att);
+    att->mode = KMS_ATT_NITRO;
+    KMS_GUARD(build_cose(leaf_key, payload, payload_len, &att->nsm_quote.p, &att->nsm_quote.len));
+    memcpy(att->report_data, report_data, 64);
+    SHA256(&pcrs[0][0], 3 * 48, h);
+    kms_hex_encode(h, sizeof(h), hex);
+    snprintf(config, sizeof(config), "{\"os_image_hash\":\"%s\"}", hex);
+    att->config = strdup(config);
+    KMS_GUARD_PTR(att->config);
+    if (app_id_hex != NULL) {
+        KMS_GUARD(kms_hex_decode(app_id_hex, &app_id, &app_id_len));
+        KMS_GUARD(kms_att_add_runtime_event(att, "app-id", app_id, app_id_len));
+    }
+    *out = att;
+    att = NULL;
+out:
+    kms_att_free(att);
+    free(app_id);
+    free(payload);
+    X509_free(leaf);
+    X509_free(root);
+    EVP_PKEY_free(leaf_key);
+    EVP_PKEY_free(root_key);
+    return rc;
+}
