@@ -342,9 +342,10 @@ KMS_WUR int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report
  * Simulated Nitro Enclave: sim_dir holds a P-384 simulation root (sim-nitro-root.pem/.key, 0600,
  * created on first use). Each call issues a fresh P-384 leaf (valid 3 h from now) and produces a
  * real-format NSM COSE_Sign1 document (ES384; module_id "i-0123456789abcdef0-enc0123456789abcdef",
- * PCR0..2 = pcrs, PCR3..15 zero, user_data = report_data, cabundle [root]) wrapped in a NITRO
- * attestation with config {"os_image_hash":"<hex sha256(PCR0||PCR1||PCR2)>"} and, when
- * app_id_hex != NULL, the runtime event "app-id". The production verifier accepts it when
+ * PCR0..2 = pcrs, PCR3..15 zero, user_data = report_data (null when report_data is NULL, for
+ * negative tests; att->report_data is then zero), cabundle [root]) wrapped in a NITRO attestation
+ * with config {"os_image_hash":"<hex sha256(PCR0||PCR1||PCR2)>"} and, when app_id_hex != NULL,
+ * the runtime event "app-id". The production verifier accepts it when
  * sim-nitro-root.pem is configured as a simulation Nitro root. Caller frees *out (kms_att_free).
  */
 KMS_WUR int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
