@@ -9,6 +9,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,12 +166,20 @@ out:
     json_decref(j);
 }
 
-/* Our byte-built PKCS#8 equals OpenSSL's own encoder for random keys (including scalars with
- * a leading zero byte, which must stay 32 bytes), and the PEM round-trips the key. */
+/* OpenSSL's own PKCS#8 encoder output; returns its length. */
+static int ossl_pkcs8(EVP_PKEY *k, unsigned char **der)
+{
+    PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(k);
+    int n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, der) : -1;
+
+    PKCS8_PRIV_KEY_INFO_free(p8);
+    return n;
+}
+
+/* Our byte-built PKCS#8 equals OpenSSL's own encoder for random keys, and the PEM
+ * round-trips the key. */
 static void test_pkcs8_matches_openssl(void)
 {
-    int leading_zero_seen = 0;
-
     for (int i = 0; i < 300; i++) {
         EVP_PKEY *k = NULL, *k2 = NULL;
         uint8_t mine[138], d[32], d2[32];
@@ -183,12 +192,7 @@ static void test_pkcs8_matches_openssl(void)
             return;
         CHECK_OK(kms_p256_pkcs8_der(k, mine));
         CHECK_OK(kms_p256_scalar(k, d));
-        leading_zero_seen |= d[0] == 0;
-        {
-            PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(k);
-            n = p8 ? i2d_PKCS8_PRIV_KEY_INFO(p8, &ossl) : -1;
-            PKCS8_PRIV_KEY_INFO_free(p8);
-        }
+        n = ossl_pkcs8(k, &ossl);
         CHECK(n == 138);
         if (n == 138)
             CHECK_MEM(mine, ossl, 138);
@@ -207,14 +211,14 @@ static void test_pkcs8_matches_openssl(void)
         }
         EVP_PKEY_free(k);
     }
-    /* 300 keys: P(no leading zero) = (255/256)^300 ≈ 0.31; only informative */
-    printf("     (leading-zero scalar seen: %s)\n", leading_zero_seen ? "yes" : "no");
 }
 
-/* A scalar with leading zero bytes is padded back to 32 bytes; 0 and n are rejected. */
+/* A scalar with leading zero bytes is padded back to 32 bytes (and still matches OpenSSL's
+ * encoder); 0 and n are rejected. */
 static void test_scalar_edges(void)
 {
     uint8_t d[32] = {0}, back[32], der[138];
+    unsigned char *ossl = NULL;
     EVP_PKEY *k = NULL;
     static const uint8_t n_order[32] = {
         0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -226,6 +230,10 @@ static void test_scalar_edges(void)
     CHECK_MEM(d, back, 32);
     CHECK_OK(kms_p256_pkcs8_der(k, der));
     CHECK_MEM(der + 36, d, 32);
+    CHECK(ossl_pkcs8(k, &ossl) == 138);
+    if (ossl != NULL)
+        CHECK_MEM(der, ossl, 138);
+    OPENSSL_free(ossl);
     EVP_PKEY_free(k);
     k = NULL;
     d[31] = 0;
@@ -370,6 +378,47 @@ static void test_k256_low_s(void)
     CHECK_RC(kms_k256_pubkey(sk, pub33), KMS_ERR_INVAL);
 }
 
+struct sign_job {
+    uint8_t sk[32];
+    uint8_t pub[33];
+    int failures;
+};
+
+static void *sign_worker(void *arg)
+{
+    struct sign_job *job = arg;
+    uint8_t digest[32], sig[65], again[65];
+
+    for (int i = 0; i < 200; i++) {
+        kms_keccak256(&i, sizeof(i), digest);
+        if (kms_k256_sign(job->sk, digest, sig) != 0 ||
+            kms_k256_sign(job->sk, digest, again) != 0 || memcmp(sig, again, 65) != 0 ||
+            kms_k256_verify_recover(sig, digest, job->pub) != 0)
+            job->failures++;
+    }
+    return NULL;
+}
+
+/* The shared secp256k1 context is safe to use from several threads at once: concurrent
+ * signers each get deterministic signatures that recover to their own key. */
+static void test_k256_threads(void)
+{
+    struct sign_job jobs[4];
+    pthread_t th[4];
+
+    for (int t = 0; t < 4; t++) {
+        memset(&jobs[t], 0, sizeof(jobs[t]));
+        CHECK_OK(kms_k256_random(jobs[t].sk));
+        CHECK_OK(kms_k256_pubkey(jobs[t].sk, jobs[t].pub));
+    }
+    for (int t = 0; t < 4; t++)
+        CHECK(pthread_create(&th[t], NULL, sign_worker, &jobs[t]) == 0);
+    for (int t = 0; t < 4; t++) {
+        CHECK(pthread_join(th[t], NULL) == 0);
+        CHECK(jobs[t].failures == 0);
+    }
+}
+
 /* GetAppEnvEncryptPubKey: the public key is the X25519 key of env_crypt_key, both signatures
  * recover to the root k256 key over their own messages, and v1 binds the timestamp. */
 static void test_env_pubkey(void)
@@ -447,7 +496,361 @@ static void test_bootstrap_report_data(void)
     EVP_PKEY_free(k);
 }
 
-/* CERT_TESTS */
+/* ------------------------------------------------------------------ certificates */
+
+/* Issues a self-signed CA (O+CN, pathLen 1) and a leaf with SAN, usage and app id. */
+static int make_chain(EVP_PKEY **ca_key, X509 **ca, EVP_PKEY **leaf_key, X509 **leaf)
+{
+    static const uint8_t app_id[20] = {0xaa, 0xbb, 0xcc};
+    static const char *const san[] = {"kms.example.com", "alt.example.com"};
+    struct kms_cert_params cap = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
+                                  .path_len = 1};
+    struct kms_cert_params lp = {.cn = "kms.example.com", .san_dns = san, .n_san = 2,
+                                 .path_len = -1, .usage = "kms:rpc", .app_id = app_id,
+                                 .app_id_len = sizeof(app_id), .eku_server_auth = 1};
+
+    *ca_key = *leaf_key = NULL;
+    *ca = *leaf = NULL;
+    if (kms_p256_generate(ca_key) != 0 || kms_p256_generate(leaf_key) != 0)
+        return -1;
+    if (kms_cert_issue(&cap, *ca_key, *ca_key, NULL, ca) != 0)
+        return -1;
+    if (kms_cert_issue(&lp, *leaf_key, *ca_key, *ca, leaf) != 0)
+        return -1;
+    return 0;
+}
+
+/* 1 if OpenSSL verifies leaf against the trust anchor root (purpose any). */
+static int ossl_verify(X509 *root, X509 *leaf, int *err)
+{
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok = 0;
+
+    *err = -1;
+    if (st != NULL && ctx != NULL && X509_STORE_add_cert(st, root) == 1 &&
+        X509_STORE_CTX_init(ctx, st, leaf, NULL) == 1) {
+        ok = X509_verify_cert(ctx) == 1;
+        *err = X509_STORE_CTX_get_error(ctx);
+    }
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(st);
+    ERR_clear_error();
+    return ok;
+}
+
+/* A self-signed CA + leaf chain verifies with X509_verify_cert; a leaf from another CA with
+ * the same DN does not (key ids and signature keep them apart). */
+static void test_cert_chain(void)
+{
+    EVP_PKEY *ca_key, *leaf_key, *other_key = NULL;
+    X509 *ca, *leaf, *other_ca = NULL;
+    int err;
+    struct kms_cert_params cap = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
+                                  .path_len = 1};
+
+    CHECK(make_chain(&ca_key, &ca, &leaf_key, &leaf) == 0);
+    CHECK(ossl_verify(ca, leaf, &err));
+    CHECK(err == X509_V_OK);
+    CHECK(ossl_verify(ca, ca, &err));
+    /* same subject DN, different key: the leaf must not verify under it */
+    CHECK_OK(kms_p256_generate(&other_key));
+    CHECK_OK(kms_cert_issue(&cap, other_key, other_key, NULL, &other_ca));
+    CHECK(!ossl_verify(other_ca, leaf, &err));
+    CHECK(err != X509_V_OK);
+    X509_free(other_ca);
+    EVP_PKEY_free(other_key);
+    X509_free(leaf);
+    EVP_PKEY_free(leaf_key);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+}
+
+/* The fields come back as issued: DN, SAN, KeyUsage, BasicConstraints/pathLen, EKU, usage
+ * and app id extensions (non-critical), v3, positive serial, validity defaults. */
+static void test_cert_fields(void)
+{
+    EVP_PKEY *ca_key, *leaf_key;
+    X509 *ca, *leaf;
+    uint8_t *ext = NULL;
+    size_t ext_len = 0;
+    GENERAL_NAMES *gens;
+    char buf[256];
+    const ASN1_INTEGER *serial;
+    BIGNUM *sbn;
+    int crit = -1, idx;
+
+    CHECK(make_chain(&ca_key, &ca, &leaf_key, &leaf) == 0);
+    if (leaf == NULL)
+        return;
+    CHECK(X509_get_version(ca) == X509_VERSION_3);
+    /* DN: O then CN, UTF8String */
+    CHECK(X509_NAME_entry_count(X509_get_subject_name(ca)) == 2);
+    CHECK(OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(X509_get_subject_name(ca),
+                                                                        0))) ==
+          NID_organizationName);
+    CHECK(ASN1_STRING_type(X509_NAME_ENTRY_get_data(
+              X509_NAME_get_entry(X509_get_subject_name(ca), 1))) == V_ASN1_UTF8STRING);
+    CHECK(X509_NAME_get_text_by_NID(X509_get_subject_name(ca), NID_commonName, buf,
+                                    sizeof(buf)) > 0 &&
+          strcmp(buf, "Dstack KMS CA") == 0);
+    CHECK(X509_NAME_cmp(X509_get_issuer_name(leaf), X509_get_subject_name(ca)) == 0);
+    CHECK(X509_NAME_entry_count(X509_get_subject_name(leaf)) == 1);
+    /* CA: basicConstraints CA pathLen 1, keyUsage digitalSignature|keyCertSign|cRLSign */
+    CHECK(X509_check_ca(ca) == 1);
+    CHECK(X509_get_pathlen(ca) == 1);
+    CHECK(X509_get_key_usage(ca) == (KU_DIGITAL_SIGNATURE | KU_KEY_CERT_SIGN | KU_CRL_SIGN));
+    idx = X509_get_ext_by_NID(ca, NID_key_usage, -1);
+    CHECK(idx >= 0 && X509_EXTENSION_get_critical(X509_get_ext(ca, idx)) == 1);
+    idx = X509_get_ext_by_NID(ca, NID_basic_constraints, -1);
+    CHECK(idx >= 0 && X509_EXTENSION_get_critical(X509_get_ext(ca, idx)) == 1);
+    CHECK(X509_get_extended_key_usage(ca) == UINT32_MAX); /* no EKU on the CA */
+    /* leaf: no basicConstraints, digitalSignature only, serverAuth EKU only */
+    CHECK(X509_check_ca(leaf) == 0);
+    CHECK(X509_get_ext_by_NID(leaf, NID_basic_constraints, -1) < 0);
+    CHECK(X509_get_key_usage(leaf) == KU_DIGITAL_SIGNATURE);
+    CHECK(X509_get_extended_key_usage(leaf) == XKU_SSL_SERVER);
+    gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, &crit, NULL);
+    CHECK(gens != NULL && sk_GENERAL_NAME_num(gens) == 2 && crit == 0);
+    if (gens != NULL && sk_GENERAL_NAME_num(gens) == 2) {
+        int type;
+        ASN1_IA5STRING *d = GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(gens, 1), &type);
+        CHECK(type == GEN_DNS && ASN1_STRING_length(d) == 15 &&
+              memcmp(ASN1_STRING_get0_data(d), "alt.example.com", 15) == 0);
+    }
+    GENERAL_NAMES_free(gens);
+    CHECK(X509_check_host(leaf, "kms.example.com", 0, 0, NULL) == 1);
+    CHECK(X509_check_host(leaf, "other.example.com", 0, 0, NULL) == 0);
+    /* custom extensions read back, non-critical */
+    CHECK_OK(kms_ratls_get_ext(leaf, KMS_OID_CERT_USAGE, &ext, &ext_len));
+    CHECK(ext_len == 7 && ext != NULL && memcmp(ext, "kms:rpc", 7) == 0);
+    free(ext);
+    ext = NULL;
+    CHECK_OK(kms_ratls_get_ext(leaf, KMS_OID_APP_ID, &ext, &ext_len));
+    CHECK(ext_len == 20 && ext != NULL && ext[0] == 0xaa && ext[19] == 0);
+    free(ext);
+    ext = NULL;
+    for (int i = 0; i < X509_get_ext_count(leaf); i++) {
+        X509_EXTENSION *e = X509_get_ext(leaf, i);
+        char oid[64];
+        OBJ_obj2txt(oid, sizeof(oid), X509_EXTENSION_get_object(e), 1);
+        if (strncmp(oid, "1.3.6.1.4.1.62397.", 18) == 0)
+            CHECK(X509_EXTENSION_get_critical(e) == 0);
+    }
+    CHECK_RC(kms_ratls_get_ext(ca, KMS_OID_CERT_USAGE, &ext, &ext_len), KMS_ERR_NOTFOUND);
+    /* positive serial, at most 20 octets */
+    serial = X509_get0_serialNumber(leaf);
+    sbn = ASN1_INTEGER_to_BN(serial, NULL);
+    CHECK(sbn != NULL && !BN_is_negative(sbn) && !BN_is_zero(sbn) && BN_num_bytes(sbn) <= 20);
+    BN_free(sbn);
+    /* validity defaults: now - 1 h .. + 3650 days */
+    {
+        int days = 0, secs = 0;
+        CHECK(ASN1_TIME_diff(&days, &secs, X509_get0_notBefore(leaf), X509_get0_notAfter(leaf)));
+        CHECK(days == 3650 && secs == 0);
+        CHECK(X509_cmp_current_time(X509_get0_notBefore(leaf)) < 0);
+    }
+    /* key ids: leaf AKID = CA SKID */
+    CHECK(X509_get0_subject_key_id(ca) != NULL && X509_get0_authority_key_id(leaf) != NULL &&
+          ASN1_OCTET_STRING_cmp(X509_get0_subject_key_id(ca),
+                                X509_get0_authority_key_id(leaf)) == 0);
+    X509_free(leaf);
+    EVP_PKEY_free(leaf_key);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+}
+
+/* Path length: a CA with pathLen 0 can issue a leaf but not an intermediate CA that issues a
+ * leaf; path_len -1 writes no constraint; EKU clientAuth appears only when asked. */
+static void test_cert_pathlen(void)
+{
+    EVP_PKEY *rk = NULL, *ik = NULL, *lk = NULL;
+    X509 *root = NULL, *inter = NULL, *leaf = NULL;
+    struct kms_cert_params rp = {.org = "Dstack", .cn = "Root", .is_ca = 1, .path_len = 0};
+    struct kms_cert_params ip = {.cn = "Inter", .is_ca = 1, .path_len = -1};
+    struct kms_cert_params lp = {.cn = "leaf", .path_len = -1, .eku_client_auth = 1};
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+
+    CHECK_OK(kms_p256_generate(&rk));
+    CHECK_OK(kms_p256_generate(&ik));
+    CHECK_OK(kms_p256_generate(&lk));
+    CHECK_OK(kms_cert_issue(&rp, rk, rk, NULL, &root));
+    CHECK_OK(kms_cert_issue(&ip, ik, rk, root, &inter));
+    CHECK_OK(kms_cert_issue(&lp, lk, ik, inter, &leaf));
+    CHECK(X509_get_pathlen(root) == 0);
+    CHECK(X509_get_pathlen(inter) == -1 && X509_check_ca(inter) == 1);
+    CHECK(X509_get_extended_key_usage(leaf) == XKU_SSL_CLIENT);
+    CHECK(X509_STORE_add_cert(st, root) == 1);
+    sk_X509_push(untrusted, inter);
+    CHECK(X509_STORE_CTX_init(ctx, st, leaf, untrusted) == 1);
+    CHECK(X509_verify_cert(ctx) != 1);
+    CHECK(X509_STORE_CTX_get_error(ctx) == X509_V_ERR_PATH_LENGTH_EXCEEDED);
+    ERR_clear_error();
+    sk_X509_free(untrusted);
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(st);
+    X509_free(leaf);
+    X509_free(inter);
+    X509_free(root);
+    EVP_PKEY_free(lk);
+    EVP_PKEY_free(ik);
+    EVP_PKEY_free(rk);
+}
+
+/* kms_cert_signed_by: true for the real issuer, false for another key and after one byte of
+ * the signature is flipped; PEM round trip keeps the certificate byte-identical. */
+static void test_cert_signed_by_and_pem(void)
+{
+    EVP_PKEY *ca_key, *leaf_key;
+    X509 *ca, *leaf, *back = NULL, *tampered = NULL;
+    char *pem = NULL;
+    unsigned char *der = NULL, *der2 = NULL;
+    int n, n2;
+
+    CHECK(make_chain(&ca_key, &ca, &leaf_key, &leaf) == 0);
+    if (leaf == NULL)
+        return;
+    CHECK(kms_cert_signed_by(leaf, ca_key) == 1);
+    CHECK(kms_cert_signed_by(ca, ca_key) == 1);
+    CHECK(kms_cert_signed_by(leaf, leaf_key) == 0);
+    CHECK(kms_cert_signed_by(NULL, ca_key) == 0);
+    CHECK_OK(kms_cert_to_pem(leaf, &pem));
+    CHECK(pem != NULL && strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) == 0);
+    CHECK_OK(kms_cert_from_pem(pem, &back));
+    n = i2d_X509(leaf, &der);
+    n2 = back != NULL ? i2d_X509(back, &der2) : -1;
+    CHECK(n > 0 && n == n2 && memcmp(der, der2, (size_t)n) == 0);
+    /* flip the last byte (inside the signature) */
+    if (n > 0) {
+        const unsigned char *q = der;
+        der[n - 1] ^= 0x01;
+        tampered = d2i_X509(NULL, &q, n);
+        CHECK(tampered != NULL);
+        CHECK(kms_cert_signed_by(tampered, ca_key) == 0);
+    }
+    {
+        X509 *junk = NULL;
+
+        CHECK_RC(kms_cert_from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                                   &junk),
+                 KMS_ERR_PARSE);
+        CHECK_DETAIL("no parsable PEM certificate");
+        CHECK_RC(kms_cert_from_pem("", &junk), KMS_ERR_PARSE);
+        CHECK(junk == NULL);
+    }
+    OPENSSL_free(der);
+    OPENSSL_free(der2);
+    X509_free(tampered);
+    X509_free(back);
+    free(pem);
+    X509_free(leaf);
+    EVP_PKEY_free(leaf_key);
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+}
+
+/* Issuance refuses inconsistent inputs: a self-signed cert whose issuer key is not the subject
+ * key, an issuer key that does not match the issuer certificate, reversed validity. */
+static void test_cert_issue_rejects(void)
+{
+    EVP_PKEY *a = NULL, *b = NULL;
+    X509 *ca = NULL, *x = NULL;
+    struct kms_cert_params p = {.cn = "x", .is_ca = 1, .path_len = 0};
+    struct kms_cert_params bad_time = {.cn = "x", .path_len = -1, .not_before = 2000000000,
+                                       .not_after = 1000000000};
+    struct kms_cert_params no_cn = {.path_len = -1};
+
+    CHECK_OK(kms_p256_generate(&a));
+    CHECK_OK(kms_p256_generate(&b));
+    CHECK_RC(kms_cert_issue(&p, a, b, NULL, &x), KMS_ERR_INVAL);
+    CHECK_DETAIL("issuer key differs");
+    CHECK(x == NULL);
+    CHECK_OK(kms_cert_issue(&p, a, a, NULL, &ca));
+    CHECK_RC(kms_cert_issue(&p, b, b, ca, &x), KMS_ERR_INVAL);
+    CHECK_DETAIL("does not match the issuer certificate");
+    CHECK_RC(kms_cert_issue(&bad_time, b, a, ca, &x), KMS_ERR_INVAL);
+    CHECK_DETAIL("not_after");
+    CHECK_RC(kms_cert_issue(&no_cn, b, a, ca, &x), KMS_ERR_INVAL);
+    CHECK(x == NULL);
+    X509_free(ca);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+}
+
+/* With p->att set, the attestation goes into the certificate (writer rule of attest/ratls.c)
+ * and reads back with the same mode, quote and report_data; without it there is none. */
+static void test_cert_attestation_ext(void)
+{
+    static uint8_t quote[] = {0xd2, 0x84, 0x44, 0xa1};
+    static char config[] = "{}";
+    struct kms_attestation att;
+    struct kms_attestation *back = NULL;
+    struct kms_cert_params p = {.cn = "rpc", .path_len = -1, .usage = "kms:rpc", .att = &att};
+    EVP_PKEY *k = NULL;
+    X509 *c = NULL, *plain = NULL;
+
+    memset(&att, 0, sizeof(att));
+    att.mode = KMS_ATT_NITRO;
+    att.nsm_quote.p = quote;
+    att.nsm_quote.len = sizeof(quote);
+    memset(att.report_data, 0x5a, sizeof(att.report_data));
+    att.config = config;
+    CHECK_OK(kms_p256_generate(&k));
+    CHECK_OK(kms_cert_issue(&p, k, k, NULL, &c));
+    if (c != NULL) {
+        CHECK_OK(kms_ratls_get_attestation(c, &back));
+        CHECK(back != NULL && back->mode == KMS_ATT_NITRO && back->nsm_quote.len == sizeof(quote) &&
+              memcmp(back->nsm_quote.p, quote, sizeof(quote)) == 0 &&
+              memcmp(back->report_data, att.report_data, 64) == 0);
+        kms_att_free(back);
+        back = NULL;
+    }
+    p.att = NULL;
+    CHECK_OK(kms_cert_issue(&p, k, k, NULL, &plain));
+    if (plain != NULL)
+        CHECK_RC(kms_ratls_get_attestation(plain, &back), KMS_ERR_ATT_NONE);
+    X509_free(plain);
+    X509_free(c);
+    EVP_PKEY_free(k);
+}
+
+/* The App CA shape of kms-reference.md §4: derived key (stable SPKI across issues), app id
+ * and "app:ca" usage, signed by the root CA, fresh serial each time. */
+static void test_app_ca_cert(void)
+{
+    static const uint8_t app_id[20] = {1, 2, 3, 4};
+    EVP_PKEY *root_key = NULL, *app_key = NULL, *app_key2 = NULL;
+    X509 *root = NULL, *c1 = NULL, *c2 = NULL;
+    struct kms_cert_params rp = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
+                                 .path_len = 1};
+    struct kms_cert_params ap = {.org = "Dstack", .cn = "Dstack App CA", .is_ca = 1,
+                                 .path_len = 0, .usage = "app:ca", .app_id = app_id,
+                                 .app_id_len = sizeof(app_id)};
+    int err;
+
+    CHECK_OK(kms_p256_generate(&root_key));
+    CHECK_OK(kms_cert_issue(&rp, root_key, root_key, NULL, &root));
+    CHECK_OK(kms_derive_app_ca_key(root_key, app_id, sizeof(app_id), &app_key));
+    CHECK_OK(kms_derive_app_ca_key(root_key, app_id, sizeof(app_id), &app_key2));
+    CHECK_OK(kms_cert_issue(&ap, app_key, root_key, root, &c1));
+    CHECK_OK(kms_cert_issue(&ap, app_key2, root_key, root, &c2));
+    if (c1 == NULL || c2 == NULL)
+        goto out;
+    CHECK(EVP_PKEY_eq(X509_get0_pubkey(c1), X509_get0_pubkey(c2)) == 1);
+    CHECK(ASN1_INTEGER_cmp(X509_get0_serialNumber(c1), X509_get0_serialNumber(c2)) != 0);
+    CHECK(ossl_verify(root, c1, &err));
+    CHECK(kms_cert_signed_by(c1, root_key) == 1);
+out:
+    X509_free(c1);
+    X509_free(c2);
+    X509_free(root);
+    EVP_PKEY_free(app_key);
+    EVP_PKEY_free(app_key2);
+    EVP_PKEY_free(root_key);
+}
+
 
 int main(void)
 {
@@ -460,7 +863,15 @@ int main(void)
     RUN(test_app_key_vectors);
     RUN(test_k256_recover);
     RUN(test_k256_low_s);
+    RUN(test_k256_threads);
     RUN(test_env_pubkey);
     RUN(test_bootstrap_report_data);
+    RUN(test_cert_chain);
+    RUN(test_cert_fields);
+    RUN(test_cert_pathlen);
+    RUN(test_cert_signed_by_and_pem);
+    RUN(test_cert_issue_rejects);
+    RUN(test_cert_attestation_ext);
+    RUN(test_app_ca_cert);
     TEST_MAIN_END();
 }
