@@ -256,6 +256,47 @@ static void test_wrong_curve(void)
     EVP_PKEY_free(k);
 }
 
+/* Input limits and malformed inputs get their precise error: HKDF info over 1024 bytes,
+ * an oversized / garbage / passphrase-protected PEM key (never prompts). */
+static void test_key_input_errors(void)
+{
+    static uint8_t big[600];
+    struct kms_slice parts[2] = {{big, sizeof(big)}, {big, sizeof(big)}};
+    const uint8_t ikm[32] = {9};
+    uint8_t out[32];
+    EVP_PKEY *k = NULL, *back = NULL;
+    char *huge = malloc(20000);
+    BIO *bio = BIO_new(BIO_s_mem());
+    BUF_MEM *mem = NULL;
+    char *enc = NULL;
+
+    CHECK_OK(kms_kdf_derive(ikm, sizeof(ikm), parts, 1, out, sizeof(out)));
+    CHECK_RC(kms_kdf_derive(ikm, sizeof(ikm), parts, 2, out, sizeof(out)), KMS_ERR_TOOBIG);
+    CHECK_DETAIL("exceeds 1024 bytes");
+    if (huge != NULL) {
+        memset(huge, 'A', 19999);
+        huge[19999] = '\0';
+        CHECK_RC(kms_pkey_from_pem(huge, &back), KMS_ERR_TOOBIG);
+        free(huge);
+    }
+    CHECK_RC(kms_pkey_from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                               &back),
+             KMS_ERR_PARSE);
+    CHECK_DETAIL("cannot parse PEM private key");
+    CHECK_OK(kms_p256_generate(&k));
+    CHECK(bio != NULL && PEM_write_bio_PKCS8PrivateKey(bio, k, EVP_aes_256_cbc(), NULL, 0, NULL,
+                                                       (void *)"pass") == 1);
+    BIO_get_mem_ptr(bio, &mem);
+    if (mem != NULL && mem->length > 0) {
+        enc = strndup(mem->data, mem->length);
+        CHECK_RC(kms_pkey_from_pem(enc, &back), KMS_ERR_PARSE);
+        CHECK(back == NULL);
+        free(enc);
+    }
+    BIO_free(bio);
+    EVP_PKEY_free(k);
+}
+
 /* ------------------------------------------------------------------ app keys */
 
 /* Every case of app-key-vectors.json reproduces byte for byte. */
@@ -816,6 +857,32 @@ static void test_cert_attestation_ext(void)
     EVP_PKEY_free(k);
 }
 
+/* SAN limits: more than 64 names is TOOBIG, an empty name is INVAL. */
+static void test_cert_san_limits(void)
+{
+    const char *names[65];
+    const char *empty[1] = {""};
+    struct kms_cert_params p = {.cn = "x", .san_dns = names, .n_san = 65, .path_len = -1};
+    EVP_PKEY *k = NULL;
+    X509 *c = NULL;
+
+    for (int i = 0; i < 65; i++)
+        names[i] = "a.example";
+    CHECK_OK(kms_p256_generate(&k));
+    CHECK_RC(kms_cert_issue(&p, k, k, NULL, &c), KMS_ERR_TOOBIG);
+    CHECK_DETAIL("SAN");
+    p.n_san = 64;
+    CHECK_OK(kms_cert_issue(&p, k, k, NULL, &c));
+    X509_free(c);
+    c = NULL;
+    p.san_dns = empty;
+    p.n_san = 1;
+    CHECK_RC(kms_cert_issue(&p, k, k, NULL, &c), KMS_ERR_INVAL);
+    CHECK_DETAIL("SAN DNS name 0");
+    CHECK(c == NULL);
+    EVP_PKEY_free(k);
+}
+
 /* The App CA shape of kms-reference.md §4: derived key (stable SPKI across issues), app id
  * and "app:ca" usage, signed by the root CA, fresh serial each time. */
 static void test_app_ca_cert(void)
@@ -860,6 +927,7 @@ int main(void)
     RUN(test_pkcs8_matches_openssl);
     RUN(test_scalar_edges);
     RUN(test_wrong_curve);
+    RUN(test_key_input_errors);
     RUN(test_app_key_vectors);
     RUN(test_k256_recover);
     RUN(test_k256_low_s);
@@ -872,6 +940,7 @@ int main(void)
     RUN(test_cert_signed_by_and_pem);
     RUN(test_cert_issue_rejects);
     RUN(test_cert_attestation_ext);
+    RUN(test_cert_san_limits);
     RUN(test_app_ca_cert);
     TEST_MAIN_END();
 }
