@@ -57,8 +57,8 @@ struct kms_sim {
     char *dir;
     char *root_path;
     X509 *root;
-    EVP_PKEY *pck_key; /* signs QE reports */
-    EVP_PKEY *ak_key;  /* QE attestation key: signs quotes */
+    EVP_PKEY *pck_key;  /* signs QE reports */
+    EVP_PKEY *ak_key;   /* QE attestation key: signs quotes */
     uint8_t ak_pub[64]; /* X || Y */
     uint8_t *chain_pem; /* leaf, intermediate, root */
     size_t chain_len;
@@ -228,36 +228,36 @@ static int make_cert(int kind, const char *cn, EVP_PKEY *key, X509 *issuer, EVP_
     KMS_GUARD_OSSL(BN_rand(serial, 127, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY), "BN_rand");
     KMS_ENSURE(BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert)) != NULL, KMS_ERR_CRYPTO,
                "cannot set serial number");
-    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
-                                              -1, -1, 0),
-                   "X509_NAME_add_entry");
+    KMS_GUARD_OSSL(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0),
+        "X509_NAME_add_entry");
     KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
                                               (const unsigned char *)"kmsd simulation", -1, -1, 0),
                    "X509_NAME_add_entry");
     KMS_GUARD_OSSL(X509_set_subject_name(cert, name), "X509_set_subject_name");
-    KMS_GUARD_OSSL(X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer)
-                                                             : name),
-                   "X509_set_issuer_name");
+    KMS_GUARD_OSSL(
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name),
+        "X509_set_issuer_name");
     KMS_ENSURE(ASN1_TIME_set(X509_getm_notBefore(cert), SIM_NOT_BEFORE) != NULL, KMS_ERR_CRYPTO,
                "cannot set notBefore");
     KMS_ENSURE(ASN1_TIME_set(X509_getm_notAfter(cert), SIM_NOT_AFTER) != NULL, KMS_ERR_CRYPTO,
                "cannot set notAfter");
     KMS_GUARD_OSSL(X509_set_pubkey(cert, key), "X509_set_pubkey");
-    KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier,
-                           "hash"));
+    KMS_GUARD(
+        add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier, "hash"));
     KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_authority_key_identifier,
                            "keyid:always"));
     if (kind == 2) {
-        KMS_GUARD(add_conf_ext(cert, issuer, NID_key_usage,
-                               "critical,digitalSignature,nonRepudiation"));
+        KMS_GUARD(
+            add_conf_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
         KMS_GUARD(add_conf_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE"));
         KMS_GUARD(add_sgx_ext(cert, ppid));
     } else {
         KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_key_usage,
                                "critical,keyCertSign,cRLSign"));
-        KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
-                               kind == 0 ? "critical,CA:TRUE,pathlen:1"
-                                         : "critical,CA:TRUE,pathlen:0"));
+        KMS_GUARD(
+            add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
+                         kind == 0 ? "critical,CA:TRUE,pathlen:1" : "critical,CA:TRUE,pathlen:0"));
     }
     KMS_ENSURE(X509_sign(cert, issuer_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
                "cannot sign simulation certificate");
@@ -406,8 +406,10 @@ static int load_cert_pem(const uint8_t *pem, size_t len, const char *name, X509 
 
     *out = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     BIO_free(bio);
-    if (*out == NULL)
-        return kms_err_ossl(KMS_ERR_PARSE, name);
+    if (*out == NULL) {
+        ERR_clear_error();
+        return kms_err_set(KMS_ERR_PARSE, "%s is not a PEM certificate", name);
+    }
     return 0;
 }
 
@@ -588,12 +590,12 @@ static void qe_report(const struct kms_sim *sim, const uint8_t qe_auth[SIM_QE_AU
     uint8_t bind[64 + SIM_QE_AUTH_LEN];
 
     memset(rep, 0, KMS_TDX_QE_REPORT_LEN);
-    memcpy(rep, sim_cpusvn, 16);                                  /* cpu_svn */
-    rep[48] = 0x11;                                               /* attributes: INIT|MODE64BIT */
+    memcpy(rep, sim_cpusvn, 16); /* cpu_svn */
+    rep[48] = 0x11;              /* attributes: INIT|MODE64BIT */
     SHA256((const uint8_t *)mr_enclave_tag, strlen(mr_enclave_tag), rep + 64); /* mr_enclave */
     SHA256((const uint8_t *)mr_signer_tag, strlen(mr_signer_tag), rep + 128);  /* mr_signer */
-    rep[256] = 2;                                                 /* isv_prod_id (TDX QE) */
-    rep[258] = (uint8_t)SIM_QE_SVN;                               /* isv_svn */
+    rep[256] = 2;                   /* isv_prod_id (TDX QE) */
+    rep[258] = (uint8_t)SIM_QE_SVN; /* isv_svn */
     /* report_data = sha256(ak || qe_auth) || 0^32 */
     memcpy(bind, sim->ak_pub, sizeof(sim->ak_pub));
     memcpy(bind + sizeof(sim->ak_pub), qe_auth, SIM_QE_AUTH_LEN);
@@ -693,8 +695,8 @@ int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements 
     KMS_ENSURE(n_events <= KMS_ATT_MAX_EVENTS, KMS_ERR_TOOBIG, "too many runtime events (max %u)",
                KMS_ATT_MAX_EVENTS);
     for (size_t i = 0; i < n_events; i++)
-        KMS_ENSURE(events[i].event != NULL && (events[i].payload.p != NULL ||
-                                               events[i].payload.len == 0),
+        KMS_ENSURE(events[i].event != NULL &&
+                       (events[i].payload.p != NULL || events[i].payload.len == 0),
                    KMS_ERR_INVAL, "runtime event %zu has no name", i);
 
     memset(&rep, 0, sizeof(rep));

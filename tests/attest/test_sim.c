@@ -43,8 +43,8 @@ static void new_dir(char *buf, size_t n)
     }
 }
 
-static const char *const ev_names[] = {"system-preparing", "app-id", "compose-hash",
-                                       "instance-id", "boot-mr-done", "system-ready"};
+static const char *const ev_names[] = {"system-preparing", "app-id",       "compose-hash",
+                                       "instance-id",      "boot-mr-done", "system-ready"};
 static uint8_t ev_payload[6][20];
 static struct kms_runtime_event g_events[6];
 
@@ -128,8 +128,7 @@ static void test_sim_attest_verifies(void)
         CHECK(strcmp(e->event, ev_names[i]) == 0);
         CHECK(e->payload.len == g_events[i].payload.len);
         CHECK(e->digest.len == 48);
-        kms_att_event_digest(1, ev_names[i], g_events[i].payload.p, g_events[i].payload.len,
-                             want);
+        kms_att_event_digest(1, ev_names[i], g_events[i].payload.p, g_events[i].payload.len, want);
         CHECK(e->digest.len == 48 && memcmp(e->digest.p, want, 48) == 0);
         CHECK(strcmp(att->events[i].event, ev_names[i]) == 0);
         CHECK(att->events[i].payload.len == g_events[i].payload.len);
@@ -220,8 +219,8 @@ static void test_sim_quote_flips(void)
     CHECK_OK(kms_tdx_quote_parse(quote, len, &q));
     CHECK(q.version == 4 && q.att_key_type == 2 && q.tee_type == 0x81);
     CHECK(q.qe_auth_len == 32);
-    CHECK(memcmp(q.qe_vendor_id,
-                 "\x93\x9a\x72\x33\xf7\x9c\x4c\xa9\x94\x0a\x0d\xb3\x95\x7f\x06\x07", 16) == 0);
+    CHECK(memcmp(q.qe_vendor_id, "\x93\x9a\x72\x33\xf7\x9c\x4c\xa9\x94\x0a\x0d\xb3\x95\x7f\x06\x07",
+                 16) == 0);
 
     /* body: mr_td at absolute offset 184 */
     quote[184] ^= 1;
@@ -506,11 +505,11 @@ static void test_sim_concurrent_open(void)
             struct kms_verified v;
             uint8_t rd[64] = {0};
             uint8_t d[32];
-            int ok = kms_sim_open(dir, &s) == 0 && der_sha256(kms_sim_root(s), d) &&
-                     kms_sim_attest(s, NULL, rd, g_events, 6, NULL, &att) == 0 &&
-                     kms_attest_ctx_add_root_file(ctx, KMS_ROOT_TDX, kms_sim_root_path(s), 1) ==
-                         0 &&
-                     kms_attest_verify(ctx, att, &v) == 0;
+            int ok =
+                kms_sim_open(dir, &s) == 0 && der_sha256(kms_sim_root(s), d) &&
+                kms_sim_attest(s, NULL, rd, g_events, 6, NULL, &att) == 0 &&
+                kms_attest_ctx_add_root_file(ctx, KMS_ROOT_TDX, kms_sim_root_path(s), 1) == 0 &&
+                kms_attest_verify(ctx, att, &v) == 0;
 
             if (ok)
                 ok = write(fds[i][1], d, 32) == 32;
