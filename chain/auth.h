@@ -1,6 +1,13 @@
 /*
  * chain: authorization backends. `dev` allows everything (as the reference); `webhook` speaks
- * the auth-api protocol (kms-reference.md §7) with a timeout on every call.
+ * the auth-api protocol (kms-reference.md §7) with a timeout on every call; `eth` is the
+ * native Ethereum backend (chain/eth*.c; "eth backend not built" when absent).
+ *
+ * The webhook uses libcurl: the process must call curl_global_init(CURL_GLOBAL_DEFAULT) once,
+ * before any thread uses this module. A handle is immutable after kms_auth_new, so
+ * kms_auth_check / kms_auth_info may be called concurrently on one handle.
+ * Webhook limits: response body at most 1 MiB; http/https only; no redirects; environment
+ * proxies ignored; the timeout bounds connect and the whole exchange.
  */
 #ifndef KMS_CHAIN_AUTH_H
 #define KMS_CHAIN_AUTH_H
@@ -21,8 +28,8 @@ enum {
 
 struct kms_auth_cfg {
     const char *type;             /* "dev" | "webhook" | "eth" */
-    const char *webhook_url;      /* base URL, e.g. http://127.0.0.1:8001 */
-    long timeout_ms;              /* per call; 0 = 5000 */
+    const char *webhook_url;      /* base URL, e.g. http://127.0.0.1:8001; no query */
+    long timeout_ms;              /* per call; 0 = 5000; at most 600000 */
     const char *dev_gateway_app_id; /* default "any" */
     /* type "eth": native Ethereum backend (chain/eth.c). Strings are borrowed for the call. */
     const char *const *eth_rpc_urls; /* JSON-RPC endpoints (node or light client); >= 1 */
@@ -38,7 +45,10 @@ struct kms_auth_cfg {
 
 struct kms_auth;
 
+/* Validates cfg (KMS_ERR_INVAL) and creates the backend; caller frees *out with
+ * kms_auth_free (*out is NULL on failure). cfg strings are copied. */
 KMS_WUR int kms_auth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
+/* Accepts NULL. */
 void kms_auth_free(struct kms_auth *a);
 int kms_auth_is_dev(const struct kms_auth *a);
 
@@ -49,11 +59,17 @@ struct kms_auth_result {
 };
 
 /* Asks bootAuth/kms (is_kms) or bootAuth/app. rc < 0: the backend could not answer (fail
- * closed); rc 0: see out->allowed / out->reason. */
+ * closed: out->allowed is 0); rc 0: see out->allowed / out->reason (reason truncated at a
+ * UTF-8 boundary to fit). Webhook errors: KMS_ERR_AUTH_UNREACHABLE (connect/transport),
+ * KMS_ERR_AUTH_TIMEOUT, KMS_ERR_AUTH_HTTP (non-2xx; status and a sanitized excerpt of the body
+ * in the detail), KMS_ERR_AUTH_RESPONSE (not a JSON object, a required field missing or
+ * mistyped, duplicate keys, gatewayAppId longer than 255 bytes, body over 1 MiB). */
 KMS_WUR int kms_auth_check(struct kms_auth *a, int is_kms, const struct kms_boot_info *bi,
                            struct kms_auth_result *out);
 
-/* GET / (webhook) or dev defaults, for GetMeta. Strings are owned; kms_auth_info_clear. */
+/* GET / (webhook) or dev defaults, for GetMeta. Strings are owned; kms_auth_info_clear.
+ * dev: is_dev 1, gateway_app_id set, the other strings NULL and chain_id 0. Webhook: all five
+ * fields required (errors as kms_auth_check); out is cleared on failure. */
 struct kms_auth_info {
     int is_dev;
     char *status;
@@ -66,7 +82,9 @@ struct kms_auth_info {
 KMS_WUR int kms_auth_info(struct kms_auth *a, struct kms_auth_info *out);
 void kms_auth_info_clear(struct kms_auth_info *info);
 
-/* The BootInfo JSON body (camelCase, hex without 0x) sent to the webhook; caller frees. */
+/* The BootInfo JSON body (compact, camelCase in the reference's key order, lowercase hex
+ * without 0x) sent to the webhook; caller frees. NULL (detail set) on an unknown mode or
+ * strings that are not UTF-8. */
 char *kms_auth_boot_info_json(const struct kms_boot_info *bi);
 
 #endif
