@@ -229,8 +229,8 @@ char *kms_auth_boot_info_json(const struct kms_boot_info *bi)
     KMS_GUARD(json_set_hex(obj, "composeHash", bi->compose_hash.p, bi->compose_hash.len));
     KMS_GUARD(json_set_hex(obj, "instanceId", bi->instance_id.p, bi->instance_id.len));
     KMS_GUARD(json_set_hex(obj, "deviceId", bi->device_id, sizeof(bi->device_id)));
-    KMS_GUARD(json_set_hex(obj, "keyProviderInfo", bi->key_provider_info.p,
-                           bi->key_provider_info.len));
+    KMS_GUARD(
+        json_set_hex(obj, "keyProviderInfo", bi->key_provider_info.p, bi->key_provider_info.len));
     /* tcb_status is a fixed array: do not rely on the producer having terminated it. */
     memcpy(tcb, bi->tcb_status, sizeof(bi->tcb_status));
     tcb[sizeof(bi->tcb_status)] = '\0';

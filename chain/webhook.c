@@ -156,13 +156,12 @@ static int wh_curl_error(const struct webhook *w, const char *method, CURLcode c
                            w->shown, why);
     case CURLE_WRITE_ERROR:
         if (sink->too_big)
-            return kms_err_set(KMS_ERR_AUTH_RESPONSE,
-                               "auth-api response to %s %s exceeds %u bytes", method, w->shown,
-                               WH_RESPONSE_MAX);
+            return kms_err_set(KMS_ERR_AUTH_RESPONSE, "auth-api response to %s %s exceeds %u bytes",
+                               method, w->shown, WH_RESPONSE_MAX);
         return kms_err_set(KMS_ERR_NOMEM, "out of memory reading the auth-api response");
     default:
-        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s failed: %s",
-                           method, w->shown, why);
+        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s failed: %s", method,
+                           w->shown, why);
     }
 }
 
@@ -247,11 +246,11 @@ static int wh_request(const struct webhook *w, const char *path, const char *bod
                "auth-api %s %s%s returned HTTP %ld: %s", method, w->shown, path, status, quoted);
     j = json_loadb((const char *)sink.buf.data, sink.buf.len, JSON_REJECT_DUPLICATES, &jerr);
     KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method,
-               w->shown, path, jerr.text, jerr.line, quoted);
+               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, w->shown,
+               path, jerr.text, jerr.line, quoted);
     KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with JSON that is not an object: %s", method,
-               w->shown, path, quoted);
+               "auth-api %s %s%s answered with JSON that is not an object: %s", method, w->shown,
+               path, quoted);
     *json = j;
     j = NULL;
 out:

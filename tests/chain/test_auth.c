@@ -59,9 +59,8 @@ static void srv_answer(unsigned status, const char *body)
 }
 
 static enum MHD_Result srv_handler(void *cls, struct MHD_Connection *c, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls)
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
     struct upload *up = *con_cls;
     struct MHD_Response *r;
@@ -758,9 +757,11 @@ static void test_webhook_info(void)
     struct kms_auth_info info;
     struct kms_auth *a = webhook();
 
-    srv_answer(200, "{\"status\":\"ok\",\"kmsContractAddr\":\"0x5FbDB2315678afecb367f032d93F642f64180aa3\","
-                    "\"gatewayAppId\":\"gw-9\",\"chainId\":31337,\"appAuthImplementation\":\"0x01\","
-                    "\"appImplementation\":\"0x02\"}");
+    srv_answer(
+        200,
+        "{\"status\":\"ok\",\"kmsContractAddr\":\"0x5FbDB2315678afecb367f032d93F642f64180aa3\","
+        "\"gatewayAppId\":\"gw-9\",\"chainId\":31337,\"appAuthImplementation\":\"0x01\","
+        "\"appImplementation\":\"0x02\"}");
     CHECK_OK(kms_auth_info(a, &info));
     CHECK(strcmp(srv.method, "GET") == 0 && strcmp(srv.path, "/") == 0);
     CHECK(info.is_dev == 0);
@@ -805,8 +806,8 @@ static void test_webhook_info_invalid(void)
         for (size_t i = 0; i < 5; i++) {
             if (i == skip)
                 continue;
-            off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%s",
-                                    off > 1 ? "," : "", fields[i]);
+            off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%s", off > 1 ? "," : "",
+                                    fields[i]);
         }
         snprintf(body + off, sizeof(body) - off, "}");
         srv_answer(200, body);
