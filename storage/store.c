@@ -28,7 +28,9 @@
 #include "common/log.h"
 
 #define SCHEMA_VERSION 1
-#define APPLICATION_ID 0x6b6d7364 /* "kmsd": marks the file as ours */
+#define APPLICATION_ID 1802335076 /* 0x6b6d7364, "kmsd": marks the file as ours */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define KEK_LEN 32
 #define NONCE_LEN 12
 #define TAG_LEN 16
@@ -502,8 +504,8 @@ static int schema_init(sqlite3 *db)
                        "database: file has tables but no kmsd schema version; not a kmsd "
                        "database");
             KMS_GUARD(db_exec(db, schema_v1, "create schema"));
-            KMS_GUARD(db_exec(db, "PRAGMA application_id = 1802333028", "set application id"));
-            KMS_GUARD(db_exec(db, "PRAGMA user_version = 1", "set schema version"));
+            KMS_GUARD(db_exec(db, "PRAGMA application_id = " STR(APPLICATION_ID), "set application id"));
+            KMS_GUARD(db_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), "set schema version"));
             ver = SCHEMA_VERSION;
         }
         KMS_GUARD(db_exec(db, "COMMIT", "commit schema"));
