@@ -344,6 +344,38 @@ out:
     free(p);
 }
 
+/* GCP mode runs every TDX check before the TPM part: a runtime-event or report_data mismatch
+ * against the TDX quote fails with the TDX error, whatever the TPM quote holds. */
+static void test_gcp_runs_tdx_checks_first(void)
+{
+    size_t len;
+    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    struct kms_attestation *att = NULL;
+    struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
+    struct kms_verified v;
+
+    CHECK_OK(kms_att_decode(p, len, &att));
+    if (att == NULL)
+        goto out;
+    att->mode = KMS_ATT_GCP_TDX;
+    att->events[2].payload.p[0] ^= 1;
+    CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_RTMR);
+    CHECK_DETAIL("RTMR3");
+    att->events[2].payload.p[0] ^= 1;
+    att->report_data[0] ^= 1;
+    CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_REPORT_DATA);
+    att->report_data[0] ^= 1;
+    att->tdx_quote.p[600] ^= 1;
+    CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_QUOTE_SIG);
+    att->tdx_quote.p[600] ^= 1;
+    /* the TDX part passes; the empty TPM quote must then fail (never verify) */
+    CHECK(kms_attest_verify(ctx, att, &v) < 0);
+out:
+    kms_att_free(att);
+    kms_attest_ctx_free(ctx);
+    free(p);
+}
+
 /* ------------------------------------------------------------ a test PCK hierarchy */
 
 struct forge {
@@ -631,6 +663,7 @@ int main(void)
     RUN(test_chain_policy);
     RUN(test_parse_errors);
     RUN(test_full_verify_negatives);
+    RUN(test_gcp_runs_tdx_checks_first);
     RUN(test_forged_policy);
     RUN(test_forged_no_ppid);
     TEST_MAIN_END();
