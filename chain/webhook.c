@@ -1,6 +1,7 @@
 /*
  * chain: the `webhook` backend, a client of the reference auth-api (kms-reference.md §7):
- * POST <url>/bootAuth/{app,kms} with the BootInfo JSON, GET <url>/ for GetMeta.
+ * POST <url>/bootAuth/{app,kms} with the BootInfo JSON (a '/' is added to url if missing),
+ * GET <url> as configured for GetMeta.
  *
  * Unlike the reference (reqwest, no timeout) every call is bounded by the configured timeout,
  * the response is capped at WH_RESPONSE_MAX, only http/https are spoken, redirects are not
@@ -25,8 +26,10 @@
 #define WH_INFO_STR_MAX 4096u  /* longest string accepted in GET / */
 
 struct webhook {
-    char *base;  /* configured URL with a trailing '/' */
-    char *shown; /* the same with credentials removed, for messages */
+    char *url;       /* as configured: GET / goes here (the reference does not join) */
+    char *base;      /* url with a trailing '/': POST base + "bootAuth/..." */
+    char *shown_url; /* url and base with credentials removed, for messages */
+    char *shown_base;
     long timeout_ms;
 };
 
@@ -136,42 +139,46 @@ static void sanitize(const uint8_t *p, size_t len, size_t max, char *out, size_t
     out[i] = '\0';
 }
 
-static int wh_curl_error(const struct webhook *w, const char *method, CURLcode cc,
-                         const char *errbuf, const struct wh_sink *sink)
+static int wh_curl_error(const struct webhook *w, const char *method, const char *shown,
+                         const char *path, CURLcode cc, const char *errbuf,
+                         const struct wh_sink *sink)
 {
     const char *why = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc);
 
     switch (cc) {
     case CURLE_OPERATION_TIMEDOUT:
         return kms_err_set(KMS_ERR_AUTH_TIMEOUT,
-                           "auth-api did not answer within %ld ms (%s %s); check that it is "
+                           "auth-api did not answer within %ld ms (%s %s%s); check that it is "
                            "running and healthy",
-                           w->timeout_ms, method, w->shown);
+                           w->timeout_ms, method, shown, path);
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
         return kms_err_set(KMS_ERR_AUTH_UNREACHABLE,
-                           "cannot connect to the auth-api at %s: %s; check "
+                           "cannot connect to the auth-api at %s%s: %s; check "
                            "auth_api.webhook.url and that the auth-api is running",
-                           w->shown, why);
+                           shown, path, why);
     case CURLE_WRITE_ERROR:
         if (sink->too_big)
-            return kms_err_set(KMS_ERR_AUTH_RESPONSE, "auth-api response to %s %s exceeds %u bytes",
-                               method, w->shown, WH_RESPONSE_MAX);
+            return kms_err_set(KMS_ERR_AUTH_RESPONSE,
+                               "auth-api response to %s %s%s exceeds %u bytes", method, shown, path,
+                               WH_RESPONSE_MAX);
         return kms_err_set(KMS_ERR_NOMEM, "out of memory reading the auth-api response");
     default:
-        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s failed: %s", method,
-                           w->shown, why);
+        return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s%s failed: %s", method,
+                           shown, path, why);
     }
 }
 
 /*
- * One request: GET base (body NULL) or POST base+path with a JSON body. On 2xx returns 0 and
- * the parsed JSON object in *json (caller decrefs). Errors: see auth.h.
+ * One request: GET the configured URL (body NULL, path "") or POST base+path with a JSON body.
+ * On 2xx returns 0 and the parsed JSON object in *json (caller decrefs). Errors: see auth.h.
  */
 static int wh_request(const struct webhook *w, const char *path, const char *body, json_t **json)
 {
     const char *method = body != NULL ? "POST" : "GET";
+    const char *prefix = body != NULL ? w->base : w->url;
+    const char *shown = body != NULL ? w->shown_base : w->shown_url;
     char errbuf[CURL_ERROR_SIZE];
     char quoted[WH_BODY_IN_DETAIL + 4];
     struct wh_sink sink = {0};
@@ -188,10 +195,10 @@ static int wh_request(const struct webhook *w, const char *path, const char *bod
 
     *json = NULL;
     errbuf[0] = '\0';
-    n = strlen(w->base) + strlen(path) + 1;
+    n = strlen(prefix) + strlen(path) + 1;
     url = malloc(n);
     KMS_GUARD_PTR(url);
-    snprintf(url, n, "%s%s", w->base, path);
+    snprintf(url, n, "%s%s", prefix, path);
 
     h = curl_easy_init();
     KMS_ENSURE(h != NULL, KMS_ERR_NOMEM, "cannot create an HTTP client handle (curl_easy_init)");
@@ -236,21 +243,21 @@ static int wh_request(const struct webhook *w, const char *path, const char *bod
 
     cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
-        rc = wh_curl_error(w, method, cc, errbuf, &sink);
+        rc = wh_curl_error(w, method, shown, path, cc, errbuf, &sink);
         goto out;
     }
     cc = curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     KMS_ENSURE(cc == CURLE_OK, KMS_ERR_INTERNAL, "cannot read the auth-api HTTP status");
     sanitize(sink.buf.data, sink.buf.len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
     KMS_ENSURE(status >= 200 && status <= 299, KMS_ERR_AUTH_HTTP,
-               "auth-api %s %s%s returned HTTP %ld: %s", method, w->shown, path, status, quoted);
+               "auth-api %s %s%s returned HTTP %ld: %s", method, shown, path, status, quoted);
     j = json_loadb((const char *)sink.buf.data, sink.buf.len, JSON_REJECT_DUPLICATES, &jerr);
     KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, w->shown,
-               path, jerr.text, jerr.line, quoted);
+               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, shown, path,
+               jerr.text, jerr.line, quoted);
     KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with JSON that is not an object: %s", method, w->shown,
-               path, quoted);
+               "auth-api %s %s%s answered with JSON that is not an object: %s", method, shown, path,
+               quoted);
     *json = j;
     j = NULL;
 out:
@@ -361,8 +368,10 @@ static void wh_free(void *priv)
 
     if (w == NULL)
         return;
+    free(w->url);
     free(w->base);
-    free(w->shown);
+    free(w->shown_url);
+    free(w->shown_base);
     free(w);
 }
 
@@ -386,6 +395,8 @@ int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
     w = calloc(1, sizeof(*w));
     KMS_GUARD_PTR(w);
     w->timeout_ms = cfg->timeout_ms != 0 ? cfg->timeout_ms : WH_DEFAULT_TIMEOUT_MS;
+    w->url = strdup(cfg->webhook_url);
+    KMS_GUARD_PTR(w->url);
     n = strlen(cfg->webhook_url);
     w->base = malloc(n + 2);
     KMS_GUARD_PTR(w->base);
@@ -395,8 +406,10 @@ int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
         w->base[n] = '/';
         w->base[n + 1] = '\0';
     }
-    w->shown = url_redact(w->base);
-    KMS_GUARD_PTR(w->shown);
+    w->shown_url = url_redact(w->url);
+    KMS_GUARD_PTR(w->shown_url);
+    w->shown_base = url_redact(w->base);
+    KMS_GUARD_PTR(w->shown_base);
     rc = kms_auth_wrap(&webhook_ops, w, 0, out);
     w = NULL; /* owned by the handle, or freed by kms_auth_wrap */
 out:

@@ -384,7 +384,7 @@ static void test_eth_dispatch(void)
 {
     struct kms_auth_cfg cfg = {.type = "eth"};
     struct kms_auth *a = NULL;
-    const char *src = getenv("KMS_SOURCE_DIR");
+    const char *src = KMS_TEST_SOURCE_DIR;
     char pattern[4096];
     glob_t g;
     int have_eth;
@@ -517,6 +517,7 @@ static void test_webhook_allow(void)
 /* url_join: a trailing '/' is not doubled, and a base path is kept. Any 2xx is success. */
 static void test_webhook_url_join(void)
 {
+    struct kms_auth_info info;
     struct kms_auth_result res;
     struct kms_boot_info bi;
     struct kms_auth *a;
@@ -533,6 +534,12 @@ static void test_webhook_url_join(void)
     a = webhook_at(url, 2000);
     CHECK_OK(kms_auth_check(a, 1, &bi, &res));
     CHECK(strcmp(srv.path, "/auth/bootAuth/kms") == 0);
+    /* GET goes to the configured URL itself, not joined (as the reference's http_get) */
+    srv_answer(200, "{\"status\":\"ok\",\"kmsContractAddr\":\"\",\"gatewayAppId\":\"\","
+                    "\"chainId\":0,\"appImplementation\":\"\"}");
+    CHECK_OK(kms_auth_info(a, &info));
+    CHECK(strcmp(srv.method, "GET") == 0 && strcmp(srv.path, "/auth") == 0);
+    kms_auth_info_clear(&info);
     kms_auth_free(a);
 }
 
