@@ -307,6 +307,7 @@ int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
     int ok;
     int rc = 0;
 
+    memset(out, 0, sizeof(*out));
     KMS_GUARD(kms_tdx_quote_parse(quote, len, &q));
 
     /* (a) the quote (header || TD report) is signed by the QE's attestation key */
