@@ -309,7 +309,6 @@ static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
 {
     const struct webhook *w = priv;
     const char *path = is_kms ? "bootAuth/kms" : "bootAuth/app";
-    const char *what = is_kms ? "bootAuth/kms" : "bootAuth/app";
     const char *gw;
     const char *reason;
     json_t *resp = NULL;
@@ -325,12 +324,12 @@ static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
     KMS_GUARD(wh_request(w, path, body, &resp));
     v = json_object_get(resp, "isAllowed");
     KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s response lacks required field isAllowed", what);
+               "auth-api %s response lacks required field isAllowed", path);
     KMS_ENSURE(json_is_boolean(v), KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s response field isAllowed is not a boolean", what);
-    KMS_GUARD(get_str(resp, "gatewayAppId", what, sizeof(out->gateway_app_id) - 1, &gw));
+               "auth-api %s response field isAllowed is not a boolean", path);
+    KMS_GUARD(get_str(resp, "gatewayAppId", path, sizeof(out->gateway_app_id) - 1, &gw));
     /* reason is informational: any length is accepted and truncated on copy. */
-    KMS_GUARD(get_str(resp, "reason", what, WH_RESPONSE_MAX, &reason));
+    KMS_GUARD(get_str(resp, "reason", path, WH_RESPONSE_MAX, &reason));
     KMS_GUARD(kms_auth_result_set(out, json_is_true(v), reason, gw));
 out:
     json_decref(resp);
