@@ -36,8 +36,7 @@ static int bytes_dup(struct kms_bytes *dst, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int event_payload(const struct kms_attestation *att, const char *name,
-                         struct kms_bytes *dst)
+static int event_payload(const struct kms_attestation *att, const char *name, struct kms_bytes *dst)
 {
     const struct kms_runtime_event *e = kms_att_find_event(att, name);
 
@@ -147,8 +146,8 @@ int kms_boot_info_derive(const struct kms_attest_ctx *ctx, const struct kms_atte
         const struct kms_tdx_report *t = &v->td;
         const void *sys[5] = {t->mr_td, t->rtmr[0], t->rtmr[1], t->rtmr[2], mr_kp};
         size_t sys_l[5] = {48, 48, 48, 48, 32};
-        const void *agg[8] = {t->mr_td,        t->rtmr[0], t->rtmr[1],   t->rtmr[2],
-                              mr,              t->mr_config_id, t->mr_owner, t->mr_owner_config};
+        const void *agg[8] = {t->mr_td, t->rtmr[0],      t->rtmr[1],  t->rtmr[2],
+                              mr,       t->mr_config_id, t->mr_owner, t->mr_owner_config};
         size_t agg_l[8] = {48, 48, 48, 48, 48, 48, 48, 48};
         int extra = memcmp(t->mr_config_id, zero48, 48) != 0 ||
                     memcmp(t->mr_owner, zero48, 48) != 0 ||

@@ -172,8 +172,8 @@ int kms_att_from_legacy(const uint8_t *quote, size_t quote_len, const char *even
     int rc = 0;
 
     *out = NULL;
-    KMS_ENSURE(quote_len <= KMS_ATT_MAX_FIELD && json_len <= KMS_ATT_MAX_BYTES,
-               KMS_ERR_ATT_FORMAT, "legacy attestation too large");
+    KMS_ENSURE(quote_len <= KMS_ATT_MAX_FIELD && json_len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
+               "legacy attestation too large");
     KMS_GUARD(kms_tdx_quote_parse(quote, quote_len, &q));
     root = json_loadb(event_log_json, json_len, JSON_REJECT_DUPLICATES, &jerr);
     KMS_ENSURE(root != NULL, KMS_ERR_ATT_FORMAT, "event log is not valid JSON: %s (line %d)",

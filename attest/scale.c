@@ -87,8 +87,8 @@ static int rd_compact(struct kms_reader *r, size_t *out)
         if (rc < 0)
             return rc;
         if ((v16 >> 2) < 64u)
-            return kms_err_set(KMS_ERR_ATT_FORMAT, "non-canonical SCALE compact length at offset %zu",
-                               r->off - 2);
+            return kms_err_set(KMS_ERR_ATT_FORMAT,
+                               "non-canonical SCALE compact length at offset %zu", r->off - 2);
         *out = v16 >> 2;
         return 0;
     case 2:
@@ -97,8 +97,8 @@ static int rd_compact(struct kms_reader *r, size_t *out)
         if (rc < 0)
             return rc;
         if ((v32 >> 2) < (1u << 14))
-            return kms_err_set(KMS_ERR_ATT_FORMAT, "non-canonical SCALE compact length at offset %zu",
-                               r->off - 4);
+            return kms_err_set(KMS_ERR_ATT_FORMAT,
+                               "non-canonical SCALE compact length at offset %zu", r->off - 4);
         *out = v32 >> 2;
         return 0;
     default:
@@ -109,8 +109,7 @@ static int rd_compact(struct kms_reader *r, size_t *out)
 }
 
 /* Length of a vector of elements each at least min_elem bytes long, at most max elements. */
-static int rd_count(struct kms_reader *r, size_t max, size_t min_elem, const char *what,
-                    size_t *n)
+static int rd_count(struct kms_reader *r, size_t max, size_t min_elem, const char *what, size_t *n)
 {
     int rc = rd_compact(r, n);
 
@@ -309,8 +308,8 @@ static int rd_attestation(struct kms_reader *r, struct kms_attestation *att)
     }
     KMS_GUARD(kms_rd_copy(r, att->report_data, 64));
     KMS_GUARD(rd_string(r, "config", &att->config));
-    KMS_ENSURE(kms_rd_left(r) == 0, KMS_ERR_ATT_FORMAT,
-               "%zu trailing bytes after the attestation", kms_rd_left(r));
+    KMS_ENSURE(kms_rd_left(r) == 0, KMS_ERR_ATT_FORMAT, "%zu trailing bytes after the attestation",
+               kms_rd_left(r));
 out:
     return rc;
 }
@@ -466,8 +465,8 @@ out:
     return rc;
 }
 
-int kms_att_add_runtime_event(struct kms_attestation *att, const char *name,
-                              const uint8_t *payload, size_t len)
+int kms_att_add_runtime_event(struct kms_attestation *att, const char *name, const uint8_t *payload,
+                              size_t len)
 {
     struct kms_runtime_event *ev;
     struct kms_runtime_event e = {0};

@@ -201,7 +201,7 @@ out:
     return rc;
 }
 
-static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) **out)
+static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
 {
     STACK_OF(X509) *sk = sk_X509_new_null();
     BIO *bio = NULL;
@@ -343,8 +343,7 @@ int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
         static const uint8_t zero[32];
         const uint8_t *rd = q.qe_report + QE_REPORT_DATA_OFF;
 
-        KMS_ENSURE(memcmp(rd, h, 32) == 0 && memcmp(rd + 32, zero, 32) == 0,
-                   KMS_ERR_ATT_QE_BINDING,
+        KMS_ENSURE(memcmp(rd, h, 32) == 0 && memcmp(rd + 32, zero, 32) == 0, KMS_ERR_ATT_QE_BINDING,
                    "QE report data does not bind the attestation key and QE auth data");
     }
 

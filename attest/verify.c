@@ -28,7 +28,8 @@ static int is_zero(const uint8_t *p, size_t n)
 static int validate_tcb(const struct kms_tdx_report *td)
 {
     if (td->td_attributes[0] & 1u)
-        return kms_err_set(KMS_ERR_ATT_TCB, "debug TD (td_attributes DEBUG bit set) is not allowed");
+        return kms_err_set(KMS_ERR_ATT_TCB,
+                           "debug TD (td_attributes DEBUG bit set) is not allowed");
     if (!is_zero(td->mr_signer_seam, sizeof(td->mr_signer_seam)))
         return kms_err_set(KMS_ERR_ATT_TCB, "mr_signer_seam is not zero (non-Intel TDX module)");
     return 0;
@@ -88,8 +89,8 @@ int kms_attest_verify(const struct kms_attest_ctx *ctx, const struct kms_attesta
         KMS_GUARD(verify_gcp(ctx, att, out));
         break;
     case KMS_ATT_NITRO:
-        KMS_GUARD(kms_nitro_verify(ctx, att->nsm_quote.p, att->nsm_quote.len, att->report_data,
-                                   out));
+        KMS_GUARD(
+            kms_nitro_verify(ctx, att->nsm_quote.p, att->nsm_quote.len, att->report_data, out));
         break;
     default:
         rc = kms_err_set(KMS_ERR_ATT_UNSUPPORTED, "unknown attestation mode %d", (int)att->mode);

@@ -354,9 +354,8 @@ static void test_nitro_fixture_verified(void)
     struct kms_verified v;
 
     CHECK_OK(kms_att_decode(p, len, &att));
-    CHECK_OK(kms_attest_ctx_add_root_file(ctx, KMS_ROOT_NITRO,
-                                          kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"),
-                                          0));
+    CHECK_OK(kms_attest_ctx_add_root_file(
+        ctx, KMS_ROOT_NITRO, kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"), 0));
     kms_attest_ctx_set_time(ctx, T_NITRO_PROD);
     if (att != NULL) {
         CHECK_OK(kms_attest_verify(ctx, att, &v));

@@ -151,8 +151,8 @@ static void test_oversize(void)
     uint8_t *big = calloc(1, KMS_ATT_MAX_BYTES + 1);
     /* V0, Nitro, compact u32 length MAX_FIELD + 1 */
     uint32_t l = ((KMS_ATT_MAX_FIELD + 1u) << 2) | 2u;
-    uint8_t field[6] = {0, 2, (uint8_t)l, (uint8_t)(l >> 8), (uint8_t)(l >> 16),
-                        (uint8_t)(l >> 24)};
+    uint8_t field[6] = {
+        0, 2, (uint8_t)l, (uint8_t)(l >> 8), (uint8_t)(l >> 16), (uint8_t)(l >> 24)};
     /* V0, Nitro, empty quote, then 1025 runtime events (compact u16) */
     uint16_t c = (uint16_t)(((KMS_ATT_MAX_EVENTS + 1u) << 2) | 1u);
     uint8_t events[5] = {0, 2, 0, (uint8_t)c, (uint8_t)(c >> 8)};
@@ -393,8 +393,8 @@ static void test_legacy_json(void)
     kms_att_free(leg);
     leg = NULL;
 
-    CHECK_OK(kms_att_from_legacy(att->tdx_quote.p, att->tdx_quote.len, nodigest,
-                                 strlen(nodigest), &leg));
+    CHECK_OK(kms_att_from_legacy(att->tdx_quote.p, att->tdx_quote.len, nodigest, strlen(nodigest),
+                                 &leg));
     if (leg != NULL) {
         CHECK(leg->n_tdx_events == 1 && leg->tdx_events[0].digest.len == 0);
         CHECK(leg->n_events == 1 && leg->events[0].payload.len == 2);
@@ -405,8 +405,8 @@ static void test_legacy_json(void)
     CHECK_RC(kms_att_from_legacy(att->tdx_quote.p, att->tdx_quote.len, "{}", 2, &leg),
              KMS_ERR_ATT_FORMAT);
     CHECK_DETAIL("JSON array");
-    CHECK_RC(kms_att_from_legacy(att->tdx_quote.p, att->tdx_quote.len, nopayload,
-                                 strlen(nopayload), &leg),
+    CHECK_RC(kms_att_from_legacy(att->tdx_quote.p, att->tdx_quote.len, nopayload, strlen(nopayload),
+                                 &leg),
              KMS_ERR_ATT_FORMAT);
     CHECK_DETAIL("event_payload");
     CHECK_RC(kms_att_from_legacy(att->tdx_quote.p, 100, json, strlen(json), &leg),

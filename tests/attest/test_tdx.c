@@ -85,8 +85,7 @@ static void test_intel_root(void)
     CHECK(X509_digest(root, EVP_sha256(), md, &n) == 1 && n == 32);
     kms_hex_encode(md, 32, hex);
     CHECK(strcmp(hex, "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3") == 0);
-    snprintf(path, sizeof(path), "%s/attest/roots/intel-sgx-root-ca.pem",
-             src != NULL ? src : ".");
+    snprintf(path, sizeof(path), "%s/attest/roots/intel-sgx-root-ca.pem", src != NULL ? src : ".");
     CHECK_OK(kms_attest_ctx_add_root_file(ctx, KMS_ROOT_TDX, path, 0));
     kms_attest_ctx_free(ctx);
     X509_free(root);
@@ -136,7 +135,8 @@ static void test_fixture_attestation_verifies(void)
     CHECK_OK(kms_attest_verify(ctx, att, &v));
     CHECK(v.mode == KMS_ATT_TDX && v.sim == 0 && v.ppid_len == 16);
     kms_hex_encode(v.td.mr_td, 48, hex);
-    CHECK(strncmp(hex, "e53236d44a074bc78e784cdfa1a2c858a5f6b53afc1b60d8f079662314978b64", 64) == 0);
+    CHECK(strncmp(hex, "e53236d44a074bc78e784cdfa1a2c858a5f6b53afc1b60d8f079662314978b64", 64) ==
+          0);
     kms_verified_free(&v);
 out:
     kms_att_free(att);
@@ -199,8 +199,7 @@ static void test_flips(void)
     CHECK_RC(verify_flipped(ctx, q, len, 568), KMS_ERR_ATT_QUOTE_SIG);     /* report_data */
     CHECK_RC(verify_flipped(ctx, q, len, sig_off + 3), KMS_ERR_ATT_QUOTE_SIG);
     CHECK_RC(verify_flipped(ctx, q, len, sig_off + 40), KMS_ERR_ATT_QUOTE_SIG);
-    CHECK_RC(verify_flipped(ctx, q, len, (size_t)(pq.attest_key - q) + 20),
-             KMS_ERR_ATT_QUOTE_SIG);
+    CHECK_RC(verify_flipped(ctx, q, len, (size_t)(pq.attest_key - q) + 20), KMS_ERR_ATT_QUOTE_SIG);
     CHECK_RC(verify_flipped(ctx, q, len, qe_off + 10), KMS_ERR_ATT_QE_SIG);
     CHECK_DETAIL("PCK certificate key");
     CHECK_RC(verify_flipped(ctx, q, len, qe_off + 320), KMS_ERR_ATT_QE_SIG); /* QE report_data */
@@ -247,9 +246,8 @@ static void test_chain_policy(void)
 
     ctx = kms_attest_ctx_new();
     kms_attest_ctx_set_time(ctx, T_VALID);
-    CHECK_OK(kms_attest_ctx_add_root_file(ctx, KMS_ROOT_TDX,
-                                          kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"),
-                                          0));
+    CHECK_OK(kms_attest_ctx_add_root_file(
+        ctx, KMS_ROOT_TDX, kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"), 0));
     CHECK_RC(kms_tdx_quote_verify(ctx, q, len, &v), KMS_ERR_ATT_CHAIN);
     CHECK_DETAIL("pinned root");
     kms_attest_ctx_free(ctx);
@@ -409,8 +407,8 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     X509_time_adj_ex(X509_getm_notAfter(c), 0, 0, &(time_t){T_VALID + 86400});
     X509_set_pubkey(c, key);
     X509V3_set_ctx(&v3, issuer != NULL ? issuer : c, c, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, ca ? "critical,CA:TRUE"
-                                                                    : "critical,CA:FALSE");
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+                              ca ? "critical,CA:TRUE" : "critical,CA:FALSE");
     X509_add_ext(c, ext, -1);
     X509_EXTENSION_free(ext);
     ext = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage,
@@ -419,7 +417,7 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *is
     X509_EXTENSION_free(ext);
     if (ppid != NULL) {
         /* SEQUENCE { SEQUENCE { OID 1.2.840.113741.1.13.1.1, OCTET STRING(16) } } */
-        uint8_t der[2 + 2 + 12 + 2 + 16] = {0x30, 32, 0x30, 30, 0x06, 10, 0x2a, 0x86, 0x48,
+        uint8_t der[2 + 2 + 12 + 2 + 16] = {0x30, 32,   0x30, 30,   0x06, 10,   0x2a, 0x86, 0x48,
                                             0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01, 0x01, 0x04, 16};
         ASN1_OBJECT *obj = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
         ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
@@ -502,8 +500,7 @@ static void put_report(struct kms_buf *b, const struct kms_tdx_report *t)
 }
 
 /* A v4 quote over `report` signed by the forge's attestation key, QE and PCK. */
-static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *report,
-                            size_t *len)
+static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *report, size_t *len)
 {
     struct kms_buf b = {0};
     uint8_t qe[384] = {0};
