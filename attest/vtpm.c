@@ -1,0 +1,452 @@
+/*
+ * vTPM evidence producer over tpm2-tss ESYS: an attestation key, quotes over the dstack PCR
+ * policy sha256:0,2,14, PCR extend/read. Plus test helpers that issue AK certificates, since a
+ * software TPM has no Google-issued AK certificate.
+ */
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+#include "attest/attest.h"
+
+#define VTPM_QUOTE_TRIES 4
+#define VTPM_SIG_MAX 1024u
+
+struct kms_vtpm {
+    TSS2_TCTI_CONTEXT *tcti;
+    ESYS_CONTEXT *esys;
+    ESYS_TR ak;
+};
+
+static const uint32_t policy_pcrs[3] = {0, 2, 14};
+
+static int tss_err(TSS2_RC r, const char *what)
+{
+    return kms_err_set(KMS_ERR_IO, "TPM: %s failed: %s (0x%x)", what, Tss2_RC_Decode(r),
+                       (unsigned)r);
+}
+
+#define TSS_GUARD(expr, what)                                                                      \
+    do {                                                                                           \
+        TSS2_RC r_ = (expr);                                                                       \
+        if (r_ != TSS2_RC_SUCCESS) {                                                               \
+            rc = tss_err(r_, (what));                                                              \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+int kms_vtpm_open(const char *tcti, struct kms_vtpm **out)
+{
+    struct kms_vtpm *t = calloc(1, sizeof(*t));
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD_PTR(t);
+    t->ak = ESYS_TR_NONE;
+    TSS_GUARD(Tss2_TctiLdr_Initialize(tcti, &t->tcti), "opening the TCTI");
+    TSS_GUARD(Esys_Initialize(&t->esys, t->tcti, NULL), "Esys_Initialize");
+    *out = t;
+    t = NULL;
+out:
+    kms_vtpm_free(t);
+    return rc;
+}
+
+void kms_vtpm_free(struct kms_vtpm *t)
+{
+    if (t == NULL)
+        return;
+    if (t->esys != NULL && t->ak != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->esys, t->ak);
+    if (t->esys != NULL)
+        Esys_Finalize(&t->esys);
+    if (t->tcti != NULL)
+        Tss2_TctiLdr_Finalize(&t->tcti);
+    free(t);
+}
+
+static void sha256_policy_selection(TPML_PCR_SELECTION *sel, uint32_t only)
+{
+    memset(sel, 0, sizeof(*sel));
+    sel->count = 1;
+    sel->pcrSelections[0].hash = TPM2_ALG_SHA256;
+    sel->pcrSelections[0].sizeofSelect = 3;
+    if (only != UINT32_MAX) {
+        sel->pcrSelections[0].pcrSelect[only / 8] = (uint8_t)(1u << (only % 8));
+        return;
+    }
+    for (size_t i = 0; i < 3; i++)
+        sel->pcrSelections[0].pcrSelect[policy_pcrs[i] / 8] |= (uint8_t)(1u << (policy_pcrs[i] % 8));
+}
+
+/* TPM2B_PUBLIC of the AK → EVP_PKEY. */
+static int public_to_pkey(const TPM2B_PUBLIC *pub, EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    BIGNUM *n = NULL, *e = NULL;
+    uint8_t point[65];
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD_PTR(bld);
+    if (pub->publicArea.type == TPM2_ALG_ECC) {
+        const TPMS_ECC_POINT *q = &pub->publicArea.unique.ecc;
+
+        KMS_ENSURE(q->x.size <= 32 && q->y.size <= 32, KMS_ERR_CRYPTO,
+                   "TPM: AK point coordinates exceed 32 bytes");
+        memset(point, 0, sizeof(point));
+        point[0] = 0x04;
+        memcpy(point + 1 + 32 - q->x.size, q->x.buffer, q->x.size);
+        memcpy(point + 33 + 32 - q->y.size, q->y.buffer, q->y.size);
+        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                                       "prime256v1", 0),
+                       "OSSL_PARAM_BLD_push_utf8_string");
+        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
+                                                        sizeof(point)),
+                       "OSSL_PARAM_BLD_push_octet_string");
+        pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    } else if (pub->publicArea.type == TPM2_ALG_RSA) {
+        uint32_t exp = pub->publicArea.parameters.rsaDetail.exponent;
+
+        n = BN_bin2bn(pub->publicArea.unique.rsa.buffer, pub->publicArea.unique.rsa.size, NULL);
+        e = BN_new();
+        KMS_GUARD_PTR(n);
+        KMS_GUARD_PTR(e);
+        KMS_GUARD_OSSL(BN_set_word(e, exp == 0 ? 65537u : exp), "BN_set_word");
+        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n), "push n");
+        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e), "push e");
+        pctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    } else {
+        rc = kms_err_set(KMS_ERR_CRYPTO, "TPM: AK type 0x%04x", pub->publicArea.type);
+        goto out;
+    }
+    KMS_GUARD_PTR(pctx);
+    params = OSSL_PARAM_BLD_to_param(bld);
+    KMS_GUARD_PTR(params);
+    KMS_GUARD_OSSL(EVP_PKEY_fromdata_init(pctx), "EVP_PKEY_fromdata_init");
+    KMS_GUARD_OSSL(EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params), "EVP_PKEY_fromdata");
+out:
+    BN_free(n);
+    BN_free(e);
+    EVP_PKEY_CTX_free(pctx);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    return rc;
+}
+
+int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, EVP_PKEY **ak_pub)
+{
+    TPM2B_SENSITIVE_CREATE sens;
+    TPM2B_PUBLIC tmpl;
+    TPM2B_DATA outside;
+    TPML_PCR_SELECTION creation_pcr;
+    TPM2B_PUBLIC *pub = NULL;
+    TPM2B_CREATION_DATA *cdata = NULL;
+    TPM2B_DIGEST *chash = NULL;
+    TPMT_TK_CREATION *ticket = NULL;
+    ESYS_TR handle = ESYS_TR_NONE;
+    int rc = 0;
+
+    if (ak_pub != NULL)
+        *ak_pub = NULL;
+    memset(&sens, 0, sizeof(sens));
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&outside, 0, sizeof(outside));
+    memset(&creation_pcr, 0, sizeof(creation_pcr));
+    tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
+    /* an attestation key: restricted signing, never leaves this TPM */
+    tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                                       TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                                       TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
+                                       TPMA_OBJECT_SIGN_ENCRYPT;
+    if (kind == KMS_VTPM_AK_ECC) {
+        TPMS_ECC_PARMS *e = &tmpl.publicArea.parameters.eccDetail;
+
+        tmpl.publicArea.type = TPM2_ALG_ECC;
+        e->symmetric.algorithm = TPM2_ALG_NULL;
+        e->scheme.scheme = TPM2_ALG_ECDSA;
+        e->scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
+        e->curveID = TPM2_ECC_NIST_P256;
+        e->kdf.scheme = TPM2_ALG_NULL;
+    } else {
+        TPMS_RSA_PARMS *r = &tmpl.publicArea.parameters.rsaDetail;
+
+        tmpl.publicArea.type = TPM2_ALG_RSA;
+        r->symmetric.algorithm = TPM2_ALG_NULL;
+        r->scheme.scheme = TPM2_ALG_RSASSA;
+        r->scheme.details.rsassa.hashAlg = TPM2_ALG_SHA256;
+        r->keyBits = 2048;
+        r->exponent = 0;
+    }
+    TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle,
+                                 &pub, &cdata, &chash, &ticket),
+              "creating the attestation key (Esys_CreatePrimary)");
+    if (ak_pub != NULL)
+        KMS_GUARD(public_to_pkey(pub, ak_pub));
+    if (t->ak != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->esys, t->ak);
+    t->ak = handle;
+    handle = ESYS_TR_NONE;
+out:
+    if (handle != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->esys, handle);
+    Esys_Free(pub);
+    Esys_Free(cdata);
+    Esys_Free(chash);
+    Esys_Free(ticket);
+    return rc;
+}
+
+/* Reads the policy PCRs (or one PCR when only != UINT32_MAX) into vals (32 bytes each). */
+static int pcr_read(struct kms_vtpm *t, uint32_t only, uint8_t vals[3][32], size_t *n)
+{
+    TPML_PCR_SELECTION sel;
+    TPML_PCR_SELECTION *sel_out = NULL;
+    TPML_DIGEST *digests = NULL;
+    uint32_t counter = 0;
+    size_t want = only == UINT32_MAX ? 3 : 1;
+    int rc = 0;
+
+    sha256_policy_selection(&sel, only);
+    TSS_GUARD(Esys_PCR_Read(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
+                            &sel_out, &digests),
+              "Esys_PCR_Read");
+    KMS_ENSURE(digests->count == want, KMS_ERR_IO,
+               "TPM: PCR read returned %u values, want %zu (is the sha256 bank allocated?)",
+               digests->count, want);
+    for (size_t i = 0; i < want; i++) {
+        KMS_ENSURE(digests->digests[i].size == 32, KMS_ERR_IO, "TPM: PCR value of %u bytes",
+                   digests->digests[i].size);
+        memcpy(vals[i], digests->digests[i].buffer, 32);
+    }
+    *n = want;
+out:
+    Esys_Free(sel_out);
+    Esys_Free(digests);
+    return rc;
+}
+
+int kms_vtpm_pcr_read(struct kms_vtpm *t, uint32_t pcr, uint8_t out[32])
+{
+    uint8_t vals[3][32];
+    size_t n = 0;
+    int rc = 0;
+
+    KMS_ENSURE(pcr < 24, KMS_ERR_INVAL, "TPM: PCR %u out of range", pcr);
+    KMS_GUARD(pcr_read(t, pcr, vals, &n));
+    memcpy(out, vals[0], 32);
+out:
+    return rc;
+}
+
+int kms_vtpm_pcr_extend(struct kms_vtpm *t, uint32_t pcr, const uint8_t digest[32])
+{
+    TPML_DIGEST_VALUES dv;
+    int rc = 0;
+
+    KMS_ENSURE(pcr < 24, KMS_ERR_INVAL, "TPM: PCR %u out of range", pcr);
+    memset(&dv, 0, sizeof(dv));
+    dv.count = 1;
+    dv.digests[0].hashAlg = TPM2_ALG_SHA256;
+    memcpy(dv.digests[0].digest.sha256, digest, 32);
+    TSS_GUARD(Esys_PCR_Extend(t->esys, (ESYS_TR)(ESYS_TR_PCR0 + pcr), ESYS_TR_PASSWORD,
+                              ESYS_TR_NONE, ESYS_TR_NONE, &dv),
+              "Esys_PCR_Extend");
+out:
+    return rc;
+}
+
+static int dup_bytes(struct kms_bytes *b, const void *p, size_t n)
+{
+    b->p = malloc(n > 0 ? n : 1);
+    if (b->p == NULL)
+        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
+    memcpy(b->p, p, n);
+    b->len = n;
+    return 0;
+}
+
+int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
+                   struct kms_tpm_quote *out)
+{
+    TPM2B_DATA qdata;
+    TPMT_SIG_SCHEME scheme;
+    TPML_PCR_SELECTION sel;
+    TPM2B_ATTEST *quoted = NULL;
+    TPMT_SIGNATURE *sig = NULL;
+    struct kms_tpms_attest a;
+    uint8_t vals[3][32];
+    uint8_t digest[32];
+    uint8_t sigbuf[VTPM_SIG_MAX];
+    size_t sig_len = 0;
+    size_t n = 0;
+    int matched = 0;
+    int rc = 0;
+
+    KMS_ENSURE(t->ak != ESYS_TR_NONE, KMS_ERR_STATE, "TPM: no attestation key (create it first)");
+    KMS_ENSURE(qd_len <= sizeof(qdata.buffer), KMS_ERR_INVAL,
+               "TPM: qualifying data of %zu bytes exceeds %zu", qd_len, sizeof(qdata.buffer));
+    memset(&qdata, 0, sizeof(qdata));
+    qdata.size = (UINT16)qd_len;
+    if (qd_len > 0)
+        memcpy(qdata.buffer, qd, qd_len);
+    memset(&scheme, 0, sizeof(scheme));
+    scheme.scheme = TPM2_ALG_NULL; /* the AK's own scheme */
+    sha256_policy_selection(&sel, UINT32_MAX);
+    /* PCRs are read separately from the quote; retry if an extend slipped in between */
+    for (int i = 0; i < VTPM_QUOTE_TRIES && !matched; i++) {
+        Esys_Free(quoted);
+        Esys_Free(sig);
+        quoted = NULL;
+        sig = NULL;
+        KMS_GUARD(pcr_read(t, UINT32_MAX, vals, &n));
+        TSS_GUARD(Esys_Quote(t->esys, t->ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &qdata,
+                             &scheme, &sel, &quoted, &sig),
+                  "Esys_Quote");
+        KMS_GUARD(kms_tpms_attest_parse(quoted->attestationData, quoted->size, &a));
+        KMS_ENSURE(EVP_Digest(vals, sizeof(vals), digest, NULL, EVP_sha256(), NULL) == 1,
+                   KMS_ERR_CRYPTO, "SHA-256 failed");
+        matched = a.pcr_digest_len == 32 && memcmp(a.pcr_digest, digest, 32) == 0;
+    }
+    KMS_ENSURE(matched, KMS_ERR_STATE, "TPM: PCRs kept changing while quoting (%d tries)",
+               VTPM_QUOTE_TRIES);
+    TSS_GUARD(Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &sig_len),
+              "marshalling TPMT_SIGNATURE");
+    KMS_GUARD(dup_bytes(&out->message, quoted->attestationData, quoted->size));
+    KMS_GUARD(dup_bytes(&out->signature, sigbuf, sig_len));
+    out->pcrs = calloc(3, sizeof(*out->pcrs));
+    KMS_GUARD_PTR(out->pcrs);
+    out->n_pcrs = 3;
+    for (size_t i = 0; i < 3; i++) {
+        out->pcrs[i].index = policy_pcrs[i];
+        out->pcrs[i].algorithm = strdup("sha256");
+        KMS_GUARD_PTR(out->pcrs[i].algorithm);
+        KMS_GUARD(dup_bytes(&out->pcrs[i].value, vals[i], 32));
+    }
+    out->platform = 1;
+out:
+    if (rc < 0)
+        kms_tpm_quote_clear(out);
+    Esys_Free(quoted);
+    Esys_Free(sig);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- test helpers */
+
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+    int rc = 0;
+
+    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    if (ext == NULL)
+        return kms_err_ossl(KMS_ERR_CRYPTO, "X509V3_EXT_conf_nid");
+    if (X509_add_ext(cert, ext, -1) != 1)
+        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
+    X509_EXTENSION_free(ext);
+    return rc;
+}
+
+/* Fills the common fields; issuer == NULL means self-signed. */
+static int make_cert(X509 *cert, const char *cn, EVP_PKEY *pub, X509 *issuer, long days)
+{
+    X509_NAME *name = X509_NAME_new();
+    uint8_t serial[16];
+    BIGNUM *bn = NULL;
+    int rc = 0;
+
+    KMS_GUARD_PTR(name);
+    KMS_GUARD_OSSL(X509_set_version(cert, 2), "X509_set_version");
+    KMS_GUARD_OSSL(RAND_bytes(serial, sizeof(serial)), "RAND_bytes");
+    serial[0] &= 0x7f;
+    bn = BN_bin2bn(serial, sizeof(serial), NULL);
+    KMS_GUARD_PTR(bn);
+    KMS_ENSURE(BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != NULL, KMS_ERR_CRYPTO,
+               "BN_to_ASN1_INTEGER failed");
+    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
+                                              -1, -1, 0),
+                   "X509_NAME_add_entry_by_txt");
+    KMS_GUARD_OSSL(X509_set_subject_name(cert, name), "X509_set_subject_name");
+    KMS_GUARD_OSSL(X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name),
+                   "X509_set_issuer_name");
+    KMS_ENSURE(X509_gmtime_adj(X509_getm_notBefore(cert), -3600) != NULL, KMS_ERR_CRYPTO,
+               "X509_gmtime_adj failed");
+    KMS_ENSURE(X509_time_adj_ex(X509_getm_notAfter(cert), (int)days, 0, NULL) != NULL,
+               KMS_ERR_CRYPTO, "X509_time_adj_ex failed");
+    KMS_GUARD_OSSL(X509_set_pubkey(cert, pub), "X509_set_pubkey");
+out:
+    BN_free(bn);
+    X509_NAME_free(name);
+    return rc;
+}
+
+int kms_vtpm_test_ca(const char *cn, X509 *issuer, EVP_PKEY *issuer_key, X509 **cert,
+                     EVP_PKEY **key)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *c = X509_new();
+    int rc = 0;
+
+    *cert = NULL;
+    *key = NULL;
+    KMS_GUARD_PTR(k);
+    KMS_GUARD_PTR(c);
+    KMS_GUARD(make_cert(c, cn, k, issuer, 3650));
+    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_basic_constraints, "critical,CA:TRUE"));
+    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_key_usage,
+                      "critical,keyCertSign,cRLSign"));
+    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_subject_key_identifier, "hash"));
+    KMS_ENSURE(X509_sign(c, issuer_key != NULL ? issuer_key : k, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
+               "X509_sign failed");
+    *cert = c;
+    *key = k;
+    c = NULL;
+    k = NULL;
+out:
+    X509_free(c);
+    EVP_PKEY_free(k);
+    return rc;
+}
+
+int kms_vtpm_issue_ak_cert(EVP_PKEY *ak_pub, X509 *ca, EVP_PKEY *ca_key, uint8_t **der,
+                           size_t *der_len)
+{
+    X509 *c = X509_new();
+    unsigned char *p = NULL;
+    int n;
+    int rc = 0;
+
+    *der = NULL;
+    *der_len = 0;
+    KMS_GUARD_PTR(c);
+    KMS_GUARD(make_cert(c, "kmsd test vTPM AK", ak_pub, ca, 365));
+    KMS_GUARD(add_ext(c, ca, NID_basic_constraints, "critical,CA:FALSE"));
+    KMS_GUARD(add_ext(c, ca, NID_key_usage, "critical,digitalSignature"));
+    KMS_ENSURE(X509_sign(c, ca_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO, "X509_sign failed");
+    n = i2d_X509(c, &p);
+    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "i2d_X509 failed");
+    /* plain malloc so the bytes can live in a kms_tpm_quote (freed with free()) */
+    *der = malloc((size_t)n);
+    KMS_GUARD_PTR(*der);
+    memcpy(*der, p, (size_t)n);
+    *der_len = (size_t)n;
+out:
+    OPENSSL_free(p);
+    X509_free(c);
+    return rc;
+}
