@@ -1,0 +1,527 @@
+/* kmsctl: operator and client CLI for kmsd (and any dstack-compatible KMS). */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/file.h"
+#include "common/hex.h"
+#include "node/crypto.h"
+#include "replication/replication.h"
+#include "storage/storage.h"
+
+#define MAX_KMS 16
+
+/* The `chain` admin commands live in cli/chain_cmd.c when the eth backend is built. */
+int kms_cli_chain(int argc, char **argv) __attribute__((weak));
+
+static int die(const char *what)
+{
+    fprintf(stderr, "kmsctl: %s: %s\n", what, kms_err_detail());
+    return 1;
+}
+
+static int plain_call(const char *url, const char *method, const char *body, json_t **resp)
+{
+    struct kms_rpc_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.timeout_ms = 30000;
+    return kms_rpc_call(&o, method, body, resp, NULL);
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+    if (s != NULL) {
+        puts(s);
+        free(s);
+    }
+}
+
+/* ---------------------------------------------------------------- keystore import-dstack */
+
+static const char import_usage[] =
+    "Usage: kmsctl keystore import-dstack --data-dir DIR [--domain NAME] [--kek-file PATH] SRC_DIR\n"
+    "\n"
+    "Imports the root keys of a dstack KMS (root-ca.key, tmp-ca.key, root-k256.key, and\n"
+    "rpc-domain / bootstrap-info.json when present) from SRC_DIR into the kmsd keystore in\n"
+    "DIR, sealed. The node then serves the same apps with the same keys. Refused when the\n"
+    "keystore already holds keys. --domain overrides rpc-domain.\n";
+
+static int cmd_import(int argc, char **argv)
+{
+    static const struct option opts[] = {{"data-dir", required_argument, NULL, 'd'},
+                                         {"domain", required_argument, NULL, 'n'},
+                                         {"kek-file", required_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *data_dir = NULL, *domain = NULL, *kek = NULL;
+    struct kms_seal_cfg seal = {"file", NULL};
+    struct kms_store *st = NULL;
+    struct kms_identity id;
+    int c, rc;
+
+    memset(&id, 0, sizeof(id));
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data_dir = optarg; break;
+        case 'n': domain = optarg; break;
+        case 'k': kek = optarg; break;
+        case 'h': fputs(import_usage, stdout); return 0;
+        default: fputs(import_usage, stderr); return 2;
+        }
+    }
+    if (data_dir == NULL || optind + 1 != argc) {
+        fputs(import_usage, stderr);
+        return 2;
+    }
+    seal.kek_path = kek;
+    if (kms_dstack_read_dir(argv[optind], &id) < 0)
+        return die("cannot read the dstack key directory");
+    if (domain != NULL) {
+        free(id.domain);
+        id.domain = strdup(domain);
+    }
+    if (id.domain == NULL || id.domain[0] == '\0') {
+        kms_identity_clear(&id);
+        fprintf(stderr, "kmsctl: no rpc-domain in %s: pass --domain NAME\n", argv[optind]);
+        return 2;
+    }
+    rc = kms_mkdir_p(data_dir, 0700);
+    if (rc == 0)
+        rc = kms_store_open(data_dir, &seal, &st);
+    if (rc == 0)
+        rc = kms_store_save_identity(st, &id);
+    if (rc == 0 && kms_store_audit(st, "Import", "ok", argv[optind]) < 0)
+        rc = -1;
+    kms_identity_clear(&id);
+    kms_store_close(st);
+    if (rc < 0)
+        return die("import failed");
+    printf("imported root keys from %s into %s\n", argv[optind], data_dir);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- bootstrap / onboard */
+
+static const char bootstrap_usage[] =
+    "Usage: kmsctl bootstrap --onboard-url URL --domain NAME [--no-finish]\n"
+    "\n"
+    "Calls Onboard.Bootstrap on a node without keys (generates the cluster's root keys), prints\n"
+    "the bootstrap info (root CA public key, k256 public key, attestation), then calls\n"
+    "GET /finish so the node starts serving.\n";
+
+static const char onboard_usage[] =
+    "Usage: kmsctl onboard --onboard-url URL --source KMS_URL --domain NAME [--no-finish]\n"
+    "\n"
+    "Calls Onboard.Onboard on a node without keys: it pulls the cluster identity from the\n"
+    "running KMS at KMS_URL over mutually attested TLS, then GET /finish.\n";
+
+static int finish(const char *url)
+{
+    json_t *r = NULL;
+    int rc = plain_call(url, "Finish", NULL, &r);
+
+    json_decref(r);
+    return rc;
+}
+
+static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
+{
+    static const struct option opts[] = {{"onboard-url", required_argument, NULL, 'u'},
+                                         {"domain", required_argument, NULL, 'd'},
+                                         {"source", required_argument, NULL, 's'},
+                                         {"no-finish", no_argument, NULL, 'n'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *url = NULL, *domain = NULL, *source = NULL;
+    const char *usage = onboard ? onboard_usage : bootstrap_usage;
+    int no_finish = 0, c, rc;
+    json_t *req, *resp = NULL;
+    char *body;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'u': url = optarg; break;
+        case 'd': domain = optarg; break;
+        case 's': source = optarg; break;
+        case 'n': no_finish = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (url == NULL || domain == NULL || (onboard && source == NULL) || optind != argc) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    req = onboard ? json_pack("{s:s,s:s}", "source_url", source, "domain", domain)
+                  : json_pack("{s:s}", "domain", domain);
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    rc = plain_call(url, onboard ? "Onboard" : "Bootstrap", body, &resp);
+    free(body);
+    if (rc < 0)
+        return die(onboard ? "onboard failed" : "bootstrap failed");
+    print_json(resp);
+    json_decref(resp);
+    if (!no_finish && finish(url) < 0)
+        return die("finish failed");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- meta */
+
+static int cmd_meta(int argc, char **argv)
+{
+    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *url = NULL;
+    json_t *r = NULL;
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k': url = optarg; break;
+        case 'h': puts("Usage: kmsctl meta --kms URL\n\nPrints KMS.GetMeta of the node."); return 0;
+        default: return 2;
+        }
+    }
+    if (url == NULL) {
+        fputs("Usage: kmsctl meta --kms URL\n", stderr);
+        return 2;
+    }
+    if (plain_call(url, "GetMeta", NULL, &r) < 0)
+        return die("GetMeta failed");
+    print_json(r);
+    json_decref(r);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- get-keys */
+
+static const char getkeys_usage[] =
+    "Usage: kmsctl get-keys --kms URL [--kms URL ...] --app-id HEX [--instance-id HEX]\n"
+    "                       [--compose-hash HEX] [--vm-config JSON] --out FILE\n"
+    "                       [--tee sim --insecure-sim --sim-dir DIR] [--timeout-ms MS]\n"
+    "\n"
+    "Fetches an app's keys the way a dstack guest does: GetTempCaCert; a fresh key and an\n"
+    "RA-TLS client certificate carrying the app's attestation (runtime events app-id,\n"
+    "compose-hash, instance-id); mutual TLS pinned to the KMS root CA with hostname check;\n"
+    "GetAppKey. The server certificate must have the kms:rpc usage and, when it carries an\n"
+    "attestation, it must verify. k256_signature is checked against GetMeta.k256_pubkey.\n"
+    "Writes app_keys.json (dstack format) to FILE. Several --kms URLs are tried in order.\n"
+    "\n"
+    "Evidence: only the simulated TEE (--tee sim --insecure-sim, with the cluster's --sim-dir)\n"
+    "is available in this build.\n";
+
+struct app_ev {
+    struct kms_sim *sim;
+    uint8_t app_id[20];
+    uint8_t instance_id[20];
+    size_t instance_len;
+    uint8_t compose[32];
+    const char *vm_config;
+};
+
+static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **out)
+{
+    struct app_ev *a = arg;
+    struct kms_runtime_event ev[5];
+
+    memset(ev, 0, sizeof(ev));
+    ev[0].event = (char *)"system-preparing";
+    ev[1].event = (char *)"app-id";
+    ev[1].payload.p = a->app_id;
+    ev[1].payload.len = 20;
+    ev[2].event = (char *)"compose-hash";
+    ev[2].payload.p = a->compose;
+    ev[2].payload.len = 32;
+    ev[3].event = (char *)"instance-id";
+    ev[3].payload.p = a->instance_id;
+    ev[3].payload.len = a->instance_len;
+    ev[4].event = (char *)"boot-mr-done";
+    return kms_sim_attest(a->sim, NULL, rd, ev, 5, a->vm_config, out);
+}
+
+static int kms_cert_check(void *arg, X509 *leaf)
+{
+    return kms_check_kms_cert(arg, leaf, NULL, NULL);
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Converts a 0x-hex JSON field to plain hex (app_keys.json format) after a length check. */
+static json_t *plain_hex(json_t *o, const char *k, size_t want)
+{
+    const char *s = jstr(o, k);
+    uint8_t *b = NULL;
+    size_t n = 0;
+    char *h;
+    json_t *r;
+
+    if (s == NULL || kms_hex_decode(s, &b, &n) < 0 || n != want) {
+        if (b != NULL)
+            kms_free_secret(b, n);
+        return NULL;
+    }
+    h = kms_hex_dup(b, n, 0);
+    kms_free_secret(b, n);
+    r = h != NULL ? json_string(h) : NULL;
+    if (h != NULL)
+        kms_free_secret(h, strlen(h));
+    return r;
+}
+
+static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ctx *actx,
+                         long timeout_ms, json_t **app_keys)
+{
+    struct kms_rpc_opts o;
+    struct kms_ra_identity ra;
+    json_t *tmp = NULL, *key = NULL, *meta = NULL, *out = NULL, *kp;
+    const char *tmp_cert, *tmp_key, *ca_cert;
+    uint8_t *sig = NULL, *k256 = NULL, *meta_pub = NULL, *spki = NULL;
+    size_t sig_len = 0, k256_len = 0, meta_pub_len = 0;
+    uint8_t pub[33], rec[33], digest[32];
+    X509 *ca = NULL;
+    int spki_len;
+    char *spki_hex = NULL, *body = NULL;
+    char prpc_url[1100];
+    int rc = 0;
+
+    memset(&o, 0, sizeof(o));
+    memset(&ra, 0, sizeof(ra));
+    o.url = url;
+    o.timeout_ms = timeout_ms;
+    KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
+    tmp_cert = jstr(tmp, "temp_ca_cert");
+    tmp_key = jstr(tmp, "temp_ca_key");
+    ca_cert = jstr(tmp, "ca_cert");
+    KMS_ENSURE(tmp_cert != NULL && tmp_key != NULL && ca_cert != NULL, KMS_ERR_PARSE,
+               "GetTempCaCert response is incomplete");
+    KMS_GUARD(kms_ra_identity_new(tmp_cert, tmp_key, app_attest, a, &ra));
+    o.ca_pem = ca_cert;
+    o.client_cert_pem = ra.cert_pem;
+    o.client_key_pem = ra.key_pem;
+    o.server_check = kms_cert_check;
+    o.server_check_arg = actx;
+    body = a->vm_config != NULL ? NULL : NULL;
+    {
+        json_t *req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", "");
+        body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+    }
+    KMS_GUARD(kms_rpc_call(&o, "GetAppKey", body, &key, NULL));
+    KMS_GUARD(kms_rpc_call(&o, "GetMeta", NULL, &meta, NULL));
+    /* k256_signature must come from the cluster's root k256 key. */
+    KMS_GUARD(kms_prpc_get_bytes(key, "k256_signature", &sig, &sig_len));
+    KMS_GUARD(kms_prpc_get_bytes(key, "k256_key", &k256, &k256_len));
+    KMS_GUARD(kms_prpc_get_bytes(meta, "k256_pubkey", &meta_pub, &meta_pub_len));
+    KMS_ENSURE(sig_len == 65 && k256_len == 32 && meta_pub_len == 33, KMS_ERR_PARSE,
+               "GetAppKey/GetMeta returned fields of the wrong size");
+    KMS_GUARD(kms_k256_pubkey(k256, pub));
+    kms_k256_issued_digest(a->app_id, 20, pub, digest);
+    rc = kms_k256_recover(sig, digest, rec);
+    KMS_ENSURE(rc == 0 && memcmp(rec, meta_pub, 33) == 0, KMS_ERR_VERIFY,
+               "k256_signature does not verify against GetMeta.k256_pubkey");
+    KMS_GUARD(kms_cert_from_pem(ca_cert, &ca));
+    spki_len = i2d_PUBKEY(X509_get0_pubkey(ca), &spki);
+    KMS_ENSURE(spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the root CA key");
+    spki_hex = kms_hex_dup(spki, (size_t)spki_len, 0);
+    KMS_GUARD_PTR(spki_hex);
+    out = json_object();
+    KMS_GUARD_PTR(out);
+    json_object_set_new(out, "disk_crypt_key", plain_hex(key, "disk_crypt_key", 32));
+    json_object_set_new(out, "env_crypt_key", plain_hex(key, "env_crypt_key", 32));
+    json_object_set_new(out, "k256_key", plain_hex(key, "k256_key", 32));
+    json_object_set_new(out, "k256_signature", plain_hex(key, "k256_signature", 65));
+    KMS_ENSURE(json_object_size(out) == 4, KMS_ERR_PARSE, "GetAppKey response is incomplete");
+    json_object_set_new(out, "gateway_app_id",
+                        json_string(jstr(key, "gateway_app_id") != NULL ? jstr(key, "gateway_app_id") : ""));
+    json_object_set_new(out, "ca_cert", json_string(ca_cert));
+    snprintf(prpc_url, sizeof(prpc_url), "%s/prpc", url);
+    kp = json_pack("{s:{s:s,s:s,s:s,s:s}}", "Kms", "url", prpc_url, "pubkey", spki_hex,
+                   "tmp_ca_key", tmp_key, "tmp_ca_cert", tmp_cert);
+    json_object_set_new(out, "key_provider", kp);
+    *app_keys = out;
+    out = NULL;
+out:
+    json_decref(out);
+    json_decref(tmp);
+    json_decref(key);
+    json_decref(meta);
+    kms_ra_identity_clear(&ra);
+    free(sig);
+    if (k256 != NULL)
+        kms_free_secret(k256, k256_len);
+    free(meta_pub);
+    OPENSSL_free(spki);
+    free(spki_hex);
+    free(body);
+    X509_free(ca);
+    OPENSSL_cleanse(pub, sizeof(pub));
+    return rc;
+}
+
+static int cmd_get_keys(int argc, char **argv)
+{
+    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
+                                         {"app-id", required_argument, NULL, 'a'},
+                                         {"instance-id", required_argument, NULL, 'i'},
+                                         {"compose-hash", required_argument, NULL, 'c'},
+                                         {"vm-config", required_argument, NULL, 'v'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"tee", required_argument, NULL, 't'},
+                                         {"insecure-sim", no_argument, NULL, 'I'},
+                                         {"sim-dir", required_argument, NULL, 's'},
+                                         {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *urls[MAX_KMS];
+    size_t n_urls = 0;
+    const char *app_hex = NULL, *inst_hex = NULL, *compose_hex = NULL, *out_path = NULL;
+    const char *tee = "sim", *sim_dir = NULL;
+    int insecure = 0, c, rc = 1;
+    long timeout_ms = 10000;
+    struct app_ev a;
+    struct kms_attest_ctx *actx = NULL;
+    json_t *keys = NULL;
+    char *txt = NULL;
+
+    memset(&a, 0, sizeof(a));
+    a.vm_config = "";
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            if (n_urls >= MAX_KMS) {
+                fprintf(stderr, "kmsctl: at most %d --kms URLs\n", MAX_KMS);
+                return 2;
+            }
+            urls[n_urls++] = optarg;
+            break;
+        case 'a': app_hex = optarg; break;
+        case 'i': inst_hex = optarg; break;
+        case 'c': compose_hex = optarg; break;
+        case 'v': a.vm_config = optarg; break;
+        case 'o': out_path = optarg; break;
+        case 't': tee = optarg; break;
+        case 'I': insecure = 1; break;
+        case 's': sim_dir = optarg; break;
+        case 'T': timeout_ms = strtol(optarg, NULL, 10); break;
+        case 'h': fputs(getkeys_usage, stdout); return 0;
+        default: fputs(getkeys_usage, stderr); return 2;
+        }
+    }
+    if (n_urls == 0 || app_hex == NULL || out_path == NULL || optind != argc || timeout_ms <= 0) {
+        fputs(getkeys_usage, stderr);
+        return 2;
+    }
+    if (strcmp(tee, "sim") != 0 || !insecure || sim_dir == NULL) {
+        fputs("kmsctl: only the simulated TEE is available: pass --tee sim --insecure-sim "
+              "--sim-dir DIR\n",
+              stderr);
+        return 2;
+    }
+    if (kms_hex_decode_exact(app_hex, a.app_id, 20) < 0)
+        return die("--app-id must be 20 bytes of hex");
+    if (inst_hex != NULL) {
+        if (kms_hex_decode_exact(inst_hex, a.instance_id, 20) < 0)
+            return die("--instance-id must be 20 bytes of hex");
+        a.instance_len = 20;
+    }
+    if (compose_hex != NULL) {
+        if (kms_hex_decode_exact(compose_hex, a.compose, 32) < 0)
+            return die("--compose-hash must be 32 bytes of hex");
+    } else {
+        SHA256(a.app_id, 20, a.compose);
+    }
+    if (kms_sim_open(sim_dir, &a.sim) < 0)
+        return die("cannot open the simulated TEE");
+    actx = kms_attest_ctx_new();
+    if (actx == NULL || kms_attest_ctx_add_root(actx, KMS_ROOT_TDX, kms_sim_root(a.sim), 1) < 0) {
+        rc = die("cannot set up verification");
+        goto out;
+    }
+    for (size_t i = 0; i < n_urls; i++) {
+        if (get_keys_from(urls[i], &a, actx, timeout_ms, &keys) == 0) {
+            fprintf(stderr, "kmsctl: keys served by %s\n", urls[i]);
+            break;
+        }
+        fprintf(stderr, "kmsctl: %s: %s\n", urls[i], kms_err_detail());
+    }
+    if (keys == NULL) {
+        fprintf(stderr, "kmsctl: no KMS served the keys\n");
+        goto out;
+    }
+    txt = json_dumps(keys, JSON_INDENT(2));
+    if (txt == NULL || kms_file_write_atomic(out_path, txt, strlen(txt), 0600) < 0) {
+        rc = die("cannot write the keys file");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (txt != NULL)
+        kms_free_secret(txt, strlen(txt));
+    json_decref(keys);
+    kms_attest_ctx_free(actx);
+    kms_sim_free(a.sim);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static const char main_usage[] =
+    "Usage: kmsctl COMMAND [OPTIONS]   (kmsctl COMMAND --help for details)\n"
+    "\n"
+    "Commands:\n"
+    "  bootstrap       bootstrap the root keys of a new cluster on a node without keys\n"
+    "  onboard         make a node without keys join a running cluster\n"
+    "  get-keys        fetch an app's keys over RA-TLS (the dstack client flow)\n"
+    "  meta            print a node's GetMeta\n"
+    "  keystore import-dstack   import a dstack KMS key directory into a kmsd keystore\n"
+    "  chain           on-chain policy administration (DstackKms / DstackApp)\n";
+
+int main(int argc, char **argv)
+{
+    int rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(main_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (strcmp(argv[1], "keystore") == 0 && argc >= 3 && strcmp(argv[2], "import-dstack") == 0)
+        rc = cmd_import(argc - 2, argv + 2);
+    else if (strcmp(argv[1], "bootstrap") == 0)
+        rc = cmd_bootstrap_onboard(argc - 1, argv + 1, 0);
+    else if (strcmp(argv[1], "onboard") == 0)
+        rc = cmd_bootstrap_onboard(argc - 1, argv + 1, 1);
+    else if (strcmp(argv[1], "meta") == 0)
+        rc = cmd_meta(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "get-keys") == 0)
+        rc = cmd_get_keys(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "chain") == 0 && kms_cli_chain != NULL)
+        rc = kms_cli_chain(argc - 1, argv + 1);
+    else {
+        fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
+        rc = 2;
+    }
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,68 @@
+/*
+ * HTTP(S) serving on libmicrohttpd (GnuTLS underneath). The client certificate, when a client
+ * presents one, is handed to the handler as an OpenSSL X509 (verified by the handler; the TLS
+ * layer only requests it). Limits: request bodies above KMS_HTTP_MAX_BODY are refused with 400.
+ */
+#ifndef KMS_NODE_HTTP_H
+#define KMS_NODE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/x509.h>
+
+#include "common/err.h"
+
+#define KMS_HTTP_MAX_BODY (1024u * 1024u)
+
+struct kms_http_req {
+    const char *method;       /* "GET", "POST", ... */
+    const char *path;         /* URL path without query */
+    int has_json_arg;         /* query has json, json=, json=true or json=1 */
+    const char *content_type; /* may be NULL */
+    const uint8_t *body;      /* NUL-terminated; may be empty */
+    size_t body_len;
+    X509 *client_cert;        /* borrowed; NULL when none was presented */
+    void *conn;               /* for kms_http_query_arg */
+};
+
+/* A query-string argument of the request, or NULL (borrowed). */
+const char *kms_http_query_arg(const struct kms_http_req *req, const char *key);
+
+struct kms_http_resp {
+    int status;
+    char *body;               /* malloc'd; the server frees it */
+    size_t body_len;
+    const char *content_type; /* static string */
+};
+
+typedef void (*kms_http_handler)(void *arg, const struct kms_http_req *req,
+                                 struct kms_http_resp *resp);
+
+struct kms_http_tls {
+    const char *cert_pem;      /* server chain PEM */
+    const char *key_pem;       /* server key PEM (secret) */
+    const char *client_ca_pem; /* request client certs from this CA; NULL = don't ask */
+};
+
+struct kms_http_server;
+
+/* Starts a listener on "host:port" (port 0 = ephemeral). tls NULL = plain HTTP.
+ * *out is owned by the caller; stop with kms_http_stop. */
+KMS_WUR int kms_http_start(const char *listen, const struct kms_http_tls *tls,
+                           kms_http_handler handler, void *arg, struct kms_http_server **out);
+/* The bound port. */
+unsigned kms_http_port(const struct kms_http_server *s);
+/* Stops and frees; accepts NULL. */
+void kms_http_stop(struct kms_http_server *s);
+
+/* Helpers to fill a response. */
+void kms_http_resp_text(struct kms_http_resp *r, int status, const char *ctype, const char *text);
+/* Takes ownership of body. */
+void kms_http_resp_own(struct kms_http_resp *r, int status, const char *ctype, char *body);
+
+/* Parses "host:port" into a sockaddr_in; KMS_ERR_INVAL on bad input. */
+struct sockaddr_in;
+KMS_WUR int kms_http_parse_listen(const char *listen, struct sockaddr_in *sa);
+
+#endif

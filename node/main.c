@@ -1,0 +1,197 @@
+/* kmsd: the key management node daemon. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "node/node.h"
+
+static struct kms_node *g_node;
+
+static const char usage_text[] =
+    "Usage: kmsd [OPTIONS]\n"
+    "\n"
+    "kmsd is a key management node for confidential computing, wire-compatible with the dstack\n"
+    "KMS. Without keys it serves the Onboard service (plain HTTP) until an operator calls\n"
+    "Bootstrap (new cluster) or Onboard (join a running node) and then Finish; it then serves\n"
+    "the KMS service over RA-TLS (HTTPS) on --listen.\n"
+    "\n"
+    "Start a development node on the embedded defaults (SQLite keystore, simulated TEE, dev\n"
+    "authorization):\n"
+    "  kmsd --data-dir /tmp/kms1 --tee sim --insecure-sim --auth dev --listen 127.0.0.1:8001\n"
+    "  kmsctl bootstrap --onboard-url http://127.0.0.1:8001 --domain localhost\n"
+    "\n"
+    "Options:\n"
+    "  --data-dir DIR           keystore directory (SQLite kms.db, KEK file); required\n"
+    "  --listen HOST:PORT       KMS HTTPS listener (default 0.0.0.0:8000)\n"
+    "  --onboard-listen H:P     Onboard HTTP listener before keys exist (default: --listen)\n"
+    "  --name NAME              node name for logs and GetAttestationInfo.site_name\n"
+    "  --tee sim                evidence producer; only the simulated TEE is built so far\n"
+    "  --insecure-sim           accept the simulated TEE and trust its simulation roots\n"
+    "                           (development only; reported in logs, /health and GetMeta)\n"
+    "  --sim-dir DIR            simulated TEE directory (default DATA_DIR/sim); share it between\n"
+    "                           nodes and clients of one local cluster\n"
+    "  --trust-sim-root FILE    also trust this simulation TDX root (PEM)\n"
+    "  --auth dev|webhook|eth   authorization backend (default dev)\n"
+    "  --auth-url URL           auth-api base URL for --auth webhook\n"
+    "  --auth-timeout-ms MS     timeout of each authorization call (default 5000)\n"
+    "  --gateway-app-id ID      gateway app id reported in dev mode (default \"any\")\n"
+    "  --auto-bootstrap-domain D  bootstrap at start with domain D when no keys exist\n"
+    "  --seal file              KEK seal provider (default file)\n"
+    "  --kek-file PATH          KEK file for --seal file (default DATA_DIR/kek.bin)\n"
+    "  --expect-k256-pubkey HEX onboarding: refuse a source whose k256 public key differs\n"
+    "  --expect-ca-spki HEX     onboarding: refuse a source whose root CA SPKI differs\n"
+    "  --peer URL               a peer KMS to health-check (repeatable)\n"
+    "  --peer-interval-ms MS    peer check interval (default 5000)\n"
+    "  --nitro-root FILE        AWS Nitro root (default: embedded AWS Nitro Enclaves Root G1)\n"
+    "  --nitro-device-id quirk|fixed  Nitro device_id: reference quirk sha256(\"i\") (default)\n"
+    "                           or the corrected per-instance derivation\n"
+    "  --log-level LEVEL        debug|info|warn|error (default info)\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "HTTP endpoints: /prpc/<Method>?json (pRPC JSON, also with the KMS./Onboard. prefix),\n"
+    "GET /health (state with distinct status codes), GET /metrics (Prometheus).\n";
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_node != NULL)
+        kms_node_stop(g_node);
+}
+
+enum {
+    OPT_DATA_DIR = 1000, OPT_LISTEN, OPT_ONBOARD_LISTEN, OPT_NAME, OPT_TEE, OPT_INSECURE_SIM,
+    OPT_SIM_DIR, OPT_TRUST_SIM_ROOT, OPT_AUTH, OPT_AUTH_URL, OPT_AUTH_TIMEOUT, OPT_GATEWAY,
+    OPT_AUTO_BOOTSTRAP, OPT_SEAL, OPT_KEK, OPT_EXPECT_K256, OPT_EXPECT_SPKI, OPT_PEER,
+    OPT_PEER_INTERVAL, OPT_NITRO_ROOT, OPT_NITRO_DEVICE_ID, OPT_LOG_LEVEL,
+};
+
+static long parse_ms(const char *s, const char *opt)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+
+    if (end == s || *end != '\0' || v <= 0 || v > 600000) {
+        fprintf(stderr, "kmsd: %s must be a number of milliseconds (1..600000)\n", opt);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"onboard-listen", required_argument, NULL, OPT_ONBOARD_LISTEN},
+        {"name", required_argument, NULL, OPT_NAME},
+        {"tee", required_argument, NULL, OPT_TEE},
+        {"insecure-sim", no_argument, NULL, OPT_INSECURE_SIM},
+        {"sim-dir", required_argument, NULL, OPT_SIM_DIR},
+        {"trust-sim-root", required_argument, NULL, OPT_TRUST_SIM_ROOT},
+        {"auth", required_argument, NULL, OPT_AUTH},
+        {"auth-url", required_argument, NULL, OPT_AUTH_URL},
+        {"auth-timeout-ms", required_argument, NULL, OPT_AUTH_TIMEOUT},
+        {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
+        {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
+        {"seal", required_argument, NULL, OPT_SEAL},
+        {"kek-file", required_argument, NULL, OPT_KEK},
+        {"expect-k256-pubkey", required_argument, NULL, OPT_EXPECT_K256},
+        {"expect-ca-spki", required_argument, NULL, OPT_EXPECT_SPKI},
+        {"peer", required_argument, NULL, OPT_PEER},
+        {"peer-interval-ms", required_argument, NULL, OPT_PEER_INTERVAL},
+        {"nitro-root", required_argument, NULL, OPT_NITRO_ROOT},
+        {"nitro-device-id", required_argument, NULL, OPT_NITRO_DEVICE_ID},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct kms_node_cfg cfg;
+    struct sigaction sa;
+    int c, rc, lvl;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.listen = "0.0.0.0:8000";
+    cfg.tee = "sim";
+    cfg.auth_type = "dev";
+    cfg.seal_provider = "file";
+    cfg.peer_interval_ms = 5000;
+    cfg.auth_timeout_ms = 5000;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_DATA_DIR: cfg.data_dir = optarg; break;
+        case OPT_LISTEN: cfg.listen = optarg; break;
+        case OPT_ONBOARD_LISTEN: cfg.onboard_listen = optarg; break;
+        case OPT_NAME: cfg.name = optarg; break;
+        case OPT_TEE: cfg.tee = optarg; break;
+        case OPT_INSECURE_SIM: cfg.insecure_sim = 1; break;
+        case OPT_SIM_DIR: cfg.sim_dir = optarg; break;
+        case OPT_TRUST_SIM_ROOT: cfg.trust_sim_root = optarg; break;
+        case OPT_AUTH: cfg.auth_type = optarg; break;
+        case OPT_AUTH_URL: cfg.auth_url = optarg; break;
+        case OPT_AUTH_TIMEOUT: cfg.auth_timeout_ms = parse_ms(optarg, "--auth-timeout-ms"); break;
+        case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
+        case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;
+        case OPT_SEAL: cfg.seal_provider = optarg; break;
+        case OPT_KEK: cfg.kek_path = optarg; break;
+        case OPT_EXPECT_K256: cfg.expect_k256_pubkey = optarg; break;
+        case OPT_EXPECT_SPKI: cfg.expect_ca_spki = optarg; break;
+        case OPT_PEER:
+            if (cfg.n_peers >= KMS_NODE_MAX_PEERS) {
+                fprintf(stderr, "kmsd: at most %d --peer options\n", KMS_NODE_MAX_PEERS);
+                return 2;
+            }
+            cfg.peers[cfg.n_peers++] = optarg;
+            break;
+        case OPT_PEER_INTERVAL: cfg.peer_interval_ms = parse_ms(optarg, "--peer-interval-ms"); break;
+        case OPT_NITRO_ROOT: cfg.nitro_root = optarg; break;
+        case OPT_NITRO_DEVICE_ID:
+            if (strcmp(optarg, "fixed") == 0) {
+                cfg.nitro_device_id_fixed = 1;
+            } else if (strcmp(optarg, "quirk") != 0) {
+                fprintf(stderr, "kmsd: --nitro-device-id must be quirk or fixed\n");
+                return 2;
+            }
+            break;
+        case OPT_LOG_LEVEL:
+            lvl = kms_log_parse_level(optarg);
+            if (lvl < 0) {
+                fprintf(stderr, "kmsd: --log-level must be debug, info, warn or error\n");
+                return 2;
+            }
+            kms_log_set_level((enum kms_log_level)lvl);
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs("Try 'kmsd --help'.\n", stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "kmsd: unexpected argument '%s'. Try 'kmsd --help'.\n", argv[optind]);
+        return 2;
+    }
+    if (cfg.name != NULL)
+        kms_log_set_tag(cfg.name);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = kms_node_new(&cfg, &g_node);
+    if (rc < 0) {
+        KMS_ERROR("cannot start: %s", kms_err_detail());
+        return 1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = kms_node_run(g_node);
+    if (rc < 0)
+        KMS_ERROR("stopped: %s", kms_err_detail());
+    else
+        KMS_INFO("stopped");
+    kms_node_free(g_node);
+    g_node = NULL;
+    curl_global_cleanup();
+    return rc < 0 ? 1 : 0;
+}

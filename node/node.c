@@ -1,0 +1,526 @@
+/* Node lifecycle: configuration checks, identity bootstrap/adoption, certificates, the state
+ * machine (onboard mode → serving mode) and self-authorization. */
+#include "node/node.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include "common/buf.h"
+#include "common/file.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "node/crypto.h"
+#include "node/http.h"
+#include "replication/replication.h"
+
+const char *kms_node_state_name(enum kms_node_state s)
+{
+    switch (s) {
+    case KMS_STATE_UNINITIALIZED: return "uninitialized";
+    case KMS_STATE_ONBOARDING: return "onboarding";
+    case KMS_STATE_SERVING: return "serving";
+    case KMS_STATE_NOT_AUTHORIZED: return "not-authorized";
+    case KMS_STATE_SEALED: return "sealed";
+    case KMS_STATE_DEGRADED: return "degraded";
+    }
+    return "unknown";
+}
+
+static int validate_domain(const char *d)
+{
+    size_t n = d != NULL ? strlen(d) : 0;
+
+    if (n == 0 || n > 253)
+        return kms_err_set(KMS_ERR_INVAL, "domain must be 1 to 253 characters");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)d[i];
+
+        if (!isalnum(c) && c != '-' && c != '.')
+            return kms_err_set(KMS_ERR_INVAL,
+                               "domain may contain only letters, digits, '-' and '.'");
+    }
+    return 0;
+}
+
+void kms_node_keys_clear(struct kms_node_keys *k)
+{
+    EVP_PKEY_free(k->root_ca_key);
+    EVP_PKEY_free(k->tmp_ca_key);
+    EVP_PKEY_free(k->rpc_key);
+    X509_free(k->root_ca_cert);
+    X509_free(k->tmp_ca_cert);
+    X509_free(k->rpc_cert);
+    free(k->root_ca_pem);
+    free(k->tmp_ca_pem);
+    if (k->tmp_ca_key_pem != NULL)
+        kms_free_secret(k->tmp_ca_key_pem, strlen(k->tmp_ca_key_pem));
+    free(k->rpc_cert_pem);
+    free(k->ca_spki);
+    free(k->domain);
+    free(k->bootstrap_info_json);
+    OPENSSL_cleanse(k, sizeof(*k));
+}
+
+/* Runtime events of the node's own (simulated) boot, mirroring a dstack guest. */
+static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
+                           const uint8_t report_data[64])
+{
+    struct kms_runtime_event ev[5];
+    uint8_t app_id[32], compose[32], inst[32];
+    char cfg[128];
+    uint8_t img[32];
+    char img_hex[65];
+    int rc;
+
+    SHA256((const uint8_t *)"kmsd-sim-kms-app", 16, app_id);
+    SHA256((const uint8_t *)"kmsd-sim-compose", 16, compose);
+    SHA256((const uint8_t *)n->cfg.data_dir, strlen(n->cfg.data_dir), inst);
+    SHA256((const uint8_t *)"kmsd-sim-os-image", 17, img);
+    kms_hex_encode(img, 32, img_hex);
+    snprintf(cfg, sizeof(cfg), "{\"os_image_hash\":\"%s\"}", img_hex);
+    memset(ev, 0, sizeof(ev));
+    ev[0].event = (char *)"system-preparing";
+    ev[1].event = (char *)"app-id";
+    ev[1].payload.p = app_id;
+    ev[1].payload.len = 20;
+    ev[2].event = (char *)"compose-hash";
+    ev[2].payload.p = compose;
+    ev[2].payload.len = 32;
+    ev[3].event = (char *)"instance-id";
+    ev[3].payload.p = inst;
+    ev[3].payload.len = 20;
+    ev[4].event = (char *)"boot-mr-done";
+    rc = kms_sim_attest(n->sim, NULL, report_data, ev, 5, cfg, out);
+    return rc;
+}
+
+int kms_node_attest(struct kms_node *n, const uint8_t report_data[64],
+                    struct kms_attestation **out)
+{
+    if (n->sim != NULL)
+        return sim_self_events(n, out, report_data);
+    return kms_err_set(KMS_ERR_ATT_UNSUPPORTED,
+                       "no TEE evidence producer for --tee %s in this build", n->cfg.tee);
+}
+
+int kms_node_self_authorize(struct kms_node *n)
+{
+    uint8_t rd[64] = {0};
+    struct kms_attestation *att = NULL;
+    struct kms_verified v;
+    struct kms_boot_info bi;
+    struct kms_auth_result res;
+    int rc = 0;
+
+    memset(&v, 0, sizeof(v));
+    memset(&bi, 0, sizeof(bi));
+    KMS_GUARD(kms_node_attest(n, rd, &att));
+    rc = kms_attest_verify(n->actx, att, &v);
+    if (rc < 0) {
+        kms_err_wrap(rc, "own attestation does not verify");
+        goto out;
+    }
+    KMS_GUARD(kms_boot_info_derive(n->actx, att, &v, NULL, 0, &bi));
+    rc = kms_auth_check(n->auth, 1, &bi, &res);
+    if (rc < 0) {
+        kms_err_wrap(rc, "self-authorization: the authorization backend did not answer");
+        goto out;
+    }
+    if (!res.allowed) {
+        snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", res.reason);
+        rc = kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s",
+                         res.reason);
+        goto out;
+    }
+    n->self_auth_reason[0] = '\0';
+out:
+    kms_boot_info_free(&bi);
+    kms_verified_free(&v);
+    kms_att_free(att);
+    return rc;
+}
+
+static json_t *bytes_json(const uint8_t *p, size_t len)
+{
+    return kms_prpc_bytes(p, len);
+}
+
+int kms_node_bootstrap(struct kms_node *n, const char *domain, char **response_json)
+{
+    EVP_PKEY *tmp = NULL, *ca = NULL, *rpc = NULL;
+    uint8_t k256[32], k256_pub[33], rd[64];
+    uint8_t *spki = NULL, *att_bytes = NULL;
+    size_t spki_len = 0, att_len = 0;
+    struct kms_attestation *att = NULL;
+    struct kms_identity id;
+    json_t *o = NULL;
+    char *json = NULL;
+    int rc = 0;
+
+    memset(&id, 0, sizeof(id));
+    KMS_GUARD(validate_domain(domain));
+    rc = kms_store_has_identity(n->store);
+    KMS_GUARD(rc);
+    KMS_ENSURE(rc == 0, KMS_ERR_EXISTS,
+               "this node already has keys: Bootstrap runs only once (keys unchanged)");
+    KMS_GUARD(kms_node_self_authorize(n));
+    KMS_GUARD(kms_p256_generate(&tmp));
+    KMS_GUARD(kms_p256_generate(&ca));
+    KMS_GUARD(kms_p256_generate(&rpc));
+    KMS_GUARD(kms_k256_random(k256));
+    KMS_GUARD(kms_k256_pubkey(k256, k256_pub));
+    KMS_GUARD(kms_pkey_spki_der(ca, &spki, &spki_len));
+    KMS_GUARD(kms_bootstrap_report_data(spki, spki_len, k256_pub, rd));
+    KMS_GUARD(kms_node_attest(n, rd, &att));
+    KMS_GUARD(kms_att_encode(att, 0, &att_bytes, &att_len));
+    o = json_object();
+    KMS_GUARD_PTR(o);
+    json_object_set_new(o, "ca_pubkey", bytes_json(spki, spki_len));
+    json_object_set_new(o, "k256_pubkey", bytes_json(k256_pub, 33));
+    json_object_set_new(o, "attestation", bytes_json(att_bytes, att_len));
+    json = json_dumps(o, JSON_COMPACT);
+    KMS_GUARD_PTR(json);
+    KMS_GUARD(kms_pkey_to_pem(ca, &id.root_ca_key_pem));
+    KMS_GUARD(kms_pkey_to_pem(tmp, &id.tmp_ca_key_pem));
+    KMS_GUARD(kms_pkey_to_pem(rpc, &id.rpc_key_pem));
+    memcpy(id.root_k256, k256, 32);
+    id.domain = strdup(domain);
+    id.bootstrap_info_json = strdup(json);
+    id.origin = strdup("bootstrap");
+    KMS_GUARD_PTR(id.domain);
+    KMS_GUARD_PTR(id.bootstrap_info_json);
+    KMS_GUARD_PTR(id.origin);
+    rc = kms_store_save_identity(n->store, &id);
+    if (rc == KMS_ERR_STORE_EXISTS)
+        rc = kms_err_set(KMS_ERR_EXISTS, "this node already has keys: Bootstrap runs only once");
+    KMS_GUARD(rc);
+    if (kms_store_audit(n->store, "Bootstrap", "ok", domain) < 0)
+        KMS_WARN("audit log append failed: %s", kms_err_detail());
+    KMS_INFO("bootstrapped new root keys for domain %s", domain);
+    *response_json = json;
+    json = NULL;
+out:
+    OPENSSL_cleanse(k256, sizeof(k256));
+    kms_identity_clear(&id);
+    EVP_PKEY_free(tmp);
+    EVP_PKEY_free(ca);
+    EVP_PKEY_free(rpc);
+    free(spki);
+    free(att_bytes);
+    kms_att_free(att);
+    json_decref(o);
+    free(json);
+    return rc;
+}
+
+int kms_node_adopt_identity(struct kms_node *n, struct kms_identity *id)
+{
+    int rc = kms_store_save_identity(n->store, id);
+
+    if (rc == KMS_ERR_STORE_EXISTS)
+        return kms_err_set(KMS_ERR_EXISTS, "this node already has keys: onboarding refused");
+    return rc;
+}
+
+static int issue_certs(struct kms_node *n, struct kms_node_keys *k)
+{
+    struct kms_cert_params p;
+    struct kms_attestation *att = NULL;
+    const char *san[1];
+    uint8_t rd[64];
+    int rc = 0;
+
+    memset(&p, 0, sizeof(p));
+    p.org = "Dstack";
+    p.cn = "Dstack Client Temp CA";
+    p.is_ca = 1;
+    p.path_len = 0;
+    KMS_GUARD(kms_cert_issue(&p, k->tmp_ca_key, k->tmp_ca_key, NULL, &k->tmp_ca_cert));
+    p.cn = "Dstack KMS CA";
+    p.path_len = 1;
+    KMS_GUARD(kms_cert_issue(&p, k->root_ca_key, k->root_ca_key, NULL, &k->root_ca_cert));
+    memset(&p, 0, sizeof(p));
+    san[0] = k->domain;
+    p.cn = k->domain;
+    p.san_dns = san;
+    p.n_san = 1;
+    p.path_len = -1;
+    p.usage = "kms:rpc";
+    KMS_GUARD(kms_report_data_for_pkey(k->rpc_key, rd));
+    KMS_GUARD(kms_node_attest(n, rd, &att));
+    p.att = att;
+    KMS_GUARD(kms_cert_issue(&p, k->rpc_key, k->root_ca_key, k->root_ca_cert, &k->rpc_cert));
+    KMS_GUARD(kms_cert_to_pem(k->tmp_ca_cert, &k->tmp_ca_pem));
+    KMS_GUARD(kms_cert_to_pem(k->root_ca_cert, &k->root_ca_pem));
+    KMS_GUARD(kms_cert_to_pem(k->rpc_cert, &k->rpc_cert_pem));
+out:
+    kms_att_free(att);
+    return rc;
+}
+
+int kms_node_load_keys(struct kms_node *n)
+{
+    struct kms_identity id;
+    struct kms_node_keys k;
+    int rc = 0;
+
+    memset(&id, 0, sizeof(id));
+    memset(&k, 0, sizeof(k));
+    KMS_GUARD(kms_store_load_identity(n->store, &id));
+    KMS_GUARD(kms_pkey_from_pem(id.root_ca_key_pem, &k.root_ca_key));
+    KMS_GUARD(kms_pkey_from_pem(id.tmp_ca_key_pem, &k.tmp_ca_key));
+    if (id.rpc_key_pem == NULL) {
+        char *pem = NULL;
+
+        KMS_GUARD(kms_p256_generate(&k.rpc_key));
+        KMS_GUARD(kms_pkey_to_pem(k.rpc_key, &pem));
+        rc = kms_store_set_rpc_key(n->store, pem);
+        kms_free_secret(pem, strlen(pem));
+        KMS_GUARD(rc);
+    } else {
+        KMS_GUARD(kms_pkey_from_pem(id.rpc_key_pem, &k.rpc_key));
+    }
+    memcpy(k.root_k256, id.root_k256, 32);
+    KMS_GUARD(kms_k256_pubkey(k.root_k256, k.k256_pubkey));
+    k.tmp_ca_key_pem = id.tmp_ca_key_pem;
+    id.tmp_ca_key_pem = NULL;
+    KMS_ENSURE(id.domain != NULL && id.domain[0] != '\0', KMS_ERR_STATE,
+               "stored identity has no RPC domain");
+    k.domain = id.domain;
+    id.domain = NULL;
+    k.bootstrap_info_json = id.bootstrap_info_json;
+    id.bootstrap_info_json = NULL;
+    KMS_GUARD(kms_pkey_spki_der(k.root_ca_key, &k.ca_spki, &k.ca_spki_len));
+    KMS_GUARD(issue_certs(n, &k));
+    pthread_mutex_lock(&n->lock);
+    kms_node_keys_clear(&n->keys);
+    n->keys = k;
+    n->have_keys = 1;
+    pthread_mutex_unlock(&n->lock);
+    memset(&k, 0, sizeof(k));
+out:
+    kms_node_keys_clear(&k);
+    kms_identity_clear(&id);
+    return rc;
+}
+
+static int setup_attest_ctx(struct kms_node *n)
+{
+    X509 *root;
+    int rc = 0;
+
+    n->actx = kms_attest_ctx_new();
+    KMS_GUARD_PTR(n->actx);
+    root = kms_attest_intel_root();
+    KMS_ENSURE(root != NULL, KMS_ERR_INTERNAL, "embedded Intel root unavailable");
+    rc = kms_attest_ctx_add_root(n->actx, KMS_ROOT_TDX, root, 0);
+    X509_free(root);
+    KMS_GUARD(rc);
+    if (n->cfg.nitro_root != NULL) {
+        KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, n->cfg.nitro_root, 0));
+    } else {
+        root = kms_attest_nitro_root();
+        KMS_ENSURE(root != NULL, KMS_ERR_INTERNAL, "embedded AWS Nitro root unavailable");
+        rc = kms_attest_ctx_add_root(n->actx, KMS_ROOT_NITRO, root, 0);
+        X509_free(root);
+        KMS_GUARD(rc);
+    }
+    kms_attest_ctx_set_nitro_device_id_fixed(n->actx, n->cfg.nitro_device_id_fixed);
+    if (n->cfg.insecure_sim) {
+        char path[4096];
+
+        KMS_GUARD(kms_sim_open(n->cfg.sim_dir, &n->sim));
+        KMS_GUARD(kms_attest_ctx_add_root(n->actx, KMS_ROOT_TDX, kms_sim_root(n->sim), 1));
+        snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", n->cfg.sim_dir);
+        if (kms_file_exists(path))
+            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, path, 1));
+        if (n->cfg.trust_sim_root != NULL)
+            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_TDX, n->cfg.trust_sim_root,
+                                                   1));
+        KMS_WARN("INSECURE: simulated TEE enabled (--insecure-sim); simulation roots from %s are "
+                 "trusted. Never use this in production.",
+                 n->cfg.sim_dir);
+    }
+out:
+    return rc;
+}
+
+int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
+{
+    struct kms_node *n = NULL;
+    struct kms_seal_cfg seal;
+    struct kms_auth_cfg acfg;
+    static char sim_dir_buf[4096];
+    int rc = 0;
+
+    KMS_ENSURE(cfg->data_dir != NULL && cfg->data_dir[0] != '\0', KMS_ERR_NODE_CONFIG,
+               "--data-dir is required");
+    KMS_ENSURE(strcmp(cfg->tee, "sim") == 0, KMS_ERR_NODE_CONFIG,
+               "--tee %s is not supported by this build yet; use --tee sim --insecure-sim for "
+               "development",
+               cfg->tee);
+    KMS_ENSURE(cfg->insecure_sim, KMS_ERR_NODE_CONFIG,
+               "--tee sim produces simulated evidence and trusts simulation roots: start with "
+               "--insecure-sim to accept that (development only)");
+    n = calloc(1, sizeof(*n));
+    KMS_GUARD_PTR(n);
+    n->cfg = *cfg;
+    if (n->cfg.sim_dir == NULL) {
+        snprintf(sim_dir_buf, sizeof(sim_dir_buf), "%s/sim", cfg->data_dir);
+        n->cfg.sim_dir = sim_dir_buf;
+    }
+    if (n->cfg.onboard_listen == NULL)
+        n->cfg.onboard_listen = n->cfg.listen;
+    pthread_mutex_init(&n->lock, NULL);
+    pthread_cond_init(&n->cond, NULL);
+    KMS_GUARD(kms_mkdir_p(cfg->data_dir, 0700));
+    memset(&seal, 0, sizeof(seal));
+    seal.provider = cfg->seal_provider;
+    seal.kek_path = cfg->kek_path;
+    KMS_GUARD(kms_store_open(cfg->data_dir, &seal, &n->store));
+    memset(&acfg, 0, sizeof(acfg));
+    acfg.type = cfg->auth_type;
+    acfg.webhook_url = cfg->auth_url;
+    acfg.timeout_ms = cfg->auth_timeout_ms;
+    acfg.dev_gateway_app_id = cfg->gateway_app_id;
+    KMS_GUARD(kms_auth_new(&acfg, &n->auth));
+    KMS_GUARD(setup_attest_ctx(n));
+    *out = n;
+    n = NULL;
+out:
+    kms_node_free(n);
+    return rc;
+}
+
+void kms_node_free(struct kms_node *n)
+{
+    if (n == NULL)
+        return;
+    kms_http_stop(n->onboard_srv);
+    kms_http_stop(n->kms_srv);
+    kms_repl_stop(n);
+    kms_node_keys_clear(&n->keys);
+    kms_store_close(n->store);
+    kms_auth_free(n->auth);
+    kms_attest_ctx_free(n->actx);
+    kms_sim_free(n->sim);
+    pthread_mutex_destroy(&n->lock);
+    pthread_cond_destroy(&n->cond);
+    free(n);
+}
+
+void kms_node_stop(struct kms_node *n)
+{
+    pthread_mutex_lock(&n->lock);
+    n->stop_requested = 1;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->lock);
+}
+
+static void set_state(struct kms_node *n, enum kms_node_state s)
+{
+    pthread_mutex_lock(&n->lock);
+    n->state = s;
+    pthread_mutex_unlock(&n->lock);
+    KMS_INFO("state: %s", kms_node_state_name(s));
+}
+
+/* Onboard mode: serve the Onboard service until Finish (with keys) or stop. */
+static int run_onboard(struct kms_node *n)
+{
+    int rc = 0;
+    int stop;
+
+    set_state(n, KMS_STATE_UNINITIALIZED);
+    KMS_GUARD(kms_http_start(n->cfg.onboard_listen, NULL, kms_onboard_handle, n,
+                             &n->onboard_srv));
+    KMS_INFO("no keys yet: Onboard service (plain HTTP) on %s; call Bootstrap or Onboard, then "
+             "Finish",
+             n->cfg.onboard_listen);
+    pthread_mutex_lock(&n->lock);
+    while (!n->finish_requested && !n->stop_requested)
+        pthread_cond_wait(&n->cond, &n->lock);
+    stop = n->stop_requested;
+    pthread_mutex_unlock(&n->lock);
+    kms_http_stop(n->onboard_srv);
+    n->onboard_srv = NULL;
+    if (stop)
+        rc = 1;
+out:
+    return rc;
+}
+
+int kms_node_run(struct kms_node *n)
+{
+    struct kms_http_tls tls;
+    char *chain = NULL;
+    int rc = 0;
+
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    rc = kms_store_has_identity(n->store);
+    KMS_GUARD(rc);
+    if (rc == 0) {
+        if (n->cfg.auto_bootstrap_domain != NULL && n->cfg.auto_bootstrap_domain[0] != '\0') {
+            char *resp = NULL;
+
+            KMS_GUARD(kms_node_bootstrap(n, n->cfg.auto_bootstrap_domain, &resp));
+            free(resp);
+        } else {
+            rc = run_onboard(n);
+            KMS_GUARD(rc);
+            if (rc == 1) {
+                rc = 0;
+                goto out;
+            }
+        }
+    }
+    rc = kms_node_load_keys(n);
+    if (rc == KMS_ERR_STORE_SEAL) {
+        set_state(n, KMS_STATE_SEALED);
+        goto out;
+    }
+    KMS_GUARD(rc);
+    rc = kms_node_self_authorize(n);
+    if (rc == KMS_ERR_DENIED) {
+        KMS_ERROR("%s", kms_err_detail());
+        set_state(n, KMS_STATE_NOT_AUTHORIZED);
+        rc = 0;
+    } else if (rc < 0) {
+        KMS_ERROR("self-authorization failed: %s", kms_err_detail());
+        snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", kms_err_detail());
+        set_state(n, KMS_STATE_NOT_AUTHORIZED);
+        rc = 0;
+    } else {
+        set_state(n, KMS_STATE_SERVING);
+    }
+    chain = malloc(strlen(n->keys.rpc_cert_pem) + strlen(n->keys.root_ca_pem) + 1);
+    KMS_GUARD_PTR(chain);
+    strcpy(chain, n->keys.rpc_cert_pem);
+    strcat(chain, n->keys.root_ca_pem);
+    memset(&tls, 0, sizeof(tls));
+    tls.cert_pem = chain;
+    {
+        char *key_pem = NULL;
+
+        KMS_GUARD(kms_pkey_to_pem(n->keys.rpc_key, &key_pem));
+        tls.key_pem = key_pem;
+        tls.client_ca_pem = n->keys.tmp_ca_pem;
+        rc = kms_http_start(n->cfg.listen, &tls, kms_kms_handle, n, &n->kms_srv);
+        kms_free_secret(key_pem, strlen(key_pem));
+        KMS_GUARD(rc);
+    }
+    KMS_INFO("KMS service (HTTPS) on %s, domain %s", n->cfg.listen, n->keys.domain);
+    KMS_GUARD(kms_repl_start(n));
+    pthread_mutex_lock(&n->lock);
+    while (!n->stop_requested)
+        pthread_cond_wait(&n->cond, &n->lock);
+    pthread_mutex_unlock(&n->lock);
+out:
+    free(chain);
+    return rc;
+}

@@ -1,0 +1,173 @@
+/*
+ * kmsd node: configuration, the startup state machine (onboard mode until keys exist, then
+ * serving mode), and the Onboard and KMS RPC services (kms-reference.md §1-§3).
+ */
+#ifndef KMS_NODE_NODE_H
+#define KMS_NODE_NODE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "attest/attest.h"
+#include "chain/auth.h"
+#include "common/err.h"
+#include "storage/storage.h"
+
+/* node error codes (-200..-299) */
+enum {
+    KMS_ERR_NODE_CONFIG = -200,
+    KMS_ERR_NODE_STATE = -201,
+};
+
+#define KMS_NODE_MAX_PEERS 16
+
+struct kms_node_cfg {
+    const char *data_dir;          /* --data-dir */
+    const char *listen;            /* --listen: KMS HTTPS */
+    const char *onboard_listen;    /* --onboard-listen: Onboard HTTP (default: --listen) */
+    const char *tee;               /* --tee: sim | tdx */
+    const char *sim_dir;           /* --sim-dir (default <data_dir>/sim) */
+    int insecure_sim;              /* --insecure-sim */
+    const char *auth_type;         /* --auth: dev | webhook | eth */
+    const char *auth_url;          /* --auth-url (webhook) */
+    long auth_timeout_ms;          /* --auth-timeout-ms */
+    const char *gateway_app_id;    /* --gateway-app-id (dev) */
+    const char *auto_bootstrap_domain; /* --auto-bootstrap-domain */
+    const char *seal_provider;     /* --seal: file */
+    const char *kek_path;          /* --kek-file */
+    const char *log_level;         /* --log-level */
+    const char *name;              /* --name: log tag */
+    const char *expect_k256_pubkey; /* --expect-k256-pubkey (onboard pin, hex 33 B) */
+    const char *expect_ca_spki;     /* --expect-ca-spki (onboard pin, hex SPKI DER) */
+    const char *peers[KMS_NODE_MAX_PEERS]; /* --peer URL (repeatable) */
+    size_t n_peers;
+    long peer_interval_ms;          /* --peer-interval-ms */
+    const char *nitro_root;        /* --nitro-root PEM (default: embedded AWS root) */
+    const char *gcp_root;          /* --gcp-root PEM (default: embedded Google root) */
+    const char *trust_sim_root;    /* --trust-sim-root PEM: extra simulation root */
+    int nitro_device_id_fixed;     /* --nitro-device-id=fixed */
+};
+
+enum kms_node_state {
+    KMS_STATE_UNINITIALIZED = 0, /* no keys; Onboard service running */
+    KMS_STATE_ONBOARDING,        /* onboarding from a peer in progress */
+    KMS_STATE_SERVING,
+    KMS_STATE_NOT_AUTHORIZED,    /* self-authorization refused */
+    KMS_STATE_SEALED,            /* keystore cannot be unsealed */
+    KMS_STATE_DEGRADED,          /* serving, but a peer is inconsistent/unreachable */
+};
+
+const char *kms_node_state_name(enum kms_node_state s);
+
+/* Metrics (atomic counters). */
+struct kms_node_metrics {
+    unsigned long attestation_requests;
+    unsigned long attestation_failures;
+    unsigned long rpc_requests;
+    unsigned long refusals_attestation;
+    unsigned long refusals_policy;
+    unsigned long refusals_input;
+    unsigned long keys_released;
+    /* latency histogram of attested RPCs, buckets in ms */
+    unsigned long latency_bucket[8];
+    double latency_sum_s;
+    unsigned long latency_count;
+};
+
+struct kms_http_server;
+struct kms_sim;
+
+/* Serving keys, loaded once identity exists. All owned by the node. */
+struct kms_node_keys {
+    EVP_PKEY *root_ca_key;
+    EVP_PKEY *tmp_ca_key;
+    EVP_PKEY *rpc_key;
+    uint8_t root_k256[32];
+    uint8_t k256_pubkey[33];
+    X509 *root_ca_cert;
+    X509 *tmp_ca_cert;
+    X509 *rpc_cert;
+    char *root_ca_pem;
+    char *tmp_ca_pem;
+    char *tmp_ca_key_pem; /* given out on purpose by GetTempCaCert */
+    char *rpc_cert_pem;
+    uint8_t *ca_spki;
+    size_t ca_spki_len;
+    char *domain;
+    char *bootstrap_info_json;
+};
+
+struct kms_node {
+    struct kms_node_cfg cfg;
+    struct kms_store *store;
+    struct kms_auth *auth;
+    struct kms_attest_ctx *actx;
+    struct kms_sim *sim;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    enum kms_node_state state;
+    int finish_requested;
+    int stop_requested;
+    struct kms_node_keys keys;
+    int have_keys;
+    struct kms_http_server *onboard_srv;
+    struct kms_http_server *kms_srv;
+    struct kms_node_metrics m;
+    char self_auth_reason[512];
+    void *peers; /* replication state */
+};
+
+/* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
+ * Strings in cfg must outlive the node. */
+KMS_WUR int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out);
+void kms_node_free(struct kms_node *n);
+/* Runs the state machine until kms_node_stop. */
+KMS_WUR int kms_node_run(struct kms_node *n);
+void kms_node_stop(struct kms_node *n);
+
+/* ---- internal to node/ (used by its files and by replication/) */
+
+/* Own attestation over report_data (simulated TEE or hardware). Caller frees *out. */
+KMS_WUR int kms_node_attest(struct kms_node *n, const uint8_t report_data[64],
+                            struct kms_attestation **out);
+/* Generates root keys, stores them (one transaction); fills the Bootstrap response JSON. */
+KMS_WUR int kms_node_bootstrap(struct kms_node *n, const char *domain, char **response_json);
+/* Stores an identity received from a peer (one transaction). */
+KMS_WUR int kms_node_adopt_identity(struct kms_node *n, struct kms_identity *id);
+/* Loads keys from the store, issues certificates, self-authorizes. */
+KMS_WUR int kms_node_load_keys(struct kms_node *n);
+void kms_node_keys_clear(struct kms_node_keys *k);
+/* BootInfo of this node's own attestation, and the auth decision for it (bootAuth/kms). */
+KMS_WUR int kms_node_self_authorize(struct kms_node *n);
+
+/* HTTP handlers (node/service_*.c). arg is the node. */
+struct kms_http_req;
+struct kms_http_resp;
+void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp);
+void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp);
+/* SignCert (node/sign_cert.c). */
+struct json_t;
+void kms_sign_cert(struct kms_node *n, int has_cert, struct json_t *body, struct kms_http_resp *resp);
+/* GET /health and /metrics (both listeners). Returns 1 if handled. */
+int kms_node_handle_common(struct kms_node *n, const struct kms_http_req *req,
+                           struct kms_http_resp *resp);
+
+/* pRPC helpers (node/prpc.c). */
+/* Method name from a /prpc/ path, with "KMS."/"Onboard." prefix stripped; NULL if not pRPC. */
+const char *kms_prpc_method(const char *path, const char *prefix);
+/* HTTP 400 {"error": msg} (pretty-printed like the reference). */
+void kms_prpc_error(struct kms_http_resp *resp, const char *msg);
+/* 200 with JSON (takes ownership of the json_t reference). */
+struct json_t;
+void kms_prpc_ok(struct kms_http_resp *resp, struct json_t *obj);
+/* Parses the request body as a JSON object ({} for empty); NULL + error response on failure. */
+struct json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp);
+/* JSON value for bytes: "0x..." */
+struct json_t *kms_prpc_bytes(const uint8_t *p, size_t n);
+/* Reads an optional bytes field ("0x" hex or hex) into a malloc'd buffer. */
+KMS_WUR int kms_prpc_get_bytes(struct json_t *obj, const char *field, uint8_t **out, size_t *len);
+
+#endif

@@ -1,0 +1,102 @@
+/* pRPC JSON transport (kms-reference.md §0): paths, 0x-hex bytes, HTTP 400 {"error": ...}. */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/hex.h"
+#include "node/http.h"
+#include "node/node.h"
+
+const char *kms_prpc_method(const char *path, const char *prefix)
+{
+    const char *m;
+    size_t pl = strlen(prefix);
+
+    if (strncmp(path, "/prpc/", 6) != 0)
+        return NULL;
+    m = path + 6;
+    if (strncmp(m, prefix, pl) == 0 && m[pl] == '.')
+        m += pl + 1;
+    return m;
+}
+
+void kms_prpc_error(struct kms_http_resp *resp, const char *msg)
+{
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *s = o != NULL ? json_dumps(o, JSON_INDENT(2)) : NULL;
+
+    json_decref(o);
+    if (s == NULL)
+        s = strdup("{\"error\": \"internal error\"}");
+    kms_http_resp_own(resp, 400, "application/json", s);
+}
+
+void kms_prpc_ok(struct kms_http_resp *resp, json_t *obj)
+{
+    char *s = json_dumps(obj, JSON_ENCODE_ANY | JSON_INDENT(2));
+
+    json_decref(obj);
+    if (s == NULL) {
+        kms_prpc_error(resp, "failed to encode the response");
+        return;
+    }
+    kms_http_resp_own(resp, 200, "application/json", s);
+}
+
+json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    json_error_t jerr;
+    json_t *o;
+    size_t i = 0;
+
+    while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
+                                 req->body[i] == '\r' || req->body[i] == '\t'))
+        i++;
+    if (i == req->body_len || strcmp((const char *)req->body + i, "null") == 0)
+        return json_object();
+    o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (o == NULL) {
+        char msg[300];
+
+        snprintf(msg, sizeof(msg), "failed to decode request: invalid JSON at line %d: %s",
+                 jerr.line, jerr.text);
+        kms_prpc_error(resp, msg);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        kms_prpc_error(resp, "failed to decode request: expected a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+json_t *kms_prpc_bytes(const uint8_t *p, size_t n)
+{
+    char *s = kms_hex_dup(p, n, 1);
+    json_t *j;
+
+    if (s == NULL)
+        return NULL;
+    j = json_string(s);
+    free(s);
+    return j;
+}
+
+int kms_prpc_get_bytes(json_t *obj, const char *field, uint8_t **out, size_t *len)
+{
+    json_t *v = json_object_get(obj, field);
+    int rc;
+
+    if (v == NULL || json_is_null(v)) {
+        *out = calloc(1, 1);
+        *len = 0;
+        return *out != NULL ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory");
+    }
+    if (!json_is_string(v))
+        return kms_err_set(KMS_ERR_PARSE, "field %s must be a hex string", field);
+    rc = kms_hex_decode(json_string_value(v), out, len);
+    if (rc < 0)
+        return kms_err_wrap(rc, "field %s", field);
+    return 0;
+}

@@ -1,0 +1,395 @@
+/* KMS service over HTTPS (kms-reference.md §1.2, §4): attested key release and public RPCs. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "node/crypto.h"
+#include "node/http.h"
+#include "node/node.h"
+
+/* The verified caller of one request. */
+struct caller {
+    struct kms_attestation *att;
+    struct kms_verified v;
+    int attested;
+    int cert_present;
+};
+
+static void caller_clear(struct caller *c)
+{
+    kms_att_free(c->att);
+    kms_verified_free(&c->v);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Verifies the client certificate: issued by our temp CA, carrying an attestation bound to
+ * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs. */
+static int verify_caller(struct kms_node *n, X509 *cert, struct caller *c)
+{
+    EVP_PKEY *pub;
+    uint8_t *spki = NULL;
+    int spki_len;
+    int rc = 0;
+
+    memset(c, 0, sizeof(*c));
+    if (cert == NULL)
+        return 0;
+    c->cert_present = 1;
+    KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
+               "client certificate is not issued by this KMS's temp CA");
+    rc = kms_ratls_get_attestation(cert, &c->att);
+    if (rc == KMS_ERR_ATT_NONE) {
+        rc = 0;
+        goto out;
+    }
+    KMS_GUARD(rc);
+    pub = X509_get0_pubkey(cert);
+    KMS_ENSURE(pub != NULL, KMS_ERR_PARSE, "client certificate has no public key");
+    spki_len = i2d_PUBKEY(pub, &spki);
+    KMS_ENSURE(spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the client certificate key");
+    KMS_GUARD(kms_attest_verify_bound(n->actx, c->att, spki, (size_t)spki_len, &c->v));
+    c->attested = 1;
+out:
+    OPENSSL_free(spki);
+    return rc;
+}
+
+static int require_attested(const struct caller *c)
+{
+    if (!c->attested)
+        return kms_err_set(KMS_ERR_ATT_NONE, "No attestation provided");
+    return 0;
+}
+
+static int require_serving(struct kms_node *n)
+{
+    enum kms_node_state s;
+
+    pthread_mutex_lock(&n->lock);
+    s = n->state;
+    pthread_mutex_unlock(&n->lock);
+    if (s == KMS_STATE_NOT_AUTHORIZED)
+        return kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s",
+                           n->self_auth_reason);
+    return 0;
+}
+
+/* OS-image check before authorization (DESIGN.md §3): Nitro PCRs must match the claimed hash. */
+static int check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v)
+{
+    uint8_t expect[32];
+    static const uint8_t zero[48 * 3];
+
+    if (bi->mode != KMS_ATT_NITRO)
+        return 0;
+    if (memcmp(v->pcr, zero, sizeof(zero)) == 0) {
+        memset(expect, 0, sizeof(expect));
+    } else {
+        uint8_t cat[144];
+
+        memcpy(cat, v->pcr[0], 48);
+        memcpy(cat + 48, v->pcr[1], 48);
+        memcpy(cat + 96, v->pcr[2], 48);
+        SHA256(cat, sizeof(cat), expect);
+    }
+    if (bi->os_image_hash.len != 32 || memcmp(bi->os_image_hash.p, expect, 32) != 0)
+        return kms_err_set(KMS_ERR_ATT_IMAGE,
+                           "OS image hash mismatch: vm_config os_image_hash does not match "
+                           "sha256(PCR0||PCR1||PCR2)");
+    return 0;
+}
+
+/* BootInfo + image check + policy; on success the gateway app id is in res. */
+static int authorize(struct kms_node *n, struct caller *c, int is_kms, const char *vm_config,
+                     int boottime, struct kms_boot_info *bi, struct kms_auth_result *res)
+{
+    int rc = 0;
+
+    KMS_GUARD(kms_boot_info_derive(n->actx, c->att, &c->v, vm_config, boottime, bi));
+    KMS_GUARD(check_os_image(bi, &c->v));
+    rc = kms_auth_check(n->auth, is_kms, bi, res);
+    if (rc < 0) {
+        n->m.refusals_policy++;
+        rc = kms_err_wrap(rc, "authorization backend unavailable");
+        goto out;
+    }
+    if (!res->allowed) {
+        __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);
+        rc = kms_err_set(KMS_ERR_DENIED, "Boot denied: %s", res->reason);
+    }
+out:
+    return rc;
+}
+
+static void audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi)
+{
+    char detail[768];
+    char app[65] = "";
+
+    if (bi != NULL && bi->app_id.len > 0 && bi->app_id.len <= 32)
+        kms_hex_encode(bi->app_id.p, bi->app_id.len, app);
+    snprintf(detail, sizeof(detail), "app_id=%s%s%s", app, rc < 0 ? " reason=" : "",
+             rc < 0 ? kms_err_detail() : "");
+    if (kms_store_audit(n->store, ev, rc < 0 ? "refused" : "released", detail) < 0)
+        KMS_WARN("audit log append failed: %s", kms_err_detail());
+}
+
+static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
+                        struct kms_http_resp *resp)
+{
+    json_t *ver = json_object_get(body, "api_version");
+    json_t *vmc = json_object_get(body, "vm_config");
+    struct kms_boot_info bi;
+    struct kms_auth_result res;
+    struct kms_app_keys keys;
+    json_t *o = NULL;
+    int rc = 0;
+
+    memset(&bi, 0, sizeof(bi));
+    memset(&keys, 0, sizeof(keys));
+    KMS_ENSURE(ver == NULL || json_is_integer(ver), KMS_ERR_INVAL,
+               "failed to decode request: api_version must be a number");
+    KMS_ENSURE(vmc == NULL || json_is_string(vmc), KMS_ERR_INVAL,
+               "failed to decode request: vm_config must be a string");
+    KMS_ENSURE(ver == NULL || (json_integer_value(ver) >= 0 && json_integer_value(ver) <= 1),
+               KMS_ERR_INVAL, "Unsupported API version");
+    KMS_GUARD(require_attested(c));
+    KMS_GUARD(require_serving(n));
+    KMS_GUARD(authorize(n, c, 0, vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_derive_app_keys(n->keys.root_ca_key, n->keys.root_k256, bi.app_id.p,
+                                  bi.app_id.len, bi.instance_id.p, bi.instance_id.len, &keys));
+    o = json_object();
+    KMS_GUARD_PTR(o);
+    json_object_set_new(o, "ca_cert", json_string(n->keys.root_ca_pem));
+    json_object_set_new(o, "disk_crypt_key", kms_prpc_bytes(keys.disk_crypt_key, 32));
+    json_object_set_new(o, "env_crypt_key", kms_prpc_bytes(keys.env_crypt_key, 32));
+    json_object_set_new(o, "k256_key", kms_prpc_bytes(keys.k256_key, 32));
+    json_object_set_new(o, "k256_signature", kms_prpc_bytes(keys.k256_signature, 65));
+    json_object_set_new(o, "tproxy_app_id", json_string(res.gateway_app_id));
+    json_object_set_new(o, "gateway_app_id", json_string(res.gateway_app_id));
+    json_object_set_new(o, "os_image_hash", kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
+    __atomic_add_fetch(&n->m.keys_released, 1, __ATOMIC_RELAXED);
+out:
+    audit(n, "GetAppKey", rc, &bi);
+    if (rc < 0) {
+        json_decref(o);
+        kms_prpc_error(resp, kms_err_detail());
+    } else {
+        kms_prpc_ok(resp, o);
+    }
+    OPENSSL_cleanse(&keys, sizeof(keys));
+    kms_boot_info_free(&bi);
+}
+
+static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
+                        struct kms_http_resp *resp)
+{
+    json_t *vmc = json_object_get(body, "vm_config");
+    struct kms_boot_info bi;
+    struct kms_auth_result res;
+    char *ca_pem = NULL;
+    json_t *o = NULL, *arr, *k;
+    int rc = 0;
+
+    memset(&bi, 0, sizeof(bi));
+    KMS_ENSURE(vmc == NULL || json_is_string(vmc), KMS_ERR_INVAL,
+               "failed to decode request: vm_config must be a string");
+    /* Always attested and authorized: no switch hands root keys to an unattested caller. */
+    KMS_GUARD(require_attested(c));
+    KMS_GUARD(require_serving(n));
+    KMS_GUARD(authorize(n, c, 1, vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_pkey_to_pem(n->keys.root_ca_key, &ca_pem));
+    o = json_object();
+    arr = json_array();
+    k = json_object();
+    KMS_GUARD_PTR(o);
+    KMS_GUARD_PTR(arr);
+    KMS_GUARD_PTR(k);
+    json_object_set_new(k, "ca_key", json_string(ca_pem));
+    json_object_set_new(k, "k256_key", kms_prpc_bytes(n->keys.root_k256, 32));
+    json_array_append_new(arr, k);
+    json_object_set_new(o, "temp_ca_key", json_string(n->keys.tmp_ca_key_pem));
+    json_object_set_new(o, "keys", arr);
+    KMS_INFO("root keys released to an attested, authorized KMS");
+out:
+    audit(n, "GetKmsKey", rc, &bi);
+    if (rc < 0) {
+        json_decref(o);
+        kms_prpc_error(resp, kms_err_detail());
+    } else {
+        /* The response carries root keys: encode, send, and wipe the JSON text's source. */
+        kms_prpc_ok(resp, o);
+    }
+    if (ca_pem != NULL)
+        kms_free_secret(ca_pem, strlen(ca_pem));
+    kms_boot_info_free(&bi);
+}
+
+static void get_env_pubkey(struct kms_node *n, json_t *body, struct kms_http_resp *resp)
+{
+    uint8_t *app_id = NULL;
+    size_t len = 0;
+    struct kms_env_pubkey ek;
+    json_t *o;
+    int rc = 0;
+
+    KMS_GUARD(kms_prpc_get_bytes(body, "app_id", &app_id, &len));
+    KMS_ENSURE(len == 20, KMS_ERR_INVAL, "app_id must be 20 bytes, got %zu", len);
+    KMS_GUARD(kms_derive_env_pubkey(n->keys.root_ca_key, n->keys.root_k256, app_id, len,
+                                    (uint64_t)time(NULL), &ek));
+    o = json_object();
+    json_object_set_new(o, "public_key", kms_prpc_bytes(ek.public_key, 32));
+    json_object_set_new(o, "signature", kms_prpc_bytes(ek.signature, 65));
+    json_object_set_new(o, "timestamp", json_integer((json_int_t)ek.timestamp));
+    json_object_set_new(o, "signature_v1", kms_prpc_bytes(ek.signature_v1, 65));
+    kms_prpc_ok(resp, o);
+out:
+    free(app_id);
+    if (rc < 0)
+        kms_prpc_error(resp, kms_err_detail());
+}
+
+static void get_meta(struct kms_node *n, struct kms_http_resp *resp)
+{
+    struct kms_auth_info info;
+    json_t *o, *bi = json_null();
+    int rc;
+
+    memset(&info, 0, sizeof(info));
+    rc = kms_auth_info(n->auth, &info);
+    if (rc < 0) {
+        kms_prpc_error(resp, kms_err_detail());
+        return;
+    }
+    if (n->keys.bootstrap_info_json != NULL) {
+        json_t *p = json_loads(n->keys.bootstrap_info_json, 0, NULL);
+
+        if (p != NULL) {
+            json_decref(bi);
+            bi = p;
+        }
+    }
+    o = json_object();
+    json_object_set_new(o, "ca_cert", json_string(n->keys.root_ca_pem));
+    json_object_set_new(o, "allow_any_upgrade", json_boolean(info.is_dev));
+    json_object_set_new(o, "k256_pubkey", kms_prpc_bytes(n->keys.k256_pubkey, 33));
+    json_object_set_new(o, "bootstrap_info", bi);
+    json_object_set_new(o, "is_dev", json_boolean(info.is_dev));
+#define OPT_STR(k, v) json_object_set_new(o, k, (v) != NULL ? json_string(v) : json_null())
+    OPT_STR("gateway_app_id", info.is_dev ? NULL : info.gateway_app_id);
+    OPT_STR("kms_contract_address", info.kms_contract_addr);
+    json_object_set_new(o, "chain_id",
+                        info.is_dev ? json_null() : json_integer((json_int_t)info.chain_id));
+    OPT_STR("app_auth_implementation", info.app_implementation);
+#undef OPT_STR
+    /* kmsd additions (ignored by dstack clients). */
+    json_object_set_new(o, "insecure_simulation", json_boolean(n->cfg.insecure_sim));
+    json_object_set_new(o, "ca_pubkey", kms_prpc_bytes(n->keys.ca_spki, n->keys.ca_spki_len));
+    json_object_set_new(o, "state", json_string(kms_node_state_name(n->state)));
+    kms_auth_info_clear(&info);
+    kms_prpc_ok(resp, o);
+}
+
+static void get_temp_ca_cert(struct kms_node *n, struct kms_http_resp *resp)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "temp_ca_cert", json_string(n->keys.tmp_ca_pem));
+    /* Public on purpose (as the reference): trust comes from the attestation, not this CA. */
+    json_object_set_new(o, "temp_ca_key", json_string(n->keys.tmp_ca_key_pem));
+    json_object_set_new(o, "ca_cert", json_string(n->keys.root_ca_pem));
+    kms_prpc_ok(resp, o);
+}
+
+static int is_attested_method(const char *m)
+{
+    return strcmp(m, "GetAppKey") == 0 || strcmp(m, "GetKmsKey") == 0 ||
+           strcmp(m, "SignCert") == 0;
+}
+
+static void observe(struct kms_node *n, const char *m, int status, double secs)
+{
+    static const double bounds[8] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1e30};
+
+    if (!is_attested_method(m))
+        return;
+    __atomic_add_fetch(&n->m.attestation_requests, 1, __ATOMIC_RELAXED);
+    if (status >= 400)
+        __atomic_add_fetch(&n->m.attestation_failures, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 8; i++) {
+        if (secs <= bounds[i]) {
+            __atomic_add_fetch(&n->m.latency_bucket[i], 1, __ATOMIC_RELAXED);
+            break;
+        }
+    }
+    pthread_mutex_lock(&n->lock);
+    n->m.latency_sum_s += secs;
+    n->m.latency_count++;
+    pthread_mutex_unlock(&n->lock);
+}
+
+void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    struct kms_node *n = arg;
+    struct caller c;
+    struct timespec t0, t1;
+    const char *m;
+    json_t *body = NULL;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    if (kms_node_handle_common(n, req, resp))
+        return;
+    m = kms_prpc_method(req->path, "KMS");
+    if (m == NULL) {
+        kms_http_resp_text(resp, 404, "application/json", "{\"error\": \"not found\"}");
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    __atomic_add_fetch(&n->m.rpc_requests, 1, __ATOMIC_RELAXED);
+    rc = verify_caller(n, req->client_cert, &c);
+    if (rc < 0) {
+        char msg[1200];
+
+        __atomic_add_fetch(&n->m.refusals_attestation, 1, __ATOMIC_RELAXED);
+        snprintf(msg, sizeof(msg), "invalid quote: %s", kms_err_detail());
+        KMS_WARN("%s: %s", m, msg);
+        kms_prpc_error(resp, msg);
+        goto out;
+    }
+    body = kms_prpc_body(req, resp);
+    if (body == NULL) {
+        __atomic_add_fetch(&n->m.refusals_input, 1, __ATOMIC_RELAXED);
+        goto out;
+    }
+    if (strcmp(m, "GetAppKey") == 0)
+        get_app_key(n, &c, body, resp);
+    else if (strcmp(m, "GetKmsKey") == 0)
+        get_kms_key(n, &c, body, resp);
+    else if (strcmp(m, "GetAppEnvEncryptPubKey") == 0)
+        get_env_pubkey(n, body, resp);
+    else if (strcmp(m, "GetMeta") == 0)
+        get_meta(n, resp);
+    else if (strcmp(m, "GetTempCaCert") == 0)
+        get_temp_ca_cert(n, resp);
+    else if (strcmp(m, "SignCert") == 0)
+        kms_sign_cert(n, c.att != NULL ? 1 : 0, body, resp);
+    else {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg), "method not found: %.100s", m);
+        kms_prpc_error(resp, msg);
+    }
+out:
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    observe(n, m, resp->status,
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    json_decref(body);
+    caller_clear(&c);
+}

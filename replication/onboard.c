@@ -1,0 +1,213 @@
+/* Onboard.Onboard: pull the cluster identity from a running node over RA-TLS (DESIGN.md §3).
+ * The source is authenticated during the TLS handshake (attested kms:rpc certificate, and the
+ * new node's own bootAuth/kms policy) before GetKmsKey is sent on that connection. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "node/crypto.h"
+#include "replication/replication.h"
+
+#define ONBOARD_TIMEOUT_MS 15000
+
+struct source_check {
+    struct kms_node *n;
+    int checked;
+};
+
+static int node_attest_cb(void *arg, const uint8_t rd[64], struct kms_attestation **out)
+{
+    return kms_node_attest(arg, rd, out);
+}
+
+/* Runs inside the handshake: attestation of the source and the new node's own KMS policy. */
+static int check_source(void *arg, X509 *leaf)
+{
+    struct source_check *sc = arg;
+    struct kms_attestation *att = NULL;
+    struct kms_verified v;
+    struct kms_boot_info bi;
+    struct kms_auth_result res;
+    int rc = 0;
+
+    memset(&v, 0, sizeof(v));
+    memset(&bi, 0, sizeof(bi));
+    KMS_GUARD(kms_check_kms_cert(sc->n->actx, leaf, &att, &v));
+    KMS_GUARD(kms_boot_info_derive(sc->n->actx, att, &v, NULL, 0, &bi));
+    rc = kms_auth_check(sc->n->auth, 1, &bi, &res);
+    if (rc < 0) {
+        kms_err_wrap(rc, "cannot check the source KMS against this node's policy");
+        goto out;
+    }
+    KMS_ENSURE(res.allowed, KMS_ERR_DENIED, "source KMS denied by this node's policy: %s",
+               res.reason);
+    sc->checked = 1;
+out:
+    kms_boot_info_free(&bi);
+    kms_verified_free(&v);
+    kms_att_free(att);
+    return rc;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int check_pins(struct kms_node *n, const uint8_t *spki, size_t spki_len,
+                      const uint8_t pub33[33])
+{
+    int rc = 0;
+
+    if (n->cfg.expect_k256_pubkey != NULL) {
+        uint8_t want[33];
+
+        KMS_GUARD(kms_hex_decode_exact(n->cfg.expect_k256_pubkey, want, 33));
+        KMS_ENSURE(memcmp(want, pub33, 33) == 0, KMS_ERR_REPL_IDENTITY,
+                   "source identity mismatch: k256 public key differs from "
+                   "--expect-k256-pubkey");
+    }
+    if (n->cfg.expect_ca_spki != NULL) {
+        uint8_t *want = NULL;
+        size_t wl = 0;
+
+        KMS_GUARD(kms_hex_decode(n->cfg.expect_ca_spki, &want, &wl));
+        rc = (wl == spki_len && memcmp(want, spki, wl) == 0)
+                 ? 0
+                 : kms_err_set(KMS_ERR_REPL_IDENTITY, "source identity mismatch: root CA key "
+                                                      "differs from --expect-ca-spki");
+        free(want);
+    }
+out:
+    return rc;
+}
+
+int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *domain,
+                     uint8_t k256_pub[33])
+{
+    struct kms_rpc_opts o;
+    struct kms_ra_identity ra;
+    struct source_check sc;
+    struct kms_identity id;
+    json_t *tmp = NULL, *keys = NULL, *k0;
+    EVP_PKEY *ca_key = NULL;
+    X509 *src_ca = NULL;
+    uint8_t *spki = NULL, *k256 = NULL;
+    size_t spki_len = 0, k256_len = 0;
+    uint8_t *src_spki = NULL;
+    int src_spki_len;
+    char *vm_body = NULL;
+    const char *ca_key_pem, *tmp_key_pem, *tmp_cert_pem, *ca_cert_pem;
+    int busy = 0;
+    int rc = 0;
+
+    memset(&o, 0, sizeof(o));
+    memset(&ra, 0, sizeof(ra));
+    memset(&id, 0, sizeof(id));
+    memset(&sc, 0, sizeof(sc));
+    pthread_mutex_lock(&n->lock);
+    if (n->state != KMS_STATE_UNINITIALIZED)
+        busy = 1;
+    else
+        n->state = KMS_STATE_ONBOARDING;
+    pthread_mutex_unlock(&n->lock);
+    if (busy)
+        return kms_err_set(KMS_ERR_STATE, "onboarding refused: node is %s",
+                           kms_node_state_name(n->state));
+    rc = kms_store_has_identity(n->store);
+    KMS_GUARD(rc);
+    KMS_ENSURE(rc == 0, KMS_ERR_EXISTS, "this node already has keys: onboarding refused");
+    KMS_ENSURE(domain != NULL && domain[0] != '\0' && strlen(domain) <= 253 &&
+                   strspn(domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") ==
+                       strlen(domain),
+               KMS_ERR_INVAL, "domain may contain only letters, digits, '-' and '.'");
+    KMS_ENSURE(source_url != NULL && strncmp(source_url, "https://", 8) == 0, KMS_ERR_INVAL,
+               "source_url must be an https:// URL of a running KMS");
+    KMS_GUARD(kms_node_self_authorize(n));
+
+    /* 1. Temp CA of the source (unauthenticated by design; the attestation is the trust). */
+    o.url = source_url;
+    o.timeout_ms = ONBOARD_TIMEOUT_MS;
+    KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
+    tmp_cert_pem = jstr(tmp, "temp_ca_cert");
+    tmp_key_pem = jstr(tmp, "temp_ca_key");
+    ca_cert_pem = jstr(tmp, "ca_cert");
+    KMS_ENSURE(tmp_cert_pem != NULL && tmp_key_pem != NULL && ca_cert_pem != NULL,
+               KMS_ERR_PARSE, "source GetTempCaCert response lacks temp_ca_cert/key or ca_cert");
+    KMS_GUARD(kms_cert_from_pem(ca_cert_pem, &src_ca));
+    src_spki_len = i2d_PUBKEY(X509_get0_pubkey(src_ca), &src_spki);
+    KMS_ENSURE(src_spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the source root CA key");
+
+    /* 2. Our RA-TLS client certificate. */
+    KMS_GUARD(kms_ra_identity_new(tmp_cert_pem, tmp_key_pem, node_attest_cb, n, &ra));
+
+    /* 3. One connection: handshake checks the source, then GetKmsKey. */
+    o.ca_pem = ca_cert_pem;
+    o.no_host_check = 1;
+    o.client_cert_pem = ra.cert_pem;
+    o.client_key_pem = ra.key_pem;
+    sc.n = n;
+    o.server_check = check_source;
+    o.server_check_arg = &sc;
+    KMS_GUARD(kms_rpc_call(&o, "GetKmsKey", "{\"vm_config\":\"\"}", &keys, NULL));
+    KMS_ENSURE(sc.checked, KMS_ERR_INTERNAL, "source was not checked");
+
+    /* 4. Validate what we received before writing anything. */
+    tmp_key_pem = jstr(keys, "temp_ca_key");
+    k0 = json_array_get(json_object_get(keys, "keys"), 0);
+    KMS_ENSURE(tmp_key_pem != NULL && json_array_size(json_object_get(keys, "keys")) == 1 &&
+                   json_is_object(k0),
+               KMS_ERR_PARSE, "GetKmsKey response must hold temp_ca_key and exactly one key set");
+    ca_key_pem = jstr(k0, "ca_key");
+    KMS_ENSURE(ca_key_pem != NULL, KMS_ERR_PARSE, "GetKmsKey response lacks ca_key");
+    KMS_GUARD(kms_prpc_get_bytes(k0, "k256_key", &k256, &k256_len));
+    KMS_ENSURE(k256_len == 32, KMS_ERR_PARSE, "k256_key must be 32 bytes");
+    KMS_GUARD(kms_pkey_from_pem(ca_key_pem, &ca_key));
+    KMS_GUARD(kms_pkey_spki_der(ca_key, &spki, &spki_len));
+    KMS_ENSURE(spki_len == (size_t)src_spki_len && memcmp(spki, src_spki, spki_len) == 0,
+               KMS_ERR_REPL_IDENTITY,
+               "source sent a root CA key that does not match its own root CA certificate");
+    KMS_GUARD(kms_k256_pubkey(k256, k256_pub));
+    KMS_GUARD(check_pins(n, spki, spki_len, k256_pub));
+
+    /* 5. Store in one transaction. */
+    id.root_ca_key_pem = strdup(ca_key_pem);
+    id.tmp_ca_key_pem = strdup(tmp_key_pem);
+    memcpy(id.root_k256, k256, 32);
+    id.domain = strdup(domain);
+    id.origin = malloc(strlen(source_url) + 10);
+    KMS_GUARD_PTR(id.root_ca_key_pem);
+    KMS_GUARD_PTR(id.tmp_ca_key_pem);
+    KMS_GUARD_PTR(id.domain);
+    KMS_GUARD_PTR(id.origin);
+    snprintf(id.origin, strlen(source_url) + 10, "onboard %s", source_url);
+    KMS_GUARD(kms_node_adopt_identity(n, &id));
+    if (kms_store_meta_set(n->store, "onboarded_from", source_url) < 0)
+        KMS_WARN("cannot record the onboarding source: %s", kms_err_detail());
+    if (kms_store_audit(n->store, "Onboard", "ok", source_url) < 0)
+        KMS_WARN("audit log append failed: %s", kms_err_detail());
+    KMS_INFO("onboarded from %s", source_url);
+out:
+    pthread_mutex_lock(&n->lock);
+    if (n->state == KMS_STATE_ONBOARDING)
+        n->state = KMS_STATE_UNINITIALIZED;
+    pthread_mutex_unlock(&n->lock);
+    if (k256 != NULL)
+        kms_free_secret(k256, k256_len);
+    kms_identity_clear(&id);
+    kms_ra_identity_clear(&ra);
+    EVP_PKEY_free(ca_key);
+    X509_free(src_ca);
+    free(spki);
+    OPENSSL_free(src_spki);
+    free(vm_body);
+    json_decref(tmp);
+    json_decref(keys);
+    return rc;
+}

@@ -1,0 +1,285 @@
+/* RA-TLS pRPC client over libcurl (OpenSSL backend), used by kmsctl and by onboarding. */
+#include <curl/curl.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "node/crypto.h"
+#include "replication/replication.h"
+
+#define RPC_MAX_RESPONSE (4u * 1024u * 1024u)
+
+struct sink {
+    struct kms_buf b;
+    int overflow;
+};
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = sz * nm;
+
+    if (s->b.len + n > RPC_MAX_RESPONSE || kms_buf_put(&s->b, p, n) < 0) {
+        s->overflow = 1;
+        return 0;
+    }
+    return n;
+}
+
+struct check_ctx {
+    const struct kms_rpc_opts *o;
+    int rc;
+    char detail[1024];
+};
+
+static int verify_cb(X509_STORE_CTX *sctx, void *arg)
+{
+    struct check_ctx *cc = arg;
+    X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
+
+    if (cc->o->ca_pem != NULL && X509_verify_cert(sctx) != 1) {
+        cc->rc = kms_err_set(KMS_ERR_VERIFY, "server certificate does not chain to the pinned CA: %s",
+                             X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx)));
+        snprintf(cc->detail, sizeof(cc->detail), "%s", kms_err_detail());
+        return 0;
+    }
+    cc->rc = cc->o->server_check(cc->o->server_check_arg, leaf);
+    if (cc->rc < 0) {
+        snprintf(cc->detail, sizeof(cc->detail), "%s", kms_err_detail());
+        X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    return 1;
+}
+
+static CURLcode ssl_ctx_cb(CURL *c, void *ssl_ctx, void *arg)
+{
+    (void)c;
+    SSL_CTX_set_cert_verify_callback((SSL_CTX *)ssl_ctx, verify_cb, arg);
+    return CURLE_OK;
+}
+
+static int server_leaf(CURL *c, X509 **out)
+{
+    struct curl_certinfo *ci = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    if (curl_easy_getinfo(c, CURLINFO_CERTINFO, &ci) != CURLE_OK || ci == NULL ||
+        ci->num_of_certs < 1)
+        return kms_err_set(KMS_ERR_NET, "the server presented no certificate");
+    for (struct curl_slist *s = ci->certinfo[0]; s != NULL; s = s->next) {
+        if (strncmp(s->data, "Cert:", 5) == 0) {
+            BIO *bio = BIO_new_mem_buf(s->data + 5, -1);
+
+            if (bio != NULL) {
+                *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+                BIO_free(bio);
+            }
+            break;
+        }
+    }
+    if (*out == NULL)
+        rc = kms_err_set(KMS_ERR_PARSE, "cannot read the server certificate");
+    return rc;
+}
+
+int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *body,
+                 json_t **resp, X509 **server_cert)
+{
+    CURL *c = NULL;
+    struct curl_slist *hdr = NULL;
+    struct sink s;
+    char url[2048];
+    char errbuf[CURL_ERROR_SIZE] = "";
+    size_t ul = strlen(o->url);
+    long status = 0;
+    long timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
+    json_error_t jerr;
+    json_t *j = NULL;
+    struct check_ctx chk;
+    CURLcode cc;
+    int rc = 0;
+
+    memset(&s, 0, sizeof(s));
+    memset(&chk, 0, sizeof(chk));
+    chk.o = o;
+    *resp = NULL;
+    if (server_cert != NULL)
+        *server_cert = NULL;
+    while (ul > 0 && o->url[ul - 1] == '/')
+        ul--;
+    KMS_ENSURE(ul < 1500, KMS_ERR_INVAL, "URL too long");
+    if (ul >= 5 && strncmp(o->url + ul - 5, "/prpc", 5) == 0)
+        snprintf(url, sizeof(url), "%.*s/%s?json", (int)ul, o->url, method);
+    else
+        snprintf(url, sizeof(url), "%.*s/prpc/%s?json", (int)ul, o->url, method);
+    c = curl_easy_init();
+    KMS_GUARD_PTR(c);
+    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout < 5000 ? timeout : 5000L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? body : "{}");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    if (o->ca_pem != NULL) {
+        struct curl_blob ca = {(void *)o->ca_pem, strlen(o->ca_pem), CURL_BLOB_COPY};
+
+        curl_easy_setopt(c, CURLOPT_CAINFO_BLOB, &ca);
+        curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, o->no_host_check ? 0L : 2L);
+    } else {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (o->client_cert_pem != NULL) {
+        struct curl_blob cert = {(void *)o->client_cert_pem, strlen(o->client_cert_pem),
+                                 CURL_BLOB_COPY};
+        struct curl_blob key = {(void *)o->client_key_pem, strlen(o->client_key_pem),
+                                CURL_BLOB_COPY};
+
+        curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cert);
+        curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key);
+        curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    if (server_cert != NULL)
+        curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
+    if (o->server_check != NULL) {
+        /* Our callback must run even without a pinned CA, so peer verification stays on and
+         * the callback itself decides. */
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
+        curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, &chk);
+    }
+    cc = curl_easy_perform(c);
+    if (chk.rc < 0) {
+        rc = kms_err_set(chk.rc, "%s", chk.detail);
+        goto out;
+    }
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
+        rc = kms_err_set(KMS_ERR_TIMEOUT, "%s: no answer from %.*s within %ld ms", method,
+                         (int)ul, o->url, timeout);
+        goto out;
+    }
+    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "%s: response larger than %u bytes", method,
+               RPC_MAX_RESPONSE);
+    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "%s: cannot reach %.*s: %s", method, (int)ul, o->url,
+               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    j = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len,
+                   JSON_DECODE_ANY, &jerr);
+    if (status == 400 && json_is_object(j) && json_is_string(json_object_get(j, "error"))) {
+        rc = kms_err_set(KMS_ERR_REPL_RPC, "%s", json_string_value(json_object_get(j, "error")));
+        goto out;
+    }
+    KMS_ENSURE(status == 200, KMS_ERR_NET, "%s: HTTP status %ld from %.*s", method, status,
+               (int)ul, o->url);
+    KMS_ENSURE(j != NULL, KMS_ERR_PARSE, "%s: invalid JSON response: %s", method, jerr.text);
+    if (server_cert != NULL)
+        KMS_GUARD(server_leaf(c, server_cert));
+    *resp = j;
+    j = NULL;
+out:
+    json_decref(j);
+    kms_buf_free(&s.b);
+    curl_slist_free_all(hdr);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return rc;
+}
+
+void kms_ra_identity_clear(struct kms_ra_identity *id)
+{
+    free(id->cert_pem);
+    if (id->key_pem != NULL)
+        kms_free_secret(id->key_pem, strlen(id->key_pem));
+    memset(id, 0, sizeof(*id));
+}
+
+int kms_ra_identity_new(const char *tmp_ca_cert_pem, const char *tmp_ca_key_pem,
+                        kms_attest_fn producer, void *arg, struct kms_ra_identity *out)
+{
+    EVP_PKEY *key = NULL, *ca_key = NULL;
+    X509 *ca = NULL, *cert = NULL;
+    struct kms_attestation *att = NULL;
+    struct kms_cert_params p;
+    uint8_t rd[64];
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    memset(&p, 0, sizeof(p));
+    KMS_GUARD(kms_cert_from_pem(tmp_ca_cert_pem, &ca));
+    KMS_GUARD(kms_pkey_from_pem(tmp_ca_key_pem, &ca_key));
+    KMS_GUARD(kms_p256_generate(&key));
+    KMS_GUARD(kms_report_data_for_pkey(key, rd));
+    KMS_GUARD(producer(arg, rd, &att));
+    p.cn = "RA-TLS TEMP Cert";
+    p.path_len = -1;
+    p.att = att;
+    KMS_GUARD(kms_cert_issue(&p, key, ca_key, ca, &cert));
+    KMS_GUARD(kms_cert_to_pem(cert, &out->cert_pem));
+    KMS_GUARD(kms_pkey_to_pem(key, &out->key_pem));
+out:
+    if (rc < 0)
+        kms_ra_identity_clear(out);
+    kms_att_free(att);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+    X509_free(ca);
+    X509_free(cert);
+    return rc;
+}
+
+int kms_check_kms_cert(const struct kms_attest_ctx *actx, X509 *cert,
+                       struct kms_attestation **att_out, struct kms_verified *v)
+{
+    uint8_t *usage = NULL, *spki = NULL;
+    size_t ulen = 0;
+    int spki_len;
+    struct kms_attestation *att = NULL;
+    struct kms_verified local;
+    int rc = 0;
+
+    memset(&local, 0, sizeof(local));
+    if (att_out != NULL)
+        *att_out = NULL;
+    rc = kms_ratls_get_ext(cert, KMS_OID_CERT_USAGE, &usage, &ulen);
+    KMS_ENSURE(rc == 0 && ulen == 7 && memcmp(usage, "kms:rpc", 7) == 0, KMS_ERR_VERIFY,
+               "server certificate lacks the kms:rpc usage: not a KMS RPC certificate");
+    rc = 0;
+    if (actx == NULL)
+        goto out;
+    rc = kms_ratls_get_attestation(cert, &att);
+    if (rc == KMS_ERR_ATT_NONE) {
+        rc = kms_err_set(KMS_ERR_ATT_NONE, "server certificate carries no attestation");
+        goto out;
+    }
+    KMS_GUARD(rc);
+    spki_len = i2d_PUBKEY(X509_get0_pubkey(cert), &spki);
+    KMS_ENSURE(spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the server key");
+    rc = kms_attest_verify_bound(actx, att, spki, (size_t)spki_len, v != NULL ? v : &local);
+    if (rc < 0) {
+        kms_err_wrap(rc, "server attestation does not verify");
+        goto out;
+    }
+    if (att_out != NULL) {
+        *att_out = att;
+        att = NULL;
+    }
+out:
+    free(usage);
+    OPENSSL_free(spki);
+    kms_att_free(att);
+    kms_verified_free(&local);
+    return rc;
+}
