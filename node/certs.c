@@ -101,6 +101,27 @@ static int add_san(X509 *cert, const struct kms_cert_params *p)
 
         KMS_ENSURE(len > 0 && len <= CERT_MAX_NAME, KMS_ERR_INVAL,
                    "SAN DNS name %zu must be 1..%u bytes", i, CERT_MAX_NAME);
+        /* Like rcgen: a name that parses as an IP address becomes an iPAddress SAN. */
+        {
+            ASN1_OCTET_STRING *ip = a2i_IPADDRESS(dns);
+
+            ERR_clear_error();
+            if (ip != NULL) {
+                gen = GENERAL_NAME_new();
+                if (gen == NULL) {
+                    ASN1_OCTET_STRING_free(ip);
+                    rc = kms_err_set(KMS_ERR_NOMEM, "out of memory");
+                    goto out;
+                }
+                GENERAL_NAME_set0_value(gen, GEN_IPADD, ip);
+                if (sk_GENERAL_NAME_push(gens, gen) <= 0) {
+                    GENERAL_NAME_free(gen);
+                    rc = kms_err_set(KMS_ERR_NOMEM, "out of memory");
+                    goto out;
+                }
+                continue;
+            }
+        }
         ia5 = ASN1_IA5STRING_new();
         KMS_GUARD_PTR(ia5);
         if (ASN1_STRING_set(ia5, dns, (int)len) != 1) {
