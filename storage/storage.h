@@ -27,9 +27,15 @@ struct kms_seal_cfg {
 
 struct kms_store;
 
-/* Opens (creating if needed) <data_dir>/kms.db with WAL; creates/loads the KEK. */
+/* Opens (creating if needed, dir 0700, file 0600) <data_dir>/kms.db with WAL; creates/loads the
+ * KEK. seal may be NULL (provider "file", default path). Provider "tpm" is refused for now
+ * (KMS_ERR_STORE_SEAL); a KEK file that is group/other-accessible, not 32 bytes, a symlink, or
+ * not the KEK the database was sealed with is refused (KMS_ERR_STORE_SEAL). A missing KEK file
+ * is created only while the database holds nothing sealed. *out: caller closes. All calls on
+ * one store are serialised internally (safe from several threads). */
 KMS_WUR int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal,
                            struct kms_store **out);
+/* Closes and wipes the KEK; accepts NULL. */
 void kms_store_close(struct kms_store *st);
 
 /* The cluster identity plus this node's RPC key. PEM strings are PKCS#8 "PRIVATE KEY".
@@ -48,11 +54,14 @@ void kms_identity_clear(struct kms_identity *id);
 
 /* 1 if a complete identity is stored, 0 if none, <0 on error. */
 KMS_WUR int kms_store_has_identity(struct kms_store *st);
-/* Stores the identity in one transaction; KMS_ERR_STORE_EXISTS if one exists. */
+/* Stores the identity in one transaction; KMS_ERR_STORE_EXISTS if one exists. Validates the
+ * keys first (KMS_ERR_PARSE) and requires domain and origin (KMS_ERR_INVAL). id is borrowed. */
 KMS_WUR int kms_store_save_identity(struct kms_store *st, const struct kms_identity *id);
-/* Loads and unseals; KMS_ERR_STORE_MISSING if none. */
+/* Loads and unseals into out (overwritten; caller clears with kms_identity_clear; cleared on
+ * error). KMS_ERR_STORE_MISSING if none; KMS_ERR_STORE_SEAL if any sealed column fails to
+ * authenticate (then no secret is returned). */
 KMS_WUR int kms_store_load_identity(struct kms_store *st, struct kms_identity *out);
-/* Replaces only the RPC key (sealed) of an existing identity. */
+/* Replaces only the RPC key (sealed) of an existing identity; KMS_ERR_STORE_MISSING if none. */
 KMS_WUR int kms_store_set_rpc_key(struct kms_store *st, const char *rpc_key_pem);
 
 /* Non-secret key/value metadata (node state, peers, ...). *value caller-frees; NOTFOUND. */
@@ -63,7 +72,10 @@ KMS_WUR int kms_store_meta_get(struct kms_store *st, const char *key, char **val
  * detail: non-secret text (app id hex, reason). */
 KMS_WUR int kms_store_audit(struct kms_store *st, const char *event, const char *outcome,
                             const char *detail);
-/* Verifies the hash chain; KMS_ERR_VERIFY names the first broken row. *count = rows. */
+/* Verifies the hash chain; KMS_ERR_VERIFY names the first broken row. *count = rows verified
+ * (all rows on success, the intact prefix on failure); count may be NULL.
+ * Row hash = sha256(prev_hash || u64be(id) || u64be(ts_ms) || u32be(len) event || u32be(len)
+ * outcome || u32be(len) detail); the first row's prev_hash is 32 zero bytes. */
 KMS_WUR int kms_store_audit_verify(struct kms_store *st, size_t *count);
 
 /* Last audit row's id (the row count of an intact log) and its hash, zero when empty, so the

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 
 #include "common/file.h"
+#include "common/log.h"
 #include "storage/storage.h"
 #include "test.h"
 
@@ -559,7 +560,7 @@ static void test_kek_file_checks(void)
     char *kek = path_in(dir, "kek.bin");
     struct kms_store *st = NULL;
     struct kms_seal_cfg cfg = {0};
-    uint8_t k[32] = {1};
+    uint8_t k[33] = {1};
     char *d2, *kek2, *link;
 
     CHECK_OK(kms_store_open(dir, NULL, &st));
@@ -967,6 +968,7 @@ static void test_dstack_import_negative(void)
 
 int main(void)
 {
+    kms_log_set_level(KMS_LOG_WARN); /* KEK creation notices */
     RUN(test_roundtrip);
     RUN(test_second_save_refused);
     RUN(test_save_validates);
