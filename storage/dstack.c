@@ -19,8 +19,8 @@
 #include "common/buf.h"
 #include "common/file.h"
 
-#define KEY_FILE_MAX (16u * 1024u)      /* a P-256 PKCS#8 PEM is ~240 bytes */
-#define K256_FILE_MAX 4096u             /* read more than 32 to report the real size */
+#define KEY_FILE_MAX (16u * 1024u) /* a P-256 PKCS#8 PEM is ~240 bytes */
+#define K256_FILE_MAX 4096u        /* read more than 32 to report the real size */
 #define DOMAIN_MAX 253u
 #define BOOTSTRAP_INFO_MAX (64u * 1024u)
 #define DIR_MAX 4000u
@@ -50,16 +50,15 @@ int kms_store_check_p256_pem(const char *pem, const char *what)
 
     KMS_ENSURE(pem != NULL, KMS_ERR_INVAL, "%s is missing", what);
     n = strnlen(pem, KEY_FILE_MAX + 1);
-    KMS_ENSURE(n <= KEY_FILE_MAX, KMS_ERR_PARSE, "%s is larger than %u bytes", what,
-               KEY_FILE_MAX);
+    KMS_ENSURE(n <= KEY_FILE_MAX, KMS_ERR_PARSE, "%s is larger than %u bytes", what, KEY_FILE_MAX);
     bio = BIO_new_mem_buf(pem, (int)n);
     KMS_GUARD_PTR(bio);
     KMS_ENSURE(PEM_read_bio(bio, &name, &header, &der, &der_len) == 1, KMS_ERR_PARSE,
                "%s is not a PEM block", what);
     KMS_ENSURE(strcmp(name, "PRIVATE KEY") == 0, KMS_ERR_PARSE,
                "%s is a PEM \"%s\", not a PKCS#8 \"PRIVATE KEY\"", what, name);
-    KMS_ENSURE(header[0] == '\0', KMS_ERR_PARSE, "%s has PEM headers (encrypted keys are not "
-               "supported)", what);
+    KMS_ENSURE(header[0] == '\0', KMS_ERR_PARSE,
+               "%s has PEM headers (encrypted keys are not supported)", what);
     rest_len = BIO_get_mem_data(bio, &rest);
     for (long i = 0; i < rest_len; i++)
         KMS_ENSURE(is_space(rest[i]), KMS_ERR_PARSE, "%s has data after its PEM block", what);
@@ -69,10 +68,10 @@ int kms_store_check_p256_pem(const char *pem, const char *what)
                "%s is not a valid DER PKCS#8 private key", what);
     pk = EVP_PKCS82PKEY(p8);
     KMS_ENSURE(pk != NULL, KMS_ERR_PARSE, "%s: unsupported or malformed PKCS#8 key", what);
-    KMS_ENSURE(EVP_PKEY_is_a(pk, "EC"), KMS_ERR_PARSE, "%s is a %s key, not an EC P-256 key",
-               what, EVP_PKEY_get0_type_name(pk) != NULL ? EVP_PKEY_get0_type_name(pk) : "?");
-    KMS_ENSURE(EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                              sizeof(group), &glen) == 1 &&
+    KMS_ENSURE(EVP_PKEY_is_a(pk, "EC"), KMS_ERR_PARSE, "%s is a %s key, not an EC P-256 key", what,
+               EVP_PKEY_get0_type_name(pk) != NULL ? EVP_PKEY_get0_type_name(pk) : "?");
+    KMS_ENSURE(EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                              &glen) == 1 &&
                    strcmp(group, "prime256v1") == 0,
                KMS_ERR_PARSE, "%s is an EC key on curve %s, not P-256", what,
                glen > 0 ? group : "(explicit parameters)");
@@ -121,7 +120,8 @@ int kms_store_check_k256(const uint8_t k[32], const char *what)
 }
 
 /* Reads dir/name (at most max bytes). Absent file: KMS_ERR_NOTFOUND naming it when required,
- * else 0 with *out NULL. *out is NUL-terminated; caller frees with kms_free_secret(*out, *len+1). */
+ * else 0 with *out NULL. *out is NUL-terminated; caller frees with kms_free_secret(*out, *len+1).
+ */
 static int read_file(const char *dir, const char *name, size_t max, int required, uint8_t **out,
                      size_t *len)
 {
@@ -152,8 +152,7 @@ static int read_pem(const char *dir, const char *name, int required, char **out)
     KMS_GUARD(read_file(dir, name, KEY_FILE_MAX, required, &b, &len));
     if (b == NULL)
         goto out;
-    KMS_ENSURE(strlen((char *)b) == len, KMS_ERR_PARSE, "%s in %s contains a NUL byte", name,
-               dir);
+    KMS_ENSURE(strlen((char *)b) == len, KMS_ERR_PARSE, "%s in %s contains a NUL byte", name, dir);
     rc = kms_store_check_p256_pem((char *)b, name);
     if (rc < 0) {
         rc = kms_err_wrap(rc, "in %s", dir);
@@ -178,8 +177,7 @@ static int read_text(const char *dir, const char *name, size_t max, char **out)
     KMS_GUARD(read_file(dir, name, max, 0, &b, &len));
     if (b == NULL)
         goto out;
-    KMS_ENSURE(strlen((char *)b) == len, KMS_ERR_PARSE, "%s in %s contains a NUL byte", name,
-               dir);
+    KMS_ENSURE(strlen((char *)b) == len, KMS_ERR_PARSE, "%s in %s contains a NUL byte", name, dir);
     while (len > 0 && is_space((char)b[len - 1]))
         len--;
     while (s < len && is_space((char)b[s]))
@@ -220,8 +218,8 @@ int kms_dstack_read_dir(const char *dir, struct kms_identity *out)
     if (out->domain != NULL) {
         size_t dl = strlen(out->domain);
 
-        KMS_ENSURE(dl <= DOMAIN_MAX, KMS_ERR_PARSE, "rpc-domain in %s is longer than %u bytes",
-                   dir, DOMAIN_MAX);
+        KMS_ENSURE(dl <= DOMAIN_MAX, KMS_ERR_PARSE, "rpc-domain in %s is longer than %u bytes", dir,
+                   DOMAIN_MAX);
         for (size_t i = 0; i < dl; i++)
             KMS_ENSURE(out->domain[i] > 0x20 && out->domain[i] < 0x7f, KMS_ERR_PARSE,
                        "rpc-domain in %s contains a space or non-printable character", dir);

@@ -44,10 +44,10 @@ struct kms_identity {
     char *root_ca_key_pem;
     char *tmp_ca_key_pem;
     uint8_t root_k256[32];
-    char *rpc_key_pem;          /* may be NULL (import: generated on first start) */
-    char *domain;               /* RPC certificate domain */
-    char *bootstrap_info_json;  /* Bootstrap response JSON, NULL when onboarded/imported */
-    char *origin;               /* "bootstrap", "onboard <url>", "import <dir>" */
+    char *rpc_key_pem;         /* may be NULL (import: generated on first start) */
+    char *domain;              /* RPC certificate domain */
+    char *bootstrap_info_json; /* Bootstrap response JSON, NULL when onboarded/imported */
+    char *origin;              /* "bootstrap", "onboard <url>", "import <dir>" */
 };
 
 void kms_identity_clear(struct kms_identity *id);

@@ -35,9 +35,9 @@
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define SEAL_VERSION 1
-#define SEAL_MAX (1u << 20)      /* largest sealed blob we accept */
-#define PEM_MAX (16u * 1024u)    /* largest key PEM we store */
-#define TEXT_MAX (256u * 1024u)  /* domain / origin / bootstrap info */
+#define SEAL_MAX (1u << 20)     /* largest sealed blob we accept */
+#define PEM_MAX (16u * 1024u)   /* largest key PEM we store */
+#define TEXT_MAX (256u * 1024u) /* domain / origin / bootstrap info */
 #define META_KEY_MAX 128
 #define META_VAL_MAX (1u << 20)
 #define AUDIT_FIELD_MAX 4096
@@ -50,7 +50,7 @@ struct kms_store {
     pthread_mutex_t mu; /* one connection, serialised: transactions never interleave */
     int mu_ok;
     sqlite3 *db;
-    uint8_t *kek;       /* KEK_LEN bytes in its own page: locked, not dumped, wiped on close */
+    uint8_t *kek; /* KEK_LEN bytes in its own page: locked, not dumped, wiped on close */
     size_t kek_map_len;
     char *kek_path;
 };
@@ -320,8 +320,8 @@ static int kek_read(struct kms_store *st, const char *path)
                    n < 0 ? strerror(errno) : "file is shorter than 32 bytes");
         off += (size_t)n;
     }
-    KMS_ENSURE(read(fd, &extra, 1) == 0, KMS_ERR_STORE_SEAL,
-               "KEK file %s is longer than %d bytes", path, KEK_LEN);
+    KMS_ENSURE(read(fd, &extra, 1) == 0, KMS_ERR_STORE_SEAL, "KEK file %s is longer than %d bytes",
+               path, KEK_LEN);
 out:
     close(fd);
     if (rc < 0)
@@ -358,8 +358,8 @@ static int kek_create(const char *path)
     }
     KMS_ENSURE(fsync(fd) == 0, KMS_ERR_STORE_SEAL, "fsync KEK file: %s", strerror(errno));
     if (link(tmpl, path) != 0 && errno != EEXIST) {
-        rc = kms_err_set(KMS_ERR_STORE_SEAL, "cannot create KEK file %s: %s", path,
-                         strerror(errno));
+        rc =
+            kms_err_set(KMS_ERR_STORE_SEAL, "cannot create KEK file %s: %s", path, strerror(errno));
         goto out;
     }
     snprintf(dirbuf, sizeof(dirbuf), "%s", path);
@@ -405,8 +405,8 @@ static int kek_verify(struct kms_store *st)
     KMS_ENSURE(prov != NULL && strcmp(prov, "file") == 0, KMS_ERR_STORE_SEAL,
                "this database was sealed by provider \"%s\", but provider \"file\" is configured",
                prov != NULL ? prov : "?");
-    rc = unseal(st, "seal/kek_check", sqlite3_column_blob(s, 1),
-                (size_t)sqlite3_column_bytes(s, 1), &pt, &pt_len);
+    rc = unseal(st, "seal/kek_check", sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
+                &pt, &pt_len);
     KMS_ENSURE(rc == 0, KMS_ERR_STORE_SEAL,
                "the KEK in %s is not the key this database was sealed with (wrong or replaced "
                "KEK file); refusing to open",
@@ -427,8 +427,8 @@ static int kek_store_check(struct kms_store *st)
     size_t blob_len = 0;
     int rc = 0;
 
-    KMS_GUARD(seal(st, "seal/kek_check", KEK_CHECK_PLAIN, strlen(KEK_CHECK_PLAIN), &blob,
-                   &blob_len));
+    KMS_GUARD(
+        seal(st, "seal/kek_check", KEK_CHECK_PLAIN, strlen(KEK_CHECK_PLAIN), &blob, &blob_len));
     KMS_GUARD(db_prepare(st->db,
                          "INSERT INTO seal(id, provider, kek_check) VALUES(1, 'file', ?) "
                          "ON CONFLICT(id) DO NOTHING",
@@ -456,8 +456,8 @@ static int kek_setup(struct kms_store *st, const char *data_dir, const struct km
                            "seal provider \"tpm\" is not implemented yet; available providers: "
                            "file");
     if (strcmp(provider, "file") != 0)
-        return kms_err_set(KMS_ERR_INVAL,
-                           "unknown seal provider \"%s\"; available providers: file", provider);
+        return kms_err_set(KMS_ERR_INVAL, "unknown seal provider \"%s\"; available providers: file",
+                           provider);
     if (cfg != NULL && cfg->kek_path != NULL && cfg->kek_path[0] != '\0')
         n = snprintf(path, sizeof(path), "%s", cfg->kek_path);
     else
@@ -504,8 +504,10 @@ static int schema_init(sqlite3 *db)
                        "database: file has tables but no kmsd schema version; not a kmsd "
                        "database");
             KMS_GUARD(db_exec(db, schema_v1, "create schema"));
-            KMS_GUARD(db_exec(db, "PRAGMA application_id = " STR(APPLICATION_ID), "set application id"));
-            KMS_GUARD(db_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), "set schema version"));
+            KMS_GUARD(
+                db_exec(db, "PRAGMA application_id = " STR(APPLICATION_ID), "set application id"));
+            KMS_GUARD(
+                db_exec(db, "PRAGMA user_version = " STR(SCHEMA_VERSION), "set schema version"));
             ver = SCHEMA_VERSION;
         }
         KMS_GUARD(db_exec(db, "COMMIT", "commit schema"));
@@ -549,8 +551,8 @@ int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal_cfg,
 {
     struct kms_store *st = NULL;
     char dbpath[PATH_MAX_LEN];
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX |
-                SQLITE_OPEN_NOFOLLOW;
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW;
     int rc = 0;
     int fd;
     int n;
@@ -703,11 +705,10 @@ int kms_store_save_identity(struct kms_store *st, const struct kms_identity *id)
                    &blen[ROOT]));
     KMS_GUARD(seal(st, what[TMP], id->tmp_ca_key_pem, strlen(id->tmp_ca_key_pem), &blob[TMP],
                    &blen[TMP]));
-    KMS_GUARD(seal(st, what[K256], id->root_k256, sizeof(id->root_k256), &blob[K256],
-                   &blen[K256]));
+    KMS_GUARD(seal(st, what[K256], id->root_k256, sizeof(id->root_k256), &blob[K256], &blen[K256]));
     if (id->rpc_key_pem != NULL)
-        KMS_GUARD(seal(st, what[RPC], id->rpc_key_pem, strlen(id->rpc_key_pem), &blob[RPC],
-                       &blen[RPC]));
+        KMS_GUARD(
+            seal(st, what[RPC], id->rpc_key_pem, strlen(id->rpc_key_pem), &blob[RPC], &blen[RPC]));
 
     pthread_mutex_lock(&st->mu);
     locked = 1;
@@ -757,8 +758,7 @@ static int col_unseal_str(const struct kms_store *st, sqlite3_stmt *s, int col, 
     int rc = 0;
 
     if (sqlite3_column_type(s, col) == SQLITE_NULL) {
-        KMS_ENSURE(may_be_null, KMS_ERR_STORE_SEAL, "sealed %s is missing from the database",
-                   what);
+        KMS_ENSURE(may_be_null, KMS_ERR_STORE_SEAL, "sealed %s is missing from the database", what);
         *out = NULL;
         return 0;
     }
@@ -937,8 +937,8 @@ out:
 /* hash = sha256(prev_hash || u64be(id) || u64be(ts) || for each of event, outcome, detail:
  * u32be(len) || bytes). Lengths make the encoding unambiguous; id binds the row position. */
 static int audit_hash(const uint8_t prev[32], int64_t id, int64_t ts, const char *event,
-                      size_t event_len, const char *outcome, size_t outcome_len,
-                      const char *detail, size_t detail_len, uint8_t out[32])
+                      size_t event_len, const char *outcome, size_t outcome_len, const char *detail,
+                      size_t detail_len, uint8_t out[32])
 {
     struct kms_buf b = {0};
     unsigned int outlen = 0;
@@ -983,8 +983,8 @@ int kms_store_audit(struct kms_store *st, const char *event, const char *outcome
 
     if (detail == NULL)
         detail = "";
-    KMS_ENSURE(event != NULL && event[0] != '\0' && strnlen(event, AUDIT_NAME_MAX + 1) <=
-                   AUDIT_NAME_MAX,
+    KMS_ENSURE(event != NULL && event[0] != '\0' &&
+                   strnlen(event, AUDIT_NAME_MAX + 1) <= AUDIT_NAME_MAX,
                KMS_ERR_INVAL, "audit event must be 1..%d bytes", AUDIT_NAME_MAX);
     KMS_ENSURE(outcome != NULL && outcome[0] != '\0' &&
                    strnlen(outcome, AUDIT_NAME_MAX + 1) <= AUDIT_NAME_MAX,

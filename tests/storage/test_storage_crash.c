@@ -192,8 +192,12 @@ static void test_kill_sweep(void)
             bad++;
         }
         switch (check_after_crash(dir)) {
-        case 0: none++; break;
-        case 1: full += !completed; break; /* count only killed runs */
+        case 0:
+            none++;
+            break;
+        case 1:
+            full += !completed; /* count only killed runs */
+            break;
         default:
             fprintf(stderr, "  violation after kill at step %ld\n", k);
             bad++;
@@ -253,8 +257,12 @@ static void test_kill_timed(void)
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         switch (check_after_crash(dir)) {
-        case 0: none++; break;
-        case 1: full++; break;
+        case 0:
+            none++;
+            break;
+        case 1:
+            full++;
+            break;
         default:
             fprintf(stderr, "  violation after kill at %u us\n", (unsigned)delay);
             bad++;
