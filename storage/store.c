@@ -776,15 +776,18 @@ out:
 
 static int col_text(sqlite3_stmt *s, int col, int may_be_null, const char *what, char **out)
 {
-    const unsigned char *t = sqlite3_column_text(s, col);
-    int n = sqlite3_column_bytes(s, col);
+    const unsigned char *t;
+    int n;
 
     *out = NULL;
+    /* type first: after column_text converts a value, column_type is undefined */
     if (sqlite3_column_type(s, col) == SQLITE_NULL) {
         if (may_be_null)
             return 0;
         return kms_err_set(KMS_ERR_STORE_DB, "database: identity %s is missing", what);
     }
+    t = sqlite3_column_text(s, col);
+    n = sqlite3_column_bytes(s, col);
     if (t == NULL)
         return kms_err_set(KMS_ERR_NOMEM, "out of memory");
     if ((size_t)n > TEXT_MAX)
