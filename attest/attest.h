@@ -269,14 +269,14 @@ KMS_WUR int kms_attest_verify_bound(const struct kms_attest_ctx *ctx,
                                     const struct kms_attestation *att, const uint8_t *spki,
                                     size_t spki_len, struct kms_verified *out);
 
+/* The pinned AWS Nitro Enclaves Root G1 (compiled in; SHA-256 of the DER
+ * 641a0321…bb5b). Returns a new X509 the caller frees, or NULL on allocation failure. */
+X509 *kms_attest_nitro_root(void);
+
 /* Google "EK/AK CA Root" for GCP vTPM attestation keys (compiled in; also
  * attest/roots/gcp-ek-ak-root-ca.pem; SHA-256 of the DER 59475959…beb2). Returns a new X509 the
  * caller frees, or NULL on allocation failure. */
 X509 *kms_attest_gcp_root(void);
-
-/* The pinned AWS Nitro Enclaves Root G1 (compiled in; SHA-256 of the DER
- * 641a0321…bb5b). Returns a new X509 the caller frees, or NULL on allocation failure. */
-X509 *kms_attest_nitro_root(void);
 
 /* ---------------------------------------------------------------- BootInfo */
 

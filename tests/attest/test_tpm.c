@@ -7,6 +7,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -20,6 +22,7 @@
 
 #include "attest/attest.h"
 #include "attest/internal.h"
+#include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "test.h"
@@ -698,6 +701,202 @@ static void test_swtpm_quote_limits(void)
     CHECK(q.message.p == NULL);
 }
 
+/* ================================================================ soft-signed quotes (unit) */
+
+/* A TPMS_ATTEST built by hand and signed by an OpenSSL key, so that selections a vTPM producer
+ * never makes (other banks, other PCRs) can be tested. */
+struct soft {
+    X509 *ca;
+    EVP_PKEY *ca_key;
+    EVP_PKEY *key;
+    struct kms_tpm_quote q;
+};
+
+static void put_be16(struct kms_buf *b, uint16_t v)
+{
+    CHECK_OK(kms_buf_put_u16be(b, v));
+}
+
+/* pcrs: indices of a single selection in bank alg; values: 32 bytes each, value i = i+1 repeated. */
+static void soft_build(struct soft *s, uint16_t alg, const uint32_t *pcrs, size_t n,
+                       const uint8_t *extra, size_t extra_len)
+{
+    struct kms_buf m = {0};
+    uint8_t bitmap[3] = {0, 0, 0};
+    uint8_t vals[8][32];
+    uint8_t digest[32];
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    uint8_t der[128];
+    size_t der_len = sizeof(der);
+    const uint8_t *dp = der;
+    ECDSA_SIG *sig;
+    const BIGNUM *r, *sv;
+    uint8_t rb[32], sb[32];
+    struct kms_buf sg = {0};
+
+    memset(&s->q, 0, sizeof(s->q));
+    for (size_t i = 0; i < n; i++) {
+        memset(vals[i], (int)(i + 1), 32);
+        bitmap[pcrs[i] / 8] |= (uint8_t)(1u << (pcrs[i] % 8));
+    }
+    EVP_Digest(vals, n * 32, digest, NULL, EVP_sha256(), NULL);
+    CHECK_OK(kms_buf_put_u32be(&m, 0xff544347u));
+    put_be16(&m, 0x8018);
+    put_be16(&m, 2); /* qualifiedSigner: a bare alg id, enough for the parser */
+    put_be16(&m, 0x000b);
+    put_be16(&m, (uint16_t)extra_len);
+    CHECK_OK(kms_buf_put(&m, extra, extra_len));
+    CHECK_OK(kms_buf_put_u64be(&m, 1234));
+    CHECK_OK(kms_buf_put_u32be(&m, 1));
+    CHECK_OK(kms_buf_put_u32be(&m, 0));
+    CHECK_OK(kms_buf_put_u8(&m, 1));
+    CHECK_OK(kms_buf_put_u64be(&m, 0x2016051100162800ull));
+    CHECK_OK(kms_buf_put_u32be(&m, 1));
+    put_be16(&m, alg);
+    CHECK_OK(kms_buf_put_u8(&m, 3));
+    CHECK_OK(kms_buf_put(&m, bitmap, 3));
+    put_be16(&m, 32);
+    CHECK_OK(kms_buf_put(&m, digest, 32));
+    s->q.message.p = kms_buf_steal(&m, &s->q.message.len);
+
+    CHECK(EVP_DigestSignInit(mctx, NULL, EVP_sha256(), NULL, s->key) == 1);
+    CHECK(EVP_DigestSign(mctx, der, &der_len, s->q.message.p, s->q.message.len) == 1);
+    sig = d2i_ECDSA_SIG(NULL, &dp, (long)der_len);
+    CHECK(sig != NULL);
+    ECDSA_SIG_get0(sig, &r, &sv);
+    BN_bn2binpad(r, rb, 32);
+    BN_bn2binpad(sv, sb, 32);
+    put_be16(&sg, 0x0018);
+    put_be16(&sg, 0x000b);
+    put_be16(&sg, 32);
+    CHECK_OK(kms_buf_put(&sg, rb, 32));
+    put_be16(&sg, 32);
+    CHECK_OK(kms_buf_put(&sg, sb, 32));
+    s->q.signature.p = kms_buf_steal(&sg, &s->q.signature.len);
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(mctx);
+
+    s->q.pcrs = calloc(n, sizeof(*s->q.pcrs));
+    for (size_t i = 0; i < n; i++) {
+        s->q.pcrs[i].index = pcrs[i];
+        s->q.pcrs[i].algorithm = strdup("sha256");
+        s->q.pcrs[i].value.p = malloc(32);
+        memcpy(s->q.pcrs[i].value.p, vals[i], 32);
+        s->q.pcrs[i].value.len = 32;
+    }
+    s->q.n_pcrs = n;
+    s->q.platform = 1;
+    CHECK_OK(kms_vtpm_issue_ak_cert(s->key, s->ca, s->ca_key, &s->q.ak_cert.p,
+                                    &s->q.ak_cert.len));
+}
+
+static const uint32_t policy[3] = {0, 2, 14};
+static const uint8_t soft_qd[4] = {1, 2, 3, 4};
+
+/* A soft-signed quote over sha256:0,2,14 verifies (the verifier is not tied to swtpm output);
+ * then every structural check of the signature and of the PCR list rejects its own flip. */
+static void test_soft_quote(void)
+{
+    struct soft s = {0};
+    struct kms_attest_ctx *c;
+    struct kms_verified v;
+    struct kms_bytes save;
+    uint8_t *b;
+    EVP_PKEY *p384 = EVP_EC_gen("P-384");
+    EVP_PKEY *rsa = EVP_RSA_gen(2048);
+    static const uint32_t no14[3] = {0, 2, 15};
+
+    memset(&v, 0, sizeof(v));
+    CHECK_OK(kms_vtpm_test_ca("soft CA", NULL, NULL, &s.ca, &s.ca_key));
+    s.key = EVP_EC_gen("P-256");
+    c = ctx_with(s.ca, 0);
+    soft_build(&s, KMS_TPM_ALG_SHA256, policy, 3, soft_qd, sizeof(soft_qd));
+    CHECK_OK(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v));
+    CHECK(v.pcr[2][0] == 3 && v.pcr[1][0] == 2 && v.pcr[0][0] == 1);
+
+    /* signature structure */
+    s.q.signature.p[1] = 0x15; /* sigAlg 0x0015 (RSAPSS) */
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("neither RSASSA nor ECDSA");
+    s.q.signature.p[1] = 0x14; /* RSASSA claimed, EC key */
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("not RSA");
+    s.q.signature.p[1] = 0x18;
+    CHECK_OK(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v));
+    s.q.signature.len--;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("malformed");
+    s.q.signature.len++;
+    b = realloc(s.q.signature.p, s.q.signature.len + 1);
+    s.q.signature.p = b;
+    b[s.q.signature.len] = 0;
+    s.q.signature.len++;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("trailing");
+    s.q.signature.len--;
+
+    /* AK certificate key of the wrong type or curve */
+    save = s.q.ak_cert;
+    CHECK_OK(kms_vtpm_issue_ak_cert(p384, s.ca, s.ca_key, &s.q.ak_cert.p, &s.q.ak_cert.len));
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("P-256");
+    free(s.q.ak_cert.p);
+    CHECK_OK(kms_vtpm_issue_ak_cert(rsa, s.ca, s.ca_key, &s.q.ak_cert.p, &s.q.ak_cert.len));
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_TPM_SIG);
+    CHECK_DETAIL("not EC");
+    free(s.q.ak_cert.p);
+    s.q.ak_cert.p = NULL;
+    s.q.ak_cert.len = 0;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_CHAIN);
+    CHECK_DETAIL("no AK certificate");
+    s.q.ak_cert = save;
+
+    /* PCR list against the selection */
+    s.q.n_pcrs = 2;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_PCR);
+    CHECK_DETAIL("pcr_values has 2");
+    s.q.n_pcrs = 3;
+    s.q.pcrs[1].value.len = 31;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_PCR);
+    CHECK_DETAIL("want 32");
+    s.q.pcrs[1].value.len = 32;
+    /* an event with a non-SHA-256 digest */
+    s.q.events = calloc(1, sizeof(*s.q.events));
+    s.q.n_events = 1;
+    s.q.events[0].pcr_index = 0;
+    s.q.events[0].digest.p = calloc(1, 20);
+    s.q.events[0].digest.len = 20;
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("20-byte digest");
+    kms_tpm_events_free(s.q.events, 1);
+    s.q.events = NULL;
+    s.q.n_events = 0;
+    CHECK_OK(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v));
+    kms_tpm_quote_clear(&s.q);
+
+    /* selections a GCP quote must not have: the SHA-1 bank, no PCR 14 */
+    soft_build(&s, KMS_TPM_ALG_SHA1, policy, 3, soft_qd, sizeof(soft_qd));
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_PCR);
+    CHECK_DETAIL("bank 0x0004");
+    kms_tpm_quote_clear(&s.q);
+    soft_build(&s, KMS_TPM_ALG_SHA256, no14, 3, soft_qd, sizeof(soft_qd));
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_PCR);
+    CHECK_DETAIL("does not cover PCR 14");
+    kms_tpm_quote_clear(&s.q);
+    /* empty qualifying data must match empty extraData, not anything */
+    soft_build(&s, KMS_TPM_ALG_SHA256, policy, 3, NULL, 0);
+    CHECK_OK(kms_tpm_verify(c, &s.q, NULL, 0, &v));
+    CHECK_RC(kms_tpm_verify(c, &s.q, soft_qd, sizeof(soft_qd), &v), KMS_ERR_ATT_REPORT_DATA);
+    kms_tpm_quote_clear(&s.q);
+
+    EVP_PKEY_free(p384);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(s.key);
+    X509_free(s.ca);
+    EVP_PKEY_free(s.ca_key);
+    kms_attest_ctx_free(c);
+}
+
 static int run_swtpm(void)
 {
     int rc = swtpm_start(&tpm);
@@ -746,6 +945,7 @@ int main(int argc, char **argv)
         RUN(test_eventlog_negative);
         RUN(test_ccel);
         RUN(test_gcp_root);
+        RUN(test_soft_quote);
     }
     TEST_MAIN_END();
 }
