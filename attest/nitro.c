@@ -93,7 +93,8 @@ out:
 }
 
 /* Walks one item. Allowed: integers, definite byte/text strings, definite or indefinite arrays
- * and maps (AWS emits the document as an indefinite map), tags, false/true/null. Rejected:
+ * and maps (AWS emits the document as an indefinite map), false/true/null. Rejected: tags (the
+ * only legal one, COSE_Sign1's 18 at the top, is removed before; libcbor 0.8 cannot load tags),
  * indefinite strings, floats, other simple values, stray breaks, depth > NITRO_MAX_DEPTH. */
 static int cbor_walk(struct kms_reader *r, unsigned depth)
 {
@@ -141,9 +142,8 @@ static int cbor_walk(struct kms_reader *r, unsigned depth)
         }
         break;
     case 6:
-        KMS_ENSURE(!indef, KMS_ERR_PARSE, "malformed tag");
-        KMS_GUARD(cbor_walk(r, depth + 1));
-        break;
+        rc = kms_err_set(KMS_ERR_PARSE, "unexpected CBOR tag %llu", (unsigned long long)val);
+        goto out;
     default: /* 7 */
         KMS_ENSURE(!indef, KMS_ERR_PARSE, "unexpected break");
         KMS_ENSURE(ai >= 20 && ai <= 22, KMS_ERR_PARSE,
@@ -173,8 +173,10 @@ static int cbor_parse(const uint8_t *p, size_t len, const char *what, cbor_item_
     memset(&res, 0, sizeof(res));
     *item = cbor_load(p, len, &res);
     KMS_ENSURE(*item != NULL && res.error.code == CBOR_ERR_NONE && res.read == len,
-               KMS_ERR_ATT_FORMAT, "Nitro %s: CBOR decoder failed (code %d)", what,
-               (int)res.error.code);
+               KMS_ERR_ATT_FORMAT,
+               "Nitro %s: CBOR decoder rejected it (invalid UTF-8 text or unsupported item; "
+               "libcbor code %d)",
+               what, (int)res.error.code);
 out:
     if (rc < 0 && *item != NULL) {
         cbor_decref(item);
@@ -267,24 +269,43 @@ static int get_opt_bstr(const cbor_item_t *it, size_t max, const char *what, con
     return get_bstr(it, 0, max, what, p, len);
 }
 
-/* COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr(96)], tag 18
- * optional. Fills prot, payload, sig. */
-static int parse_cose(const cbor_item_t *top, struct nitro_doc *d)
+/* The optional COSE_Sign1 tag (18) in front of the array: *body is what follows it. */
+static int strip_cose_tag(const uint8_t *p, size_t len, const uint8_t **body, size_t *body_len)
 {
-    const cbor_item_t *arr = top;
-    cbor_item_t *tagged = NULL;
+    struct kms_reader r;
+    uint8_t major, ai;
+    uint64_t val;
+    int indef;
+    int rc = 0;
+
+    *body = p;
+    *body_len = len;
+    if ((p[0] >> 5) != 6)
+        return 0;
+    kms_rd_init(&r, p, len);
+    rc = cbor_head(&r, &major, &ai, &val, &indef);
+    if (rc < 0) {
+        rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "Nitro document tag is not valid CBOR");
+        goto out;
+    }
+    KMS_ENSURE(val == COSE_TAG_SIGN1 && !indef, KMS_ERR_ATT_FORMAT,
+               "Nitro document carries CBOR tag %llu, expected 18 (COSE_Sign1)",
+               (unsigned long long)val);
+    *body = p + r.off;
+    *body_len = len - r.off;
+out:
+    return rc;
+}
+
+/* COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr(96)].
+ * Fills prot, payload, sig. */
+static int parse_cose(const cbor_item_t *arr, struct nitro_doc *d)
+{
     cbor_item_t **el;
     const uint8_t *sig;
     size_t sig_len;
     int rc = 0;
 
-    if (cbor_isa_tag(top)) {
-        KMS_ENSURE(cbor_tag_value(top) == COSE_TAG_SIGN1, KMS_ERR_ATT_FORMAT,
-                   "Nitro document carries CBOR tag %llu, expected 18 (COSE_Sign1)",
-                   (unsigned long long)cbor_tag_value(top));
-        tagged = cbor_tag_item(top);
-        arr = tagged;
-    }
     KMS_ENSURE(cbor_isa_array(arr) && cbor_array_size(arr) == 4, KMS_ERR_ATT_FORMAT,
                "Nitro document is not a COSE_Sign1 array of 4 elements");
     el = cbor_array_handle(arr);
@@ -298,8 +319,6 @@ static int parse_cose(const cbor_item_t *top, struct nitro_doc *d)
                "Nitro COSE signature is %zu bytes, expected 96 (ES384 r||s)", sig_len);
     d->sig = sig;
 out:
-    if (tagged != NULL)
-        cbor_decref(&tagged);
     return rc;
 }
 
@@ -592,6 +611,8 @@ int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size
                      const uint8_t report_data[64], struct kms_verified *out)
 {
     struct nitro_doc d;
+    const uint8_t *body;
+    size_t body_len;
     cbor_item_t *top = NULL, *doc = NULL;
     X509 *leaf = NULL;
     int is_sim = 0;
@@ -600,7 +621,8 @@ int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size
     memset(&d, 0, sizeof(d));
     KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
                "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
-    KMS_GUARD(cbor_parse(cose, len, "COSE_Sign1 document", &top));
+    KMS_GUARD(strip_cose_tag(cose, len, &body, &body_len));
+    KMS_GUARD(cbor_parse(body, body_len, "COSE_Sign1 document", &top));
     KMS_GUARD(parse_cose(top, &d));
     KMS_GUARD(cbor_parse(d.payload, d.payload_len, "attestation document", &doc));
     KMS_GUARD(parse_document(doc, &d));

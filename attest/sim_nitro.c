@@ -273,7 +273,9 @@ static int build_payload(const uint8_t pcrs[3][48], const uint8_t report_data[64
     KMS_GUARD(map_put(m, cbor_build_string("cabundle"), cab));
     cab = NULL;
     KMS_GUARD(map_put(m, cbor_build_string("public_key"), cbor_new_null()));
-    KMS_GUARD(map_put(m, cbor_build_string("user_data"), cbor_build_bytestring(report_data, 64)));
+    KMS_GUARD(map_put(m, cbor_build_string("user_data"),
+                      report_data != NULL ? cbor_build_bytestring(report_data, 64)
+                                          : cbor_new_null()));
     KMS_GUARD(map_put(m, cbor_build_string("nonce"), cbor_new_null()));
     KMS_GUARD(serialize(m, out, len));
 out:
@@ -376,7 +378,8 @@ int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
     KMS_GUARD_PTR(att);
     att->mode = KMS_ATT_NITRO;
     KMS_GUARD(build_cose(leaf_key, payload, payload_len, &att->nsm_quote.p, &att->nsm_quote.len));
-    memcpy(att->report_data, report_data, 64);
+    if (report_data != NULL)
+        memcpy(att->report_data, report_data, 64);
     SHA256(&pcrs[0][0], 3 * 48, h);
     kms_hex_encode(h, sizeof(h), hex);
     snprintf(config, sizeof(config), "{\"os_image_hash\":\"%s\"}", hex);
