@@ -1026,6 +1026,120 @@ out:
     rm_sim_dir(dir);
 }
 
+/* Issues a P-256 leaf under the sim root in dir (DER in *der, caller frees). */
+static int p256_leaf_under_sim_root(const char *dir, uint8_t **der, size_t *der_len)
+{
+    char path[4096];
+    FILE *fh;
+    X509 *root = NULL, *leaf = X509_new();
+    EVP_PKEY *root_key = NULL, *key = EVP_EC_gen("P-256");
+    int n, rc = KMS_ERR_CRYPTO;
+
+    snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", dir);
+    fh = fopen(path, "r");
+    if (fh != NULL) {
+        root = PEM_read_X509(fh, NULL, NULL, NULL);
+        fclose(fh);
+    }
+    snprintf(path, sizeof(path), "%s/sim-nitro-root.key", dir);
+    fh = fopen(path, "r");
+    if (fh != NULL) {
+        root_key = PEM_read_PrivateKey(fh, NULL, NULL, NULL);
+        fclose(fh);
+    }
+    if (root == NULL || root_key == NULL || leaf == NULL || key == NULL)
+        goto out;
+    X509_set_version(leaf, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(leaf), 7);
+    X509_set_subject_name(leaf, X509_get_subject_name(root));
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(leaf), "OU", MBSTRING_ASC,
+                               (const unsigned char *)"p256 leaf", -1, -1, 0);
+    X509_set_issuer_name(leaf, X509_get_subject_name(root));
+    X509_gmtime_adj(X509_getm_notBefore(leaf), -60);
+    X509_gmtime_adj(X509_getm_notAfter(leaf), 3600);
+    X509_set_pubkey(leaf, key);
+    if (X509_sign(leaf, root_key, EVP_sha384()) <= 0)
+        goto out;
+    *der = NULL;
+    n = i2d_X509(leaf, der);
+    if (n > 0) {
+        *der_len = (size_t)n;
+        rc = 0;
+    }
+out:
+    X509_free(root);
+    X509_free(leaf);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+/* The leaf key must be EC P-384 (ES384): a document whose leaf chains correctly but holds a
+ * P-256 key → COSE_SIG, before any signature arithmetic. */
+static void test_leaf_not_p384(void)
+{
+    char dir[64], path[4096];
+    uint8_t pcrs[3][48], rd[64], *der = NULL, *pl_bytes = NULL, *cose = NULL;
+    size_t der_len = 0, pl_len = 0, cose_len = 0, cap = 0;
+    struct kms_attestation *att = NULL;
+    struct kms_attest_ctx *ctx = kms_attest_ctx_new();
+    struct kms_verified v;
+    struct cbor_load_result r;
+    cbor_item_t *top = NULL, *pl = NULL, *m = NULL, *sig = NULL, *prot = NULL;
+    struct cbor_pair *pairs;
+
+    sim_inputs(pcrs, rd);
+    CHECK_OK(mkdtemp_dir(dir, sizeof(dir)));
+    CHECK_OK(kms_sim_nitro_attest(dir, pcrs, rd, NULL, &att));
+    if (att == NULL || ctx == NULL)
+        goto out;
+    CHECK_OK(p256_leaf_under_sim_root(dir, &der, &der_len));
+    top = cbor_load(att->nsm_quote.p, att->nsm_quote.len, &r);
+    CHECK(top != NULL);
+    if (top == NULL || der == NULL)
+        goto out;
+    prot = cbor_array_get(top, 0);
+    pl = cbor_array_get(top, 2);
+    sig = cbor_array_get(top, 3);
+    m = cbor_load(cbor_bytestring_handle(pl), cbor_bytestring_length(pl), &r);
+    CHECK(m != NULL);
+    if (m == NULL)
+        goto out;
+    pairs = cbor_map_handle(m);
+    for (size_t i = 0; i < cbor_map_size(m); i++) {
+        if (cbor_string_length(pairs[i].key) == 11 &&
+            memcmp(cbor_string_handle(pairs[i].key), "certificate", 11) == 0) {
+            cbor_decref(&pairs[i].value);
+            pairs[i].value = cbor_build_bytestring(der, der_len);
+        }
+    }
+    pl_len = cbor_serialize_alloc(m, &pl_bytes, &cap);
+    CHECK(pl_len > 0);
+    CHECK_OK(build_cose(cbor_bytestring_handle(prot), cbor_bytestring_length(prot), pl_bytes,
+                        pl_len, cbor_bytestring_handle(sig), 96, &cose, &cose_len));
+    snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", dir);
+    CHECK_OK(kms_attest_ctx_add_root_file(ctx, KMS_ROOT_NITRO, path, 1));
+    CHECK_RC(kms_nitro_verify(ctx, cose, cose_len, rd, &v), KMS_ERR_ATT_COSE_SIG);
+    CHECK_DETAIL("not an EC P-384 key");
+out:
+    if (m != NULL)
+        cbor_decref(&m);
+    if (pl != NULL)
+        cbor_decref(&pl);
+    if (sig != NULL)
+        cbor_decref(&sig);
+    if (prot != NULL)
+        cbor_decref(&prot);
+    if (top != NULL)
+        cbor_decref(&top);
+    free(pl_bytes);
+    free(cose);
+    OPENSSL_free(der);
+    kms_att_free(att);
+    kms_attest_ctx_free(ctx);
+    rm_sim_dir(dir);
+}
+
 int main(void)
 {
     RUN(test_pinned_root);
@@ -1047,5 +1161,6 @@ int main(void)
     RUN(test_sim_verifies);
     RUN(test_sim_needs_sim_root);
     RUN(test_sim_negatives);
+    RUN(test_leaf_not_p384);
     TEST_MAIN_END();
 }
