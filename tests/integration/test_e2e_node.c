@@ -1,0 +1,501 @@
+/*
+ * End-to-end tests of one kmsd process over real TLS: bootstrap (once), the full RA-TLS
+ * GetAppKey flow, every refusal of an attested RPC (no cert, foreign CA, unbound report_data,
+ * one flipped byte in quote / QE report / PCK chain), policy by a real auth-api webhook
+ * (deny, slow, unreachable: fail closed), malformed and oversized requests, and import of
+ * dstack keys reproducing the independent vectors of shared/fixtures/kdf exactly.
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/file.h"
+#include "common/hex.h"
+#include "node/crypto.h"
+#include "replication/replication.h"
+#include "test.h"
+
+static char g_tmp[256];
+static char g_sim[300];
+static struct kms_sim *g_simh;
+
+static unsigned free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t l = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    getsockname(fd, (struct sockaddr *)&sa, &l);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static pid_t spawn_kmsd(const char *name, unsigned port, const char *const *extra)
+{
+    char bin[512], dir[512], listen[64], log[600];
+    const char *argv[32];
+    int n = 0;
+    pid_t pid;
+
+    snprintf(bin, sizeof(bin), "%s/node/kmsd", getenv("KMS_BIN_DIR"));
+    snprintf(dir, sizeof(dir), "%s/%s", g_tmp, name);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+    snprintf(log, sizeof(log), "%s/%s.log", g_tmp, name);
+    argv[n++] = bin;
+    argv[n++] = "--data-dir";
+    argv[n++] = dir;
+    argv[n++] = "--sim-dir";
+    argv[n++] = g_sim;
+    argv[n++] = "--tee";
+    argv[n++] = "sim";
+    argv[n++] = "--insecure-sim";
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    argv[n++] = "--name";
+    argv[n++] = name;
+    while (extra != NULL && *extra != NULL)
+        argv[n++] = *extra++;
+    argv[n] = NULL;
+    pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen(log, "w", stderr);
+
+        (void)f;
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    usleep(300000);
+    return pid;
+}
+
+static void stop(pid_t pid)
+{
+    int st;
+
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+}
+
+static int call(const char *url, const char *method, const char *body, json_t **resp)
+{
+    struct kms_rpc_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.timeout_ms = 10000;
+    return kms_rpc_call(&o, method, body, resp, NULL);
+}
+
+/* Waits until the HTTPS service answers GetTempCaCert. */
+static int wait_serving(const char *url)
+{
+    for (int i = 0; i < 100; i++) {
+        json_t *r = NULL;
+
+        if (call(url, "GetTempCaCert", NULL, &r) == 0) {
+            json_decref(r);
+            return 0;
+        }
+        usleep(100000);
+    }
+    return -1;
+}
+
+/* ---- the app client with controllable evidence */
+
+enum tamper { T_NONE, T_UNBOUND, T_QUOTE, T_QE, T_PCK };
+
+struct app {
+    uint8_t app_id[20];
+    uint8_t inst[20];
+    size_t inst_len;
+    enum tamper t;
+};
+
+static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **out)
+{
+    struct app *a = arg;
+    struct kms_runtime_event ev[5];
+    uint8_t compose[32] = {7};
+    uint8_t zero[64] = {0};
+    struct kms_tdx_quote q;
+    int rc;
+
+    memset(ev, 0, sizeof(ev));
+    ev[0].event = (char *)"system-preparing";
+    ev[1].event = (char *)"app-id";
+    ev[1].payload.p = a->app_id;
+    ev[1].payload.len = 20;
+    ev[2].event = (char *)"compose-hash";
+    ev[2].payload.p = compose;
+    ev[2].payload.len = 32;
+    ev[3].event = (char *)"instance-id";
+    ev[3].payload.p = a->inst;
+    ev[3].payload.len = a->inst_len;
+    ev[4].event = (char *)"boot-mr-done";
+    rc = kms_sim_attest(g_simh, NULL, a->t == T_UNBOUND ? zero : rd, ev, 5, "", out);
+    if (rc < 0 || a->t == T_NONE || a->t == T_UNBOUND)
+        return rc;
+    if (kms_tdx_quote_parse((*out)->tdx_quote.p, (*out)->tdx_quote.len, &q) < 0)
+        return -1;
+    if (a->t == T_QUOTE) {
+        (*out)->tdx_quote.p[48 + 150] ^= 1; /* mr_td */
+    } else if (a->t == T_QE) {
+        (*out)->tdx_quote.p[(size_t)(q.qe_report - (*out)->tdx_quote.p) + 10] ^= 1;
+    } else {
+        const char *e1 = strstr((const char *)q.pck_chain, "-----END CERTIFICATE-----");
+        const char *e2 = e1 != NULL ? strstr(e1 + 1, "-----END CERTIFICATE-----") : NULL;
+        uint8_t *c;
+
+        if (e2 == NULL)
+            return -1;
+        c = (*out)->tdx_quote.p + ((const uint8_t *)e2 - (*out)->tdx_quote.p) - 10;
+        *c = *c == 'A' ? 'B' : 'A';
+    }
+    return 0;
+}
+
+/* Runs the client flow; returns rc of GetAppKey, *resp on success. ca: foreign CA if set. */
+static int get_app_key(const char *url, struct app *a, int no_cert, int foreign_ca,
+                       json_t **resp)
+{
+    json_t *tmp = NULL;
+    struct kms_rpc_opts o;
+    struct kms_ra_identity ra;
+    const char *tc, *tk;
+    char *fc_pem = NULL, *fk_pem = NULL;
+    int rc;
+
+    memset(&o, 0, sizeof(o));
+    memset(&ra, 0, sizeof(ra));
+    *resp = NULL;
+    o.url = url;
+    o.timeout_ms = 10000;
+    rc = kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL);
+    if (rc < 0)
+        return rc;
+    tc = json_string_value(json_object_get(tmp, "temp_ca_cert"));
+    tk = json_string_value(json_object_get(tmp, "temp_ca_key"));
+    o.ca_pem = json_string_value(json_object_get(tmp, "ca_cert"));
+    if (foreign_ca) {
+        EVP_PKEY *k = NULL;
+        X509 *c = NULL;
+        struct kms_cert_params p;
+
+        memset(&p, 0, sizeof(p));
+        p.cn = "Dstack Client Temp CA";
+        p.org = "Dstack";
+        p.is_ca = 1;
+        CHECK_OK(kms_p256_generate(&k));
+        CHECK_OK(kms_cert_issue(&p, k, k, NULL, &c));
+        CHECK_OK(kms_cert_to_pem(c, &fc_pem));
+        CHECK_OK(kms_pkey_to_pem(k, &fk_pem));
+        tc = fc_pem;
+        tk = fk_pem;
+        EVP_PKEY_free(k);
+        X509_free(c);
+    }
+    if (!no_cert) {
+        rc = kms_ra_identity_new(tc, tk, app_attest, a, &ra);
+        if (rc < 0)
+            goto out;
+        o.client_cert_pem = ra.cert_pem;
+        o.client_key_pem = ra.key_pem;
+    }
+    rc = kms_rpc_call(&o, "GetAppKey", "{\"api_version\":1,\"vm_config\":\"\"}", resp, NULL);
+out:
+    kms_ra_identity_clear(&ra);
+    free(fc_pem);
+    free(fk_pem);
+    json_decref(tmp);
+    return rc;
+}
+
+/* ---- a real auth-api webhook (in-process HTTP server) */
+
+static volatile int hook_mode; /* 0 allow, 1 deny, 2 slow */
+static volatile int hook_app_calls;
+
+static enum MHD_Result hook(void *cls, struct MHD_Connection *c, const char *url,
+                            const char *method, const char *ver, const char *up, size_t *ups,
+                            void **ptr)
+{
+    const char *body;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    (void)cls;
+    (void)ver;
+    (void)up;
+    if (*ptr == NULL) {
+        *ptr = (void *)1;
+        return MHD_YES;
+    }
+    if (*ups > 0) {
+        *ups = 0;
+        return MHD_YES;
+    }
+    if (strcmp(method, "GET") == 0) {
+        body = "{\"status\":\"ok\",\"kmsContractAddr\":\"0x00\",\"gatewayAppId\":\"gw\","
+               "\"chainId\":1,\"appImplementation\":\"0x00\"}";
+    } else if (strstr(url, "bootAuth/kms") != NULL) {
+        body = "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
+    } else {
+        hook_app_calls++;
+        if (hook_mode == 2)
+            sleep(3);
+        body = hook_mode == 1
+                   ? "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"App not registered\"}"
+                   : "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
+    }
+    r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void expect_refused(int rc, const char *detail)
+{
+    CHECK(rc == KMS_ERR_REPL_RPC);
+    CHECK_DETAIL(detail);
+}
+
+/* Raw HTTPS POST without client cert: status and body. */
+static long raw_post(const char *url, const char *body, size_t len, char *out, size_t outlen)
+{
+    CURL *c = curl_easy_init();
+    FILE *f = fmemopen(out, outlen, "w");
+    long status = 0;
+
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    fclose(f);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+/* Bootstrap once (a second Bootstrap is refused and keys stay), the RA-TLS flow, every
+ * attestation refusal, webhook policy outcomes, malformed/oversized input. */
+static void test_node_webhook(void)
+{
+    unsigned port = free_port(), hport = free_port();
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+                                                MHD_USE_THREAD_PER_CONNECTION,
+                                            (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
+    char hook_url[64], ob[64], url[64], raw[128], out[4096];
+    char to[16] = "1000";
+    const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, "--auth-timeout-ms", to,
+                           NULL};
+    json_t *r1 = NULL, *r2 = NULL, *resp = NULL;
+    struct app a;
+    struct timespec t0, t1;
+    pid_t pid;
+    int rc;
+
+    CHECK(d != NULL);
+    snprintf(hook_url, sizeof(hook_url), "http://127.0.0.1:%u", hport);
+    snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
+    pid = spawn_kmsd("n-webhook", port, extra);
+    CHECK_OK(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r1));
+    /* A second Bootstrap is refused and the keys stay those of the first. */
+    CHECK_RC(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r2), KMS_ERR_REPL_RPC);
+    CHECK_DETAIL("already has keys");
+    CHECK_OK(call(ob, "Finish", NULL, &r2));
+    json_decref(r2);
+    r2 = NULL;
+    CHECK_OK(wait_serving(url));
+    CHECK_OK(call(url, "GetMeta", NULL, &r2));
+    CHECK(json_equal(json_object_get(r1, "k256_pubkey"), json_object_get(r2, "k256_pubkey")));
+    CHECK(strcmp(json_string_value(json_object_get(r2, "gateway_app_id")), "gw") == 0);
+    json_decref(r2);
+
+    memset(&a, 0, sizeof(a));
+    memset(a.app_id, 0x42, 20);
+    hook_mode = 0;
+    CHECK_OK(get_app_key(url, &a, 0, 0, &resp));
+    CHECK(resp != NULL && json_is_string(json_object_get(resp, "disk_crypt_key")));
+    CHECK(resp != NULL && strcmp(json_string_value(json_object_get(resp, "gateway_app_id")), "gw") == 0);
+    json_decref(resp);
+
+    expect_refused(get_app_key(url, &a, 1, 0, &resp), "No attestation provided");
+    expect_refused(get_app_key(url, &a, 0, 1, &resp), "not issued by this KMS's temp CA");
+    a.t = T_UNBOUND;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "not bound to the certificate key");
+    a.t = T_QUOTE;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp),
+                   "invalid quote: TDX quote signature does not verify");
+    a.t = T_QE;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "QE report signature does not verify");
+    a.t = T_PCK;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "PCK chain");
+    a.t = T_NONE;
+
+    hook_mode = 1;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "Boot denied: App not registered");
+    hook_mode = 2;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = get_app_key(url, &a, 0, 0, &resp);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    expect_refused(rc, "did not answer within 1000 ms");
+    CHECK(t1.tv_sec - t0.tv_sec < 3); /* failed closed at the timeout, not after the stall */
+    MHD_stop_daemon(d);
+    d = NULL;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "auth");
+
+    /* Malformed and oversized requests: 400, and the node keeps serving. */
+    snprintf(raw, sizeof(raw), "%s/prpc/GetAppEnvEncryptPubKey?json", url);
+    CHECK(raw_post(raw, "{bad", 4, out, sizeof(out)) == 400);
+    CHECK(strstr(out, "invalid JSON") != NULL);
+    {
+        size_t big = 2u * 1024u * 1024u;
+        char *b = malloc(big);
+
+        memset(b, ' ', big);
+        memset(out, 0, sizeof(out));
+        CHECK(raw_post(raw, b, big, out, sizeof(out)) == 400);
+        CHECK(strstr(out, "exceeds") != NULL);
+        free(b);
+    }
+    CHECK(raw_post(raw, "{\"app_id\":\"0x4242424242424242424242424242424242424242\"}", 54, out,
+                   sizeof(out)) == 200);
+    json_decref(r1);
+    stop(pid);
+}
+
+/* Write a dstack key directory from raw scalars (OpenSSL-encoded PEM, raw k256). */
+static void write_dstack_dir(const char *dir, const uint8_t ca_d[32], const uint8_t k256[32])
+{
+    EVP_PKEY *ca = NULL, *tmp = NULL;
+    char *pem = NULL, p[600];
+
+    CHECK_OK(kms_mkdir_p(dir, 0700));
+    CHECK_OK(kms_p256_from_scalar(ca_d, &ca));
+    CHECK_OK(kms_pkey_to_pem(ca, &pem));
+    snprintf(p, sizeof(p), "%s/root-ca.key", dir);
+    CHECK_OK(kms_file_write_atomic(p, pem, strlen(pem), 0600));
+    free(pem);
+    CHECK_OK(kms_p256_generate(&tmp));
+    CHECK_OK(kms_pkey_to_pem(tmp, &pem));
+    snprintf(p, sizeof(p), "%s/tmp-ca.key", dir);
+    CHECK_OK(kms_file_write_atomic(p, pem, strlen(pem), 0600));
+    free(pem);
+    snprintf(p, sizeof(p), "%s/root-k256.key", dir);
+    CHECK_OK(kms_file_write_atomic(p, k256, 32, 0600));
+    snprintf(p, sizeof(p), "%s/rpc-domain", dir);
+    CHECK_OK(kms_file_write_atomic(p, "127.0.0.1\n", 10, 0600));
+    EVP_PKEY_free(ca);
+    EVP_PKEY_free(tmp);
+}
+
+static void check_field(json_t *resp, const char *k, const char *want_hex)
+{
+    const char *got = json_string_value(json_object_get(resp, k));
+
+    CHECK(got != NULL && strncmp(got, "0x", 2) == 0 && strcmp(got + 2, want_hex) == 0);
+}
+
+/* kmsctl keystore import-dstack of each kdf vector's root keys; GetAppKey through the full
+ * RA-TLS flow returns exactly the vector's keys and signature. */
+static void test_import_vectors(void)
+{
+    json_error_t e;
+    json_t *vec = json_load_file(kms_test_fixture("kdf/app-key-vectors.json"), 0, &e);
+    size_t i;
+    json_t *v;
+
+    CHECK(vec != NULL);
+    json_array_foreach(vec, i, v)
+    {
+        char src[300], data[300], cmd[1400], name[32], url[64];
+        uint8_t ca_d[32], k256[32];
+        unsigned port = free_port();
+        const char *inst = json_string_value(json_object_get(v, "instance_id"));
+        struct app a;
+        json_t *resp = NULL;
+        pid_t pid;
+
+        if (i >= 2)
+            break; /* one vector without and one with instance_id keep the test fast */
+        snprintf(name, sizeof(name), "n-import%zu", i);
+        snprintf(src, sizeof(src), "%s/dstack%zu", g_tmp, i);
+        snprintf(data, sizeof(data), "%s/%s", g_tmp, name);
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_ca_scalar")), ca_d, 32));
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_k256_scalar")), k256, 32));
+        write_dstack_dir(src, ca_d, k256);
+        snprintf(cmd, sizeof(cmd), "%s/cli/kmsctl keystore import-dstack --data-dir %s %s >/dev/null",
+                 getenv("KMS_BIN_DIR"), data, src);
+        CHECK(system(cmd) == 0);
+        /* importing twice is refused */
+        snprintf(cmd, sizeof(cmd), "%s/cli/kmsctl keystore import-dstack --data-dir %s %s 2>/dev/null",
+                 getenv("KMS_BIN_DIR"), data, src);
+        CHECK(system(cmd) != 0);
+        pid = spawn_kmsd(name, port, NULL);
+        snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
+        CHECK_OK(wait_serving(url));
+        memset(&a, 0, sizeof(a));
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "app_id")), a.app_id, 20));
+        if (inst != NULL && inst[0] != '\0') {
+            CHECK_OK(kms_hex_decode_exact(inst, a.inst, 20));
+            a.inst_len = 20;
+        }
+        CHECK_OK(get_app_key(url, &a, 0, 0, &resp));
+        if (resp != NULL) {
+            check_field(resp, "disk_crypt_key", json_string_value(json_object_get(v, "disk_crypt_key")));
+            check_field(resp, "env_crypt_key", json_string_value(json_object_get(v, "env_crypt_key")));
+            check_field(resp, "k256_key", json_string_value(json_object_get(v, "k256_key")));
+            check_field(resp, "k256_signature", json_string_value(json_object_get(v, "k256_signature")));
+        }
+        json_decref(resp);
+        stop(pid);
+    }
+    json_decref(vec);
+}
+
+int main(void)
+{
+    char tmpl[] = "/tmp/kms-e2e-XXXXXX";
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_tmp, sizeof(g_tmp), "%s", mkdtemp(tmpl));
+    snprintf(g_sim, sizeof(g_sim), "%s/sim", g_tmp);
+    if (kms_sim_open(g_sim, &g_simh) < 0) {
+        fprintf(stderr, "cannot open sim: %s\n", kms_err_detail());
+        return 1;
+    }
+    RUN(test_node_webhook);
+    RUN(test_import_vectors);
+    kms_sim_free(g_simh);
+    if (kms_test_failures == 0) {
+        char cmd[300];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot clean %s\n", g_tmp);
+    } else {
+        fprintf(stderr, "logs kept in %s\n", g_tmp);
+    }
+    curl_global_cleanup();
+    TEST_MAIN_END();
+}
