@@ -469,6 +469,13 @@ KMS_WUR int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, E
  * empty for the caller. *out must be zeroed; free with kms_tpm_quote_clear. */
 KMS_WUR int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
                            struct kms_tpm_quote *out);
+/* Recreates GCP's pre-provisioned AK (attestation-reference.md §2.1): the template from NV
+ * 0x01C10003 (ECC) / 0x01C10001 (RSA) as a primary key in the endorsement hierarchy, and its
+ * Google-issued certificate from NV 0x01C10002 / 0x01C10000, which must certify that key
+ * (KMS_ERR_STATE otherwise). KMS_ERR_NOTFOUND when the NV index is absent (not on GCP). The AK
+ * is then used by kms_vtpm_quote. *cert is the DER (caller frees); ak_pub optional. */
+KMS_WUR int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t **cert,
+                                 size_t *cert_len, EVP_PKEY **ak_pub);
 /* Extends sha256 PCR `pcr` with a 32-byte digest (runtime events go to PCR 14). */
 KMS_WUR int kms_vtpm_pcr_extend(struct kms_vtpm *t, uint32_t pcr, const uint8_t digest[32]);
 /* Reads sha256 PCR `pcr` into out (32 bytes). */

@@ -344,6 +344,150 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- GCP pre-provisioned AK */
+
+#define GCP_NV_AK_RSA_CERT 0x01C10000u
+#define GCP_NV_AK_RSA_TEMPLATE 0x01C10001u
+#define GCP_NV_AK_ECC_CERT 0x01C10002u
+#define GCP_NV_AK_ECC_TEMPLATE 0x01C10003u
+#define NV_CHUNK 512u
+#define NV_MAX (64u * 1024u)
+
+/* Reads a whole NV index (owner authorization when OWNERREAD, else the index's own empty auth).
+ * Caller frees *out. */
+static int nv_read(struct kms_vtpm *t, uint32_t index, uint8_t **out, size_t *out_len)
+{
+    ESYS_TR nv = ESYS_TR_NONE;
+    TPM2B_NV_PUBLIC *pub = NULL;
+    TPM2B_NAME *name = NULL;
+    TPM2B_MAX_NV_BUFFER *chunk = NULL;
+    uint8_t *buf = NULL;
+    size_t size = 0, off = 0;
+    ESYS_TR auth;
+    int rc = 0;
+
+    *out = NULL;
+    *out_len = 0;
+    if (Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv) !=
+        TSS2_RC_SUCCESS) {
+        rc = kms_err_set(KMS_ERR_NOTFOUND, "TPM: NV index 0x%08x is not defined", index);
+        goto out;
+    }
+    TSS_GUARD(Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
+                                 &name),
+              "Esys_NV_ReadPublic");
+    size = pub->nvPublic.dataSize;
+    KMS_ENSURE(size > 0 && size <= NV_MAX, KMS_ERR_IO, "TPM: NV index 0x%08x holds %zu bytes",
+               index, size);
+    auth = (pub->nvPublic.attributes & TPMA_NV_OWNERREAD) != 0 ? ESYS_TR_RH_OWNER : nv;
+    buf = malloc(size);
+    KMS_GUARD_PTR(buf);
+    while (off < size) {
+        UINT16 n = (UINT16)(size - off < NV_CHUNK ? size - off : NV_CHUNK);
+
+        TSS_GUARD(Esys_NV_Read(t->esys, auth, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
+                               (UINT16)off, &chunk),
+                  "Esys_NV_Read");
+        KMS_ENSURE(chunk->size == n, KMS_ERR_IO, "TPM: short NV read");
+        memcpy(buf + off, chunk->buffer, n);
+        off += n;
+        Esys_Free(chunk);
+        chunk = NULL;
+    }
+    *out = buf;
+    *out_len = size;
+    buf = NULL;
+out:
+    free(buf);
+    Esys_Free(chunk);
+    Esys_Free(pub);
+    Esys_Free(name);
+    if (nv != ESYS_TR_NONE)
+        (void)Esys_TR_Close(t->esys, &nv);
+    return rc;
+}
+
+int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t **cert,
+                         size_t *cert_len, EVP_PKEY **ak_pub)
+{
+    uint32_t tmpl_idx = kind == KMS_VTPM_AK_ECC ? GCP_NV_AK_ECC_TEMPLATE : GCP_NV_AK_RSA_TEMPLATE;
+    uint32_t cert_idx = kind == KMS_VTPM_AK_ECC ? GCP_NV_AK_ECC_CERT : GCP_NV_AK_RSA_CERT;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0, off = 0;
+    TPM2B_SENSITIVE_CREATE sens;
+    TPM2B_PUBLIC tmpl;
+    TPM2B_DATA outside;
+    TPML_PCR_SELECTION creation_pcr;
+    TPM2B_PUBLIC *pub = NULL;
+    TPM2B_CREATION_DATA *cdata = NULL;
+    TPM2B_DIGEST *chash = NULL;
+    TPMT_TK_CREATION *ticket = NULL;
+    ESYS_TR handle = ESYS_TR_NONE;
+    EVP_PKEY *key = NULL;
+    X509 *x = NULL;
+    const uint8_t *p;
+    int rc = 0;
+
+    *cert = NULL;
+    *cert_len = 0;
+    if (ak_pub != NULL)
+        *ak_pub = NULL;
+    memset(&sens, 0, sizeof(sens));
+    memset(&tmpl, 0, sizeof(tmpl));
+    memset(&outside, 0, sizeof(outside));
+    memset(&creation_pcr, 0, sizeof(creation_pcr));
+    KMS_GUARD(nv_read(t, tmpl_idx, &raw, &raw_len));
+    /* the template is a marshalled TPMT_PUBLIC; accept a TPM2B_PUBLIC too */
+    if (Tss2_MU_TPMT_PUBLIC_Unmarshal(raw, raw_len, &off, &tmpl.publicArea) != TSS2_RC_SUCCESS ||
+        off != raw_len) {
+        off = 0;
+        memset(&tmpl, 0, sizeof(tmpl));
+        KMS_ENSURE(Tss2_MU_TPM2B_PUBLIC_Unmarshal(raw, raw_len, &off, &tmpl) == TSS2_RC_SUCCESS &&
+                       off == raw_len,
+                   KMS_ERR_PARSE, "TPM: AK template in NV 0x%08x is not a TPMT_PUBLIC", tmpl_idx);
+    }
+    TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle,
+                                 &pub, &cdata, &chash, &ticket),
+              "recreating the GCP AK from its NV template (Esys_CreatePrimary)");
+    KMS_GUARD(public_to_pkey(pub, &key));
+    KMS_GUARD(nv_read(t, cert_idx, cert, cert_len));
+    p = *cert;
+    x = d2i_X509(NULL, &p, (long)*cert_len);
+    KMS_ENSURE(x != NULL, KMS_ERR_PARSE, "TPM: NV 0x%08x does not hold a DER certificate",
+               cert_idx);
+    /* NV may pad the certificate: keep only the DER */
+    *cert_len = (size_t)(p - *cert);
+    KMS_ENSURE(EVP_PKEY_eq(X509_get0_pubkey(x), key) == 1, KMS_ERR_STATE,
+               "TPM: AK certificate in NV 0x%08x is for another key than the recreated AK",
+               cert_idx);
+    if (t->ak != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->esys, t->ak);
+    t->ak = handle;
+    handle = ESYS_TR_NONE;
+    if (ak_pub != NULL) {
+        *ak_pub = key;
+        key = NULL;
+    }
+out:
+    if (rc < 0) {
+        ERR_clear_error();
+        free(*cert);
+        *cert = NULL;
+        *cert_len = 0;
+    }
+    if (handle != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->esys, handle);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    free(raw);
+    Esys_Free(pub);
+    Esys_Free(cdata);
+    Esys_Free(chash);
+    Esys_Free(ticket);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- test helpers */
 
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)

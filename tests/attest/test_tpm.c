@@ -18,6 +18,9 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_tctildr.h>
 #include <unistd.h>
 
 #include "attest/attest.h"
@@ -897,6 +900,141 @@ static void test_soft_quote(void)
     kms_attest_ctx_free(c);
 }
 
+/* Writes data (zero-padded to size) into a fresh owner-defined NV index. */
+static int nv_provision(ESYS_CONTEXT *e, uint32_t index, const uint8_t *data, size_t len,
+                        size_t size)
+{
+    TPM2B_AUTH auth;
+    TPM2B_NV_PUBLIC pub;
+    ESYS_TR nv = ESYS_TR_NONE;
+    TPM2B_MAX_NV_BUFFER chunk;
+    uint8_t *buf = calloc(1, size);
+
+    if (buf == NULL || len > size)
+        return -1;
+    memcpy(buf, data, len);
+    memset(&auth, 0, sizeof(auth));
+    memset(&pub, 0, sizeof(pub));
+    pub.nvPublic.nvIndex = index;
+    pub.nvPublic.nameAlg = TPM2_ALG_SHA256;
+    pub.nvPublic.attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD |
+                              TPMA_NV_NO_DA;
+    pub.nvPublic.dataSize = (UINT16)size;
+    if (Esys_NV_DefineSpace(e, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                            &auth, &pub, &nv) != TSS2_RC_SUCCESS) {
+        free(buf);
+        return -1;
+    }
+    for (size_t off = 0; off < size; off += 512) {
+        size_t n = size - off < 512 ? size - off : 512;
+
+        chunk.size = (UINT16)n;
+        memcpy(chunk.buffer, buf + off, n);
+        if (Esys_NV_Write(e, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                          &chunk, (UINT16)off) != TSS2_RC_SUCCESS) {
+            free(buf);
+            return -1;
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* GCP's pre-provisioned AK: absent NV → NOTFOUND; a template (TPMT_PUBLIC) plus a certificate
+ * for the recreated key in NV gives an AK whose quotes verify with the certificate read back;
+ * a certificate for another key in NV is refused. swtpm serves one client, so the test closes
+ * the producer while it provisions NV through its own ESYS context. */
+static void test_swtpm_gcp_ak(void)
+{
+    TSS2_TCTI_CONTEXT *tc = NULL;
+    ESYS_CONTEXT *e = NULL;
+    TPMT_PUBLIC tp;
+    uint8_t tbuf[512];
+    size_t tlen = 0;
+    EVP_PKEY *ak = NULL, *loaded = NULL;
+    EVP_PKEY *stranger = EVP_EC_gen("P-256");
+    uint8_t *good = NULL, *bad = NULL, *cert = NULL;
+    size_t good_len = 0, bad_len = 0, cert_len = 0;
+    struct kms_attest_ctx *c = ctx_with(ca, 0);
+    struct kms_tpm_quote q;
+    struct kms_verified v;
+
+    memset(&q, 0, sizeof(q));
+    memset(&v, 0, sizeof(v));
+    CHECK_RC(kms_vtpm_load_gcp_ak(tpm, KMS_VTPM_AK_ECC, &cert, &cert_len, NULL), KMS_ERR_NOTFOUND);
+    CHECK_DETAIL("0x01c10003");
+    /* the same template kms_vtpm_create_ak uses, so the recreated primary is the same key */
+    CHECK_OK(kms_vtpm_create_ak(tpm, KMS_VTPM_AK_ECC, &ak));
+    CHECK_OK(kms_vtpm_issue_ak_cert(ak, ca, ca_key, &good, &good_len));
+    CHECK_OK(kms_vtpm_issue_ak_cert(stranger, ca, ca_key, &bad, &bad_len));
+    memset(&tp, 0, sizeof(tp));
+    tp.type = TPM2_ALG_ECC;
+    tp.nameAlg = TPM2_ALG_SHA256;
+    tp.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                          TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                          TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
+    tp.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_NULL;
+    tp.parameters.eccDetail.scheme.scheme = TPM2_ALG_ECDSA;
+    tp.parameters.eccDetail.scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
+    tp.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+    tp.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
+    CHECK(Tss2_MU_TPMT_PUBLIC_Marshal(&tp, tbuf, sizeof(tbuf), &tlen) == TSS2_RC_SUCCESS);
+
+    kms_vtpm_free(tpm);
+    tpm = NULL;
+    CHECK(Tss2_TctiLdr_Initialize(tcti, &tc) == TSS2_RC_SUCCESS);
+    CHECK(tc != NULL && Esys_Initialize(&e, tc, NULL) == TSS2_RC_SUCCESS);
+    if (e != NULL) {
+        CHECK(nv_provision(e, 0x01C10003u, tbuf, tlen, tlen) == 0);
+        CHECK(nv_provision(e, 0x01C10002u, bad, bad_len, 1024) == 0);
+        Esys_Finalize(&e);
+    }
+    Tss2_TctiLdr_Finalize(&tc);
+    CHECK_OK(kms_vtpm_open(tcti, &tpm));
+    if (tpm == NULL)
+        goto out;
+    CHECK_RC(kms_vtpm_load_gcp_ak(tpm, KMS_VTPM_AK_ECC, &cert, &cert_len, NULL), KMS_ERR_STATE);
+    CHECK_DETAIL("another key");
+    CHECK(cert == NULL);
+
+    /* replace the certificate with the right one */
+    kms_vtpm_free(tpm);
+    tpm = NULL;
+    CHECK(Tss2_TctiLdr_Initialize(tcti, &tc) == TSS2_RC_SUCCESS);
+    CHECK(tc != NULL && Esys_Initialize(&e, tc, NULL) == TSS2_RC_SUCCESS);
+    if (e != NULL) {
+        ESYS_TR nv = ESYS_TR_NONE;
+
+        CHECK(Esys_TR_FromTPMPublic(e, 0x01C10002u, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                    &nv) == TSS2_RC_SUCCESS);
+        CHECK(Esys_NV_UndefineSpace(e, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                    ESYS_TR_NONE) == TSS2_RC_SUCCESS);
+        CHECK(nv_provision(e, 0x01C10002u, good, good_len, 1024) == 0);
+        Esys_Finalize(&e);
+    }
+    Tss2_TctiLdr_Finalize(&tc);
+    CHECK_OK(kms_vtpm_open(tcti, &tpm));
+    if (tpm == NULL)
+        goto out;
+    CHECK_OK(kms_vtpm_load_gcp_ak(tpm, KMS_VTPM_AK_ECC, &cert, &cert_len, &loaded));
+    CHECK(cert_len == good_len && cert != NULL && memcmp(cert, good, good_len) == 0);
+    CHECK(loaded != NULL && EVP_PKEY_eq(loaded, ak) == 1);
+    CHECK_OK(kms_vtpm_quote(tpm, tdx_qd, sizeof(tdx_qd), &q));
+    q.ak_cert.p = cert;
+    q.ak_cert.len = cert_len;
+    cert = NULL;
+    CHECK_OK(kms_tpm_verify(c, &q, tdx_qd, sizeof(tdx_qd), &v));
+out:
+    kms_tpm_quote_clear(&q);
+    free(cert);
+    free(good);
+    free(bad);
+    EVP_PKEY_free(ak);
+    EVP_PKEY_free(loaded);
+    EVP_PKEY_free(stranger);
+    kms_attest_ctx_free(c);
+}
+
 static int run_swtpm(void)
 {
     int rc = swtpm_start(&tpm);
@@ -923,6 +1061,7 @@ static int run_swtpm(void)
         RUN(test_swtpm_ak_chain);
         RUN(test_swtpm_intermediate_and_sim);
         RUN(test_swtpm_quote_limits);
+        RUN(test_swtpm_gcp_ak);
     }
     X509_free(ca);
     EVP_PKEY_free(ca_key);
