@@ -857,6 +857,37 @@ static void test_cert_attestation_ext(void)
     EVP_PKEY_free(k);
 }
 
+/* A SAN entry that parses as an IP address is written as iPAddress (as rcgen does), so
+ * OpenSSL's IP check matches it and a DNS check for the same text does not. */
+static void test_cert_san_ip(void)
+{
+    const char *names[2] = {"127.0.0.1", "kms.local"};
+    struct kms_cert_params p = {.cn = "127.0.0.1", .san_dns = names, .n_san = 2, .path_len = -1};
+    EVP_PKEY *k = NULL;
+    X509 *c = NULL;
+    GENERAL_NAMES *gens = NULL;
+    int type = -1;
+
+    CHECK_OK(kms_p256_generate(&k));
+    CHECK_OK(kms_cert_issue(&p, k, k, NULL, &c));
+    if (c != NULL) {
+        gens = X509_get_ext_d2i(c, NID_subject_alt_name, NULL, NULL);
+        CHECK(gens != NULL && sk_GENERAL_NAME_num(gens) == 2);
+        if (gens != NULL && sk_GENERAL_NAME_num(gens) == 2) {
+            (void)GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(gens, 0), &type);
+            CHECK(type == GEN_IPADD);
+            (void)GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(gens, 1), &type);
+            CHECK(type == GEN_DNS);
+        }
+        GENERAL_NAMES_free(gens);
+        CHECK(X509_check_ip_asc(c, "127.0.0.1", 0) == 1);
+        CHECK(X509_check_ip_asc(c, "127.0.0.2", 0) == 0);
+        CHECK(X509_check_host(c, "kms.local", 0, 0, NULL) == 1);
+    }
+    X509_free(c);
+    EVP_PKEY_free(k);
+}
+
 /* SAN limits: more than 64 names is TOOBIG, an empty name is INVAL. */
 static void test_cert_san_limits(void)
 {
@@ -940,6 +971,7 @@ int main(void)
     RUN(test_cert_signed_by_and_pem);
     RUN(test_cert_issue_rejects);
     RUN(test_cert_attestation_ext);
+    RUN(test_cert_san_ip);
     RUN(test_cert_san_limits);
     RUN(test_app_ca_cert);
     TEST_MAIN_END();
