@@ -119,19 +119,3 @@ int kms_attest_verify_bound(const struct kms_attest_ctx *ctx, const struct kms_a
 out:
     return rc;
 }
-
-/* Weak fallback so this file links before tpm.c is committed. Remove it once tpm.c is in: a
- * weak definition inside the same static archive keeps the linker from pulling in tpm.o. */
-__attribute__((weak)) int kms_tpm_verify(const struct kms_attest_ctx *ctx,
-                                         const struct kms_tpm_quote *q,
-                                         const uint8_t *qualifying_data, size_t qd_len,
-                                         struct kms_verified *out)
-{
-    (void)ctx;
-    (void)q;
-    (void)qualifying_data;
-    (void)qd_len;
-    (void)out;
-    return kms_err_set(KMS_ERR_ATT_UNSUPPORTED,
-                       "TPM verification is not built into this binary (attest/tpm.c)");
-}

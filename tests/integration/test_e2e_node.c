@@ -377,8 +377,11 @@ static void test_node_webhook(void)
         CHECK(strstr(out, "exceeds") != NULL);
         free(b);
     }
-    CHECK(raw_post(raw, "{\"app_id\":\"0x4242424242424242424242424242424242424242\"}", 54, out,
-                   sizeof(out)) == 200);
+    {
+        const char *ok = "{\"app_id\":\"0x4242424242424242424242424242424242424242\"}";
+
+        CHECK(raw_post(raw, ok, strlen(ok), out, sizeof(out)) == 200);
+    }
     json_decref(r1);
     stop(pid);
 }
