@@ -18,6 +18,10 @@
 
 /* The `chain` admin commands live in cli/chain_cmd.c when the eth backend is built. */
 int kms_cli_chain(int argc, char **argv) __attribute__((weak));
+/* `cluster` (cli/cluster_cmd.c) and `attest` (cli/attest_cmd.c), same convention: argv[0] is
+ * the command name; each handles --help. */
+int kms_cli_cluster(int argc, char **argv) __attribute__((weak));
+int kms_cli_attest(int argc, char **argv) __attribute__((weak));
 
 static int die(const char *what)
 {
@@ -495,7 +499,9 @@ static const char main_usage[] =
     "  get-keys        fetch an app's keys over RA-TLS (the dstack client flow)\n"
     "  meta            print a node's GetMeta\n"
     "  keystore import-dstack   import a dstack KMS key directory into a kmsd keystore\n"
-    "  chain           on-chain policy administration (DstackKms / DstackApp)\n";
+    "  chain           on-chain policy administration (DstackKms / DstackApp)\n"
+    "  cluster         cluster status and identity verification across nodes\n"
+    "  attest          verify evidence (attest verify --evidence FILE)\n";
 
 int main(int argc, char **argv)
 {
@@ -518,6 +524,10 @@ int main(int argc, char **argv)
         rc = cmd_get_keys(argc - 1, argv + 1);
     else if (strcmp(argv[1], "chain") == 0 && kms_cli_chain != NULL)
         rc = kms_cli_chain(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "cluster") == 0 && kms_cli_cluster != NULL)
+        rc = kms_cli_cluster(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "attest") == 0 && kms_cli_attest != NULL)
+        rc = kms_cli_attest(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;
