@@ -324,9 +324,10 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
     o.client_key_pem = ra.key_pem;
     o.server_check = kms_cert_check;
     o.server_check_arg = actx;
-    body = a->vm_config != NULL ? NULL : NULL;
     {
+        /* As dstack-util get-keys: vm_config travels in the attestation, not the request. */
         json_t *req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", "");
+
         body = json_dumps(req, JSON_COMPACT);
         json_decref(req);
     }

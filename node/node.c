@@ -355,7 +355,6 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     struct kms_node *n = NULL;
     struct kms_seal_cfg seal;
     struct kms_auth_cfg acfg;
-    static char sim_dir_buf[4096];
     int rc = 0;
 
     KMS_ENSURE(cfg->data_dir != NULL && cfg->data_dir[0] != '\0', KMS_ERR_NODE_CONFIG,
@@ -371,8 +370,8 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     KMS_GUARD_PTR(n);
     n->cfg = *cfg;
     if (n->cfg.sim_dir == NULL) {
-        snprintf(sim_dir_buf, sizeof(sim_dir_buf), "%s/sim", cfg->data_dir);
-        n->cfg.sim_dir = sim_dir_buf;
+        snprintf(n->sim_dir_buf, sizeof(n->sim_dir_buf), "%s/sim", cfg->data_dir);
+        n->cfg.sim_dir = n->sim_dir_buf;
     }
     if (n->cfg.onboard_listen == NULL)
         n->cfg.onboard_listen = n->cfg.listen;

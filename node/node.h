@@ -118,6 +118,7 @@ struct kms_node {
     struct kms_node_metrics m;
     char self_auth_reason[512];
     void *peers; /* replication state */
+    char sim_dir_buf[4096];
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).

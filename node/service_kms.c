@@ -115,7 +115,7 @@ static int authorize(struct kms_node *n, struct caller *c, int is_kms, const cha
     KMS_GUARD(check_os_image(bi, &c->v));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
-        n->m.refusals_policy++;
+        __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);
         rc = kms_err_wrap(rc, "authorization backend unavailable");
         goto out;
     }
