@@ -1162,7 +1162,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             KMS_ENSURE(o->nadv < MAX_ADV, KMS_ERR_INVAL, "at most %d --advisory-id", MAX_ADV);
             o->adv[o->nadv++] = val;
         } else {
-            uint64_t v;
+            uint64_t v = 0;
 
             KMS_GUARD(parse_u64(val, &v));
             if (strcmp(d->name, "--chain-id") == 0) {
