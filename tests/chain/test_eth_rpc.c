@@ -22,7 +22,7 @@
 
 #define CONTRACT "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"
 
-enum mode { M_GOOD, M_STALL, M_GARBAGE, M_HTTP500, M_RPCERR, M_REVERT, M_EMPTY };
+enum mode { M_GOOD, M_STALL, M_GARBAGE, M_HTTP500, M_RPCERR, M_REVERT, M_EMPTY, M_FLAKY, M_HUGE };
 
 struct fake {
     int fd;
@@ -139,6 +139,26 @@ static void serve_one(struct fake *f, int cfd)
     case M_HTTP500:
         reply(cfd, 500, "oops");
         goto done;
+    case M_FLAKY: /* every other request fails with 503 */
+        if (f->requests % 2 == 1) {
+            reply(cfd, 503, "busy");
+            goto done;
+        }
+        break;
+    case M_HUGE: { /* 5 MiB of JSON whitespace then a valid reply */
+        static char pad[65536];
+        const char *tail = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"0x1\"}";
+        size_t total = 80u * sizeof(pad) + strlen(tail);
+        char hdr[160];
+
+        memset(pad, ' ', sizeof(pad));
+        snprintf(hdr, sizeof(hdr), "HTTP/1.1 200 X\r\nContent-Length: %zu\r\n\r\n", total);
+        send_all(cfd, hdr, strlen(hdr));
+        for (int i = 0; i < 80; i++)
+            send_all(cfd, pad, sizeof(pad));
+        send_all(cfd, tail, strlen(tail));
+        goto done;
+    }
     default:
         break;
     }
@@ -438,6 +458,43 @@ static void test_rpc_malformed_http_error(void)
     }
 }
 
+/* Bounded retries: a node failing every other request with 503 is retried once and then
+ * answers; with retries off the same failure surfaces as KMS_ERR_AUTH_HTTP. */
+static void test_retries(void)
+{
+    struct fake f;
+    char u[128];
+    struct kms_eth_rpc_opts once = {1000, 0}, twice = {1000, 1};
+    json_t *res = NULL;
+
+    fake_start(&f, M_FLAKY);
+    url_of(&f, u, sizeof(u));
+    CHECK_OK(kms_eth_rpc(u, &twice, "eth_chainId", NULL, &res, NULL)); /* 503, then ok */
+    CHECK(f.requests == 2);
+    json_decref(res);
+    res = NULL;
+    CHECK_RC(kms_eth_rpc(u, &once, "eth_chainId", NULL, &res, NULL), KMS_ERR_AUTH_HTTP);
+    CHECK_DETAIL("HTTP status 503");
+    CHECK(f.requests == 3);
+    fake_stop(&f);
+}
+
+/* A reply over the 4 MiB cap is refused, not buffered without bound. */
+static void test_reply_cap(void)
+{
+    struct fake f;
+    char u[128];
+    struct kms_eth_rpc_opts o = {5000, 0};
+    json_t *res = NULL;
+
+    fake_start(&f, M_HUGE);
+    url_of(&f, u, sizeof(u));
+    CHECK_RC(kms_eth_rpc(u, &o, "eth_chainId", NULL, &res, NULL), KMS_ERR_AUTH_RESPONSE);
+    CHECK_DETAIL("larger than 4194304 bytes");
+    CHECK(res == NULL);
+    fake_stop(&f);
+}
+
 /* A revert is a denial carrying the decoded reason (as auth-eth), not an allow or a crash. */
 static void test_revert_is_denial(void)
 {
@@ -696,6 +753,8 @@ int main(void)
     RUN(test_rpc_down);
     RUN(test_rpc_slow);
     RUN(test_rpc_malformed_http_error);
+    RUN(test_retries);
+    RUN(test_reply_cap);
     RUN(test_revert_is_denial);
     RUN(test_wrong_chain_id);
     RUN(test_failover);
