@@ -1144,7 +1144,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
             if (strlen(defs[k].name) == nl && strncmp(defs[k].name, a, nl) == 0)
                 d = &defs[k];
         KMS_ENSURE(d != NULL, KMS_ERR_INVAL, "unknown option %.*s", (int)nl, a);
-        KMS_ENSURE(strcmp(d->name, "--private-key") != 0, KMS_ERR_INVAL, "no keys on the line");
         if (d->kind == 1) {
             KMS_ENSURE(a[nl] == '\0', KMS_ERR_INVAL, "%s takes no value", d->name);
             *d->flag = 1;
