@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/file.h"
 #include "common/hex.h"
@@ -67,7 +68,7 @@ static int cmd_import(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *data_dir = NULL, *domain = NULL, *kek = NULL;
-    struct kms_seal_cfg seal = {"file", NULL};
+    struct kms_seal_cfg seal = {.provider = "file"};
     struct kms_store *st = NULL;
     struct kms_identity id;
     int c, rc;
@@ -224,7 +225,9 @@ static const char getkeys_usage[] =
     "compose-hash, instance-id); mutual TLS pinned to the KMS root CA with hostname check;\n"
     "GetAppKey. The server certificate must have the kms:rpc usage and, when it carries an\n"
     "attestation, it must verify. k256_signature is checked against GetMeta.k256_pubkey.\n"
-    "Writes app_keys.json (dstack format) to FILE. Several --kms URLs are tried in order.\n"
+    "Writes app_keys.json (dstack format) to FILE. Several --kms URLs are tried in order\n"
+    "(failover): each node gets --timeout-ms (default 5000) for its whole attempt, and the\n"
+    "one that served is printed.\n"
     "\n"
     "Evidence: only the simulated TEE (--tee sim --insecure-sim, with the cluster's --sim-dir)\n"
     "is available in this build.\n";
@@ -292,9 +295,23 @@ static json_t *plain_hex(json_t *o, const char *k, size_t want)
     return r;
 }
 
+/* What is left of an attempt's time budget; KMS_ERR_TIMEOUT once spent. */
+static int budget(const struct timespec *deadline, const char *url, long total, long *left)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    *left = (long)(deadline->tv_sec - now.tv_sec) * 1000 +
+            (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    if (*left <= 0)
+        return kms_err_set(KMS_ERR_TIMEOUT, "%s did not serve the keys within %ld ms", url, total);
+    return 0;
+}
+
 static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ctx *actx,
                          long timeout_ms, json_t **app_keys)
 {
+    struct timespec deadline;
     struct kms_rpc_opts o;
     struct kms_ra_identity ra;
     json_t *tmp = NULL, *key = NULL, *meta = NULL, *out = NULL, *kp;
@@ -310,8 +327,15 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
 
     memset(&o, 0, sizeof(o));
     memset(&ra, 0, sizeof(ra));
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
     o.url = url;
-    o.timeout_ms = timeout_ms;
+    KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
     tmp_cert = jstr(tmp, "temp_ca_cert");
     tmp_key = jstr(tmp, "temp_ca_key");
@@ -331,7 +355,9 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
         body = json_dumps(req, JSON_COMPACT);
         json_decref(req);
     }
+    KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetAppKey", body, &key, NULL));
+    KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetMeta", NULL, &meta, NULL));
     /* k256_signature must come from the cluster's root k256 key. */
     KMS_GUARD(kms_prpc_get_bytes(key, "k256_signature", &sig, &sig_len));
@@ -402,7 +428,7 @@ static int cmd_get_keys(int argc, char **argv)
     const char *app_hex = NULL, *inst_hex = NULL, *compose_hex = NULL, *out_path = NULL;
     const char *tee = "sim", *sim_dir = NULL;
     int insecure = 0, c, rc = 1;
-    long timeout_ms = 10000;
+    long timeout_ms = 5000;
     struct app_ev a;
     struct kms_attest_ctx *actx = NULL;
     json_t *keys = NULL;
