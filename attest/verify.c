@@ -41,7 +41,13 @@ static int verify_tdx(const struct kms_attest_ctx *ctx, const struct kms_attesta
     uint8_t rtmr3[48];
     int rc = 0;
 
-    KMS_GUARD(kms_tdx_quote_verify(ctx, att->tdx_quote.p, att->tdx_quote.len, out));
+    /* ---- collateral (owner: collateral): with a collateral source the quote is verified
+     * with Intel collateral (CRLs, TCB level → tcb_status/advisory_ids) ---- */
+    if (ctx->coll_src != NULL)
+        KMS_GUARD(kms_tdx_quote_verify_collateral(ctx, att->tdx_quote.p, att->tdx_quote.len, out));
+    else
+        KMS_GUARD(kms_tdx_quote_verify(ctx, att->tdx_quote.p, att->tdx_quote.len, out));
+    /* ---- end collateral ---- */
     KMS_GUARD(validate_tcb(&out->td));
     kms_att_replay(1, att->events, att->n_events, NULL, rtmr3);
     KMS_ENSURE(memcmp(rtmr3, out->td.rtmr[3], 48) == 0, KMS_ERR_ATT_RTMR,
