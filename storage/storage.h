@@ -1,7 +1,8 @@
 /*
  * storage: the node's SQLite keystore (DESIGN.md §7). Secrets (root keys, RPC key) are stored
  * only sealed: AES-256-GCM under a KEK, with the row's identity as associated data. The KEK
- * comes from a seal provider: "file" (a 0600 file, development) or "tpm" (later).
+ * comes from a seal provider: "file" (a 0600 file, development) or "tpm" (sealed to PCRs in the
+ * TPM, seal_tpm.c).
  * Identity writes are one transaction; an identity is either absent or complete.
  */
 #ifndef KMS_STORAGE_H
@@ -21,18 +22,29 @@ enum {
 };
 
 struct kms_seal_cfg {
-    const char *provider; /* "file" (default) */
+    const char *provider; /* "file" (default) or "tpm" */
     const char *kek_path; /* file provider: default <data_dir>/kek.bin */
+    /* tpm provider (seal_tpm.c); NULL/empty fields take the defaults */
+    const char *tcti;      /* tpm2-tss TCTI, default "device:/dev/tpmrm0" */
+    const char *pcrs;      /* PCR selection "bank:i,j[+bank:k]", default "sha256:0,2,14" */
+    const char *blob_path; /* sealed KEK blob, default <data_dir>/kek.tpm */
 };
+
+#define KMS_SEAL_TPM_DEFAULT_TCTI "device:/dev/tpmrm0"
+#define KMS_SEAL_TPM_DEFAULT_PCRS "sha256:0,2,14"
 
 struct kms_store;
 
 /* Opens (creating if needed, dir 0700, file 0600) <data_dir>/kms.db with WAL; creates/loads the
- * KEK. seal may be NULL (provider "file", default path). Provider "tpm" is refused for now
- * (KMS_ERR_STORE_SEAL); a KEK file that is group/other-accessible, not 32 bytes, a symlink, or
- * not the KEK the database was sealed with is refused (KMS_ERR_STORE_SEAL). A missing KEK file
- * is created only while the database holds nothing sealed. *out: caller closes. All calls on
- * one store are serialised internally (safe from several threads). */
+ * KEK. seal may be NULL (provider "file", default path). Provider "tpm" unseals the KEK from the
+ * blob file (creating and sealing a new KEK only while the database holds nothing sealed); a bad
+ * PCR spec is KMS_ERR_INVAL, any TPM or unseal failure (PCRs changed, blob tampered, missing or
+ * from another TPM, TPM unreachable) KMS_ERR_STORE_SEAL. A database sealed by one provider is
+ * refused under the other (KMS_ERR_STORE_SEAL). A KEK file that is group/other-accessible, not
+ * 32 bytes, a symlink, or not the KEK the database was sealed with is refused
+ * (KMS_ERR_STORE_SEAL). A missing KEK file is created only while the database holds nothing
+ * sealed. *out: caller closes. All calls on one store are serialised internally (safe from
+ * several threads). */
 KMS_WUR int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal,
                            struct kms_store **out);
 /* Closes and wipes the KEK; accepts NULL. */
@@ -95,5 +107,15 @@ KMS_WUR int kms_store_check_k256(const uint8_t k[32], const char *what);
  * absent optional files leave NULL (domain too); origin = "import <dir>". A missing required
  * file is KMS_ERR_NOTFOUND, an invalid one KMS_ERR_PARSE; the detail names the file. */
 KMS_WUR int kms_dstack_read_dir(const char *dir, struct kms_identity *out);
+
+/* Internal to storage (store.c calls it; exposed for tests): the "tpm" seal provider. Unseals the
+ * 32-byte KEK from cfg->blob_path (required here) into kek; when the blob file does not exist and
+ * may_create is set, generates a KEK (OpenSSL DRBG xor TPM RNG), seals it under a primary storage
+ * key recreated in the owner hierarchy with PolicyPCR over cfg->pcrs, writes the blob (0600, never
+ * replacing an existing one) and unseals it back to prove the policy holds. *created (may be NULL)
+ * is set to 1 then. KMS_ERR_NOTFOUND when the blob is absent and !may_create; KMS_ERR_INVAL for a
+ * bad spec; KMS_ERR_STORE_SEAL for everything else. kek is wiped on error. */
+KMS_WUR int kms_seal_tpm_kek(const struct kms_seal_cfg *cfg, int may_create, uint8_t kek[32],
+                             int *created);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * SQLite keystore: schema, KEK ("file" seal provider), AES-256-GCM sealing of secret columns,
- * identity, metadata and the hash-chained audit log (DESIGN.md §7).
+ * SQLite keystore: schema, KEK ("file" seal provider; "tpm" in seal_tpm.c), AES-256-GCM
+ * sealing of secret columns, identity, metadata and the hash-chained audit log (DESIGN.md §7).
  */
 #include "storage/storage.h"
 
@@ -390,7 +390,7 @@ static int seal_row_present(sqlite3 *db, int *present)
 
 /* Checks the KEK against the sealed check value (stored on first open), so a wrong KEK is
  * refused at open with a clear message rather than at the first unseal. */
-static int kek_verify(struct kms_store *st)
+static int kek_verify(struct kms_store *st, const char *provider)
 {
     sqlite3_stmt *s = NULL;
     const char *prov;
@@ -402,15 +402,15 @@ static int kek_verify(struct kms_store *st)
     KMS_ENSURE(sqlite3_step(s) == SQLITE_ROW, KMS_ERR_STORE_DB, "database: read seal row: %s",
                sqlite3_errmsg(st->db));
     prov = (const char *)sqlite3_column_text(s, 0);
-    KMS_ENSURE(prov != NULL && strcmp(prov, "file") == 0, KMS_ERR_STORE_SEAL,
-               "this database was sealed by provider \"%s\", but provider \"file\" is configured",
-               prov != NULL ? prov : "?");
+    KMS_ENSURE(prov != NULL && strcmp(prov, provider) == 0, KMS_ERR_STORE_SEAL,
+               "this database was sealed by provider \"%s\", but provider \"%s\" is configured",
+               prov != NULL ? prov : "?", provider);
     rc = unseal(st, "seal/kek_check", sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1),
                 &pt, &pt_len);
     KMS_ENSURE(rc == 0, KMS_ERR_STORE_SEAL,
                "the KEK in %s is not the key this database was sealed with (wrong or replaced "
                "KEK file); refusing to open",
-               st->kek_path);
+               st->kek_path != NULL ? st->kek_path : "?");
     KMS_ENSURE(pt_len == strlen(KEK_CHECK_PLAIN) && memcmp(pt, KEK_CHECK_PLAIN, pt_len) == 0,
                KMS_ERR_STORE_SEAL, "KEK check value in the database is invalid");
 out:
@@ -420,7 +420,7 @@ out:
     return rc;
 }
 
-static int kek_store_check(struct kms_store *st)
+static int kek_store_check(struct kms_store *st, const char *provider)
 {
     sqlite3_stmt *s = NULL;
     uint8_t *blob = NULL;
@@ -430,10 +430,11 @@ static int kek_store_check(struct kms_store *st)
     KMS_GUARD(
         seal(st, "seal/kek_check", KEK_CHECK_PLAIN, strlen(KEK_CHECK_PLAIN), &blob, &blob_len));
     KMS_GUARD(db_prepare(st->db,
-                         "INSERT INTO seal(id, provider, kek_check) VALUES(1, 'file', ?) "
+                         "INSERT INTO seal(id, provider, kek_check) VALUES(1, ?, ?) "
                          "ON CONFLICT(id) DO NOTHING",
                          &s));
-    KMS_ENSURE(sqlite3_bind_blob(s, 1, blob, (int)blob_len, SQLITE_STATIC) == SQLITE_OK,
+    KMS_ENSURE(sqlite3_bind_text(s, 1, provider, -1, SQLITE_STATIC) == SQLITE_OK &&
+                   sqlite3_bind_blob(s, 2, blob, (int)blob_len, SQLITE_STATIC) == SQLITE_OK,
                KMS_ERR_STORE_DB, "database: bind: %s", sqlite3_errmsg(st->db));
     KMS_ENSURE(sqlite3_step(s) == SQLITE_DONE, KMS_ERR_STORE_DB, "database: store KEK check: %s",
                sqlite3_errmsg(st->db));
@@ -442,6 +443,63 @@ out:
     free(blob);
     return rc;
 }
+
+/* ---- seal provider dispatch: "tpm" (seal_tpm.c) ---- */
+
+/* The provider recorded in the seal row, so a mismatch is named before any KEK is created. */
+static int seal_row_provider_check(sqlite3 *db, const char *provider)
+{
+    sqlite3_stmt *s = NULL;
+    const char *prov;
+    int rc = 0;
+
+    KMS_GUARD(db_prepare(db, "SELECT provider FROM seal WHERE id = 1", &s));
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        prov = (const char *)sqlite3_column_text(s, 0);
+        KMS_ENSURE(prov != NULL && strcmp(prov, provider) == 0, KMS_ERR_STORE_SEAL,
+                   "this database was sealed by provider \"%s\", but provider \"%s\" is "
+                   "configured; start kmsd with --seal %s",
+                   prov != NULL ? prov : "?", provider, prov != NULL ? prov : "?");
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int kek_setup_tpm(struct kms_store *st, const char *data_dir, const struct kms_seal_cfg *cfg)
+{
+    struct kms_seal_cfg c = *cfg;
+    char path[PATH_MAX_LEN];
+    int present = 0;
+    int rc = 0;
+    int n;
+
+    if (c.blob_path != NULL && c.blob_path[0] != '\0')
+        n = snprintf(path, sizeof(path), "%s", c.blob_path);
+    else
+        n = snprintf(path, sizeof(path), "%s/kek.tpm", data_dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return kms_err_set(KMS_ERR_INVAL, "TPM blob path is too long");
+    c.blob_path = path;
+    KMS_GUARD(seal_row_provider_check(st->db, "tpm"));
+    KMS_GUARD(kek_alloc(st));
+    KMS_GUARD(seal_row_present(st->db, &present));
+    rc = kms_seal_tpm_kek(&c, !present, st->kek, NULL);
+    KMS_ENSURE(rc != KMS_ERR_NOTFOUND, KMS_ERR_STORE_SEAL,
+               "TPM-sealed KEK file %s is missing, but this database is sealed with an existing "
+               "KEK; restore that file (a new KEK could not unseal the stored keys)",
+               path);
+    KMS_GUARD(rc);
+    st->kek_path = strdup(path);
+    KMS_GUARD_PTR(st->kek_path);
+    if (!present)
+        KMS_GUARD(kek_store_check(st, "tpm"));
+    KMS_GUARD(kek_verify(st, "tpm"));
+out:
+    return rc;
+}
+
+/* ---- end of seal provider dispatch ---- */
 
 static int kek_setup(struct kms_store *st, const char *data_dir, const struct kms_seal_cfg *cfg)
 {
@@ -452,12 +510,12 @@ static int kek_setup(struct kms_store *st, const char *data_dir, const struct km
     int n;
 
     if (strcmp(provider, "tpm") == 0)
-        return kms_err_set(KMS_ERR_STORE_SEAL,
-                           "seal provider \"tpm\" is not implemented yet; available providers: "
-                           "file");
+        return kek_setup_tpm(st, data_dir, cfg);
     if (strcmp(provider, "file") != 0)
-        return kms_err_set(KMS_ERR_INVAL, "unknown seal provider \"%s\"; available providers: file",
+        return kms_err_set(KMS_ERR_INVAL,
+                           "unknown seal provider \"%s\"; available providers: file, tpm",
                            provider);
+    KMS_GUARD(seal_row_provider_check(st->db, "file"));
     if (cfg != NULL && cfg->kek_path != NULL && cfg->kek_path[0] != '\0')
         n = snprintf(path, sizeof(path), "%s", cfg->kek_path);
     else
@@ -479,8 +537,8 @@ static int kek_setup(struct kms_store *st, const char *data_dir, const struct km
     st->kek_path = strdup(path);
     KMS_GUARD_PTR(st->kek_path);
     if (!present)
-        KMS_GUARD(kek_store_check(st));
-    KMS_GUARD(kek_verify(st));
+        KMS_GUARD(kek_store_check(st, "file"));
+    KMS_GUARD(kek_verify(st, "file"));
 out:
     return rc;
 }

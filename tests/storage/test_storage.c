@@ -624,21 +624,22 @@ static void test_kek_file_checks(void)
     tmpdir_free(dir);
 }
 
-/* Proves: the "tpm" provider is refused (not yet implemented) naming the available ones, and
- * an unknown provider is an invalid argument; neither creates anything. */
+/* Proves: the "tpm" provider validates its PCR selection before touching a TPM (the TPM itself
+ * is tested in test_seal_tpm), and an unknown provider is an invalid argument naming the
+ * available ones; neither leaves a store open. */
 static void test_providers(void)
 {
     char *dir = tmpdir_new();
     char *db = path_in(dir, "kms.db");
     struct kms_store *st = NULL;
-    struct kms_seal_cfg cfg = {.provider = "tpm"};
+    struct kms_seal_cfg cfg = {.provider = "tpm", .pcrs = "sha256:24"};
 
-    CHECK_RC(kms_store_open(dir, &cfg, &st), KMS_ERR_STORE_SEAL);
-    CHECK_DETAIL("\"tpm\" is not implemented yet; available providers: file");
+    CHECK_RC(kms_store_open(dir, &cfg, &st), KMS_ERR_INVAL);
+    CHECK_DETAIL("\"24\" is not a PCR index 0..23");
     CHECK(st == NULL);
     cfg.provider = "vault";
     CHECK_RC(kms_store_open(dir, &cfg, &st), KMS_ERR_INVAL);
-    CHECK_DETAIL("unknown seal provider \"vault\"; available providers: file");
+    CHECK_DETAIL("unknown seal provider \"vault\"; available providers: file, tpm");
     cfg.provider = "file";
     CHECK_OK(kms_store_open(dir, &cfg, &st));
     kms_store_close(st);
