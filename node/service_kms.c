@@ -12,6 +12,7 @@
 #include "node/crypto.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "replication/replication.h"
 
 /* The verified caller of one request. */
 struct caller {
@@ -217,6 +218,8 @@ static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
     json_object_set_new(o, "temp_ca_key", json_string(n->keys.tmp_ca_key_pem));
     json_object_set_new(o, "keys", arr);
     KMS_INFO("root keys released to an attested, authorized KMS");
+    /* kmsd extension field: the new node's URL, so it becomes our peer. */
+    kms_repl_peer_joined(n, json_string_value(json_object_get(body, "kmsd_peer_url")));
 out:
     audit(n, "GetKmsKey", rc, &bi);
     if (rc < 0) {

@@ -3,6 +3,7 @@
  * new node's own bootAuth/kms policy) before GetKmsKey is sent on that connection. */
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,19 @@
 #include "replication/replication.h"
 
 #define ONBOARD_TIMEOUT_MS 15000
+
+/* TEST ONLY: KMSD_TEST_CRASH_AT=<step> makes the process SIGKILL itself at that onboarding
+ * step (temp-ca, client-cert, got-keys, stored, done), so the crash-safety test can prove a
+ * kill anywhere leaves no keys or complete keys. Unset in any real deployment. */
+static void crash_point(const char *step)
+{
+    const char *at = getenv("KMSD_TEST_CRASH_AT");
+
+    if (at != NULL && strcmp(at, step) == 0) {
+        KMS_WARN("KMSD_TEST_CRASH_AT=%s: killing this process (test only)", step);
+        raise(SIGKILL);
+    }
+}
 
 struct source_check {
     struct kms_node *n;
@@ -135,6 +149,7 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     o.url = source_url;
     o.timeout_ms = ONBOARD_TIMEOUT_MS;
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
+    crash_point("temp-ca");
     tmp_cert_pem = jstr(tmp, "temp_ca_cert");
     tmp_key_pem = jstr(tmp, "temp_ca_key");
     ca_cert_pem = jstr(tmp, "ca_cert");
@@ -146,6 +161,20 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
 
     /* 2. Our RA-TLS client certificate. */
     KMS_GUARD(kms_ra_identity_new(tmp_cert_pem, tmp_key_pem, node_attest_cb, n, &ra));
+    crash_point("client-cert");
+    /* kmsd extension: advertise our URL so the source lists us as a peer (the reference
+     * ignores unknown request fields). */
+    {
+        char self_url[KMS_REPL_URL_MAX];
+        json_t *req = kms_repl_self_url(n, domain, self_url) == 0
+                          ? json_pack("{s:s,s:s}", "vm_config", "", "kmsd_peer_url", self_url)
+                          : json_pack("{s:s}", "vm_config", "");
+
+        KMS_GUARD_PTR(req);
+        vm_body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        KMS_GUARD_PTR(vm_body);
+    }
 
     /* 3. One connection: handshake checks the source, then GetKmsKey. */
     o.ca_pem = ca_cert_pem;
@@ -155,8 +184,9 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     sc.n = n;
     o.server_check = check_source;
     o.server_check_arg = &sc;
-    KMS_GUARD(kms_rpc_call(&o, "GetKmsKey", "{\"vm_config\":\"\"}", &keys, NULL));
+    KMS_GUARD(kms_rpc_call(&o, "GetKmsKey", vm_body, &keys, NULL));
     KMS_ENSURE(sc.checked, KMS_ERR_INTERNAL, "source was not checked");
+    crash_point("got-keys");
 
     /* 4. Validate what we received before writing anything. */
     tmp_key_pem = jstr(keys, "temp_ca_key");
@@ -188,11 +218,13 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     KMS_GUARD_PTR(id.origin);
     snprintf(id.origin, strlen(source_url) + 10, "onboard %s", source_url);
     KMS_GUARD(kms_node_adopt_identity(n, &id));
+    crash_point("stored");
     if (kms_store_meta_set(n->store, "onboarded_from", source_url) < 0)
         KMS_WARN("cannot record the onboarding source: %s", kms_err_detail());
     if (kms_store_audit(n->store, "Onboard", "ok", source_url) < 0)
         KMS_WARN("audit log append failed: %s", kms_err_detail());
     KMS_INFO("onboarded from %s", source_url);
+    crash_point("done");
 out:
     pthread_mutex_lock(&n->lock);
     if (n->state == KMS_STATE_ONBOARDING)

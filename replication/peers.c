@@ -1,37 +1,661 @@
-/* Peer bookkeeping for /health and /metrics. The periodic peer check loop is not built yet
- * (issue 3): with no checks, the node reports its own state and an empty peer list. */
+/* Peer health and identity consistency (DESIGN.md §8). A node knows its peers (--peer, the
+ * node it onboarded from, nodes that onboarded from it), checks each on an interval, and
+ * folds the result into /health, /metrics and the effective node state. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/hex.h"
+#include "common/log.h"
+#include "node/crypto.h"
 #include "replication/replication.h"
+
+#define META_PEERS "peers"
+#define META_PEERS_MAX (64u * 1024u) /* longest persisted peer list we parse */
+
+struct peer {
+    char url[KMS_REPL_URL_MAX];
+    char origin[24]; /* "config", "onboarded-from", "onboarded-to" */
+    struct kms_peer_result res;
+    time_t last_check; /* 0: never */
+};
+
+struct repl {
+    pthread_t thr;
+    int running;
+    int stop;
+    pthread_mutex_t mu; /* guards everything below and stop */
+    pthread_cond_t cv;
+    struct peer p[KMS_REPL_MAX_PEERS];
+    size_t n;
+    char self_url[KMS_REPL_URL_MAX];
+};
+
+/* Guards n->peers (the pointer) and read-modify-write of the persisted list, so a peer that
+ * joins while the thread starts is never lost. */
+static pthread_mutex_t g_repl_mu = PTHREAD_MUTEX_INITIALIZER;
+
+const char *kms_peer_status_name(enum kms_peer_status s)
+{
+    switch (s) {
+    case KMS_PEER_UNKNOWN: return "unknown";
+    case KMS_PEER_UP: return "up";
+    case KMS_PEER_DOWN: return "down";
+    case KMS_PEER_INCONSISTENT: return "inconsistent";
+    }
+    return "unknown";
+}
+
+/* ---------------------------------------------------------------- URLs */
+
+int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX])
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:_[]-";
+    size_t len;
+
+    if (in == NULL || strncmp(in, "https://", 8) != 0)
+        return kms_err_set(KMS_ERR_INVAL, "peer URL must start with https://");
+    len = strlen(in);
+    if (len >= KMS_REPL_URL_MAX)
+        return kms_err_set(KMS_ERR_INVAL, "peer URL longer than %d bytes", KMS_REPL_URL_MAX - 1);
+    while (len > 8 && in[len - 1] == '/')
+        len--;
+    if (len >= 8 + 5 && strncmp(in + len - 5, "/prpc", 5) == 0)
+        len -= 5;
+    while (len > 8 && in[len - 1] == '/')
+        len--;
+    if (len == 8)
+        return kms_err_set(KMS_ERR_INVAL, "peer URL has no host");
+    for (size_t i = 8; i < len; i++) {
+        if (strchr(ok, in[i]) == NULL)
+            return kms_err_set(KMS_ERR_INVAL,
+                               "peer URL may hold only letters, digits and .:_[]- after https:// "
+                               "(no path, query or user part)");
+    }
+    memcpy(out, in, len);
+    out[len] = '\0';
+    return 0;
+}
+
+int kms_repl_self_url(const struct kms_node *n, const char *domain, char out[KMS_REPL_URL_MAX])
+{
+    const char *colon = n->cfg.listen != NULL ? strrchr(n->cfg.listen, ':') : NULL;
+    char tmp[KMS_REPL_URL_MAX + 16];
+    int rc = 0;
+
+    KMS_ENSURE(colon != NULL && colon[1] != '\0' && strlen(colon + 1) <= 5, KMS_ERR_INVAL,
+               "--listen has no port");
+    KMS_ENSURE(domain != NULL && strlen(domain) < KMS_REPL_URL_MAX - 16, KMS_ERR_INVAL,
+               "domain too long for a peer URL");
+    snprintf(tmp, sizeof(tmp), "https://%s:%s", domain, colon + 1);
+    KMS_GUARD(kms_repl_peer_url_normalize(tmp, out));
+out:
+    return rc;
+}
+
+/* ---------------------------------------------------------------- one peer check */
+
+struct cert_check {
+    const struct kms_peer_self *self;
+    int failed; /* the handshake was aborted by our certificate check */
+};
+
+static int peer_cert_cb(void *arg, X509 *leaf)
+{
+    struct cert_check *cc = arg;
+    int rc = kms_check_kms_cert(cc->self->actx, leaf, NULL, NULL);
+
+    if (rc < 0) {
+        cc->failed = 1;
+        kms_err_wrap(rc, "peer RPC certificate rejected");
+    }
+    return rc;
+}
+
+/* A call whose server certificate is checked in the handshake; no CA pin (an inconsistent
+ * peer has another root CA, and must still be told apart from a dead one). */
+static int checked_call(const struct kms_peer_self *self, const char *url, const char *method,
+                        const char *body, json_t **resp, int *cert_failed)
+{
+    struct kms_rpc_opts o;
+    struct cert_check cc;
+    int rc;
+
+    memset(&o, 0, sizeof(o));
+    memset(&cc, 0, sizeof(cc));
+    cc.self = self;
+    o.url = url;
+    o.timeout_ms = self->timeout_ms > 0 ? self->timeout_ms : 5000;
+    o.server_check = peer_cert_cb;
+    o.server_check_arg = &cc;
+    rc = kms_rpc_call(&o, method, body, resp, NULL);
+    *cert_failed = cc.failed;
+    return rc;
+}
+
+/* Reads a "0x.." bytes field of exactly want bytes. */
+static int get_exact(json_t *o, const char *field, uint8_t *out, size_t want)
+{
+    uint8_t *b = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE,
+               "peer answer lacks %s", field);
+    KMS_GUARD(kms_prpc_get_bytes(o, field, &b, &n));
+    KMS_ENSURE(n == want, KMS_ERR_PARSE, "peer %s is %zu bytes, want %zu", field, n, want);
+    memcpy(out, b, want);
+out:
+    free(b);
+    return rc;
+}
+
+int kms_repl_challenge_verify(const struct kms_peer_self *self,
+                              const uint8_t app_id[KMS_REPL_CHALLENGE_APP_ID_LEN],
+                              json_t *peer_resp)
+{
+    struct kms_env_pubkey mine;
+    uint8_t pub[32], sig[65];
+    int rc = 0;
+
+    memset(&mine, 0, sizeof(mine));
+    KMS_GUARD(get_exact(peer_resp, "public_key", pub, sizeof(pub)));
+    KMS_GUARD(get_exact(peer_resp, "signature", sig, sizeof(sig)));
+    KMS_GUARD(kms_derive_env_pubkey(self->root_ca_key, self->root_k256, app_id,
+                                    KMS_REPL_CHALLENGE_APP_ID_LEN, 0, &mine));
+    KMS_ENSURE(memcmp(mine.public_key, pub, sizeof(pub)) == 0, KMS_ERR_REPL_IDENTITY,
+               "identity challenge failed: the peer's env-encrypt public key for a random app "
+               "id differs (it holds another root CA key)");
+    KMS_ENSURE(memcmp(mine.signature, sig, sizeof(sig)) == 0, KMS_ERR_REPL_IDENTITY,
+               "identity challenge failed: the peer's k256 signature for a random app id "
+               "differs (it holds another root k256 key)");
+out:
+    OPENSSL_cleanse(&mine, sizeof(mine));
+    return rc;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (long)(t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* Classifies a failed step: transport → down, anything the peer said or showed → inconsistent. */
+static void classify(struct kms_peer_result *res, int rc, int cert_failed, const char *step)
+{
+    int down = !cert_failed && (rc == KMS_ERR_NET || rc == KMS_ERR_TIMEOUT ||
+                                rc == KMS_ERR_TOOBIG || rc == KMS_ERR_REPL_RPC);
+
+    res->status = down ? KMS_PEER_DOWN : KMS_PEER_INCONSISTENT;
+    if (step != NULL)
+        snprintf(res->reason, sizeof(res->reason), "%s: %s", step, kms_err_detail());
+    else /* the RPC client's detail already names the method */
+        snprintf(res->reason, sizeof(res->reason), "%s", kms_err_detail());
+}
+
+int kms_repl_check_peer(const struct kms_peer_self *self, const char *url,
+                        struct kms_peer_result *res)
+{
+    uint8_t app_id[KMS_REPL_CHALLENGE_APP_ID_LEN];
+    uint8_t *spki = NULL;
+    size_t spki_len = 0;
+    json_t *meta = NULL, *ek = NULL, *st;
+    char body[128], hex[2 * KMS_REPL_CHALLENGE_APP_ID_LEN + 1];
+    struct timespec t0;
+    int cert_failed = 0;
+    int rc = 0;
+
+    memset(res, 0, sizeof(*res));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = checked_call(self, url, "GetMeta", NULL, &meta, &cert_failed);
+    if (rc < 0) {
+        classify(res, rc, cert_failed, NULL);
+        goto out;
+    }
+    st = json_object_get(meta, "state");
+    if (json_is_string(st))
+        snprintf(res->peer_state, sizeof(res->peer_state), "%s", json_string_value(st));
+    rc = get_exact(meta, "k256_pubkey", res->k256_pubkey, 33);
+    if (rc < 0) {
+        classify(res, rc, 1, "GetMeta");
+        goto out;
+    }
+    res->have_k256 = 1;
+    if (memcmp(res->k256_pubkey, self->k256_pubkey, 33) != 0) {
+        rc = kms_err_set(KMS_ERR_REPL_IDENTITY, "the peer's k256_pubkey differs from ours");
+        classify(res, rc, 1, "GetMeta");
+        goto out;
+    }
+    rc = kms_prpc_get_bytes(meta, "ca_pubkey", &spki, &spki_len);
+    if (rc == 0 && (spki_len != self->ca_spki_len || memcmp(spki, self->ca_spki, spki_len) != 0))
+        rc = kms_err_set(KMS_ERR_REPL_IDENTITY, "the peer's root CA public key (ca_pubkey) %s",
+                         spki_len == 0 ? "is missing" : "differs from ours");
+    if (rc < 0) {
+        classify(res, rc, 1, "GetMeta");
+        goto out;
+    }
+    /* The challenge: a fresh random app id, so an answer cannot be replayed or precomputed. */
+    if (RAND_bytes(app_id, sizeof(app_id)) != 1) {
+        rc = kms_err_ossl(KMS_ERR_CRYPTO, "random challenge app id");
+        classify(res, rc, 1, "challenge");
+        goto out;
+    }
+    kms_hex_encode(app_id, sizeof(app_id), hex);
+    snprintf(body, sizeof(body), "{\"app_id\":\"0x%s\"}", hex);
+    rc = checked_call(self, url, "GetAppEnvEncryptPubKey", body, &ek, &cert_failed);
+    if (rc < 0) {
+        classify(res, rc, cert_failed, "challenge");
+        goto out;
+    }
+    rc = kms_repl_challenge_verify(self, app_id, ek);
+    if (rc < 0) {
+        classify(res, rc, 1, "challenge");
+        goto out;
+    }
+    res->status = KMS_PEER_UP;
+out:
+    res->latency_ms = ms_since(&t0);
+    free(spki);
+    json_decref(meta);
+    json_decref(ek);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- peer list */
+
+/* Adds url (normalized) unless present or our own; returns 1 if added. r->mu held. */
+static int list_add(struct repl *r, const char *url, const char *origin)
+{
+    char norm[KMS_REPL_URL_MAX];
+
+    if (kms_repl_peer_url_normalize(url, norm) < 0) {
+        KMS_WARN("ignoring peer %.100s: %s", url, kms_err_detail());
+        return 0;
+    }
+    if (strcmp(norm, r->self_url) == 0)
+        return 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->p[i].url, norm) == 0)
+            return 0;
+    }
+    if (r->n >= KMS_REPL_MAX_PEERS) {
+        KMS_WARN("ignoring peer %s: at most %d peers", norm, KMS_REPL_MAX_PEERS);
+        return 0;
+    }
+    memset(&r->p[r->n], 0, sizeof(r->p[r->n]));
+    snprintf(r->p[r->n].url, sizeof(r->p[r->n].url), "%s", norm);
+    snprintf(r->p[r->n].origin, sizeof(r->p[r->n].origin), "%s", origin);
+    r->n++;
+    return 1;
+}
+
+/* Parses the persisted list [{url, origin}] with stated limits; bad entries are skipped. */
+static void list_load_meta(struct repl *r, struct kms_store *st)
+{
+    char *txt = NULL;
+    json_t *arr;
+    json_t *e;
+    size_t i;
+
+    if (kms_store_meta_get(st, META_PEERS, &txt) < 0)
+        return;
+    if (strlen(txt) > META_PEERS_MAX) {
+        KMS_WARN("persisted peer list is larger than %u bytes: ignored", META_PEERS_MAX);
+        free(txt);
+        return;
+    }
+    arr = json_loads(txt, 0, NULL);
+    free(txt);
+    if (!json_is_array(arr)) {
+        KMS_WARN("persisted peer list is not a JSON array: ignored");
+        json_decref(arr);
+        return;
+    }
+    json_array_foreach(arr, i, e)
+    {
+        json_t *u = json_object_get(e, "url");
+        json_t *o = json_object_get(e, "origin");
+
+        if (json_is_string(u))
+            list_add(r, json_string_value(u), json_is_string(o) ? json_string_value(o)
+                                                                : "persisted");
+    }
+    json_decref(arr);
+}
+
+static int list_persist(struct repl *r, struct kms_store *st)
+{
+    json_t *arr = json_array();
+    char *txt = NULL;
+    int rc = 0;
+
+    KMS_GUARD_PTR(arr);
+    for (size_t i = 0; i < r->n; i++)
+        json_array_append_new(arr, json_pack("{s:s,s:s}", "url", r->p[i].url, "origin",
+                                             r->p[i].origin));
+    txt = json_dumps(arr, JSON_COMPACT);
+    KMS_GUARD_PTR(txt);
+    KMS_GUARD(kms_store_meta_set(st, META_PEERS, txt));
+out:
+    free(txt);
+    json_decref(arr);
+    return rc;
+}
+
+void kms_repl_peer_joined(struct kms_node *n, const char *peer_url)
+{
+    struct repl *r;
+    struct repl tmp;
+    char norm[KMS_REPL_URL_MAX];
+
+    if (peer_url == NULL) {
+        KMS_INFO("a KMS onboarded from this node without advertising its URL: not added as peer");
+        return;
+    }
+    if (kms_repl_peer_url_normalize(peer_url, norm) < 0) {
+        KMS_WARN("onboarded KMS advertised an unusable URL: %s", kms_err_detail());
+        return;
+    }
+    pthread_mutex_lock(&g_repl_mu);
+    r = n->peers;
+    if (r == NULL) {
+        /* Not started yet: amend the persisted list; kms_repl_start reads it under the lock. */
+        memset(&tmp, 0, sizeof(tmp));
+        list_load_meta(&tmp, n->store);
+        if (list_add(&tmp, norm, "onboarded-to") && list_persist(&tmp, n->store) < 0)
+            KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
+    } else {
+        pthread_mutex_lock(&r->mu);
+        if (list_add(r, norm, "onboarded-to") && list_persist(r, n->store) < 0)
+            KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
+        pthread_cond_broadcast(&r->cv); /* check the newcomer now */
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&g_repl_mu);
+    KMS_INFO("peer %s onboarded from this node", norm);
+}
+
+/* ---------------------------------------------------------------- the check loop */
+
+struct job {
+    const struct kms_peer_self *self;
+    char url[KMS_REPL_URL_MAX];
+    struct kms_peer_result res;
+    pthread_t t;
+    int started;
+};
+
+static void *job_run(void *arg)
+{
+    struct job *j = arg;
+
+    /* The verdict is in j->res; the return code only repeats it. */
+    if (kms_repl_check_peer(j->self, j->url, &j->res) < 0)
+        KMS_DEBUG("peer %s: %s", j->url, j->res.reason);
+    return NULL;
+}
+
+static long check_timeout_ms(long interval)
+{
+    long t = interval / 2;
+
+    if (t < 200)
+        t = 200;
+    if (t > 5000)
+        t = 5000;
+    return t;
+}
+
+static void record(struct repl *r, const struct job *j, time_t now)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        struct peer *p = &r->p[i];
+
+        if (strcmp(p->url, j->url) != 0)
+            continue;
+        if (p->res.status != j->res.status) {
+            if (j->res.status == KMS_PEER_UP)
+                KMS_INFO("peer %s is up", p->url);
+            else
+                KMS_WARN("peer %s is %s: %s", p->url, kms_peer_status_name(j->res.status),
+                         j->res.reason);
+        }
+        p->res = j->res;
+        p->last_check = now;
+        return;
+    }
+}
+
+static void *loop(void *arg)
+{
+    struct kms_node *n = arg;
+    struct repl *r = n->peers;
+    struct kms_peer_self self;
+    struct job *jobs = calloc(KMS_REPL_MAX_PEERS, sizeof(*jobs));
+    long interval = n->cfg.peer_interval_ms > 0 ? n->cfg.peer_interval_ms : 5000;
+
+    if (jobs == NULL) {
+        KMS_ERROR("peer checks disabled: out of memory");
+        return NULL;
+    }
+    memset(&self, 0, sizeof(self));
+    self.actx = n->actx;
+    self.root_ca_key = n->keys.root_ca_key;
+    self.root_k256 = n->keys.root_k256;
+    self.k256_pubkey = n->keys.k256_pubkey;
+    self.ca_spki = n->keys.ca_spki;
+    self.ca_spki_len = n->keys.ca_spki_len;
+    self.timeout_ms = check_timeout_ms(interval);
+    for (;;) {
+        struct timespec deadline;
+        size_t nj;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += interval / 1000;
+        deadline.tv_nsec += (interval % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (r->stop) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        nj = r->n;
+        for (size_t i = 0; i < nj; i++) {
+            memset(&jobs[i], 0, sizeof(jobs[i]));
+            jobs[i].self = &self;
+            memcpy(jobs[i].url, r->p[i].url, sizeof(jobs[i].url));
+        }
+        pthread_mutex_unlock(&r->mu);
+        /* All peers in parallel, so one hanging peer delays nobody else's verdict. */
+        for (size_t i = 0; i < nj; i++)
+            jobs[i].started = pthread_create(&jobs[i].t, NULL, job_run, &jobs[i]) == 0;
+        for (size_t i = 0; i < nj; i++) {
+            if (jobs[i].started)
+                pthread_join(jobs[i].t, NULL);
+            else
+                job_run(&jobs[i]);
+        }
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < nj; i++)
+            record(r, &jobs[i], time(NULL));
+        /* Wait out the interval; a joining peer (broadcast) or stop ends the wait early. */
+        if (!r->stop)
+            pthread_cond_timedwait(&r->cv, &r->mu, &deadline);
+        pthread_mutex_unlock(&r->mu);
+    }
+    free(jobs);
+    return NULL;
+}
 
 int kms_repl_start(struct kms_node *n)
 {
-    (void)n;
-    return 0;
+    struct repl *r;
+    char *from = NULL;
+    int rc = 0;
+
+    if (!n->have_keys)
+        return 0;
+    r = calloc(1, sizeof(*r));
+    KMS_GUARD_PTR(r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (kms_repl_self_url(n, n->keys.domain, r->self_url) < 0)
+        r->self_url[0] = '\0';
+    for (size_t i = 0; i < n->cfg.n_peers; i++)
+        list_add(r, n->cfg.peers[i], "config");
+    pthread_mutex_lock(&g_repl_mu);
+    if (kms_store_meta_get(n->store, "onboarded_from", &from) == 0) {
+        list_add(r, from, "onboarded-from");
+        free(from);
+    }
+    list_load_meta(r, n->store);
+    if (list_persist(r, n->store) < 0)
+        KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
+    n->peers = r;
+    pthread_mutex_unlock(&g_repl_mu);
+    KMS_INFO("checking %zu peer(s) every %ld ms", r->n, n->cfg.peer_interval_ms);
+    rc = pthread_create(&r->thr, NULL, loop, n);
+    KMS_ENSURE(rc == 0, KMS_ERR_INTERNAL, "cannot start the peer check thread");
+    r->running = 1;
+out:
+    return rc;
 }
 
 void kms_repl_stop(struct kms_node *n)
 {
-    (void)n;
+    struct repl *r;
+
+    pthread_mutex_lock(&g_repl_mu);
+    r = n->peers;
+    n->peers = NULL;
+    pthread_mutex_unlock(&g_repl_mu);
+    if (r == NULL)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (r->running)
+        pthread_join(r->thr, NULL);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
 }
+
+/* ---------------------------------------------------------------- reporting */
 
 enum kms_node_state kms_repl_effective_state(struct kms_node *n)
 {
     enum kms_node_state s;
+    struct repl *r;
 
     pthread_mutex_lock(&n->lock);
     s = n->state;
     pthread_mutex_unlock(&n->lock);
+    if (s != KMS_STATE_SERVING)
+        return s;
+    pthread_mutex_lock(&g_repl_mu);
+    r = n->peers;
+    if (r != NULL) {
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < r->n; i++) {
+            if (r->p[i].res.status == KMS_PEER_DOWN ||
+                r->p[i].res.status == KMS_PEER_INCONSISTENT)
+                s = KMS_STATE_DEGRADED;
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&g_repl_mu);
     return s;
 }
 
 json_t *kms_repl_peers_json(struct kms_node *n)
 {
-    (void)n;
-    return json_array();
+    json_t *arr = json_array();
+    struct repl *r;
+
+    if (arr == NULL)
+        return NULL;
+    pthread_mutex_lock(&g_repl_mu);
+    r = n->peers;
+    if (r != NULL) {
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < r->n; i++) {
+            const struct peer *p = &r->p[i];
+            json_t *o = json_object();
+
+            if (o == NULL)
+                break;
+            json_object_set_new(o, "url", json_string(p->url));
+            json_object_set_new(o, "origin", json_string(p->origin));
+            json_object_set_new(o, "status", json_string(kms_peer_status_name(p->res.status)));
+            json_object_set_new(o, "reason", json_string(p->res.reason));
+            json_object_set_new(o, "last_check", p->last_check != 0
+                                                     ? json_integer((json_int_t)p->last_check)
+                                                     : json_null());
+            json_object_set_new(o, "latency_ms", p->last_check != 0
+                                                     ? json_integer(p->res.latency_ms)
+                                                     : json_null());
+            json_object_set_new(o, "k256_pubkey", p->res.have_k256
+                                                      ? kms_prpc_bytes(p->res.k256_pubkey, 33)
+                                                      : json_null());
+            json_object_set_new(o, "peer_state", json_string(p->res.peer_state));
+            json_array_append_new(arr, o);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&g_repl_mu);
+    return arr;
+}
+
+/* One gauge family per pass (the exposition format wants each family's samples together). */
+static int metric_family(struct repl *r, struct kms_buf *b, int consistency)
+{
+    char line[KMS_REPL_URL_MAX + 96];
+    int rc = 0;
+
+    KMS_GUARD(kms_buf_put_str(
+        b, consistency ? "# HELP kmsd_peer_identity_consistent 1 if the peer passed its last "
+                         "identity check (same keys, challenge answered).\n"
+                         "# TYPE kmsd_peer_identity_consistent gauge\n"
+                       : "# HELP kmsd_peer_up 1 if the peer answered its last check.\n"
+                         "# TYPE kmsd_peer_up gauge\n"));
+    for (size_t i = 0; r != NULL && i < r->n; i++) {
+        enum kms_peer_status s = r->p[i].res.status;
+        int v = consistency ? s == KMS_PEER_UP : s == KMS_PEER_UP || s == KMS_PEER_INCONSISTENT;
+
+        snprintf(line, sizeof(line), "%s{peer=\"%s\"} %d\n",
+                 consistency ? "kmsd_peer_identity_consistent" : "kmsd_peer_up", r->p[i].url, v);
+        KMS_GUARD(kms_buf_put_str(b, line));
+    }
+out:
+    return rc;
 }
 
 int kms_repl_metrics(struct kms_node *n, struct kms_buf *b)
 {
-    (void)n;
-    (void)b;
-    return 0;
+    struct repl *r;
+    int rc;
+
+    pthread_mutex_lock(&g_repl_mu);
+    r = n->peers;
+    if (r != NULL)
+        pthread_mutex_lock(&r->mu);
+    rc = metric_family(r, b, 0);
+    if (rc == 0)
+        rc = metric_family(r, b, 1);
+    if (r != NULL)
+        pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&g_repl_mu);
+    return rc;
 }

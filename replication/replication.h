@@ -65,18 +65,99 @@ KMS_WUR int kms_ra_identity_new(const char *tmp_ca_cert_pem, const char *tmp_ca_
 KMS_WUR int kms_check_kms_cert(const struct kms_attest_ctx *actx, X509 *cert,
                                struct kms_attestation **att, struct kms_verified *v);
 
+/* ---- peer health and identity consistency (replication/peers.c, DESIGN.md §8) */
+
+#define KMS_REPL_MAX_PEERS 64 /* configured + learned peers per node */
+#define KMS_REPL_URL_MAX 256  /* longest peer URL, including the NUL */
+#define KMS_REPL_CHALLENGE_APP_ID_LEN 20
+
+enum kms_peer_status {
+    KMS_PEER_UNKNOWN = 0,  /* not checked yet */
+    KMS_PEER_UP,           /* reachable, attested kms:rpc certificate, same identity */
+    KMS_PEER_DOWN,         /* unreachable, timed out, or no valid pRPC answer */
+    KMS_PEER_INCONSISTENT, /* answered, but certificate, attestation or identity differs */
+};
+
+/* Static name: "unknown", "up", "down", "inconsistent". */
+const char *kms_peer_status_name(enum kms_peer_status s);
+
+/* What a peer is compared against: this node's own identity. All borrowed; root_ca_key and
+ * root_k256 are secrets used only to derive the challenge answer locally. */
+struct kms_peer_self {
+    const struct kms_attest_ctx *actx; /* verifies the peer's RPC certificate attestation */
+    EVP_PKEY *root_ca_key;
+    const uint8_t *root_k256;  /* 32 bytes */
+    const uint8_t *k256_pubkey; /* 33 bytes, compressed */
+    const uint8_t *ca_spki;    /* root CA SubjectPublicKeyInfo DER */
+    size_t ca_spki_len;
+    long timeout_ms;           /* per RPC (connect + TLS + answer) */
+};
+
+/* Outcome of one peer check. */
+struct kms_peer_result {
+    enum kms_peer_status status;
+    char reason[512];        /* "" when up; never holds secrets */
+    uint8_t k256_pubkey[33]; /* what the peer reported (valid when have_k256) */
+    int have_k256;
+    long latency_ms;         /* wall time of the whole check */
+    char peer_state[32];     /* the peer's own GetMeta.state, "" if not reported */
+};
+
+/* One health check of the peer at url: GetMeta and GetAppEnvEncryptPubKey, each on a fresh
+ * TLS connection whose server certificate must carry the kms:rpc usage and an attestation
+ * that verifies with self->actx (checked in the handshake, before any request). Then the
+ * identity: GetMeta k256_pubkey and ca_pubkey equal ours, and the identity challenge
+ * (kms_repl_challenge_verify) for a fresh random app id. Always fills *res. Returns 0 when
+ * the peer is up; otherwise the error of the first failed step (res->status says DOWN for
+ * transport failures, INCONSISTENT for everything the peer answered wrongly). */
+KMS_WUR int kms_repl_check_peer(const struct kms_peer_self *self, const char *url,
+                                struct kms_peer_result *res);
+
+/* The identity challenge: peer_resp is the peer's GetAppEnvEncryptPubKey answer for app_id.
+ * Its public_key and legacy `signature` (RFC 6979, hence deterministic) must equal what this
+ * node derives locally with kms_derive_env_pubkey; equality proves the peer holds the same
+ * root CA key and root k256 key without either side revealing them. KMS_ERR_REPL_IDENTITY
+ * (detail names the differing value) on divergence, KMS_ERR_PARSE on a malformed answer. */
+KMS_WUR int kms_repl_challenge_verify(const struct kms_peer_self *self,
+                                      const uint8_t app_id[KMS_REPL_CHALLENGE_APP_ID_LEN],
+                                      json_t *peer_resp);
+
+/* Canonical peer URL: "https://host[:port]" without a trailing "/" or "/prpc". Only
+ * https:// URLs of at most KMS_REPL_URL_MAX-1 bytes made of [A-Za-z0-9.:_[]-] after the
+ * scheme are accepted (they are printed into /metrics labels unescaped). KMS_ERR_INVAL. */
+KMS_WUR int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX]);
+
+/* Hook for KMS.GetKmsKey: root keys were just released to an attested, authorized KMS that
+ * advertised peer_url (NULL or invalid: ignored with a warning). Adds it to the peer list and
+ * persists the list (store meta "peers"). Safe from any thread, also before kms_repl_start. */
+void kms_repl_peer_joined(struct kms_node *n, const char *peer_url);
+
+/* The URL this node advertises to the source when onboarding ("https://DOMAIN:PORT", PORT
+ * from --listen). KMS_ERR_INVAL if it cannot be formed. */
+KMS_WUR int kms_repl_self_url(const struct kms_node *n, const char *domain,
+                              char out[KMS_REPL_URL_MAX]);
+
 /* Node-side hooks. */
+/* Starts the peer check thread (serving mode; keys loaded). Peers: --peer URLs, store meta
+ * "onboarded_from", and the persisted list (meta "peers", which it rewrites merged). Every
+ * cfg.peer_interval_ms all peers are checked in parallel, each RPC with a timeout of
+ * clamp(interval/2, 200, 5000) ms. */
 KMS_WUR int kms_repl_start(struct kms_node *n);
+/* Stops and joins the thread and frees the peer state; accepts a node never started. */
 void kms_repl_stop(struct kms_node *n);
 /* Onboard.Onboard: pull the cluster identity from source_url. k256_pub receives the cluster
  * public key. */
 KMS_WUR int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *domain,
                              uint8_t k256_pub[33]);
-/* The node state with peer health folded in (serving → degraded on a bad peer). */
+/* The node state with peer health folded in: SERVING becomes DEGRADED while at least one
+ * peer's last completed check said DOWN or INCONSISTENT (peers not checked yet, UNKNOWN, do
+ * not degrade); every other state is returned unchanged. */
 enum kms_node_state kms_repl_effective_state(struct kms_node *n);
-/* New reference: peer status array for /health. */
+/* Peer array for /health: [{url, origin, status, reason, last_check (unix s, null before the
+ * first check), latency_ms, k256_pubkey ("0x.." or null), peer_state}]. Caller owns it. */
 json_t *kms_repl_peers_json(struct kms_node *n);
-/* Appends peer gauges to the /metrics text. */
+/* Appends the gauges kmsd_peer_up{peer="URL"} (1: the peer answered its last check, up or
+ * inconsistent) and kmsd_peer_identity_consistent{peer="URL"} (1: status up). */
 KMS_WUR int kms_repl_metrics(struct kms_node *n, struct kms_buf *b);
 
 #endif

@@ -1,0 +1,445 @@
+/* kmsctl cluster: status (a node's view of its peers, from /health) and verify (the identity
+ * challenge run by the operator across nodes, trusting none of them). DESIGN.md §8. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/hex.h"
+#include "node/crypto.h"
+#include "replication/replication.h"
+
+#define CLUSTER_MAX_NODES 16
+#define HEALTH_MAX_BODY (1024u * 1024u)
+
+int kms_cli_cluster(int argc, char **argv);
+
+static const char cluster_usage[] =
+    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "       kmsctl cluster verify --kms URL --kms URL ... [--insecure-sim --sim-dir DIR]\n"
+    "                             [--skip-attestation] [--timeout-ms MS]\n"
+    "\n"
+    "status: the node's state and its view of each peer (from GET /health).\n"
+    "verify: runs the identity challenge across the given nodes itself.\n"
+    "kmsctl cluster status --help / kmsctl cluster verify --help for details.\n";
+
+static const char status_usage[] =
+    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "\n"
+    "Prints the node at URL (state, identity = k256 public key prefix) and each of its peers as\n"
+    "the node last checked them: status (up, down, inconsistent, unknown), the peer's k256\n"
+    "public key prefix, time of the last check, latency, and the reason of a failure. Peers are\n"
+    "checked by the node every --peer-interval-ms: reachable, attested kms:rpc certificate, same\n"
+    "k256 and root CA public keys, and the identity challenge (see `cluster verify`).\n"
+    "The data comes from GET URL/health, read without certificate verification (it is the\n"
+    "node's own report; use `cluster verify` for an authenticated check).\n"
+    "  --json            print the node's /health document with \"url\" and \"http_status\"\n"
+    "  --timeout-ms MS   timeout of the request (default 5000)\n"
+    "Exit status: 0 when the node answered, 1 when it did not.\n";
+
+static const char verify_usage[] =
+    "Usage: kmsctl cluster verify --kms URL --kms URL ... [--insecure-sim --sim-dir DIR]\n"
+    "                             [--skip-attestation] [--timeout-ms MS]\n"
+    "\n"
+    "Runs the identity challenge across the given nodes: a fresh random 20-byte app id; on each\n"
+    "node GetMeta (k256_pubkey, ca_pubkey) and GetAppEnvEncryptPubKey(app id), each over TLS\n"
+    "whose server certificate must carry the kms:rpc usage and an attestation that verifies.\n"
+    "Each node's legacy signature must recover to the k256 public key it reports, and every\n"
+    "node must give the first node's k256 public key, root CA public key, env-encrypt public\n"
+    "key and signature. Equal answers prove the same root keys without revealing them.\n"
+    "  --insecure-sim --sim-dir DIR  also trust the simulated TEE root in DIR (development)\n"
+    "  --skip-attestation            check only the kms:rpc usage of server certificates\n"
+    "  --timeout-ms MS               timeout of each request (default 5000)\n"
+    "Exit status: 0 when all nodes agree; 1 naming each node that diverges or fails.\n";
+
+static long parse_timeout(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+
+    return (end != s && *end == '\0' && v > 0 && v <= 600000) ? v : -1;
+}
+
+/* ---------------------------------------------------------------- status */
+
+struct sink {
+    struct kms_buf b;
+    int overflow;
+};
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = sz * nm;
+
+    if (HEALTH_MAX_BODY - s->b.len < n || kms_buf_put(&s->b, p, n) < 0) {
+        s->overflow = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* GET base/health: *status the HTTP code, *out the JSON document (caller owns). */
+static int get_health(const char *base, long timeout_ms, long *status, json_t **out)
+{
+    CURL *c = NULL;
+    struct sink s;
+    char url[KMS_REPL_URL_MAX + 16];
+    char errbuf[CURL_ERROR_SIZE] = "";
+    json_error_t jerr;
+    size_t ul = strlen(base);
+    CURLcode cc;
+    int rc = 0;
+
+    memset(&s, 0, sizeof(s));
+    *out = NULL;
+    while (ul > 0 && base[ul - 1] == '/')
+        ul--;
+    KMS_ENSURE(ul < KMS_REPL_URL_MAX, KMS_ERR_INVAL, "URL too long");
+    snprintf(url, sizeof(url), "%.*s/health", (int)ul, base);
+    c = curl_easy_init();
+    KMS_GUARD_PTR(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    /* The node's self-report: informational, so no certificate check (see --help). */
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    cc = curl_easy_perform(c);
+    KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms",
+               url, timeout_ms);
+    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "/health answer larger than %u bytes",
+               HEALTH_MAX_BODY);
+    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", url,
+               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    *out = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, 0, &jerr);
+    KMS_ENSURE(json_is_object(*out), KMS_ERR_PARSE, "%s is not a kmsd /health document (HTTP %ld)",
+               url, *status);
+out:
+    if (rc < 0) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    kms_buf_free(&s.b);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return rc;
+}
+
+static const char *str_or(json_t *o, const char *k, const char *dflt)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_string(v) && json_string_value(v)[0] != '\0' ? json_string_value(v) : dflt;
+}
+
+/* "0x02ab12cd34ef.." — enough to tell identities apart at a glance. */
+static void ident_prefix(json_t *o, char out[24])
+{
+    const char *k = str_or(o, "k256_pubkey", NULL);
+
+    if (k == NULL)
+        snprintf(out, 24, "-");
+    else
+        snprintf(out, 24, "%.14s..", k);
+}
+
+static void print_row(const char *indent, const char *url, const char *state, json_t *o,
+                      json_t *last, json_t *lat, const char *reason)
+{
+    char id[24], lc[32], lt[32];
+
+    ident_prefix(o, id);
+    if (json_is_integer(last)) {
+        long ago = (long)(time(NULL) - (time_t)json_integer_value(last));
+
+        snprintf(lc, sizeof(lc), "%lds ago", ago < 0 ? 0 : ago);
+    } else {
+        snprintf(lc, sizeof(lc), "-");
+    }
+    if (json_is_integer(lat))
+        snprintf(lt, sizeof(lt), "%lld ms", (long long)json_integer_value(lat));
+    else
+        snprintf(lt, sizeof(lt), "-");
+    printf("%s%-*s %-14s %-18s %-10s %-9s %s\n", indent, 38 - (int)strlen(indent), url, state, id,
+           lc, lt, reason);
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *url = NULL;
+    int as_json = 0, c;
+    long timeout_ms = 5000, status = 0;
+    json_t *h = NULL, *peers, *p;
+    size_t i;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k': url = optarg; break;
+        case 'j': as_json = 1; break;
+        case 'T': timeout_ms = parse_timeout(optarg); break;
+        case 'h': fputs(status_usage, stdout); return 0;
+        default: fputs(status_usage, stderr); return 2;
+        }
+    }
+    if (url == NULL || optind != argc || timeout_ms <= 0) {
+        fputs(status_usage, stderr);
+        return 2;
+    }
+    if (get_health(url, timeout_ms, &status, &h) < 0) {
+        fprintf(stderr, "kmsctl: cluster status: %s\n", kms_err_detail());
+        return 1;
+    }
+    if (as_json) {
+        char *txt;
+
+        json_object_set_new(h, "url", json_string(url));
+        json_object_set_new(h, "http_status", json_integer(status));
+        txt = json_dumps(h, JSON_INDENT(2));
+        if (txt != NULL)
+            puts(txt);
+        free(txt);
+        json_decref(h);
+        return 0;
+    }
+    printf("%-38s %-14s %-18s %-10s %-9s %s\n", "NODE / PEER", "STATE", "IDENTITY (k256)",
+           "LAST CHECK", "LATENCY", "REASON");
+    print_row("", url, str_or(h, "state", "?"), h, NULL, NULL, str_or(h, "reason", ""));
+    peers = json_object_get(h, "peers");
+    json_array_foreach(peers, i, p)
+    {
+        print_row("  ", str_or(p, "url", "?"), str_or(p, "status", "?"), p,
+                  json_object_get(p, "last_check"), json_object_get(p, "latency_ms"),
+                  str_or(p, "reason", ""));
+    }
+    if (json_array_size(peers) == 0)
+        printf("  (no peers known)\n");
+    json_decref(h);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- verify */
+
+struct answer {
+    const char *url;
+    int ok; /* reached and self-consistent */
+    uint8_t k256[33];
+    uint8_t *ca_spki;
+    size_t ca_spki_len;
+    uint8_t pub[32];
+    uint8_t sig[65];
+};
+
+static int cert_check(void *arg, X509 *leaf)
+{
+    return kms_check_kms_cert(arg, leaf, NULL, NULL);
+}
+
+static int field_exact(json_t *o, const char *field, uint8_t *out, size_t want)
+{
+    uint8_t *b = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE, "answer lacks %s",
+               field);
+    KMS_GUARD(kms_prpc_get_bytes(o, field, &b, &n));
+    KMS_ENSURE(n == want, KMS_ERR_PARSE, "%s is %zu bytes, want %zu", field, n, want);
+    memcpy(out, b, want);
+out:
+    free(b);
+    return rc;
+}
+
+/* Asks one node; a->ok when it answered and its signature recovers to its own k256 key. */
+static int ask(struct answer *a, const struct kms_attest_ctx *actx, long timeout_ms,
+               const uint8_t app_id[20])
+{
+    struct kms_rpc_opts o;
+    json_t *meta = NULL, *ek = NULL;
+    uint8_t digest[32], rec[33];
+    char body[80], hex[41];
+    int rc = 0;
+
+    memset(&o, 0, sizeof(o));
+    o.url = a->url;
+    o.timeout_ms = timeout_ms;
+    o.server_check = cert_check;
+    o.server_check_arg = (void *)actx;
+    KMS_GUARD(kms_rpc_call(&o, "GetMeta", NULL, &meta, NULL));
+    KMS_GUARD(field_exact(meta, "k256_pubkey", a->k256, 33));
+    KMS_GUARD(kms_prpc_get_bytes(meta, "ca_pubkey", &a->ca_spki, &a->ca_spki_len));
+    KMS_ENSURE(a->ca_spki_len > 0, KMS_ERR_PARSE, "GetMeta lacks ca_pubkey (not a kmsd node?)");
+    kms_hex_encode(app_id, 20, hex);
+    snprintf(body, sizeof(body), "{\"app_id\":\"0x%s\"}", hex);
+    KMS_GUARD(kms_rpc_call(&o, "GetAppEnvEncryptPubKey", body, &ek, NULL));
+    KMS_GUARD(field_exact(ek, "public_key", a->pub, 32));
+    KMS_GUARD(field_exact(ek, "signature", a->sig, 65));
+    kms_env_pubkey_digest(app_id, 20, NULL, a->pub, digest);
+    rc = kms_k256_recover(a->sig, digest, rec);
+    KMS_ENSURE(rc == 0 && memcmp(rec, a->k256, 33) == 0, KMS_ERR_REPL_IDENTITY,
+               "its challenge signature does not come from the k256 key its GetMeta reports");
+    a->ok = 1;
+out:
+    json_decref(meta);
+    json_decref(ek);
+    return rc;
+}
+
+static struct kms_attest_ctx *verify_ctx(int skip, int insecure_sim, const char *sim_dir)
+{
+    struct kms_attest_ctx *actx;
+    struct kms_sim *sim = NULL;
+    X509 *root;
+    int ok;
+
+    if (skip)
+        return NULL;
+    actx = kms_attest_ctx_new();
+    if (actx == NULL)
+        return NULL;
+    root = kms_attest_intel_root();
+    ok = root != NULL && kms_attest_ctx_add_root(actx, KMS_ROOT_TDX, root, 0) == 0;
+    X509_free(root);
+    root = ok ? kms_attest_nitro_root() : NULL;
+    ok = root != NULL && kms_attest_ctx_add_root(actx, KMS_ROOT_NITRO, root, 0) == 0;
+    X509_free(root);
+    if (ok && insecure_sim) {
+        ok = kms_sim_open(sim_dir, &sim) == 0 &&
+             kms_attest_ctx_add_root(actx, KMS_ROOT_TDX, kms_sim_root(sim), 1) == 0;
+        kms_sim_free(sim);
+    }
+    if (!ok) {
+        kms_attest_ctx_free(actx);
+        return NULL;
+    }
+    return actx;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
+                                         {"insecure-sim", no_argument, NULL, 'I'},
+                                         {"sim-dir", required_argument, NULL, 's'},
+                                         {"skip-attestation", no_argument, NULL, 'S'},
+                                         {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct answer a[CLUSTER_MAX_NODES];
+    size_t n = 0, ref = CLUSTER_MAX_NODES, bad = 0;
+    int insecure = 0, skip = 0, c;
+    const char *sim_dir = NULL;
+    long timeout_ms = 5000;
+    struct kms_attest_ctx *actx = NULL;
+    uint8_t app_id[20];
+    char hex[41];
+
+    memset(a, 0, sizeof(a));
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            if (n >= CLUSTER_MAX_NODES) {
+                fprintf(stderr, "kmsctl: at most %d --kms URLs\n", CLUSTER_MAX_NODES);
+                return 2;
+            }
+            a[n++].url = optarg;
+            break;
+        case 'I': insecure = 1; break;
+        case 's': sim_dir = optarg; break;
+        case 'S': skip = 1; break;
+        case 'T': timeout_ms = parse_timeout(optarg); break;
+        case 'h': fputs(verify_usage, stdout); return 0;
+        default: fputs(verify_usage, stderr); return 2;
+        }
+    }
+    if (n == 0 || optind != argc || timeout_ms <= 0 || (insecure != (sim_dir != NULL))) {
+        fputs(verify_usage, stderr);
+        return 2;
+    }
+    actx = verify_ctx(skip, insecure, sim_dir);
+    if (!skip && actx == NULL) {
+        fprintf(stderr, "kmsctl: cannot set up attestation verification: %s\n",
+                kms_err_detail());
+        return 1;
+    }
+    if (RAND_bytes(app_id, sizeof(app_id)) != 1) {
+        fprintf(stderr, "kmsctl: no randomness for the challenge\n");
+        kms_attest_ctx_free(actx);
+        return 1;
+    }
+    kms_hex_encode(app_id, 20, hex);
+    printf("challenge app id 0x%s\n", hex);
+    for (size_t i = 0; i < n; i++) {
+        if (ask(&a[i], actx, timeout_ms, app_id) < 0) {
+            printf("FAIL      %s: %s\n", a[i].url, kms_err_detail());
+            bad++;
+        } else if (ref == CLUSTER_MAX_NODES) {
+            ref = i;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct answer *r = ref < n ? &a[ref] : NULL;
+        const char *what = NULL;
+        char k[20];
+
+        if (!a[i].ok)
+            continue;
+        if (memcmp(a[i].k256, r->k256, 33) != 0)
+            what = "k256_pubkey differs";
+        else if (a[i].ca_spki_len != r->ca_spki_len ||
+                 memcmp(a[i].ca_spki, r->ca_spki, r->ca_spki_len) != 0)
+            what = "root CA public key differs";
+        else if (memcmp(a[i].pub, r->pub, 32) != 0)
+            what = "challenge env-encrypt public key differs (another root CA key)";
+        else if (memcmp(a[i].sig, r->sig, 65) != 0)
+            what = "challenge signature differs (another root k256 key)";
+        kms_hex_encode(a[i].k256, 6, k);
+        if (what != NULL) {
+            printf("DIVERGES  %s: %s (compared with %s)\n", a[i].url, what, r->url);
+            bad++;
+        } else {
+            printf("OK        %s  k256 0x%s..\n", a[i].url, k);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(a[i].ca_spki);
+    kms_attest_ctx_free(actx);
+    if (bad > 0) {
+        fprintf(stderr, "kmsctl: cluster verify: %zu of %zu node(s) failed or diverge\n", bad, n);
+        return 1;
+    }
+    printf("all %zu node(s) hold the same identity\n", n);
+    return 0;
+}
+
+int kms_cli_cluster(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(cluster_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "status") == 0)
+        return cmd_status(argc - 1, argv + 1);
+    if (strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
+    fprintf(stderr, "kmsctl: unknown cluster command '%s'\n%s", argv[1], cluster_usage);
+    return 2;
+}
