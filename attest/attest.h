@@ -771,4 +771,133 @@ KMS_WUR int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collate
 KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg,
                              size_t len, uint8_t sig[64]);
 
+/* ================================================================ Evidence on real hardware and
+ * per-platform producers: TDX quotes via configfs-tsm / /dev/tdx_guest (tdx_tsm.c), TEE
+ * detection and the struct kms_platform producer abstraction incl. the simulated GCP TDX+vTPM
+ * platform (platform.c; owner: evidence)
+ */
+
+#define KMS_TSM_REPORT_DIR "/sys/kernel/config/tsm/report"
+#define KMS_TDX_GUEST_DEV "/dev/tdx_guest"
+#define KMS_TSM_MAX_OUTBLOB (64u * 1024u) /* a v4 quote with its PCK chain is about 5 KB */
+#define KMS_TDX_REPORT_LEN 1024u          /* TDREPORT (TDG.MR.REPORT) */
+
+/* configfs-tsm options. */
+struct kms_tsm_opts {
+    const char *root; /* report root; NULL = KMS_TSM_REPORT_DIR */
+    /* Test seam: called right after the report directory is created and before inblob is
+     * written, standing in for the kernel that populates a new report directory with its
+     * attributes (inblob, outblob, generation, provider). NULL in production. */
+    int (*on_mkdir)(void *arg, const char *report_dir);
+    void *arg;
+};
+
+/* TDX quote through configfs-tsm: mkdir <root>/<unique>, write the 64-byte inblob, read
+ * outblob, then require generation == 1 (no other writer touched the report between our write
+ * and read) and provider "tdx_guest" (when present); the outblob must parse as a TDX quote
+ * carrying report_data. The report directory is removed afterwards. KMS_ERR_NOTFOUND when the
+ * root does not exist, KMS_ERR_IO on OS errors, KMS_ERR_STATE when the generation changed,
+ * KMS_ERR_ATT_FORMAT for a short or wrong outblob. Caller frees *quote. */
+KMS_WUR int kms_tsm_tdx_quote(const struct kms_tsm_opts *o, const uint8_t report_data[64],
+                              uint8_t **quote, size_t *len);
+
+/* Legacy TDX quote: TDX_CMD_GET_REPORT0 then TDX_CMD_GET_QUOTE (GetQuote TDVMCALL carrying a QGS
+ * get-quote message) on dev (NULL = KMS_TDX_GUEST_DEV). KMS_ERR_NOTFOUND when dev is absent.
+ * Caller frees *quote. */
+KMS_WUR int kms_tdx_guest_quote(const char *dev, const uint8_t report_data[64], uint8_t **quote,
+                                size_t *len);
+
+/* configfs-tsm when its root exists, else the /dev/tdx_guest ioctl. Caller frees *quote. */
+KMS_WUR int kms_tdx_get_quote(const struct kms_tsm_opts *o, const char *dev,
+                              const uint8_t report_data[64], uint8_t **quote, size_t *len);
+
+/* The GetQuote shared buffer of the legacy ioctl (exposed for tests): build the request around a
+ * TDREPORT into buf (cap bytes, *len = bytes used by header + message), and extract the quote
+ * from a completed buffer (status, lengths and QGS message checked; caller frees *quote). */
+KMS_WUR int kms_tdx_qgs_request(const uint8_t tdreport[KMS_TDX_REPORT_LEN], uint8_t *buf,
+                                size_t cap, size_t *len);
+KMS_WUR int kms_tdx_qgs_response(const uint8_t *buf, size_t len, uint8_t **quote,
+                                 size_t *quote_len);
+
+enum kms_platform_kind {
+    KMS_PLATFORM_NONE = 0,  /* detection: no TEE found */
+    KMS_PLATFORM_SIM_TDX,   /* "sim-tdx" (alias "sim"): simulated TDX (kms_sim) */
+    KMS_PLATFORM_SIM_NITRO, /* "sim-nitro": simulated Nitro Enclave (kms_sim_nitro_attest) */
+    KMS_PLATFORM_SIM_GCP,   /* "sim-gcp": simulated GCP TDX quote + software vTPM quote */
+    KMS_PLATFORM_TDX,       /* "tdx": configfs-tsm or /dev/tdx_guest */
+    KMS_PLATFORM_GCP_TDX,   /* "gcp-tdx": TDX quote + GCP vTPM (tpm2-tss) */
+    KMS_PLATFORM_NITRO,     /* "nitro": detected only; this build has no NSM producer */
+};
+
+/* Static name ("sim-tdx", ...; "none"). */
+const char *kms_platform_kind_name(enum kms_platform_kind k);
+/* Parses a name (also "sim" for sim-tdx). KMS_ERR_INVAL for anything else. */
+KMS_WUR int kms_platform_kind_parse(const char *s, enum kms_platform_kind *out);
+
+/* Host paths used by detection and the hardware producers; tests point them at fake trees. */
+struct kms_platform_paths {
+    const char *nsm_dev;            /* /dev/nsm */
+    const char *tdx_guest_dev;      /* /dev/tdx_guest */
+    const char *tsm_report_dir;     /* /sys/kernel/config/tsm/report */
+    const char *dmi_product_name;   /* /sys/class/dmi/id/product_name */
+    const char *ccel;               /* /sys/firmware/acpi/tables/data/CCEL (optional) */
+    const char *tpm_event_log;      /* /sys/kernel/security/tpm0/binary_bios_measurements */
+    const char *runtime_events_log; /* /run/log/dstack/runtime_events.log (optional) */
+    const char *tcti;               /* tpm2-tss TCTI; NULL = "device:/dev/tpmrm0" */
+    /* test seam passed to kms_tsm_opts.on_mkdir (NULL in production) */
+    int (*tsm_on_mkdir)(void *arg, const char *report_dir);
+    void *tsm_arg;
+};
+
+/* Fills the production paths. */
+void kms_platform_paths_default(struct kms_platform_paths *p);
+/* TEE detection as the reference does: /dev/nsm → NITRO; DMI product_name "Google Compute
+ * Engine" and /dev/tdx_guest → GCP_TDX; /dev/tdx_guest or the configfs-tsm report dir → TDX;
+ * else NONE. p NULL = production paths. */
+enum kms_platform_kind kms_platform_detect(const struct kms_platform_paths *p);
+
+struct kms_platform_cfg {
+    enum kms_platform_kind kind;
+    const char *sim_dir;                    /* sim kinds: the simulation directory */
+    const struct kms_platform_paths *paths; /* hardware kinds; NULL = production paths */
+    const uint8_t (*nitro_pcrs)[48];        /* sim-nitro: PCR0..2; NULL = fixed defaults */
+};
+
+/* An evidence producer for one platform. */
+struct kms_platform;
+
+/* Opens a producer (copies cfg; sim kinds create their simulation roots in sim_dir if missing).
+ * KMS_ERR_ATT_UNSUPPORTED for NONE and NITRO. Caller frees *out. */
+KMS_WUR int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **out);
+void kms_platform_free(struct kms_platform *p);
+enum kms_platform_kind kms_platform_get_kind(const struct kms_platform *p);
+
+/* Produces an attestation over report_data with the given runtime events (borrowed).
+ *  - sim-tdx, sim-gcp: events are replayed into RTMR3 (and PCR14 for sim-gcp).
+ *  - sim-nitro: only the "app-id" event is carried (Nitro has no RTMR); config is generated.
+ *  - tdx, gcp-tdx: the quote's RTMR3 holds what the guest extended; events NULL/0 means "read
+ *    paths->runtime_events_log" (JSON lines {event, payload(base64)}), absent file = none.
+ * config: vm_config JSON (NULL = ""; sim-gcp: NULL = {"os_image_hash": <sim UKI hash>}).
+ * Caller frees *out (kms_att_free). */
+KMS_WUR int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
+                                const struct kms_runtime_event *events, size_t n_events,
+                                const char *config, struct kms_attestation **out);
+
+/* Adds every simulation root present in sim_dir to ctx as a simulation anchor: sim-root.pem
+ * (TDX), sim-nitro-root.pem (Nitro), sim-gcp-root.pem (GCP). Missing files are skipped;
+ * KMS_ERR_NOTFOUND when none exists. */
+KMS_WUR int kms_platform_add_sim_roots(const char *sim_dir, struct kms_attest_ctx *ctx);
+
+/* Simulated GCP vTPM: a software TPM2_Quote in the real formats (TPMS_ATTEST, ECDSA-P256
+ * TPMT_SIGNATURE) over sha256 PCRs 0, 2, 14 with extraData = qd, signed by a fresh AK whose
+ * certificate chains to sim_dir/sim-gcp-root.pem (created on first use). PCR0 and PCR2 replay
+ * a synthetic firmware log carried in q->events (the third PCR2 event, the "UKI", has digest
+ * os_image_hash when it is 32 bytes); PCR14 = SHA-256 replay of events. *q must be zeroed; free
+ * with kms_tpm_quote_clear. */
+KMS_WUR int kms_sim_gcp_tpm_quote(const char *sim_dir, const uint8_t *qd, size_t qd_len,
+                                  const struct kms_runtime_event *events, size_t n_events,
+                                  const uint8_t *os_image_hash, size_t os_image_hash_len,
+                                  struct kms_tpm_quote *q);
+/* ================================================================ end evidence */
+
 #endif

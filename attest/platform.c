@@ -699,6 +699,8 @@ static int attest_hw(struct kms_platform *p, const uint8_t rd[64],
     memset(&log, 0, sizeof(log));
     memset(&tsm, 0, sizeof(tsm));
     tsm.root = p->paths.tsm_report_dir;
+    tsm.on_mkdir = p->paths.tsm_on_mkdir;
+    tsm.arg = p->paths.tsm_arg;
     att = calloc(1, sizeof(*att));
     KMS_GUARD_PTR(att);
     att->mode = p->kind == KMS_PLATFORM_GCP_TDX ? KMS_ATT_GCP_TDX : KMS_ATT_TDX;
