@@ -40,8 +40,13 @@ static const char usage_text[] =
     "  --auth-timeout-ms MS     timeout of each authorization call (default 5000)\n"
     "  --gateway-app-id ID      gateway app id reported in dev mode (default \"any\")\n"
     "  --auto-bootstrap-domain D  bootstrap at start with domain D when no keys exist\n"
-    "  --seal file              KEK seal provider (default file)\n"
+    "  --seal file|tpm          KEK seal provider (default file: a 0600 key file, development\n"
+    "                           only; tpm: the KEK is sealed by the TPM to PCR values)\n"
     "  --kek-file PATH          KEK file for --seal file (default DATA_DIR/kek.bin)\n"
+    "  --tpm-tcti TCTI          TPM for --seal tpm (default device:/dev/tpmrm0; a simulator:\n"
+    "                           swtpm:host=127.0.0.1,port=2321); sealed KEK: DATA_DIR/kek.tpm\n"
+    "  --seal-pcrs SPEC         PCRs a new KEK is sealed to (default sha256:0,2,14; banks joined\n"
+    "                           with +, e.g. sha1:0+sha256:0,7); fixed once the KEK is sealed\n"
     "  --expect-k256-pubkey HEX onboarding: refuse a source whose k256 public key differs\n"
     "  --expect-ca-spki HEX     onboarding: refuse a source whose root CA SPKI differs\n"
     "  --peer URL               a peer KMS to health-check (repeatable)\n"
@@ -67,6 +72,7 @@ enum {
     OPT_SIM_DIR, OPT_TRUST_SIM_ROOT, OPT_AUTH, OPT_AUTH_URL, OPT_AUTH_TIMEOUT, OPT_GATEWAY,
     OPT_AUTO_BOOTSTRAP, OPT_SEAL, OPT_KEK, OPT_EXPECT_K256, OPT_EXPECT_SPKI, OPT_PEER,
     OPT_PEER_INTERVAL, OPT_NITRO_ROOT, OPT_NITRO_DEVICE_ID, OPT_LOG_LEVEL,
+    OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -99,6 +105,8 @@ int main(int argc, char **argv)
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
         {"kek-file", required_argument, NULL, OPT_KEK},
+        {"tpm-tcti", required_argument, NULL, OPT_TPM_TCTI},
+        {"seal-pcrs", required_argument, NULL, OPT_SEAL_PCRS},
         {"expect-k256-pubkey", required_argument, NULL, OPT_EXPECT_K256},
         {"expect-ca-spki", required_argument, NULL, OPT_EXPECT_SPKI},
         {"peer", required_argument, NULL, OPT_PEER},
@@ -137,6 +145,8 @@ int main(int argc, char **argv)
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;
         case OPT_SEAL: cfg.seal_provider = optarg; break;
         case OPT_KEK: cfg.kek_path = optarg; break;
+        case OPT_TPM_TCTI: cfg.tpm_tcti = optarg; break;
+        case OPT_SEAL_PCRS: cfg.seal_pcrs = optarg; break;
         case OPT_EXPECT_K256: cfg.expect_k256_pubkey = optarg; break;
         case OPT_EXPECT_SPKI: cfg.expect_ca_spki = optarg; break;
         case OPT_PEER:
@@ -170,6 +180,14 @@ int main(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "kmsd: unexpected argument '%s'. Try 'kmsd --help'.\n", argv[optind]);
+        return 2;
+    }
+    if (strcmp(cfg.seal_provider, "tpm") != 0 && (cfg.tpm_tcti != NULL || cfg.seal_pcrs != NULL)) {
+        fprintf(stderr, "kmsd: --tpm-tcti and --seal-pcrs apply to --seal tpm only\n");
+        return 2;
+    }
+    if (strcmp(cfg.seal_provider, "tpm") == 0 && cfg.kek_path != NULL) {
+        fprintf(stderr, "kmsd: --kek-file applies to --seal file only\n");
         return 2;
     }
     if (cfg.name != NULL)

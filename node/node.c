@@ -381,7 +381,13 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     memset(&seal, 0, sizeof(seal));
     seal.provider = cfg->seal_provider;
     seal.kek_path = cfg->kek_path;
-    KMS_GUARD(kms_store_open(cfg->data_dir, &seal, &n->store));
+    seal.tcti = cfg->tpm_tcti; /* --seal tpm */
+    seal.pcrs = cfg->seal_pcrs;
+    rc = kms_store_open(cfg->data_dir, &seal, &n->store);
+    if (rc == KMS_ERR_STORE_SEAL) /* e.g. TPM PCRs changed: the node is sealed */
+        rc = kms_err_wrap(rc, "keystore is sealed (state %s)",
+                          kms_node_state_name(KMS_STATE_SEALED));
+    KMS_GUARD(rc);
     memset(&acfg, 0, sizeof(acfg));
     acfg.type = cfg->auth_type;
     acfg.webhook_url = cfg->auth_url;

@@ -49,6 +49,9 @@ struct kms_node_cfg {
     const char *gcp_root;          /* --gcp-root PEM (default: embedded Google root) */
     const char *trust_sim_root;    /* --trust-sim-root PEM: extra simulation root */
     int nitro_device_id_fixed;     /* --nitro-device-id=fixed */
+    /* --seal tpm (storage/seal_tpm.c) */
+    const char *tpm_tcti;  /* --tpm-tcti (default device:/dev/tpmrm0) */
+    const char *seal_pcrs; /* --seal-pcrs (default sha256:0,2,14) */
 };
 
 enum kms_node_state {
