@@ -1204,8 +1204,8 @@ static int chain_window(STACK_OF(X509) * chain, time_t *nb, time_t *na)
     int rc = 0;
 
     for (int i = 0; i < sk_X509_num(chain); i++) {
-        time_t b;
-        time_t a;
+        time_t b = 0;
+        time_t a = 0;
 
         KMS_GUARD(asn1_time_to_unix(X509_get0_notBefore(sk_X509_value(chain, i)), &b));
         KMS_GUARD(asn1_time_to_unix(X509_get0_notAfter(sk_X509_value(chain, i)), &a));
@@ -1257,8 +1257,8 @@ static int load_crl(const struct kms_bytes *der, X509 *issuer, time_t now, const
 {
     const unsigned char *p = der->p;
     X509_CRL *crl = NULL;
-    time_t tu;
-    time_t nu;
+    time_t tu = 0;
+    time_t nu = 0;
     char ts[32];
     int rc = 0;
 

@@ -11,6 +11,7 @@
 
 #include "common/file.h"
 #include "common/hex.h"
+#include "common/secmem.h"
 #include "node/crypto.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
@@ -538,6 +539,7 @@ int main(int argc, char **argv)
         fputs(main_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    kms_secmem_install_jansson();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (strcmp(argv[1], "keystore") == 0 && argc >= 3 && strcmp(argv[2], "import-dstack") == 0)
         rc = cmd_import(argc - 2, argv + 2);

@@ -91,6 +91,13 @@ static X509 *client_cert_of(struct MHD_Connection *conn)
     return d2i_X509(NULL, &p, (long)peers[0].size);
 }
 
+/* Response bodies may carry key material (GetAppKey, GetKmsKey): wipe them when MHD is done. */
+static void wipe_free(void *p)
+{
+    if (p != NULL)
+        kms_free_secret(p, strlen(p));
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_resp *r)
 {
     struct MHD_Response *resp;
@@ -100,7 +107,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_re
         r->body = strdup("");
         r->body_len = 0;
     }
-    resp = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+    resp = MHD_create_response_from_buffer_with_free_callback(r->body_len, r->body, wipe_free);
     if (resp == NULL) {
         free(r->body);
         return MHD_NO;
