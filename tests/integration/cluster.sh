@@ -9,7 +9,7 @@ BASE=$((20000 + RANDOM % 20000))
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
 
 cd "$(dirname "$0")/../.."
-out=$(KMS_CLUSTER_DIR=$WORK KMS_BASE_PORT=$BASE BUILD_DIR=$BIN bash deploy/local-cluster.sh --keep 2>&1) ||
+out=$(KMS_SKIP_BUILD=1 KMS_CLUSTER_DIR=$WORK KMS_BASE_PORT=$BASE BUILD_DIR=$BIN bash deploy/local-cluster.sh --keep 2>&1) ||
     { echo "$out"; fail "local cluster script"; }
 echo "$out" | grep -q "OK: all three nodes derived identical keys" || fail "keys differ"
 pids=$(pgrep -f "kmsd --data-dir $WORK/" || true)
