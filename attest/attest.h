@@ -245,7 +245,8 @@ struct kms_verified {
     struct kms_tdx_report td;  /* TDX, GCP_TDX */
     uint8_t ppid[64];          /* from the PCK certificate (TDX, GCP_TDX) */
     size_t ppid_len;
-    char tcb_status[32];       /* "" when not evaluated (no collateral) or Nitro */
+    char tcb_status[48];       /* "" when not evaluated (no collateral) or Nitro; 48 holds
+                                  "ConfigurationAndSWHardeningNeeded" (collateral) */
     char **advisory_ids;
     size_t n_advisory_ids;
     uint8_t pcr[3][48];        /* NITRO: PCR0..2 (48 B); GCP: PCR0, PCR2, PCR14 (32 B) */
@@ -290,7 +291,7 @@ struct kms_boot_info {
     struct kms_bytes compose_hash;
     struct kms_bytes instance_id;
     struct kms_bytes key_provider_info;
-    char tcb_status[32];
+    char tcb_status[48]; /* as kms_verified (collateral) */
     char **advisory_ids;
     size_t n_advisory_ids;
 };

@@ -393,6 +393,8 @@ static int json_text(json_t *o, const char *key, char **out)
     json_t *v = json_object_get(o, key);
 
     *out = NULL;
+    if (v == NULL)
+        return kms_err_set(KMS_ERR_ATT_COLLATERAL, "collateral lacks \"%s\"", key);
     if (!json_is_string(v) || json_string_length(v) > KMS_COLL_MAX_ITEM ||
         strlen(json_string_value(v)) != json_string_length(v))
         return kms_err_set(KMS_ERR_ATT_COLLATERAL, "collateral \"%s\" must be a string", key);
@@ -1270,7 +1272,8 @@ static int load_crl(const struct kms_bytes *der, X509 *issuer, time_t now, const
     KMS_ENSURE(crl != NULL && p == der->p + der->len, KMS_ERR_ATT_COLLATERAL,
                "%s is not a DER CRL", what);
     KMS_ENSURE(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) == 0,
-               KMS_ERR_ATT_COLLATERAL, "%s is not issued by the expected CA", what);
+               KMS_ERR_ATT_COLLATERAL_SIG,
+               "%s is not issued by the CA of the verified chain (another root or CA)", what);
     if (X509_CRL_verify(crl, X509_get0_pubkey(issuer)) != 1) {
         ERR_clear_error();
         rc = kms_err_set(KMS_ERR_ATT_COLLATERAL_SIG, "%s signature does not verify with its "
