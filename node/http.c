@@ -74,6 +74,30 @@ const char *kms_http_query_arg(const struct kms_http_req *req, const char *key)
                                        key);
 }
 
+struct query_iter {
+    void (*fn)(void *arg, const char *key, const char *value);
+    void *arg;
+};
+
+static enum MHD_Result query_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct query_iter *it = cls;
+
+    (void)kind;
+    it->fn(it->arg, key, value != NULL ? value : "");
+    return MHD_YES;
+}
+
+void kms_http_query_each(const struct kms_http_req *req,
+                         void (*fn)(void *arg, const char *key, const char *value), void *arg)
+{
+    struct query_iter it = {fn, arg};
+
+    MHD_get_connection_values((struct MHD_Connection *)req->conn, MHD_GET_ARGUMENT_KIND,
+                              query_cb, &it);
+}
+
 static X509 *client_cert_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =

@@ -28,6 +28,9 @@ struct kms_http_req {
 
 /* A query-string argument of the request, or NULL (borrowed). */
 const char *kms_http_query_arg(const struct kms_http_req *req, const char *key);
+/* Calls fn for each query-string argument (value "" when absent). */
+void kms_http_query_each(const struct kms_http_req *req,
+                         void (*fn)(void *arg, const char *key, const char *value), void *arg);
 
 struct kms_http_resp {
     int status;

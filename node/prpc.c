@@ -43,11 +43,33 @@ void kms_prpc_ok(struct kms_http_resp *resp, json_t *obj)
     kms_http_resp_own(resp, 200, "application/json", s);
 }
 
+/* GET carries its fields in the query string (other than the `json` switch); digit-only
+ * values become numbers so numeric fields decode as they do from a JSON body. */
+static void query_field(void *arg, const char *key, const char *value)
+{
+    json_t *o = arg;
+    size_t n = strlen(value);
+
+    if (strcmp(key, "json") == 0)
+        return;
+    if (n > 0 && n < 16 && strspn(value, "0123456789") == n)
+        json_object_set_new(o, key, json_integer((json_int_t)strtoll(value, NULL, 10)));
+    else
+        json_object_set_new(o, key, json_string(value));
+}
+
 json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     json_error_t jerr;
     json_t *o;
     size_t i = 0;
+
+    if (strcmp(req->method, "GET") == 0) {
+        o = json_object();
+        if (o != NULL && req->conn != NULL)
+            kms_http_query_each(req, query_field, o);
+        return o;
+    }
 
     while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
                                  req->body[i] == '\r' || req->body[i] == '\t'))

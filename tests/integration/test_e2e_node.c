@@ -294,6 +294,72 @@ static long raw_post(const char *url, const char *body, size_t len, char *out, s
     return status;
 }
 
+/* Raw HTTPS GET: status and body. */
+static long raw_get(const char *url, char *out, size_t outlen)
+{
+    CURL *c = curl_easy_init();
+    FILE *f = fmemopen(out, outlen, "w");
+    long status = 0;
+
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    fclose(f);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+/* pRPC transport as the reference: with and without the KMS. prefix, GET and POST, GET fields
+ * from the query string, 0x-hex bytes, 400 {"error"} for unknown methods, 404 elsewhere. */
+static void check_transport(const char *base)
+{
+    static char a[65536], b[65536];
+    char url[256];
+    const char *app = "0x4242424242424242424242424242424242424242";
+    json_t *ja, *jb;
+
+    snprintf(url, sizeof(url), "%s/prpc/GetMeta?json", base);
+    CHECK(raw_get(url, a, sizeof(a)) == 200);
+    snprintf(url, sizeof(url), "%s/prpc/KMS.GetMeta?json", base);
+    memset(b, 0, sizeof(b));
+    CHECK(raw_post(url, "", 0, b, sizeof(b)) == 200);
+    ja = json_loads(a, 0, NULL);
+    jb = json_loads(b, 0, NULL);
+    CHECK(ja != NULL && jb != NULL &&
+          json_equal(json_object_get(ja, "k256_pubkey"), json_object_get(jb, "k256_pubkey")));
+    CHECK(ja != NULL && strncmp(json_string_value(json_object_get(ja, "k256_pubkey")), "0x", 2) == 0);
+    json_decref(ja);
+    json_decref(jb);
+    snprintf(url, sizeof(url), "%s/prpc/GetAppEnvEncryptPubKey?json&app_id=%s", base, app);
+    memset(a, 0, sizeof(a));
+    CHECK(raw_get(url, a, sizeof(a)) == 200);
+    snprintf(url, sizeof(url), "%s/prpc/KMS.GetAppEnvEncryptPubKey?json", base);
+    snprintf(b, sizeof(b), "{\"app_id\":\"%s\"}", app);
+    {
+        char body[128];
+
+        snprintf(body, sizeof(body), "%s", b);
+        memset(b, 0, sizeof(b));
+        CHECK(raw_post(url, body, strlen(body), b, sizeof(b)) == 200);
+    }
+    ja = json_loads(a, 0, NULL);
+    jb = json_loads(b, 0, NULL);
+    CHECK(ja != NULL && jb != NULL &&
+          json_equal(json_object_get(ja, "public_key"), json_object_get(jb, "public_key")));
+    json_decref(ja);
+    json_decref(jb);
+    snprintf(url, sizeof(url), "%s/prpc/NoSuchMethod?json", base);
+    memset(a, 0, sizeof(a));
+    CHECK(raw_post(url, "{}", 2, a, sizeof(a)) == 400);
+    CHECK(strstr(a, "\"error\": \"method not found: NoSuchMethod\"") != NULL);
+    snprintf(url, sizeof(url), "%s/elsewhere", base);
+    CHECK(raw_get(url, a, sizeof(a)) == 404);
+}
+
 /* Bootstrap once (a second Bootstrap is refused and keys stay), the RA-TLS flow, every
  * attestation refusal, webhook policy outcomes, malformed/oversized input. */
 static void test_node_webhook(void)
@@ -330,6 +396,7 @@ static void test_node_webhook(void)
     CHECK(strcmp(json_string_value(json_object_get(r2, "gateway_app_id")), "gw") == 0);
     json_decref(r2);
 
+    check_transport(url);
     memset(&a, 0, sizeof(a));
     memset(a.app_id, 0x42, 20);
     hook_mode = 0;
