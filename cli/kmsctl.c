@@ -219,7 +219,8 @@ static int cmd_meta(int argc, char **argv)
 static const char getkeys_usage[] =
     "Usage: kmsctl get-keys --kms URL [--kms URL ...] --app-id HEX [--instance-id HEX]\n"
     "                       [--compose-hash HEX] [--vm-config JSON] --out FILE\n"
-    "                       [--tee sim --insecure-sim --sim-dir DIR] [--timeout-ms MS]\n"
+    "                       [--tee sim|sim-nitro|sim-gcp --insecure-sim --sim-dir DIR]\n"
+    "                       [--timeout-ms MS]\n"
     "\n"
     "Fetches an app's keys the way a dstack guest does: GetTempCaCert; a fresh key and an\n"
     "RA-TLS client certificate carrying the app's attestation (runtime events app-id,\n"
@@ -230,11 +231,14 @@ static const char getkeys_usage[] =
     "(failover): each node gets --timeout-ms (default 5000) for its whole attempt, and the\n"
     "one that served is printed.\n"
     "\n"
-    "Evidence: only the simulated TEE (--tee sim --insecure-sim, with the cluster's --sim-dir)\n"
-    "is available in this build.\n";
+    "Evidence (simulated TEEs only; --insecure-sim and the cluster's --sim-dir required):\n"
+    "  --tee sim (= sim-tdx)  a TDX guest (DstackTdx, legacy OIDs)\n"
+    "  --tee sim-nitro        an AWS Nitro Enclave (COSE_Sign1 document; only app-id is carried)\n"
+    "  --tee sim-gcp          a GCP TDX CVM (TDX quote + vTPM quote with PCR14 = runtime events)\n"
+    "The server is verified with every simulation root found in --sim-dir.\n";
 
 struct app_ev {
-    struct kms_sim *sim;
+    struct kms_platform *platform; /* evidence: the --tee producer */
     uint8_t app_id[20];
     uint8_t instance_id[20];
     size_t instance_len;
@@ -259,7 +263,9 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
     ev[3].payload.p = a->instance_id;
     ev[3].payload.len = a->instance_len;
     ev[4].event = (char *)"boot-mr-done";
-    return kms_sim_attest(a->sim, NULL, rd, ev, 5, a->vm_config, out);
+    /* evidence: empty --vm-config lets sim-gcp describe its own image */
+    return kms_platform_attest(a->platform, rd, ev, 5, a->vm_config[0] != '\0' ? a->vm_config : NULL,
+                               out);
 }
 
 static int kms_cert_check(void *arg, X509 *leaf)
@@ -431,6 +437,7 @@ static int cmd_get_keys(int argc, char **argv)
     int insecure = 0, c, rc = 1;
     long timeout_ms = 5000;
     struct app_ev a;
+    struct kms_platform_cfg pcfg = {0};
     struct kms_attest_ctx *actx = NULL;
     json_t *keys = NULL;
     char *txt = NULL;
@@ -464,9 +471,12 @@ static int cmd_get_keys(int argc, char **argv)
         fputs(getkeys_usage, stderr);
         return 2;
     }
-    if (strcmp(tee, "sim") != 0 || !insecure || sim_dir == NULL) {
-        fputs("kmsctl: only the simulated TEE is available: pass --tee sim --insecure-sim "
-              "--sim-dir DIR\n",
+    /* evidence: --tee sim | sim-tdx | sim-nitro | sim-gcp */
+    if (kms_platform_kind_parse(tee, &pcfg.kind) < 0 || pcfg.kind == KMS_PLATFORM_TDX ||
+        pcfg.kind == KMS_PLATFORM_GCP_TDX || pcfg.kind == KMS_PLATFORM_NITRO || !insecure ||
+        sim_dir == NULL) {
+        fputs("kmsctl: only simulated TEEs are available: pass --tee sim|sim-nitro|sim-gcp "
+              "--insecure-sim --sim-dir DIR\n",
               stderr);
         return 2;
     }
@@ -483,10 +493,11 @@ static int cmd_get_keys(int argc, char **argv)
     } else {
         SHA256(a.app_id, 20, a.compose);
     }
-    if (kms_sim_open(sim_dir, &a.sim) < 0)
+    pcfg.sim_dir = sim_dir;
+    if (kms_platform_open(&pcfg, &a.platform) < 0)
         return die("cannot open the simulated TEE");
     actx = kms_attest_ctx_new();
-    if (actx == NULL || kms_attest_ctx_add_root(actx, KMS_ROOT_TDX, kms_sim_root(a.sim), 1) < 0) {
+    if (actx == NULL || kms_platform_add_sim_roots(sim_dir, actx) < 0) {
         rc = die("cannot set up verification");
         goto out;
     }
@@ -512,7 +523,7 @@ out:
         kms_free_secret(txt, strlen(txt));
     json_decref(keys);
     kms_attest_ctx_free(actx);
-    kms_sim_free(a.sim);
+    kms_platform_free(a.platform);
     return rc;
 }
 

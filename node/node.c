@@ -95,6 +95,9 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
     ev[3].payload.p = inst;
     ev[3].payload.len = 20;
     ev[4].event = (char *)"boot-mr-done";
+    /* evidence: sim-nitro / sim-gcp produce the same boot through their platform */
+    if (n->platform != NULL)
+        return kms_platform_attest(n->platform, report_data, ev, 5, cfg, out);
     rc = kms_sim_attest(n->sim, NULL, report_data, ev, 5, cfg, out);
     return rc;
 }
@@ -102,7 +105,11 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
 int kms_node_attest(struct kms_node *n, const uint8_t report_data[64],
                     struct kms_attestation **out)
 {
-    if (n->sim != NULL)
+    /* evidence: hardware producers quote what the guest measured (runtime_events.log) */
+    if (n->platform != NULL && (kms_platform_get_kind(n->platform) == KMS_PLATFORM_TDX ||
+                                kms_platform_get_kind(n->platform) == KMS_PLATFORM_GCP_TDX))
+        return kms_platform_attest(n->platform, report_data, NULL, 0, NULL, out);
+    if (n->sim != NULL || n->platform != NULL)
         return sim_self_events(n, out, report_data);
     return kms_err_set(KMS_ERR_ATT_UNSUPPORTED,
                        "no TEE evidence producer for --tee %s in this build", n->cfg.tee);
@@ -331,6 +338,26 @@ static int setup_attest_ctx(struct kms_node *n)
         KMS_GUARD(rc);
     }
     kms_attest_ctx_set_nitro_device_id_fixed(n->actx, n->cfg.nitro_device_id_fixed);
+    /* evidence: the Google EK/AK root for GCP vTPM quotes, and the --tee producer */
+    if (n->cfg.gcp_root != NULL) {
+        KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, n->cfg.gcp_root, 0));
+    } else {
+        root = kms_attest_gcp_root();
+        KMS_ENSURE(root != NULL, KMS_ERR_INTERNAL, "embedded Google EK/AK root unavailable");
+        rc = kms_attest_ctx_add_root(n->actx, KMS_ROOT_GCP, root, 0);
+        X509_free(root);
+        KMS_GUARD(rc);
+    }
+    if (strcmp(n->cfg.tee, "sim") != 0) {
+        struct kms_platform_cfg pc;
+
+        memset(&pc, 0, sizeof(pc));
+        KMS_GUARD(kms_platform_kind_parse(n->cfg.tee, &pc.kind));
+        pc.sim_dir = n->cfg.sim_dir;
+        KMS_GUARD(kms_platform_open(&pc, &n->platform));
+        KMS_INFO("evidence producer: %s", kms_platform_kind_name(pc.kind));
+    }
+    /* evidence end */
     if (n->cfg.insecure_sim) {
         char path[4096];
 
@@ -339,6 +366,10 @@ static int setup_attest_ctx(struct kms_node *n)
         snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, path, 1));
+        /* evidence: simulated GCP vTPM root, when a sim-gcp client or node created it */
+        snprintf(path, sizeof(path), "%s/sim-gcp-root.pem", n->cfg.sim_dir);
+        if (kms_file_exists(path))
+            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, path, 1));
         if (n->cfg.trust_sim_root != NULL)
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_TDX, n->cfg.trust_sim_root,
                                                    1));
@@ -355,20 +386,40 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     struct kms_node *n = NULL;
     struct kms_seal_cfg seal;
     struct kms_auth_cfg acfg;
+    enum kms_platform_kind tee_kind = KMS_PLATFORM_NONE; /* evidence */
     int rc = 0;
 
     KMS_ENSURE(cfg->data_dir != NULL && cfg->data_dir[0] != '\0', KMS_ERR_NODE_CONFIG,
                "--data-dir is required");
-    KMS_ENSURE(strcmp(cfg->tee, "sim") == 0, KMS_ERR_NODE_CONFIG,
-               "--tee %s is not supported by this build yet; use --tee sim --insecure-sim for "
-               "development",
+    /* evidence: --tee auto|tdx|gcp-tdx|sim|sim-tdx|sim-nitro|sim-gcp */
+    if (strcmp(cfg->tee, "auto") == 0) {
+        tee_kind = kms_platform_detect(NULL);
+        KMS_ENSURE(tee_kind == KMS_PLATFORM_TDX || tee_kind == KMS_PLATFORM_GCP_TDX,
+                   KMS_ERR_NODE_CONFIG,
+                   "--tee auto: detected %s, but kmsd produces evidence only on TDX and GCP TDX; "
+                   "use --tee sim --insecure-sim for development",
+                   kms_platform_kind_name(tee_kind));
+        KMS_INFO("--tee auto: detected %s", kms_platform_kind_name(tee_kind));
+    } else {
+        KMS_ENSURE(kms_platform_kind_parse(cfg->tee, &tee_kind) == 0 &&
+                       tee_kind != KMS_PLATFORM_NITRO,
+                   KMS_ERR_NODE_CONFIG,
+                   "--tee %s is not supported: use auto, tdx, gcp-tdx, or sim, sim-nitro, sim-gcp "
+                   "with --insecure-sim",
+                   cfg->tee);
+    }
+    KMS_ENSURE(cfg->insecure_sim || tee_kind == KMS_PLATFORM_TDX ||
+                   tee_kind == KMS_PLATFORM_GCP_TDX,
+               KMS_ERR_NODE_CONFIG,
+               "--tee %s produces simulated evidence and trusts simulation roots: start with "
+               "--insecure-sim to accept that (development only)",
                cfg->tee);
-    KMS_ENSURE(cfg->insecure_sim, KMS_ERR_NODE_CONFIG,
-               "--tee sim produces simulated evidence and trusts simulation roots: start with "
-               "--insecure-sim to accept that (development only)");
+    /* evidence end */
     n = calloc(1, sizeof(*n));
     KMS_GUARD_PTR(n);
     n->cfg = *cfg;
+    if (strcmp(cfg->tee, "auto") == 0) /* evidence: the detected kind from here on */
+        n->cfg.tee = kms_platform_kind_name(tee_kind);
     if (n->cfg.sim_dir == NULL) {
         snprintf(n->sim_dir_buf, sizeof(n->sim_dir_buf), "%s/sim", cfg->data_dir);
         n->cfg.sim_dir = n->sim_dir_buf;
@@ -414,6 +465,7 @@ void kms_node_free(struct kms_node *n)
     kms_auth_free(n->auth);
     kms_attest_ctx_free(n->actx);
     kms_sim_free(n->sim);
+    kms_platform_free(n->platform); /* evidence */
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
     free(n);

@@ -28,7 +28,7 @@ struct kms_node_cfg {
     const char *data_dir;          /* --data-dir */
     const char *listen;            /* --listen: KMS HTTPS */
     const char *onboard_listen;    /* --onboard-listen: Onboard HTTP (default: --listen) */
-    const char *tee;               /* --tee: sim | tdx */
+    const char *tee;               /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
     const char *sim_dir;           /* --sim-dir (default <data_dir>/sim) */
     int insecure_sim;              /* --insecure-sim */
     const char *auth_type;         /* --auth: dev | webhook | eth */
@@ -109,6 +109,7 @@ struct kms_node {
     struct kms_auth *auth;
     struct kms_attest_ctx *actx;
     struct kms_sim *sim;
+    struct kms_platform *platform; /* evidence: --tee other than the legacy "sim" */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     enum kms_node_state state;
