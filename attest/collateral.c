@@ -854,7 +854,7 @@ static int get_components(json_t *tcb, const char *key, const char *what, uint8_
                "%s \"%s\" must hold 16 components", what, key);
     json_array_foreach(arr, i, c)
     {
-        json_int_t v;
+        json_int_t v = 0;
 
         KMS_GUARD(get_uint(c, "svn", what, 255, &v));
         out[i] = (uint8_t)v;
@@ -868,7 +868,7 @@ static int parse_level(json_t *lv, const char *what, int kind, struct level *l)
     json_t *tcb = json_object_get(lv, "tcb");
     json_t *st = json_object_get(lv, "tcbStatus");
     json_t *adv = json_object_get(lv, "advisoryIDs");
-    json_int_t v;
+    json_int_t v = 0;
     int rc = 0;
 
     KMS_ENSURE(json_is_object(lv) && json_is_object(tcb) && json_is_string(st),
@@ -967,7 +967,7 @@ static int parse_tcb_info(const char *text, struct tcb_info *t)
     static const char what[] = "TCB info";
     json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
     json_t *v;
-    json_int_t ver;
+    json_int_t ver = 0;
     int rc = 0;
 
     memset(t, 0, sizeof(*t));
@@ -1025,7 +1025,7 @@ static int parse_qe_identity(const char *text, struct qe_identity *q)
     static const char what[] = "QE identity";
     json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
     json_t *v;
-    json_int_t x;
+    json_int_t x = 0;
     int rc = 0;
 
     memset(q, 0, sizeof(*q));
