@@ -148,6 +148,21 @@ void kms_node_keys_clear(struct kms_node_keys *k);
 /* BootInfo of this node's own attestation, and the auth decision for it (bootAuth/kms). */
 KMS_WUR int kms_node_self_authorize(struct kms_node *n);
 
+/* Shared by the attested KMS RPCs (node/service_kms.c, node/sign_cert.c). */
+/* KMS_ERR_DENIED when self-authorization refused this node. */
+KMS_WUR int kms_node_require_serving(struct kms_node *n);
+/* Nitro: os_image_hash must equal sha256(PCR0||PCR1||PCR2) (KMS_ERR_ATT_IMAGE). */
+KMS_WUR int kms_node_check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v);
+/* BootInfo of a verified attestation, OS-image check, then bootAuth/kms (is_kms) or
+ * bootAuth/app; "Boot denied: <reason>" (KMS_ERR_DENIED) on refusal. bi is filled (caller
+ * frees with kms_boot_info_free, also on error); res has the gateway app id. */
+KMS_WUR int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
+                               const struct kms_verified *v, int is_kms, const char *vm_config,
+                               int boottime, struct kms_boot_info *bi,
+                               struct kms_auth_result *res);
+/* Appends the released/refused decision for ev (app id, reason) to the store's audit log. */
+void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi);
+
 /* HTTP handlers (node/service_*.c). arg is the node. */
 struct kms_http_req;
 struct kms_http_resp;

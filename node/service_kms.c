@@ -68,7 +68,7 @@ static int require_attested(const struct caller *c)
     return 0;
 }
 
-static int require_serving(struct kms_node *n)
+int kms_node_require_serving(struct kms_node *n)
 {
     enum kms_node_state s;
 
@@ -82,7 +82,7 @@ static int require_serving(struct kms_node *n)
 }
 
 /* OS-image check before authorization (DESIGN.md §3): Nitro PCRs must match the claimed hash. */
-static int check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v)
+int kms_node_check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v)
 {
     uint8_t expect[32];
     static const uint8_t zero[48 * 3];
@@ -107,13 +107,14 @@ static int check_os_image(const struct kms_boot_info *bi, const struct kms_verif
 }
 
 /* BootInfo + image check + policy; on success the gateway app id is in res. */
-static int authorize(struct kms_node *n, struct caller *c, int is_kms, const char *vm_config,
-                     int boottime, struct kms_boot_info *bi, struct kms_auth_result *res)
+int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
+                       const struct kms_verified *v, int is_kms, const char *vm_config,
+                       int boottime, struct kms_boot_info *bi, struct kms_auth_result *res)
 {
     int rc = 0;
 
-    KMS_GUARD(kms_boot_info_derive(n->actx, c->att, &c->v, vm_config, boottime, bi));
-    KMS_GUARD(check_os_image(bi, &c->v));
+    KMS_GUARD(kms_boot_info_derive(n->actx, att, v, vm_config, boottime, bi));
+    KMS_GUARD(kms_node_check_os_image(bi, v));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
         __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);
@@ -128,7 +129,7 @@ out:
     return rc;
 }
 
-static void audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi)
+void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi)
 {
     char detail[768];
     char app[65] = "";
@@ -161,8 +162,9 @@ static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
     KMS_ENSURE(ver == NULL || (json_integer_value(ver) >= 0 && json_integer_value(ver) <= 1),
                KMS_ERR_INVAL, "Unsupported API version");
     KMS_GUARD(require_attested(c));
-    KMS_GUARD(require_serving(n));
-    KMS_GUARD(authorize(n, c, 0, vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_node_require_serving(n));
+    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 0,
+                                 vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
     KMS_GUARD(kms_derive_app_keys(n->keys.root_ca_key, n->keys.root_k256, bi.app_id.p,
                                   bi.app_id.len, bi.instance_id.p, bi.instance_id.len, &keys));
     o = json_object();
@@ -177,7 +179,7 @@ static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
     json_object_set_new(o, "os_image_hash", kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
     __atomic_add_fetch(&n->m.keys_released, 1, __ATOMIC_RELAXED);
 out:
-    audit(n, "GetAppKey", rc, &bi);
+    kms_node_audit(n, "GetAppKey", rc, &bi);
     if (rc < 0) {
         json_decref(o);
         kms_prpc_error(resp, kms_err_detail());
@@ -203,8 +205,9 @@ static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
                "failed to decode request: vm_config must be a string");
     /* Always attested and authorized: no switch hands root keys to an unattested caller. */
     KMS_GUARD(require_attested(c));
-    KMS_GUARD(require_serving(n));
-    KMS_GUARD(authorize(n, c, 1, vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_node_require_serving(n));
+    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 1,
+                                 vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
     KMS_GUARD(kms_pkey_to_pem(n->keys.root_ca_key, &ca_pem));
     o = json_object();
     arr = json_array();
@@ -221,7 +224,7 @@ static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
     /* kmsd extension field: the new node's URL, so it becomes our peer. */
     kms_repl_peer_joined(n, json_string_value(json_object_get(body, "kmsd_peer_url")));
 out:
-    audit(n, "GetKmsKey", rc, &bi);
+    kms_node_audit(n, "GetKmsKey", rc, &bi);
     if (rc < 0) {
         json_decref(o);
         kms_prpc_error(resp, kms_err_detail());
