@@ -708,9 +708,9 @@ struct kms_collateral_source_opts {
     int no_cache;                /* 1: verify everything on every call (benchmarks, tests) */
 };
 
-/* Sets from collateral_file (and kms_collateral_source_add) are used first: the one set when
- * there is exactly one, else the set whose tcbInfo FMSPC matches the PCK certificate; otherwise
- * the PCCS is asked. Caller frees *out with kms_collateral_source_free (after every ctx using it). */
+/* Sets from collateral_file (and kms_collateral_source_add) are used first: without a PCCS a
+ * single set is used for every platform (its FMSPC is then checked), else the set whose tcbInfo
+ * FMSPC is the PCK certificate's; otherwise the PCCS is asked. Caller frees *out with kms_collateral_source_free (after every ctx using it). */
 KMS_WUR int kms_collateral_source_new(const struct kms_collateral_source_opts *o,
                                       struct kms_collateral_source **out);
 void kms_collateral_source_free(struct kms_collateral_source *src);
