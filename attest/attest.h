@@ -565,6 +565,9 @@ struct kms_platform_paths {
     const char *tpm_event_log;      /* /sys/kernel/security/tpm0/binary_bios_measurements */
     const char *runtime_events_log; /* /run/log/dstack/runtime_events.log (optional) */
     const char *tcti;               /* tpm2-tss TCTI; NULL = "device:/dev/tpmrm0" */
+    /* test seam passed to kms_tsm_opts.on_mkdir (NULL in production) */
+    int (*tsm_on_mkdir)(void *arg, const char *report_dir);
+    void *tsm_arg;
 };
 
 /* Fills the production paths. */
@@ -600,6 +603,10 @@ enum kms_platform_kind kms_platform_get_kind(const struct kms_platform *p);
 KMS_WUR int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
                                 const struct kms_runtime_event *events, size_t n_events,
                                 const char *config, struct kms_attestation **out);
+
+/* Creates every simulation root in sim_dir that is missing (TDX chain, sim-nitro-root,
+ * sim-gcp-root), so a verifier started first trusts clients of every simulated kind. */
+KMS_WUR int kms_platform_sim_init(const char *sim_dir);
 
 /* Adds every simulation root present in sim_dir to ctx as a simulation anchor: sim-root.pem
  * (TDX), sim-nitro-root.pem (Nitro), sim-gcp-root.pem (GCP). Missing files are skipped;

@@ -50,9 +50,12 @@ static const struct {
     enum kms_platform_kind kind;
     const char *name;
 } kind_names[] = {
-    {KMS_PLATFORM_NONE, "none"},          {KMS_PLATFORM_SIM_TDX, "sim-tdx"},
-    {KMS_PLATFORM_SIM_NITRO, "sim-nitro"}, {KMS_PLATFORM_SIM_GCP, "sim-gcp"},
-    {KMS_PLATFORM_TDX, "tdx"},            {KMS_PLATFORM_GCP_TDX, "gcp-tdx"},
+    {KMS_PLATFORM_NONE, "none"},
+    {KMS_PLATFORM_SIM_TDX, "sim-tdx"},
+    {KMS_PLATFORM_SIM_NITRO, "sim-nitro"},
+    {KMS_PLATFORM_SIM_GCP, "sim-gcp"},
+    {KMS_PLATFORM_TDX, "tdx"},
+    {KMS_PLATFORM_GCP_TDX, "gcp-tdx"},
     {KMS_PLATFORM_NITRO, "nitro"},
 };
 
@@ -210,8 +213,7 @@ static int load_gcp_root(const char *dir, X509 **root, EVP_PKEY **key)
     if (!kms_file_exists(cert_path)) {
         KMS_GUARD(kms_mkdir_p(dir, 0700));
         lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        KMS_ENSURE(lock >= 0 && flock(lock, LOCK_EX) == 0, KMS_ERR_IO,
-                   "cannot lock %s", lock_path);
+        KMS_ENSURE(lock >= 0 && flock(lock, LOCK_EX) == 0, KMS_ERR_IO, "cannot lock %s", lock_path);
         if (!kms_file_exists(cert_path)) {
             KMS_GUARD(kms_vtpm_test_ca(SIM_GCP_ROOT_CN, NULL, NULL, root, key));
             KMS_GUARD(write_pem(key_path, *key, NULL));
@@ -324,10 +326,10 @@ static int build_tpms_attest(EVP_PKEY *ak, const uint8_t *qd, size_t qd_len,
     KMS_GUARD(put_tpm2b(m, name, sizeof(name)));
     KMS_GUARD(put_tpm2b(m, qd, qd_len));
     KMS_GUARD(kms_buf_put_u64be(m, (uint64_t)time(NULL) * 1000u)); /* clock */
-    KMS_GUARD(kms_buf_put_u32be(m, 1));                              /* resetCount */
-    KMS_GUARD(kms_buf_put_u32be(m, 0));                              /* restartCount */
-    KMS_GUARD(kms_buf_put_u8(m, 1));                                 /* safe */
-    KMS_GUARD(kms_buf_put_u64be(m, 0x2023071200000000ull));          /* firmwareVersion */
+    KMS_GUARD(kms_buf_put_u32be(m, 1));                            /* resetCount */
+    KMS_GUARD(kms_buf_put_u32be(m, 0));                            /* restartCount */
+    KMS_GUARD(kms_buf_put_u8(m, 1));                               /* safe */
+    KMS_GUARD(kms_buf_put_u64be(m, 0x2023071200000000ull));        /* firmwareVersion */
     KMS_GUARD(kms_buf_put_u32be(m, 1));
     KMS_GUARD(kms_buf_put_u16be(m, KMS_TPM_ALG_SHA256));
     KMS_GUARD(kms_buf_put_u8(m, sizeof(select)));
@@ -563,8 +565,8 @@ static int attest_sim_nitro(struct kms_platform *p, const uint8_t rd[64],
             break;
         }
     }
-    KMS_GUARD(kms_sim_nitro_attest(p->sim_dir, (const uint8_t(*)[48])p->nitro_pcrs, rd, app_hex,
-                                   out));
+    KMS_GUARD(
+        kms_sim_nitro_attest(p->sim_dir, (const uint8_t(*)[48])p->nitro_pcrs, rd, app_hex, out));
 out:
     free(app_hex);
     return rc;
@@ -580,8 +582,7 @@ static int add_tdx_event(struct kms_attestation *att, uint32_t imr, uint32_t typ
     int rc = 0;
 
     memset(&e, 0, sizeof(e));
-    KMS_ENSURE(att->n_tdx_events < KMS_ATT_MAX_EVENTS * 8u, KMS_ERR_TOOBIG,
-               "too many TDX events");
+    KMS_ENSURE(att->n_tdx_events < KMS_ATT_MAX_EVENTS * 8u, KMS_ERR_TOOBIG, "too many TDX events");
     e.imr = imr;
     e.event_type = type;
     KMS_GUARD(bytes_set(&e.digest, digest, dlen));
@@ -623,8 +624,8 @@ static int add_ccel_events(const char *path, struct kms_attestation *att)
         d = kms_tcg_event_digest(e, KMS_TPM_ALG_SHA384, &dlen);
         if (d == NULL)
             continue;
-        KMS_GUARD(add_tdx_event(att, e->pcr_index - 1, e->event_type, d, dlen, "", e->data,
-                                e->data_len));
+        KMS_GUARD(
+            add_tdx_event(att, e->pcr_index - 1, e->event_type, d, dlen, "", e->data, e->data_len));
     }
 out:
     kms_tcg_log_free(&log);
@@ -721,8 +722,8 @@ static int attest_hw(struct kms_platform *p, const uint8_t rd[64],
         const struct kms_runtime_event *e = &att->events[i];
 
         kms_att_event_digest(1, e->event, e->payload.p, e->payload.len, digest);
-        KMS_GUARD(add_tdx_event(att, 3, KMS_EVENT_TYPE_RUNTIME, digest, 48, e->event,
-                                e->payload.p, e->payload.len));
+        KMS_GUARD(add_tdx_event(att, 3, KMS_EVENT_TYPE_RUNTIME, digest, 48, e->event, e->payload.p,
+                                e->payload.len));
     }
     if (p->kind == KMS_PLATFORM_GCP_TDX) {
         SHA256(att->tdx_quote.p, att->tdx_quote.len, qd);
@@ -753,8 +754,8 @@ out:
 }
 
 int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
-                        const struct kms_runtime_event *events, size_t n_events,
-                        const char *config, struct kms_attestation **out)
+                        const struct kms_runtime_event *events, size_t n_events, const char *config,
+                        struct kms_attestation **out)
 {
     *out = NULL;
     switch (p->kind) {
@@ -771,6 +772,26 @@ int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
         return kms_err_set(KMS_ERR_ATT_UNSUPPORTED, "no evidence producer for TEE %s",
                            kms_platform_kind_name(p->kind));
     }
+}
+
+int kms_platform_sim_init(const char *sim_dir)
+{
+    static const enum kms_platform_kind kinds[] = {KMS_PLATFORM_SIM_TDX, KMS_PLATFORM_SIM_NITRO,
+                                                   KMS_PLATFORM_SIM_GCP};
+    struct kms_platform_cfg cfg;
+    struct kms_platform *p = NULL;
+    int rc = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.sim_dir = sim_dir;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        cfg.kind = kinds[i];
+        KMS_GUARD(kms_platform_open(&cfg, &p)); /* opening creates the kind's root */
+        kms_platform_free(p);
+        p = NULL;
+    }
+out:
+    return rc;
 }
 
 int kms_platform_add_sim_roots(const char *sim_dir, struct kms_attest_ctx *ctx)

@@ -128,8 +128,8 @@ out:
     return rc;
 }
 
-int kms_tsm_tdx_quote(const struct kms_tsm_opts *o, const uint8_t report_data[64],
-                      uint8_t **quote, size_t *len)
+int kms_tsm_tdx_quote(const struct kms_tsm_opts *o, const uint8_t report_data[64], uint8_t **quote,
+                      size_t *len)
 {
     static atomic_uint seq;
     const char *root = o != NULL && o->root != NULL ? o->root : KMS_TSM_REPORT_DIR;
@@ -153,8 +153,8 @@ int kms_tsm_tdx_quote(const struct kms_tsm_opts *o, const uint8_t report_data[64
     KMS_ENSURE(snprintf(dir, sizeof(dir), "%s/kmsd-%ld-%u", root, (long)getpid(),
                         atomic_fetch_add(&seq, 1u)) < (int)sizeof(dir),
                KMS_ERR_INVAL, "configfs-tsm path too long");
-    KMS_ENSURE(mkdir(dir, 0700) == 0, KMS_ERR_IO, "cannot create configfs-tsm report %s: %s",
-               dir, strerror(errno));
+    KMS_ENSURE(mkdir(dir, 0700) == 0, KMS_ERR_IO, "cannot create configfs-tsm report %s: %s", dir,
+               strerror(errno));
     made = 1;
     if (o != NULL && o->on_mkdir != NULL)
         KMS_GUARD(o->on_mkdir(o->arg, dir));
@@ -239,13 +239,13 @@ int kms_tdx_qgs_request(const uint8_t tdreport[KMS_TDX_REPORT_LEN], uint8_t *buf
     buf[QHDR_LEN + 2] = (uint8_t)(QGS_REQ_LEN >> 8);
     buf[QHDR_LEN + 3] = (uint8_t)QGS_REQ_LEN;
     m = buf + QHDR_LEN + 4;
-    put_le16(m, 1);                    /* major */
-    put_le16(m + 2, 0);                /* minor */
+    put_le16(m, 1);     /* major */
+    put_le16(m + 2, 0); /* minor */
     put_le32(m + 4, QGS_GET_QUOTE_REQ);
     put_le32(m + 8, QGS_REQ_LEN);
-    put_le32(m + 12, 0);               /* error_code */
+    put_le32(m + 12, 0); /* error_code */
     put_le32(m + 16, KMS_TDX_REPORT_LEN);
-    put_le32(m + 20, 0);               /* id_list_size */
+    put_le32(m + 20, 0); /* id_list_size */
     memcpy(m + 24, tdreport, KMS_TDX_REPORT_LEN);
     *len = QHDR_LEN + 4u + QGS_REQ_LEN;
 out:
@@ -290,8 +290,8 @@ int kms_tdx_qgs_response(const uint8_t *buf, size_t len, uint8_t **quote, size_t
     KMS_GUARD(kms_rd_u32le(&m, &size));
     KMS_GUARD(kms_rd_u32le(&m, &err));
     KMS_ENSURE(major == 1 && type == QGS_GET_QUOTE_RESP && size == msg_len, KMS_ERR_ATT_FORMAT,
-               "QGS response header is wrong (major %u, type %u, size %u of %u)", major, type,
-               size, msg_len);
+               "QGS response header is wrong (major %u, type %u, size %u of %u)", major, type, size,
+               msg_len);
     KMS_ENSURE(err == 0, KMS_ERR_IO, "QGS returned error 0x%x", err);
     KMS_GUARD(kms_rd_u32le(&m, &id_size));
     KMS_GUARD(kms_rd_u32le(&m, &q_size));
@@ -346,8 +346,8 @@ out:
     return rc;
 }
 
-int kms_tdx_get_quote(const struct kms_tsm_opts *o, const char *dev,
-                      const uint8_t report_data[64], uint8_t **quote, size_t *len)
+int kms_tdx_get_quote(const struct kms_tsm_opts *o, const char *dev, const uint8_t report_data[64],
+                      uint8_t **quote, size_t *len)
 {
     int rc = kms_tsm_tdx_quote(o, report_data, quote, len);
 

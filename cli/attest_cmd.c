@@ -44,9 +44,12 @@ enum evidence_kind { EV_SCALE, EV_TDX_QUOTE, EV_NITRO_COSE };
 static const char *kind_name(enum evidence_kind k)
 {
     switch (k) {
-    case EV_SCALE: return "SCALE attestation";
-    case EV_TDX_QUOTE: return "raw TDX quote";
-    case EV_NITRO_COSE: return "Nitro COSE_Sign1 document";
+    case EV_SCALE:
+        return "SCALE attestation";
+    case EV_TDX_QUOTE:
+        return "raw TDX quote";
+    case EV_NITRO_COSE:
+        return "Nitro COSE_Sign1 document";
     }
     return "?";
 }
@@ -117,8 +120,8 @@ static int load_evidence(const uint8_t *p, size_t len, enum evidence_kind *kind,
     if (p[0] == 0x00 && len > 1 && p[1] <= 2) {
         *kind = EV_SCALE;
         KMS_GUARD(kms_att_decode(p, len, att));
-    } else if (len >= 8 && (p[0] == 4 || p[0] == 5) && p[1] == 0 && p[4] == 0x81 &&
-               p[5] == 0 && p[6] == 0 && p[7] == 0) {
+    } else if (len >= 8 && (p[0] == 4 || p[0] == 5) && p[1] == 0 && p[4] == 0x81 && p[5] == 0 &&
+               p[6] == 0 && p[7] == 0) {
         *kind = EV_TDX_QUOTE; /* version 4/5 LE, tee_type 0x81 (TDX) */
     } else if (p[0] == 0x84 || (p[0] == 0xd2 && len > 1 && p[1] == 0x84)) {
         *kind = EV_NITRO_COSE; /* CBOR array(4), optionally tag 18 */
@@ -215,7 +218,8 @@ static void print_text_obj(json_t *o, int indent)
     const char *k;
     json_t *v;
 
-    json_object_foreach(o, k, v) {
+    json_object_foreach(o, k, v)
+    {
         printf("%*s%s:", indent, "", k);
         if (json_is_object(v)) {
             printf("\n");
@@ -269,7 +273,9 @@ static int verify_cmd(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'e': path = optarg; break;
+        case 'e':
+            path = optarg;
+            break;
         case 't':
             errno = 0;
             t = strtoll(optarg, &end, 10);
@@ -278,9 +284,15 @@ static int verify_cmd(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'j': json = 1; break;
-        case 's': sim_dir = optarg; break;
-        case 'I': insecure = 1; break;
+        case 'j':
+            json = 1;
+            break;
+        case 's':
+            sim_dir = optarg;
+            break;
+        case 'I':
+            insecure = 1;
+            break;
         case 'n':
             if (strcmp(optarg, "fixed") == 0) {
                 fixed = 1;
@@ -289,8 +301,12 @@ static int verify_cmd(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'h': fputs(attest_usage, stdout); return 0;
-        default: fputs(attest_usage, stderr); return 2;
+        case 'h':
+            fputs(attest_usage, stdout);
+            return 0;
+        default:
+            fputs(attest_usage, stderr);
+            return 2;
         }
     }
     if (path == NULL || optind != argc) {
@@ -355,8 +371,8 @@ out:
     if (rc < 0) {
         fprintf(stderr, "kmsctl: attest verify: %s (error %d)\n", kms_err_detail(), rc);
         if (json) {
-            json_t *e = json_pack("{s:b,s:s,s:i}", "verified", 0, "error", kms_err_detail(),
-                                  "code", rc);
+            json_t *e =
+                json_pack("{s:b,s:s,s:i}", "verified", 0, "error", kms_err_detail(), "code", rc);
             char *s = json_dumps(e, JSON_INDENT(2));
 
             if (s != NULL)

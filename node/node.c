@@ -362,10 +362,16 @@ static int setup_attest_ctx(struct kms_node *n)
         char path[4096];
 
         KMS_GUARD(kms_sim_open(n->cfg.sim_dir, &n->sim));
+        /* evidence: simulated Nitro / GCP clients sharing --sim-dir may start after the node */
+        KMS_GUARD(kms_platform_sim_init(n->cfg.sim_dir));
         KMS_GUARD(kms_attest_ctx_add_root(n->actx, KMS_ROOT_TDX, kms_sim_root(n->sim), 1));
         snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, path, 1));
+        /* evidence: simulated GCP vTPM root, when a sim-gcp client or node created it */
+        snprintf(path, sizeof(path), "%s/sim-gcp-root.pem", n->cfg.sim_dir);
+        if (kms_file_exists(path))
+            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, path, 1));
         /* evidence: simulated GCP vTPM root, when a sim-gcp client or node created it */
         snprintf(path, sizeof(path), "%s/sim-gcp-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))
@@ -418,6 +424,8 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     n = calloc(1, sizeof(*n));
     KMS_GUARD_PTR(n);
     n->cfg = *cfg;
+    if (strcmp(cfg->tee, "auto") == 0) /* evidence: the detected kind from here on */
+        n->cfg.tee = kms_platform_kind_name(tee_kind);
     if (strcmp(cfg->tee, "auto") == 0) /* evidence: the detected kind from here on */
         n->cfg.tee = kms_platform_kind_name(tee_kind);
     if (n->cfg.sim_dir == NULL) {

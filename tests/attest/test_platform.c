@@ -499,7 +499,8 @@ static void test_sim_gcp_verifies(void)
     kms_att_replay(0, ev, 4, NULL, pcr14);
     CHECK_MEM(v.pcr[2], pcr14, 32);
     CHECK_OK(kms_boot_info_derive(ctx, att, &v, NULL, 0, &bi));
-    CHECK(bi.mode == KMS_ATT_GCP_TDX && bi.app_id.len == 20 && memcmp(bi.app_id.p, app_id, 20) == 0);
+    CHECK(bi.mode == KMS_ATT_GCP_TDX && bi.app_id.len == 20 &&
+          memcmp(bi.app_id.p, app_id, 20) == 0);
     CHECK(bi.compose_hash.len == 32 && memcmp(bi.compose_hash.p, compose, 32) == 0);
     memcpy(cat, v.pcr[0], 32);
     memcpy(cat + 32, v.pcr[1], 32);
@@ -636,9 +637,10 @@ static void test_sim_nitro_and_tdx(void)
  * malformed log line is refused; a host without any TDX interface gives NOTFOUND. */
 static void test_hw_tdx_fake_host(void)
 {
-    static const char log[] = "{\"event\":\"system-preparing\",\"payload\":\"\"}\n"
-                              "{\"event\":\"app-id\",\"payload\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQ=\"}\n"
-                              "{\"event\":\"compose-hash\",\"payload\":\"qg==\"}\n";
+    static const char log[] =
+        "{\"event\":\"system-preparing\",\"payload\":\"\"}\n"
+        "{\"event\":\"app-id\",\"payload\":\"AQIDBAUGBwgJCgsMDQ4PEBESExQ=\"}\n"
+        "{\"event\":\"compose-hash\",\"payload\":\"qg==\"}\n";
     struct kms_platform_paths paths;
     struct kms_platform_cfg cfg;
     struct kms_platform *p = NULL;
@@ -689,7 +691,8 @@ static void test_hw_tdx_fake_host(void)
     CHECK_OK(kms_platform_attest(p, rd, NULL, 0, "{}", &att));
     CHECK(att != NULL && att->mode == KMS_ATT_TDX && att->n_events == 3 && att->n_tdx_events == 3);
     if (att != NULL && att->n_events == 3) {
-        CHECK(att->events[1].payload.len == 20 && memcmp(att->events[1].payload.p, app_id, 20) == 0);
+        CHECK(att->events[1].payload.len == 20 &&
+              memcmp(att->events[1].payload.p, app_id, 20) == 0);
         CHECK(att->events[2].payload.len == 1 && att->events[2].payload.p[0] == 0xaa);
         CHECK(att->tdx_events[1].imr == 3 && att->tdx_events[1].digest.len == 48);
         CHECK(strcmp(att->config, "{}") == 0);
