@@ -23,6 +23,8 @@ struct kms_http_server {
 struct req_ctx {
     struct kms_buf body;
     int too_big;
+    void (*on_sent)(void *arg);
+    void *on_sent_arg;
 };
 
 int kms_http_parse_listen(const char *listen, struct sockaddr_in *sa)
@@ -211,6 +213,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     X509_free(req.client_cert);
     if (resp.status == 0)
         resp.status = 500;
+    rc->on_sent = resp.on_sent;
+    rc->on_sent_arg = resp.on_sent_arg;
     ret = send_resp(conn, &resp);
     return ret;
 }
@@ -224,6 +228,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     if (rc != NULL) {
+        if (rc->on_sent != NULL)
+            rc->on_sent(rc->on_sent_arg);
         kms_buf_free(&rc->body);
         free(rc);
         *con_cls = NULL;

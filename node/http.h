@@ -37,6 +37,10 @@ struct kms_http_resp {
     char *body;               /* malloc'd; the server frees it */
     size_t body_len;
     const char *content_type; /* static string */
+    /* Called once the response has been handed to the client (e.g. Finish stops the listener
+     * only after its answer is out). */
+    void (*on_sent)(void *arg);
+    void *on_sent_arg;
 };
 
 typedef void (*kms_http_handler)(void *arg, const struct kms_http_req *req,

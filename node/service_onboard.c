@@ -19,8 +19,10 @@ static const char onboard_page[] =
     "/prpc/Onboard.GetAttestationInfo?json, /prpc/Onboard.Finish?json; GET /finish.</p>"
     "</body></html>";
 
-static void request_finish(struct kms_node *n)
+static void request_finish(void *arg)
 {
+    struct kms_node *n = arg;
+
     pthread_mutex_lock(&n->lock);
     n->finish_requested = 1;
     pthread_cond_broadcast(&n->cond);
@@ -144,7 +146,8 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
     if (strcmp(req->path, "/finish") == 0) {
         if (finish_allowed(n, resp)) {
             kms_http_resp_text(resp, 200, "text/plain", "OK");
-            request_finish(n);
+            resp->on_sent = request_finish;
+            resp->on_sent_arg = n;
         }
         return;
     }
@@ -165,7 +168,8 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
     } else if (strcmp(m, "Finish") == 0) {
         if (finish_allowed(n, resp)) {
             kms_prpc_ok(resp, json_null());
-            request_finish(n);
+            resp->on_sent = request_finish;
+            resp->on_sent_arg = n;
         }
     } else {
         char msg[160];
