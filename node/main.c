@@ -1,5 +1,6 @@
 /* kmsd: the key management node daemon. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,8 +45,21 @@ static const char usage_text[] =
     "  --sim-dir DIR            simulated TEE directory (default DATA_DIR/sim); share it between\n"
     "                           nodes and clients of one local cluster\n"
     "  --trust-sim-root FILE    also trust this simulation TDX root (PEM)\n"
+    "  --sim-collateral         with --insecure-sim: evaluate the TCB of simulated TDX quotes\n"
+    "                           against collateral made for --sim-dir, so they report tcbStatus\n"
+    "                           \"UpToDate\" (what DstackKms.isKmsAllowed requires)\n"
     "  --auth dev|webhook|eth   authorization backend (default dev)\n"
     "  --auth-url URL           auth-api base URL for --auth webhook\n"
+    "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
+    "                           repeatable, at most 16\n"
+    "  --eth-policy P           failover (default: first healthy URL) | quorum (K answers for\n"
+    "                           the same block must agree, else fail closed)\n"
+    "  --eth-quorum K           answers that must agree under quorum (default: majority)\n"
+    "  --kms-contract ADDR      --auth eth: DstackKms (proxy) address, 0x + 40 hex; required\n"
+    "  --eth-block TAG          block the contract is read at: latest (default), safe, finalized\n"
+    "  --eth-chain-id N         refuse an RPC that serves another chain (default: not checked)\n"
+    "  --eth-cache-ttl-ms MS    how long an allow decision is reused (default 2000; 0 = never);\n"
+    "                           denials are never cached\n"
     "  --auth-timeout-ms MS     timeout of each authorization call (default 5000)\n"
     "  --gateway-app-id ID      gateway app id reported in dev mode (default \"any\")\n"
     "  --auto-bootstrap-domain D  bootstrap at start with domain D when no keys exist\n"
@@ -81,6 +95,8 @@ enum {
     OPT_SIM_DIR, OPT_TRUST_SIM_ROOT, OPT_AUTH, OPT_AUTH_URL, OPT_AUTH_TIMEOUT, OPT_GATEWAY,
     OPT_AUTO_BOOTSTRAP, OPT_SEAL, OPT_KEK, OPT_EXPECT_K256, OPT_EXPECT_SPKI, OPT_PEER,
     OPT_PEER_INTERVAL, OPT_NITRO_ROOT, OPT_NITRO_DEVICE_ID, OPT_LOG_LEVEL,
+    OPT_ETH_RPC, OPT_ETH_POLICY, OPT_ETH_QUORUM, OPT_KMS_CONTRACT, OPT_ETH_BLOCK, /* --auth eth */
+    OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
 };
 
@@ -91,6 +107,23 @@ static long parse_ms(const char *s, const char *opt)
 
     if (end == s || *end != '\0' || v <= 0 || v > 600000) {
         fprintf(stderr, "kmsd: %s must be a number of milliseconds (1..600000)\n", opt);
+        exit(2);
+    }
+    return v;
+}
+
+/* --auth eth: unsigned decimal in [min, max], else exit 2. */
+static unsigned long long parse_uint(const char *s, const char *opt, unsigned long long min,
+                                     unsigned long long max)
+{
+    char *end = NULL;
+    unsigned long long v;
+
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || end == s || *end != '\0' || errno != 0 || v < min ||
+        v > max) {
+        fprintf(stderr, "kmsd: %s must be a number from %llu to %llu\n", opt, min, max);
         exit(2);
     }
     return v;
@@ -110,6 +143,14 @@ int main(int argc, char **argv)
         {"auth", required_argument, NULL, OPT_AUTH},
         {"auth-url", required_argument, NULL, OPT_AUTH_URL},
         {"auth-timeout-ms", required_argument, NULL, OPT_AUTH_TIMEOUT},
+        {"eth-rpc", required_argument, NULL, OPT_ETH_RPC},
+        {"eth-policy", required_argument, NULL, OPT_ETH_POLICY},
+        {"eth-quorum", required_argument, NULL, OPT_ETH_QUORUM},
+        {"kms-contract", required_argument, NULL, OPT_KMS_CONTRACT},
+        {"eth-block", required_argument, NULL, OPT_ETH_BLOCK},
+        {"eth-chain-id", required_argument, NULL, OPT_ETH_CHAIN_ID},
+        {"eth-cache-ttl-ms", required_argument, NULL, OPT_ETH_CACHE_TTL},
+        {"sim-collateral", no_argument, NULL, OPT_SIM_COLLATERAL},
         {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
@@ -150,6 +191,31 @@ int main(int argc, char **argv)
         case OPT_AUTH: cfg.auth_type = optarg; break;
         case OPT_AUTH_URL: cfg.auth_url = optarg; break;
         case OPT_AUTH_TIMEOUT: cfg.auth_timeout_ms = parse_ms(optarg, "--auth-timeout-ms"); break;
+        /* ---- --auth eth (validated with the other settings in kms_node_new) ---- */
+        case OPT_ETH_RPC:
+            if (cfg.n_eth_rpc_urls >= KMS_NODE_MAX_ETH_RPC) {
+                fprintf(stderr, "kmsd: at most %d --eth-rpc options\n", KMS_NODE_MAX_ETH_RPC);
+                return 2;
+            }
+            cfg.eth_rpc_urls[cfg.n_eth_rpc_urls++] = optarg;
+            break;
+        case OPT_ETH_POLICY: cfg.eth_policy = optarg; break;
+        case OPT_ETH_QUORUM:
+            cfg.eth_quorum_k = (unsigned)parse_uint(optarg, "--eth-quorum", 1, KMS_NODE_MAX_ETH_RPC);
+            break;
+        case OPT_KMS_CONTRACT: cfg.kms_contract = optarg; break;
+        case OPT_ETH_BLOCK: cfg.eth_block_tag = optarg; break;
+        case OPT_ETH_CHAIN_ID:
+            cfg.eth_chain_id = parse_uint(optarg, "--eth-chain-id", 1, UINT64_MAX);
+            break;
+        case OPT_ETH_CACHE_TTL:
+            /* 0 on the command line disables the cache (the backend's "< 0") */
+            cfg.eth_cache_ttl_ms = (long)parse_uint(optarg, "--eth-cache-ttl-ms", 0, 600000);
+            if (cfg.eth_cache_ttl_ms == 0)
+                cfg.eth_cache_ttl_ms = -1;
+            break;
+        case OPT_SIM_COLLATERAL: cfg.sim_collateral = 1; break;
+        /* ---- end --auth eth ---- */
         case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;
         case OPT_SEAL: cfg.seal_provider = optarg; break;

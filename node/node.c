@@ -316,6 +316,59 @@ out:
     return rc;
 }
 
+/* --sim-collateral: DCAP collateral signed under the sim root, so simulated TDX quotes get a
+ * real TCB evaluation (tcbStatus "UpToDate", as DstackKms.isKmsAllowed requires) instead of
+ * none (""). Quotes from another sim directory then fail: share --sim-dir across the cluster. */
+static int setup_sim_collateral(struct kms_node *n)
+{
+    struct kms_collateral c;
+    int rc = 0;
+
+    memset(&c, 0, sizeof(c));
+    KMS_GUARD(kms_collateral_source_new(NULL, &n->sim_coll));
+    KMS_GUARD(kms_sim_collateral(n->cfg.sim_dir, NULL, &c));
+    KMS_GUARD(kms_collateral_source_add(n->sim_coll, &c));
+    kms_attest_ctx_set_collateral_source(n->actx, n->sim_coll);
+    KMS_WARN("INSECURE: --sim-collateral: simulated quotes are evaluated against collateral made "
+             "for %s",
+             n->cfg.sim_dir);
+out:
+    kms_collateral_clear(&c);
+    return rc;
+}
+
+/* --auth eth settings into acfg (borrowed); eth options with another backend are a mistake. */
+static int eth_auth_cfg(const struct kms_node_cfg *cfg, struct kms_auth_cfg *acfg)
+{
+    int is_eth = cfg->auth_type != NULL && strcmp(cfg->auth_type, "eth") == 0;
+    int any = cfg->n_eth_rpc_urls > 0 || cfg->eth_policy != NULL || cfg->eth_quorum_k != 0 ||
+              cfg->kms_contract != NULL || cfg->eth_block_tag != NULL || cfg->eth_chain_id != 0 ||
+              cfg->eth_cache_ttl_ms != 0;
+    int rc = 0;
+
+    KMS_ENSURE(is_eth || !any, KMS_ERR_NODE_CONFIG,
+               "--eth-* and --kms-contract options apply to --auth eth only");
+    if (!is_eth)
+        goto out;
+    KMS_ENSURE(cfg->n_eth_rpc_urls > 0, KMS_ERR_NODE_CONFIG,
+               "--auth eth needs at least one --eth-rpc URL (an Ethereum node or light client)");
+    KMS_ENSURE(cfg->kms_contract != NULL, KMS_ERR_NODE_CONFIG,
+               "--auth eth needs --kms-contract ADDR (the DstackKms proxy address)");
+    KMS_ENSURE(cfg->eth_quorum_k == 0 || (cfg->eth_policy != NULL &&
+                                          strcmp(cfg->eth_policy, "quorum") == 0),
+               KMS_ERR_NODE_CONFIG, "--eth-quorum applies to --eth-policy quorum only");
+    acfg->eth_rpc_urls = cfg->eth_rpc_urls;
+    acfg->eth_n_rpc_urls = cfg->n_eth_rpc_urls;
+    acfg->eth_policy = cfg->eth_policy;
+    acfg->eth_quorum_k = cfg->eth_quorum_k;
+    acfg->eth_contract = cfg->kms_contract;
+    acfg->eth_block_tag = cfg->eth_block_tag;
+    acfg->eth_chain_id = cfg->eth_chain_id;
+    acfg->eth_cache_ttl_ms = cfg->eth_cache_ttl_ms;
+out:
+    return rc;
+}
+
 static int setup_attest_ctx(struct kms_node *n)
 {
     X509 *root;
@@ -365,6 +418,8 @@ static int setup_attest_ctx(struct kms_node *n)
         /* evidence: simulated Nitro / GCP clients sharing --sim-dir may start after the node */
         KMS_GUARD(kms_platform_sim_init(n->cfg.sim_dir));
         KMS_GUARD(kms_attest_ctx_add_root(n->actx, KMS_ROOT_TDX, kms_sim_root(n->sim), 1));
+        if (n->cfg.sim_collateral)
+            KMS_GUARD(setup_sim_collateral(n));
         snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, path, 1));
@@ -421,6 +476,8 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
                "--insecure-sim to accept that (development only)",
                cfg->tee);
     /* evidence end */
+    KMS_ENSURE(!cfg->sim_collateral || cfg->insecure_sim, KMS_ERR_NODE_CONFIG,
+               "--sim-collateral needs --insecure-sim (it makes simulated quotes look up to date)");
     n = calloc(1, sizeof(*n));
     KMS_GUARD_PTR(n);
     n->cfg = *cfg;
@@ -452,6 +509,7 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     acfg.webhook_url = cfg->auth_url;
     acfg.timeout_ms = cfg->auth_timeout_ms;
     acfg.dev_gateway_app_id = cfg->gateway_app_id;
+    KMS_GUARD(eth_auth_cfg(cfg, &acfg));
     KMS_GUARD(kms_auth_new(&acfg, &n->auth));
     KMS_GUARD(setup_attest_ctx(n));
     *out = n;
@@ -472,6 +530,7 @@ void kms_node_free(struct kms_node *n)
     kms_store_close(n->store);
     kms_auth_free(n->auth);
     kms_attest_ctx_free(n->actx);
+    kms_collateral_source_free(n->sim_coll); /* after the ctx that borrows it */
     kms_sim_free(n->sim);
     kms_platform_free(n->platform); /* evidence */
     pthread_mutex_destroy(&n->lock);

@@ -23,6 +23,7 @@ enum {
 };
 
 #define KMS_NODE_MAX_PEERS 16
+#define KMS_NODE_MAX_ETH_RPC 16 /* = the eth backend's limit */
 
 struct kms_node_cfg {
     const char *data_dir;          /* --data-dir */
@@ -49,6 +50,17 @@ struct kms_node_cfg {
     const char *gcp_root;          /* --gcp-root PEM (default: embedded Google root) */
     const char *trust_sim_root;    /* --trust-sim-root PEM: extra simulation root */
     int nitro_device_id_fixed;     /* --nitro-device-id=fixed */
+    /* ---- --auth eth (chain/eth.c); see struct kms_auth_cfg for the semantics ---- */
+    const char *eth_rpc_urls[KMS_NODE_MAX_ETH_RPC]; /* --eth-rpc URL (repeatable) */
+    size_t n_eth_rpc_urls;
+    const char *eth_policy;        /* --eth-policy failover|quorum */
+    unsigned eth_quorum_k;         /* --eth-quorum K (0 = majority) */
+    const char *kms_contract;      /* --kms-contract ADDR (DstackKms) */
+    const char *eth_block_tag;     /* --eth-block latest|safe|finalized */
+    uint64_t eth_chain_id;         /* --eth-chain-id N (0 = not checked) */
+    long eth_cache_ttl_ms;         /* --eth-cache-ttl-ms (0 = default, < 0 = no cache) */
+    int sim_collateral;            /* --sim-collateral: TCB of sim quotes from sim collateral */
+    /* ---- end --auth eth ---- */
     /* --seal tpm (storage/seal_tpm.c) */
     const char *tpm_tcti;  /* --tpm-tcti (default device:/dev/tpmrm0) */
     const char *seal_pcrs; /* --seal-pcrs (default sha256:0,2,14) */
@@ -123,6 +135,7 @@ struct kms_node {
     char self_auth_reason[512];
     void *peers; /* replication state */
     char sim_dir_buf[4096];
+    struct kms_collateral_source *sim_coll; /* --sim-collateral; owned */
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
