@@ -51,6 +51,7 @@ struct eth_state {
     pthread_mutex_t mu;
     int *chain_ok; /* per URL: chain id verified (under mu) */
     struct cache_entry *cache;
+    struct kms_buf last_info; /* last good info answer (under mu), for GetMeta when RPCs fail */
 };
 
 /* One RPC's answer to a query: canonical bytes to compare and a short human summary. */
@@ -108,6 +109,7 @@ static void state_free(void *priv)
     free(st->urls);
     free(st->labels);
     free(st->chain_ok);
+    kms_buf_free(&st->last_info);
     if (st->cache != NULL)
         kms_free_secret(st->cache, CACHE_SLOTS * sizeof(*st->cache));
     pthread_mutex_destroy(&st->mu);
@@ -521,7 +523,22 @@ static int eth_info(void *priv, struct kms_auth_info *out)
     uint64_t id = 0;
     int rc = 0;
 
-    KMS_GUARD(run_policy(st, q_info, NULL, &ans));
+    rc = run_policy(st, q_info, NULL, &ans);
+    pthread_mutex_lock(&st->mu);
+    if (rc == 0) {
+        st->last_info.len = 0;
+        if (kms_buf_put(&st->last_info, ans.data, ans.len) < 0)
+            st->last_info.len = 0;
+    } else if (st->last_info.len > 0) {
+        /* Informational (GetMeta): the last good answer beats no answer; decisions never
+         * take this path. */
+        KMS_WARN("eth auth: RPC unavailable (%s); GetMeta uses the last good contract info",
+                 kms_err_detail());
+        kms_buf_free(&ans);
+        rc = kms_buf_put(&ans, st->last_info.data, st->last_info.len);
+    }
+    pthread_mutex_unlock(&st->mu);
+    KMS_GUARD(rc);
     KMS_ENSURE(ans.len >= 8 + 1 + 20 && ans.data[ans.len - 21] == '\0', KMS_ERR_INTERNAL,
                "eth auth: bad info answer");
     for (int i = 0; i < 8; i++)

@@ -356,8 +356,10 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
     o.server_check = kms_cert_check;
     o.server_check_arg = actx;
     {
-        /* As dstack-util get-keys: vm_config travels in the attestation, not the request. */
-        json_t *req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", "");
+        /* As the dstack guest (GetAppKey{vm_config: sys_config.vm_config}): a TDX RA-TLS
+         * certificate carries no vm_config, so it travels in the request ("" = none). */
+        json_t *req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config",
+                                a->vm_config != NULL ? a->vm_config : "");
 
         body = json_dumps(req, JSON_COMPACT);
         json_decref(req);

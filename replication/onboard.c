@@ -30,6 +30,7 @@ static void crash_point(const char *step)
 
 struct source_check {
     struct kms_node *n;
+    const char *own_vm_config; /* this node's vm_config (its own attestation's config) */
     int checked;
 };
 
@@ -51,7 +52,13 @@ static int check_source(void *arg, X509 *leaf)
     memset(&v, 0, sizeof(v));
     memset(&bi, 0, sizeof(bi));
     KMS_GUARD(kms_check_kms_cert(sc->n->actx, leaf, &att, &v));
-    KMS_GUARD(kms_boot_info_derive(sc->n->actx, att, &v, NULL, 0, &bi));
+    /* A TDX RA-TLS certificate carries no vm_config: as the reference, take the os_image_hash
+     * from our own vm_config then (mr_aggregated still binds the source's image). */
+    KMS_GUARD(kms_boot_info_derive(sc->n->actx, att, &v,
+                                   att->config == NULL || att->config[0] == '\0'
+                                       ? sc->own_vm_config
+                                       : NULL,
+                                   0, &bi));
     rc = kms_auth_check(sc->n->auth, 1, &bi, &res);
     if (rc < 0) {
         kms_err_wrap(rc, "cannot check the source KMS against this node's policy");
@@ -117,6 +124,8 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     uint8_t *src_spki = NULL;
     int src_spki_len;
     char *vm_body = NULL;
+    struct kms_attestation *self_att = NULL;
+    uint8_t zero_rd[64] = {0};
     const char *ca_key_pem, *tmp_key_pem, *tmp_cert_pem, *ca_cert_pem;
     int busy = 0;
     int rc = 0;
@@ -144,6 +153,9 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     KMS_ENSURE(source_url != NULL && strncmp(source_url, "https://", 8) == 0, KMS_ERR_INVAL,
                "source_url must be an https:// URL of a running KMS");
     KMS_GUARD(kms_node_self_authorize(n));
+    /* Our vm_config, sent in GetKmsKey as the reference does (a TDX cert does not carry it). */
+    KMS_GUARD(kms_node_attest(n, zero_rd, &self_att));
+    sc.own_vm_config = self_att->config != NULL ? self_att->config : "";
 
     /* 1. Temp CA of the source (unauthenticated by design; the attestation is the trust). */
     o.url = source_url;
@@ -167,8 +179,9 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     {
         char self_url[KMS_REPL_URL_MAX];
         json_t *req = kms_repl_self_url(n, domain, self_url) == 0
-                          ? json_pack("{s:s,s:s}", "vm_config", "", "kmsd_peer_url", self_url)
-                          : json_pack("{s:s}", "vm_config", "");
+                          ? json_pack("{s:s,s:s}", "vm_config", sc.own_vm_config,
+                                      "kmsd_peer_url", self_url)
+                          : json_pack("{s:s}", "vm_config", sc.own_vm_config);
 
         KMS_GUARD_PTR(req);
         vm_body = json_dumps(req, JSON_COMPACT);
@@ -239,6 +252,7 @@ out:
     free(spki);
     OPENSSL_free(src_spki);
     free(vm_body);
+    kms_att_free(self_att);
     json_decref(tmp);
     json_decref(keys);
     return rc;
