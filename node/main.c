@@ -48,6 +48,12 @@ static const char usage_text[] =
     "  --sim-collateral         with --insecure-sim: evaluate the TCB of simulated TDX quotes\n"
     "                           against collateral made for --sim-dir, so they report tcbStatus\n"
     "                           \"UpToDate\" (what DstackKms.isKmsAllowed requires)\n"
+    "  --pccs-url URL           evaluate the TCB of TDX quotes with Intel collateral (TCB info,\n"
+    "                           QE identity, CRLs) from this PCCS or Intel PCS (v4 API), cached\n"
+    "                           until its nextUpdate (default: env PCCS_URL; neither: no TCB\n"
+    "                           evaluation, tcbStatus \"\")\n"
+    "  --collateral-file FILE   air-gapped TCB evaluation: collateral from a JSON file (see the\n"
+    "                           operator guide), used before --pccs-url\n"
     "  --auth dev|webhook|eth   authorization backend (default dev)\n"
     "  --auth-url URL           auth-api base URL for --auth webhook\n"
     "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
@@ -98,6 +104,7 @@ enum {
     OPT_ETH_RPC, OPT_ETH_POLICY, OPT_ETH_QUORUM, OPT_KMS_CONTRACT, OPT_ETH_BLOCK, /* --auth eth */
     OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
+    OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -151,6 +158,8 @@ int main(int argc, char **argv)
         {"eth-chain-id", required_argument, NULL, OPT_ETH_CHAIN_ID},
         {"eth-cache-ttl-ms", required_argument, NULL, OPT_ETH_CACHE_TTL},
         {"sim-collateral", no_argument, NULL, OPT_SIM_COLLATERAL},
+        {"pccs-url", required_argument, NULL, OPT_PCCS_URL},               /* collateral */
+        {"collateral-file", required_argument, NULL, OPT_COLLATERAL_FILE}, /* collateral */
         {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
@@ -215,6 +224,8 @@ int main(int argc, char **argv)
                 cfg.eth_cache_ttl_ms = -1;
             break;
         case OPT_SIM_COLLATERAL: cfg.sim_collateral = 1; break;
+        case OPT_PCCS_URL: cfg.pccs_url = optarg; break;               /* collateral */
+        case OPT_COLLATERAL_FILE: cfg.collateral_file = optarg; break; /* collateral */
         /* ---- end --auth eth ---- */
         case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;
@@ -257,6 +268,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "kmsd: unexpected argument '%s'. Try 'kmsd --help'.\n", argv[optind]);
         return 2;
     }
+    /* collateral: as the reference, the PCCS comes from the config, else the PCCS_URL env */
+    if (cfg.pccs_url == NULL && getenv("PCCS_URL") != NULL && getenv("PCCS_URL")[0] != '\0')
+        cfg.pccs_url = getenv("PCCS_URL");
     if (strcmp(cfg.seal_provider, "tpm") != 0 && (cfg.tpm_tcti != NULL || cfg.seal_pcrs != NULL)) {
         fprintf(stderr, "kmsd: --tpm-tcti and --seal-pcrs apply to --seal tpm only\n");
         return 2;

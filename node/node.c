@@ -325,7 +325,8 @@ static int setup_sim_collateral(struct kms_node *n)
     int rc = 0;
 
     memset(&c, 0, sizeof(c));
-    KMS_GUARD(kms_collateral_source_new(NULL, &n->sim_coll));
+    if (n->sim_coll == NULL) /* else the --pccs-url / --collateral-file source gets the set */
+        KMS_GUARD(kms_collateral_source_new(NULL, &n->sim_coll));
     KMS_GUARD(kms_sim_collateral(n->cfg.sim_dir, NULL, &c));
     KMS_GUARD(kms_collateral_source_add(n->sim_coll, &c));
     kms_attest_ctx_set_collateral_source(n->actx, n->sim_coll);
@@ -391,6 +392,19 @@ static int setup_attest_ctx(struct kms_node *n)
         KMS_GUARD(rc);
     }
     kms_attest_ctx_set_nitro_device_id_fixed(n->actx, n->cfg.nitro_device_id_fixed);
+    /* ---- collateral (owner: collateral): --pccs-url / --collateral-file ---- */
+    if (n->cfg.pccs_url != NULL || n->cfg.collateral_file != NULL) {
+        struct kms_collateral_source_opts co = {.pccs_url = n->cfg.pccs_url,
+                                                .collateral_file = n->cfg.collateral_file};
+
+        KMS_GUARD(kms_collateral_source_new(&co, &n->sim_coll));
+        kms_attest_ctx_set_collateral_source(n->actx, n->sim_coll);
+        KMS_INFO("TDX TCB evaluation with Intel collateral from %s%s%s",
+                 n->cfg.collateral_file != NULL ? n->cfg.collateral_file : "",
+                 n->cfg.collateral_file != NULL && n->cfg.pccs_url != NULL ? " and " : "",
+                 n->cfg.pccs_url != NULL ? n->cfg.pccs_url : "");
+    }
+    /* ---- end collateral ---- */
     /* evidence: the Google EK/AK root for GCP vTPM quotes, and the --tee producer */
     if (n->cfg.gcp_root != NULL) {
         KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, n->cfg.gcp_root, 0));

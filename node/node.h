@@ -64,6 +64,10 @@ struct kms_node_cfg {
     /* --seal tpm (storage/seal_tpm.c) */
     const char *tpm_tcti;  /* --tpm-tcti (default device:/dev/tpmrm0) */
     const char *seal_pcrs; /* --seal-pcrs (default sha256:0,2,14) */
+    /* ---- collateral (owner: collateral): TDX TCB evaluation with Intel collateral ---- */
+    const char *pccs_url;        /* --pccs-url (default: env PCCS_URL; NULL = none) */
+    const char *collateral_file; /* --collateral-file: air-gapped collateral JSON */
+    /* ---- end collateral ---- */
 };
 
 enum kms_node_state {
@@ -135,7 +139,8 @@ struct kms_node {
     char self_auth_reason[512];
     void *peers; /* replication state */
     char sim_dir_buf[4096];
-    struct kms_collateral_source *sim_coll; /* --sim-collateral; owned */
+    struct kms_collateral_source *sim_coll; /* --sim-collateral, --pccs-url, --collateral-file;
+                                               owned */
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
