@@ -302,8 +302,8 @@ out:
 static int parse_cose(const cbor_item_t *arr, struct nitro_doc *d)
 {
     cbor_item_t **el;
-    const uint8_t *sig;
-    size_t sig_len;
+    const uint8_t *sig = NULL;
+    size_t sig_len = 0;
     int rc = 0;
 
     KMS_ENSURE(cbor_isa_array(arr) && cbor_array_size(arr) == 4, KMS_ERR_ATT_FORMAT,

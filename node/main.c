@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/secmem.h"
 #include "node/node.h"
 
 static struct kms_node *g_node;
@@ -281,6 +282,7 @@ int main(int argc, char **argv)
     }
     if (cfg.name != NULL)
         kms_log_set_tag(cfg.name);
+    kms_secmem_install_jansson();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = kms_node_new(&cfg, &g_node);
     if (rc < 0) {
