@@ -155,9 +155,9 @@ static int add_dir(struct corpus *c, const char *dir)
 }
 
 static const uint32_t interesting[] = {
-    0,          1,          2,          0x7f,       0x80,       0xff,       0x100,
-    0x3f,       0x40,       0x3fff,     0x4000,     0x7fff,     0x8000,     0xffff,
-    0x10000,    0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x3fffffff, 0x40000000,
+    0,       1,          2,          0x7f,       0x80,       0xff,       0x100,
+    0x3f,    0x40,       0x3fff,     0x4000,     0x7fff,     0x8000,     0xffff,
+    0x10000, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x3fffffff, 0x40000000,
 };
 
 /* One edit of buf (len in/out, capacity cap). */
@@ -381,8 +381,7 @@ int main(int argc, char **argv)
     if (stopped)
         fprintf(stderr, "note: time budget of %.0f s reached after %lu of %lu mutations\n", budget,
                 done, mutations);
-    printf("%s: %zu seeds + %lu mutations in %.1f s, no crash\n", target, c.n, done,
-           now_s() - t0);
+    printf("%s: %zu seeds + %lu mutations in %.1f s, no crash\n", target, c.n, done, now_s() - t0);
     for (size_t i = 0; i < c.n; i++) {
         free(c.s[i].path);
         free(c.s[i].p);

@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     att.nsm_quote.p = (uint8_t *)(uintptr_t)data; /* read only */
     att.nsm_quote.len = size;
     memcpy(att.report_data, prod_report_data, 64);
-    att.config = (char *)(uintptr_t)"";
+    att.config = (char *)(uintptr_t) "";
     rc = kms_attest_verify(aws_ctx(), &att, &v);
     if (rc < 0) {
         static const struct kms_verified zero;

@@ -69,8 +69,8 @@ static void check_rewrite(const struct kms_attestation *att)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const oids[] = {KMS_OID_APP_ID, KMS_OID_CERT_USAGE, KMS_OID_APP_INFO,
-                                       KMS_OID_TDX_QUOTE, KMS_OID_EVENT_LOG, KMS_OID_ATTESTATION};
+    static const char *const oids[] = {KMS_OID_APP_ID,    KMS_OID_CERT_USAGE, KMS_OID_APP_INFO,
+                                       KMS_OID_TDX_QUOTE, KMS_OID_EVENT_LOG,  KMS_OID_ATTESTATION};
     const uint8_t *p = data;
     struct kms_attestation *att = NULL;
     uint8_t rd[64];

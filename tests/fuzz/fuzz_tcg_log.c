@@ -22,7 +22,8 @@ static void check_event(const struct kms_tcg_log *log, const struct kms_tcg_even
                         const uint8_t *data, size_t size)
 {
     FUZZ_ASSERT(ev->n_digests <= KMS_TCG_MAX_ALGS);
-    FUZZ_ASSERT(ev->data_len <= KMS_TCG_MAX_EVENT_DATA && inside(data, size, ev->data, ev->data_len));
+    FUZZ_ASSERT(ev->data_len <= KMS_TCG_MAX_EVENT_DATA &&
+                inside(data, size, ev->data, ev->data_len));
     for (size_t d = 0; d < ev->n_digests; d++) {
         const struct kms_tcg_digest *dg = &ev->digests[d];
         size_t want = 0;

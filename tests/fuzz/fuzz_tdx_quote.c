@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(inside(data, size, q.qe_report_sig, 64));
     FUZZ_ASSERT(q.qe_auth_len == 0 || inside(data, size, q.qe_auth, q.qe_auth_len));
     FUZZ_ASSERT(q.pck_chain_len == 0 || inside(data, size, q.pck_chain, q.pck_chain_len));
-    FUZZ_ASSERT(memcmp(q.report.report_data,
-                       data + KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN - 64, 64) == 0);
+    FUZZ_ASSERT(
+        memcmp(q.report.report_data, data + KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN - 64, 64) == 0);
     return 0;
 }

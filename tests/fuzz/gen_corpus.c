@@ -3,7 +3,7 @@
  * plus small synthetic inputs that reach the branches the fixtures do not (GCP vTPM
  * attestations, RA-TLS certificates, pRPC bodies, ABI return data). Not run by ctest: the
  * output is checked in. Build with `cmake --build <dir> --target fuzz_gen_corpus` and run it;
- * seeds are rewritten in place (certificate signatures differ run to run; nothing else does).
+ * seeds are rewritten in place, byte for byte the same while the fixtures do not change.
  */
 #include <jansson.h>
 #include <openssl/ec.h>
@@ -55,20 +55,26 @@ static void put(const char *target, const char *name, const void *p, size_t len)
     printf("%-60s %6zu bytes\n", path + strlen(KMS_FUZZ_CORPUS_DIR) + 1, len);
 }
 
+/* SCALE attestations seed both the decoder and the BootInfo target. */
+static void put_scale(const char *name, const void *p, size_t len)
+{
+    put("scale", name, p, len);
+    put("bootinfo", name, p, len);
+}
+
 static void put_str(const char *target, const char *name, const char *s)
 {
     put(target, name, s, strlen(s));
 }
 
-static void put_att(const char *target, const char *name, const struct kms_attestation *att,
-                    int stripped)
+static void put_att(const char *name, const struct kms_attestation *att, int stripped)
 {
     uint8_t *p = NULL;
     size_t len = 0;
 
     if (kms_att_encode(att, stripped, &p, &len) < 0)
         DIE("cannot encode %s", name);
-    put(target, name, p, len);
+    put_scale(name, p, len);
     free(p);
 }
 
@@ -107,16 +113,16 @@ static void minimal_quote(uint8_t *q, size_t len)
 }
 
 #define MIN_QUOTE_LEN                                                                              \
-    (KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN + 4 + 64 + 64 + 2 + 4 + KMS_TDX_QE_REPORT_LEN + 64 + 2 + \
-     2 + 4)
+    (KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN + 4 + 64 + 64 + 2 + 4 + KMS_TDX_QE_REPORT_LEN + 64 +    \
+     2 + 2 + 4)
 
 /* A DstackGcpTdx attestation: the TDX fixture plus a TPM quote built from the TPMS_ATTEST
  * sample, a fake ECDSA TPMT_SIGNATURE, the GCP root as "AK certificate" and the GCE log's
  * SHA-256 events. */
 static struct kms_attestation *gcp_attestation(const uint8_t *tdx, size_t tdx_len)
 {
-    static const uint8_t sig[] = {0x00, 0x18, 0x00, 0x0b, 0x00, 0x02, 0x11, 0x22, 0x00, 0x02,
-                                  0x33, 0x44};
+    static const uint8_t sig[] = {0x00, 0x18, 0x00, 0x0b, 0x00, 0x02,
+                                  0x11, 0x22, 0x00, 0x02, 0x33, 0x44};
     struct kms_attestation *att = NULL;
     struct kms_tcg_log log;
     struct kms_tpm_event *ev = NULL;
@@ -152,7 +158,8 @@ static struct kms_attestation *gcp_attestation(const uint8_t *tdx, size_t tdx_le
     X509_free(root);
     att->tpm.platform = 1;
     gce = load("tpm/gce-tcg2-eventlog.bin", &gce_len);
-    if (kms_tcg_log_parse(gce, gce_len, &log) < 0 || kms_tcg_log_to_tpm_events(&log, &ev, &n_ev) < 0)
+    if (kms_tcg_log_parse(gce, gce_len, &log) < 0 ||
+        kms_tcg_log_to_tpm_events(&log, &ev, &n_ev) < 0)
         DIE("cannot parse the GCE log");
     att->tpm.events = ev;
     att->tpm.n_events = n_ev < 12 ? n_ev : 12; /* keep the seed small */
@@ -164,10 +171,12 @@ static struct kms_attestation *gcp_attestation(const uint8_t *tdx, size_t tdx_le
     return att;
 }
 
-/* Self-signed P-256 certificate "CN=fuzz" carrying att (if any) and a few dstack extensions. */
+/* Self-signed certificate "CN=fuzz" carrying att (if any) and a few dstack extensions. */
 static void put_cert(const char *name, const struct kms_attestation *att, int extra_exts)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
+    /* Ed25519 from a fixed private key: deterministic signatures, so seeds are byte-stable */
+    static const uint8_t priv[32] = {0x6b, 0x6d, 0x73, 0x2d, 0x66, 0x75, 0x7a, 0x7a};
+    EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, priv, sizeof(priv));
     X509 *c = X509_new();
     X509_NAME *nm = X509_NAME_new();
     uint8_t *der = NULL;
@@ -193,7 +202,7 @@ static void put_cert(const char *name, const struct kms_attestation *att, int ex
             kms_ratls_add_ext(c, KMS_OID_APP_INFO, (const uint8_t *)"{\"k\":1}", 7) < 0)
             DIE("cannot add extensions to %s", name);
     }
-    if (X509_sign(c, key, EVP_sha256()) <= 0 || (len = i2d_X509(c, &der)) <= 0)
+    if (X509_sign(c, key, NULL) <= 0 || (len = i2d_X509(c, &der)) <= 0)
         DIE("cannot sign %s", name);
     put("ratls", name, der, (size_t)len);
     OPENSSL_free(der);
@@ -225,22 +234,21 @@ static void gen_attest(void)
     struct kms_tcg_log log;
     size_t used;
 
-    if (kms_att_decode(tdx, tdx_len, &att_tdx) < 0 || kms_att_decode(prod, prod_len, &att_prod) < 0 ||
-        kms_att_decode(dbg, dbg_len, &att_dbg) < 0)
+    if (kms_att_decode(tdx, tdx_len, &att_tdx) < 0 ||
+        kms_att_decode(prod, prod_len, &att_prod) < 0 || kms_att_decode(dbg, dbg_len, &att_dbg) < 0)
         DIE("cannot decode the fixtures");
     report = json_loadb((const char *)qr, qr_len, 0, &jerr);
-    if (report == NULL ||
-        kms_hex_decode(json_string_value(json_object_get(report, "quote")), &qr_quote,
-                       &qr_quote_len) < 0)
+    if (report == NULL || kms_hex_decode(json_string_value(json_object_get(report, "quote")),
+                                         &qr_quote, &qr_quote_len) < 0)
         DIE("cannot read quote-report.json");
     minimal_quote(minq, sizeof(minq));
 
     /* scale: real attestations (full and stripped), a synthetic GCP one, a tiny Nitro one */
-    put("scale", "tdx.bin", tdx, tdx_len);
-    put_att("scale", "tdx-stripped.bin", att_tdx, 1);
-    put("scale", "nitro-prod.bin", prod, prod_len);
+    put_scale("tdx.bin", tdx, tdx_len);
+    put_att("tdx-stripped.bin", att_tdx, 1);
+    put_scale("nitro-prod.bin", prod, prod_len);
     gcp = gcp_attestation(tdx, tdx_len);
-    put_att("scale", "gcp-synthetic.bin", gcp, 0);
+    put_att("gcp-synthetic.bin", gcp, 0);
     small = calloc(1, sizeof(*small));
     if (small == NULL)
         DIE("out of memory");
@@ -250,10 +258,10 @@ static void gen_attest(void)
     if (kms_att_add_runtime_event(small, "app-id", (const uint8_t *)"\x01\x02", 2) < 0 ||
         kms_att_add_runtime_event(small, "system-ready", NULL, 0) < 0)
         DIE("cannot build the small attestation");
-    put_att("scale", "nitro-small.bin", small, 0);
+    put_att("nitro-small.bin", small, 0);
     small->mode = KMS_ATT_TDX;
     set_bytes(&small->tdx_quote, minq, sizeof(minq));
-    put_att("scale", "tdx-small.bin", small, 0);
+    put_att("tdx-small.bin", small, 0);
 
     /* legacy: the event logs of both TDX fixtures, and small hand-written ones */
     put_str("legacy", "quote-report-event-log.json",
@@ -289,8 +297,9 @@ static void gen_attest(void)
     {
         /* two banks (SHA-1 PCR 7, SHA-256 PCRs 0, 2, 14), empty signer, 32-byte digest */
         static const uint8_t two[] = {
-            0xff, 0x54, 0x43, 0x47, 0x80, 0x18, 0x00, 0x00, 0x00, 0x04, 1, 2, 3, 4,
-            0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 7,
+            0xff, 0x54, 0x43, 0x47, 0x80, 0x18, 0x00, 0x00, 0x00, 0x04, 1,    2,    3,
+            4,    0,    0,    0,    0,    0,    0,    0,    9,    0,    0,    0,    1,
+            0,    0,    0,    2,    1,    0,    0,    0,    0,    0,    0,    0,    7,
             0x00, 0x00, 0x00, 0x02, 0x00, 0x04, 0x03, 0x80, 0x00, 0x00, 0x00, 0x0b, 0x03,
             0x05, 0x40, 0x00, 0x00, 0x20, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
             0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
