@@ -38,7 +38,7 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
         json_object_set_new(o, "ca_pubkey", kms_prpc_bytes(n->keys.ca_spki, n->keys.ca_spki_len));
         json_object_set_new(o, "domain", json_string(n->keys.domain));
     }
-    if (s == KMS_STATE_NOT_AUTHORIZED)
+    if (s == KMS_STATE_NOT_AUTHORIZED || s == KMS_STATE_SEALED)
         json_object_set_new(o, "reason", json_string(n->self_auth_reason));
     json_object_set_new(o, "peers", kms_repl_peers_json(n));
     txt = json_dumps(o, JSON_INDENT(2));

@@ -514,9 +514,16 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     seal.tcti = cfg->tpm_tcti; /* --seal tpm */
     seal.pcrs = cfg->seal_pcrs;
     rc = kms_store_open(cfg->data_dir, &seal, &n->store);
-    if (rc == KMS_ERR_STORE_SEAL) /* e.g. TPM PCRs changed: the node is sealed */
-        rc = kms_err_wrap(rc, "keystore is sealed (state %s)",
-                          kms_node_state_name(KMS_STATE_SEALED));
+    if (rc == KMS_ERR_STORE_SEAL) {
+        /* e.g. TPM PCRs changed: stay up in the sealed state so /health says why (423),
+         * but serve nothing else. */
+        kms_err_wrap(rc, "keystore is sealed (state %s)", kms_node_state_name(KMS_STATE_SEALED));
+        KMS_ERROR("%s", kms_err_detail());
+        snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", kms_err_detail());
+        n->state = KMS_STATE_SEALED;
+        n->store = NULL;
+        rc = 0;
+    }
     KMS_GUARD(rc);
     memset(&acfg, 0, sizeof(acfg));
     acfg.type = cfg->auth_type;
@@ -593,6 +600,34 @@ out:
     return rc;
 }
 
+static void sealed_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
+{
+    struct kms_node *n = arg;
+    char msg[700];
+
+    if (kms_node_handle_common(n, req, resp))
+        return;
+    snprintf(msg, sizeof(msg), "node is sealed: %s", n->self_auth_reason);
+    kms_prpc_error(resp, msg);
+    resp->status = 423;
+}
+
+/* Sealed: the keystore cannot be unsealed; answer /health and /metrics only, until stopped. */
+static int run_sealed(struct kms_node *n)
+{
+    int rc = 0;
+
+    KMS_GUARD(kms_http_start(n->cfg.onboard_listen, NULL, sealed_handle, n, &n->onboard_srv));
+    KMS_ERROR("node is sealed; serving only /health and /metrics (plain HTTP) on %s",
+              n->cfg.onboard_listen);
+    pthread_mutex_lock(&n->lock);
+    while (!n->stop_requested)
+        pthread_cond_wait(&n->cond, &n->lock);
+    pthread_mutex_unlock(&n->lock);
+out:
+    return rc;
+}
+
 int kms_node_run(struct kms_node *n)
 {
     struct kms_http_tls tls;
@@ -600,6 +635,8 @@ int kms_node_run(struct kms_node *n)
     int rc = 0;
 
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    if (n->state == KMS_STATE_SEALED)
+        return run_sealed(n);
     rc = kms_store_has_identity(n->store);
     KMS_GUARD(rc);
     if (rc == 0) {
