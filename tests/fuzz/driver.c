@@ -207,6 +207,8 @@ static void mutate_once(uint8_t *buf, size_t *len, size_t cap)
     case 6: { /* delete a range */
         size_t k = 1 + rng_below(n - off < 64 ? n - off : 64);
 
+        if (off >= n || k > n - off)
+            break;
         memmove(buf + off, buf + off + k, n - off - k);
         *len = n - k;
         break;
@@ -215,9 +217,14 @@ static void mutate_once(uint8_t *buf, size_t *len, size_t cap)
         size_t k = 1 + rng_below(n - off < 256 ? n - off : 256);
         size_t to = rng_below(n + 1);
 
-        if (cap - n < k)
+        size_t tail;
+
+        if (n > cap || cap - n < k || to > n || off >= n || k > n - off)
             break;
-        memmove(buf + to + k, buf + to, n - to);
+        tail = n - to;
+        if (tail > cap - k - to)
+            break;
+        memmove(buf + to + k, buf + to, tail);
         /* the source may have moved if it sat after the insertion point */
         memmove(buf + to, buf + (off >= to ? off + k : off), k);
         *len = n + k;
