@@ -311,6 +311,33 @@ static void gen_attest(void)
             DIE("two-bank TPMS_ATTEST does not parse");
         put("tpms_attest", "two-banks.bin", two, sizeof(two));
     }
+    /* tpm_quote: selector byte, BE16 signature length, TPMT_SIGNATURE, TPMS_ATTEST */
+    {
+        uint8_t in[3 + 4 + 2 + 256 + 256];
+        size_t n;
+
+        /* ECDSA-SHA256, r and s of 32 bytes */
+        memset(in, 0, sizeof(in));
+        n = 4 + 2 + 32 + 2 + 32;
+        in[1] = (uint8_t)(n >> 8);
+        in[2] = (uint8_t)n;
+        memcpy(in + 3, "\x00\x18\x00\x0b\x00\x20", 6);
+        memset(in + 9, 0x31, 32);
+        memcpy(in + 41, "\x00\x20", 2);
+        memset(in + 43, 0x32, 32);
+        memcpy(in + 3 + n, tpms, tpms_len);
+        put("tpm_quote", "ecdsa-sample.bin", in, 3 + n + tpms_len);
+        /* RSASSA-SHA256, 256-byte signature */
+        memset(in, 0, sizeof(in));
+        in[0] = 1;
+        n = 4 + 2 + 256;
+        in[1] = (uint8_t)(n >> 8);
+        in[2] = (uint8_t)n;
+        memcpy(in + 3, "\x00\x14\x00\x0b\x01\x00", 6);
+        memset(in + 9, 0x5c, 256);
+        memcpy(in + 3 + n, tpms, tpms_len);
+        put("tpm_quote", "rsassa-sample.bin", in, 3 + n + tpms_len);
+    }
     put("tcg_log", "gce.bin", gce, gce_len);
     /* the CCEL is a 64 KiB ACPI table mostly made of 0xff padding: keep the used part + end */
     if (kms_tcg_log_parse(ccel, ccel_len, &log) < 0 || log.n_events == 0)
