@@ -24,6 +24,9 @@ int kms_cli_chain(int argc, char **argv) __attribute__((weak));
  * the command name; each handles --help. */
 int kms_cli_cluster(int argc, char **argv) __attribute__((weak));
 int kms_cli_attest(int argc, char **argv) __attribute__((weak));
+/* `backup` and `audit` (cli/backup_cmd.c, disaster recovery), same convention. */
+int kms_cli_backup(int argc, char **argv) __attribute__((weak));
+int kms_cli_audit(int argc, char **argv) __attribute__((weak));
 
 static int die(const char *what)
 {
@@ -542,7 +545,10 @@ static const char main_usage[] =
     "  keystore import-dstack   import a dstack KMS key directory into a kmsd keystore\n"
     "  chain           on-chain policy administration (DstackKms / DstackApp)\n"
     "  cluster         cluster status and identity verification across nodes\n"
-    "  attest          verify evidence (attest verify --evidence FILE)\n";
+    "  attest          verify evidence (attest verify --evidence FILE)\n"
+    /* disaster recovery (cli/backup_cmd.c) */
+    "  backup          encrypted identity backup with M-of-N recovery shares; restore\n"
+    "  audit           verify / show the keystore's hash-chained audit log\n";
 
 int main(int argc, char **argv)
 {
@@ -570,6 +576,10 @@ int main(int argc, char **argv)
         rc = kms_cli_cluster(argc - 1, argv + 1);
     else if (strcmp(argv[1], "attest") == 0 && kms_cli_attest != NULL)
         rc = kms_cli_attest(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "backup") == 0 && kms_cli_backup != NULL) /* disaster recovery */
+        rc = kms_cli_backup(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "audit") == 0 && kms_cli_audit != NULL)
+        rc = kms_cli_audit(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;
