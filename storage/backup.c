@@ -39,7 +39,7 @@
 #define SHARE_PREFIX "kmsd-share-v1"
 #define CHECKSUM_LEN 4
 #define PATH_MAX_LEN 4096
-#define AUDIT_NAME_MAX 1024 /* restore audit detail: file name cut to this */
+#define ORIGIN_NAME_MAX 1024 /* restore audit detail: file name cut to this */
 
 /* ---- GF(2^8), x^8 + x^4 + x^3 + x + 1, constant time ---- */
 
@@ -794,14 +794,14 @@ int kms_backup_restore_identity(struct kms_store *st, const struct kms_identity 
                "the keystore already holds keys; restore a backup only into a new data "
                "directory");
     KMS_ENSURE(name != NULL && name[0] != '\0', KMS_ERR_INVAL, "backup name is empty");
-    KMS_ENSURE(asprintf(&copy.origin, "restore %.*s", AUDIT_NAME_MAX, name) > 0, KMS_ERR_NOMEM,
+    KMS_ENSURE(asprintf(&copy.origin, "restore %.*s", ORIGIN_NAME_MAX, name) > 0, KMS_ERR_NOMEM,
                "out of memory");
     if (domain != NULL)
         copy.domain = (char *)domain;
     KMS_GUARD(kms_store_save_identity(st, &copy));
     kms_hex_encode(info->set_id, SET_ID_LEN, set_hex);
     kms_hex_encode(info->k256_pubkey, 33, pub_hex);
-    KMS_ENSURE(asprintf(&detail, "%.*s share set %s (%u-of-%u) k256 0x%s", AUDIT_NAME_MAX, name,
+    KMS_ENSURE(asprintf(&detail, "%.*s share set %s (%u-of-%u) k256 0x%s", ORIGIN_NAME_MAX, name,
                         set_hex, info->threshold, info->shares, pub_hex) > 0,
                KMS_ERR_NOMEM, "out of memory");
     KMS_GUARD(kms_store_audit(st, "Restore", "ok", detail));

@@ -100,20 +100,26 @@ cat "$WORK/show.txt"
 grep -q "Backup created" "$WORK/show.txt" || fail "audit show lacks the backup rows"
 grep -q "GetAppKey" <("$KMSCTL" audit show --data-dir "$WORK/node") || fail "no GetAppKey row"
 "$KMSCTL" audit verify --data-dir "$WORK/node" --anchor "$head" >/dev/null || fail "anchor"
-cp -r "$WORK/node" "$WORK/node.audit"
-row=$(sqlite3 "$WORK/node.audit/kms.db" "SELECT min(id) FROM audit WHERE event = 'GetAppKey'")
-before=$(sqlite3 "$WORK/node.audit/kms.db" "SELECT detail FROM audit WHERE id = $row")
+n=${head%%:*}
+expect_fail "a rewritten anchored row" "no longer has the anchored hash" \
+    "$KMSCTL" audit verify --data-dir "$WORK/node" --anchor "$n:0x$(printf '%064d' 7)"
+expect_fail "an anchor past the end (log cut off)" "is gone" \
+    "$KMSCTL" audit verify --data-dir "$WORK/node" --anchor "$((n + 5)):${head#*:}"
+expect_fail "audit verify without a keystore" "no keystore in" \
+    "$KMSCTL" audit verify --data-dir "$WORK/nowhere"
+[ -e "$WORK/nowhere" ] && fail "audit verify created a data dir"
+row=$(sqlite3 "$WORK/node/kms.db" "SELECT min(id) FROM audit WHERE event = 'GetAppKey'")
+before=$(sqlite3 "$WORK/node/kms.db" "SELECT detail FROM audit WHERE id = $row")
 # flip the low bit of the 5th character of that row's detail (the trigger that keeps ordinary SQL
 # from editing the log is dropped first, as an attacker with file access would)
-sqlite3 "$WORK/node.audit/kms.db" "DROP TRIGGER audit_no_update;
+sqlite3 "$WORK/node/kms.db" "DROP TRIGGER audit_no_update;
     UPDATE audit SET detail = substr(detail, 1, 4)
         || char(unicode(substr(detail, 5, 1)) + 1 - 2 * (unicode(substr(detail, 5, 1)) % 2))
         || substr(detail, 6) WHERE id = $row;"
-after=$(sqlite3 "$WORK/node.audit/kms.db" "SELECT detail FROM audit WHERE id = $row")
+after=$(sqlite3 "$WORK/node/kms.db" "SELECT detail FROM audit WHERE id = $row")
 [ "$before" != "$after" ] && [ ${#before} = ${#after} ] || fail "the audit byte flip did not happen"
 expect_fail "audit verify of a flipped byte" "audit log broken at row $row" \
-    "$KMSCTL" audit verify --data-dir "$WORK/node.audit"
-rm -rf "$WORK/node.audit"
+    "$KMSCTL" audit verify --data-dir "$WORK/node"
 
 # 4. the region is lost
 rm -rf "$WORK/node"
