@@ -447,8 +447,9 @@ static int file_parse(const uint8_t *file, size_t len, struct parsed *p)
     int rc = 0;
 
     memset(p, 0, sizeof(*p));
-    KMS_ENSURE(file != NULL && len <= KMS_BACKUP_FILE_MAX, KMS_ERR_TOOBIG,
-               "backup file is larger than %u bytes", KMS_BACKUP_FILE_MAX);
+    KMS_ENSURE(file != NULL, KMS_ERR_INVAL, "no backup file given");
+    KMS_ENSURE(len <= KMS_BACKUP_FILE_MAX, KMS_ERR_TOOBIG, "backup file is larger than %u bytes",
+               KMS_BACKUP_FILE_MAX);
     kms_rd_init(&r, file, len);
     rc = kms_rd_ptr(&r, MAGIC_LEN, &magic);
     KMS_ENSURE(rc == 0 && memcmp(magic, MAGIC, MAGIC_LEN) == 0, KMS_ERR_PARSE,
