@@ -108,7 +108,7 @@ export KMS_CONTRACT_ADDR
 [ -n "$KMS_CONTRACT_ADDR" ] || die "deploy printed no contract address"
 
 # ---- kmsd helpers
-BASE=$((20000 + RANDOM % 20000))
+BASE=$((10000 + RANDOM % 20000))
 SIM=$T/sim
 start_node() { # name port extra-args...
     local name=$1 port=$2

@@ -5,7 +5,7 @@
 set -euo pipefail
 BIN=${KMS_BIN_DIR:?}
 WORK=$(mktemp -d /tmp/kms-cluster-test-XXXXXX)
-BASE=$((20000 + RANDOM % 20000))
+BASE=$((10000 + RANDOM % 20000))
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
 
 cd "$(dirname "$0")/../.."

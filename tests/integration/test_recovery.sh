@@ -13,7 +13,7 @@ KMSD=$BIN/node/kmsd
 KMSCTL=$BIN/cli/kmsctl
 WORK=$(mktemp -d /tmp/kms-recovery-test-XXXXXX)
 SIM=$WORK/sim
-PORT=$((20000 + RANDOM % 20000))
+PORT=$((10000 + RANDOM % 20000))
 APP_ID=5fe2b2c0dc2a8b1d4d6a2b0c8c8e1f4a9b3d7e60
 PID=
 fail() {

@@ -58,7 +58,7 @@ if [ "${KMS_TEST_NO_NETNS:-0}" != 1 ] && [ "$(id -u)" = 0 ] && ip netns add "$TA
     fi
 fi
 if [ $NETNS -eq 0 ]; then
-    PORT=$((20000 + RANDOM % 20000))
+    PORT=$((10000 + RANDOM % 20000))
     for i in 1 2 3 4; do IP[$i]=127.0.0.$((1 + i)); done
     log "network namespaces unavailable: distinct loopback addresses"
 else

@@ -10,7 +10,7 @@ command -v tpm2_pcrextend >/dev/null || { echo "skip: tpm2-tools not installed";
 command -v curl >/dev/null || { echo "skip: curl not installed"; exit 77; }
 
 WORK=$(mktemp -d /tmp/kms-sealtpm-kmsd-XXXXXX)
-BASE=$((20000 + RANDOM % 20000))
+BASE=$((10000 + RANDOM % 20000))
 TPM_PORT=$BASE
 KMS_PORT=$((BASE + 2))
 export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$TPM_PORT"
