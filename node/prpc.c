@@ -74,7 +74,8 @@ json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp
     while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
                                  req->body[i] == '\r' || req->body[i] == '\t'))
         i++;
-    if (i == req->body_len || strcmp((const char *)req->body + i, "null") == 0)
+    if (i == req->body_len ||
+        (req->body_len - i == 4 && memcmp(req->body + i, "null", 4) == 0))
         return json_object();
     o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (o == NULL) {
