@@ -74,9 +74,15 @@ json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp
     while (i < req->body_len && (req->body[i] == ' ' || req->body[i] == '\n' ||
                                  req->body[i] == '\r' || req->body[i] == '\t'))
         i++;
-    if (i == req->body_len ||
-        (req->body_len - i == 4 && memcmp(req->body + i, "null", 4) == 0))
-        return json_object();
+    {
+        size_t j = req->body_len;
+
+        while (j > i && (req->body[j - 1] == ' ' || req->body[j - 1] == '\n' ||
+                         req->body[j - 1] == '\r' || req->body[j - 1] == '\t'))
+            j--;
+        if (i == j || (j - i == 4 && memcmp(req->body + i, "null", 4) == 0))
+            return json_object();
+    }
     o = json_loadb((const char *)req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (o == NULL) {
         char msg[300];
