@@ -74,8 +74,12 @@ for i in 1 2 3; do
     port=$((BASE_PORT + i - 1))
     "$KMSCTL" get-keys --kms "https://127.0.0.1:$port" --app-id "$APP_ID" \
         --tee sim --insecure-sim --sim-dir "$SIM" --out "$WORK/app_keys.$i.json"
-    "$KMSCTL" meta --kms "https://127.0.0.1:$port" | grep '"k256_pubkey"' | sed "s/^/node$i /"
+    meta=$("$KMSCTL" meta --kms "https://127.0.0.1:$port")
+    echo "$meta" | grep '"k256_pubkey"' | head -1 | sed "s/^ */node$i /"
 done
+step "identity challenge across the nodes (same root keys, nothing revealed)"
+"$KMSCTL" cluster verify --kms "https://127.0.0.1:$P1" --kms "https://127.0.0.1:$P2" \
+    --kms "https://127.0.0.1:$P3" --insecure-sim --sim-dir "$SIM" 2>&1 || { echo "cluster verify failed"; exit 1; }
 step "comparing"
 keys() { jq -S '{disk_crypt_key, env_crypt_key, k256_key, k256_signature}' "$1" 2>/dev/null ||
          grep -E '"(disk_crypt_key|env_crypt_key|k256_key|k256_signature)"' "$1"; }
