@@ -779,4 +779,19 @@ KMS_WUR int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collate
 KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg,
                              size_t len, uint8_t sig[64]);
 
+/* ================================================================ AIA fetching for the GCP AK chain
+ * (aia.c; owner: aia)
+ *
+ * Real GCP AK certificates are issued by an intermediate ("EK/AK CA Intermediate") that the
+ * evidence does not carry. When enabled, a GCP AK certificate that does not verify with the
+ * KMS_ROOT_GCP anchors alone is completed with issuer certificates fetched from the
+ * Authority Information Access caIssuers URLs (http/https only, no redirects, at most 3 fetches
+ * of at most 64 KiB each, DER or PEM, all within timeout_ms; 0 = 5000). Fetched certificates
+ * are untrusted: they only fill the path, the anchor stays the pinned root. Certificates that
+ * completed a verified chain are cached per URL (32 entries, until min(notAfter, 24 h)).
+ * Off by default. Call at configuration time, not concurrently with verification. Errors:
+ * KMS_ERR_INVAL (timeout outside 0..600000 ms), KMS_ERR_NOMEM. */
+KMS_WUR int kms_attest_ctx_set_aia_fetch(struct kms_attest_ctx *ctx, int enabled, long timeout_ms);
+/* ================================================================ end AIA */
+
 #endif

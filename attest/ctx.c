@@ -20,6 +20,7 @@ void kms_attest_ctx_free(struct kms_attest_ctx *ctx)
         for (size_t i = 0; i < ctx->n_roots[k]; i++)
             X509_free(ctx->roots[k][i].cert);
     }
+    kms_aia_free(ctx->aia); /* aia */
     free(ctx);
 }
 

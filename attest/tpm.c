@@ -3,10 +3,11 @@
  * TPMT_SIGNATURE check with the AK certificate key, AK chain to the pinned GCP roots, PCR digest,
  * firmware event-log replay and the extraData binding. All TPM structures are big-endian.
  *
- * AK chain: the reference fetches intermediates online (AIA caIssuers) and CRLs (CDPs). This
- * verifier does neither: the AK certificate must chain to certificates configured as
- * KMS_ROOT_GCP anchors. Put the GCP "EK/AK CA Intermediate" into the same PEM file as the root;
- * the chain must still end at a self-signed root (no partial chains).
+ * AK chain: the AK certificate must chain to a KMS_ROOT_GCP anchor (a self-signed root; no
+ * partial chains). The GCP "EK/AK CA Intermediate" is not in the evidence: with
+ * kms_attest_ctx_set_aia_fetch it is fetched from the AK certificate's AIA caIssuers URL (as the
+ * reference does) and cached (aia.c); otherwise put it into the PEM file with the root. CRLs
+ * (CDPs) are not fetched.
  */
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -350,8 +351,8 @@ int kms_tpm_verify(const struct kms_attest_ctx *ctx, const struct kms_tpm_quote 
         goto out;
     }
     /* trust the key first, then the signature, and only then look inside the signed message */
-    KMS_GUARD(kms_attest_verify_chain(ctx, KMS_ROOT_GCP, ak, NULL, "TPM AK certificate chain",
-                                      &is_sim));
+    KMS_GUARD(kms_aia_verify_chain(ctx, KMS_ROOT_GCP, ak, NULL, "TPM AK certificate chain",
+                                   &is_sim));
     key = X509_get_pubkey(ak);
     KMS_ENSURE(key != NULL, KMS_ERR_ATT_TPM_SIG, "TPM AK certificate key cannot be decoded");
     KMS_GUARD(verify_signature(key, q->message.p, q->message.len, q->signature.p,
