@@ -5,16 +5,12 @@
  * (deny, slow, unreachable: fail closed), malformed and oversized requests, and import of
  * dstack keys reproducing the independent vectors of shared/fixtures/kdf exactly.
  */
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,97 +18,12 @@
 #include "common/hex.h"
 #include "node/crypto.h"
 #include "replication/replication.h"
+#include "kmstest_proc.h"
 #include "test.h"
 
 static char g_tmp[256];
 static char g_sim[300];
 static struct kms_sim *g_simh;
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t l = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    getsockname(fd, (struct sockaddr *)&sa, &l);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static pid_t spawn_kmsd(const char *name, unsigned port, const char *const *extra)
-{
-    char bin[512], dir[512], listen[64], log[600];
-    const char *argv[32];
-    int n = 0;
-    pid_t pid;
-
-    snprintf(bin, sizeof(bin), "%s/node/kmsd", getenv("KMS_BIN_DIR"));
-    snprintf(dir, sizeof(dir), "%s/%s", g_tmp, name);
-    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-    snprintf(log, sizeof(log), "%s/%s.log", g_tmp, name);
-    argv[n++] = bin;
-    argv[n++] = "--data-dir";
-    argv[n++] = dir;
-    argv[n++] = "--sim-dir";
-    argv[n++] = g_sim;
-    argv[n++] = "--tee";
-    argv[n++] = "sim";
-    argv[n++] = "--insecure-sim";
-    argv[n++] = "--listen";
-    argv[n++] = listen;
-    argv[n++] = "--name";
-    argv[n++] = name;
-    while (extra != NULL && *extra != NULL)
-        argv[n++] = *extra++;
-    argv[n] = NULL;
-    pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-
-        (void)f;
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    usleep(300000);
-    return pid;
-}
-
-static void stop(pid_t pid)
-{
-    int st;
-
-    kill(pid, SIGTERM);
-    waitpid(pid, &st, 0);
-}
-
-static int call(const char *url, const char *method, const char *body, json_t **resp)
-{
-    struct kms_rpc_opts o;
-
-    memset(&o, 0, sizeof(o));
-    o.url = url;
-    o.timeout_ms = 10000;
-    return kms_rpc_call(&o, method, body, resp, NULL);
-}
-
-/* Waits until the HTTPS service answers GetTempCaCert. */
-static int wait_serving(const char *url)
-{
-    for (int i = 0; i < 100; i++) {
-        json_t *r = NULL;
-
-        if (call(url, "GetTempCaCert", NULL, &r) == 0) {
-            json_decref(r);
-            return 0;
-        }
-        usleep(100000);
-    }
-    return -1;
-}
 
 /* ---- the app client with controllable evidence */
 
@@ -273,46 +184,6 @@ static void expect_refused(int rc, const char *detail)
     CHECK_DETAIL(detail);
 }
 
-/* Raw HTTPS POST without client cert: status and body. */
-static long raw_post(const char *url, const char *body, size_t len, char *out, size_t outlen)
-{
-    CURL *c = curl_easy_init();
-    FILE *f = fmemopen(out, outlen, "w");
-    long status = 0;
-
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    fclose(f);
-    curl_easy_cleanup(c);
-    return status;
-}
-
-/* Raw HTTPS GET: status and body. */
-static long raw_get(const char *url, char *out, size_t outlen)
-{
-    CURL *c = curl_easy_init();
-    FILE *f = fmemopen(out, outlen, "w");
-    long status = 0;
-
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    fclose(f);
-    curl_easy_cleanup(c);
-    return status;
-}
-
 /* pRPC transport as the reference: with and without the KMS. prefix, GET and POST, GET fields
  * from the query string, 0x-hex bytes, 400 {"error"} for unknown methods, 404 elsewhere. */
 static void check_transport(const char *base)
@@ -323,10 +194,10 @@ static void check_transport(const char *base)
     json_t *ja, *jb;
 
     snprintf(url, sizeof(url), "%s/prpc/GetMeta?json", base);
-    CHECK(raw_get(url, a, sizeof(a)) == 200);
+    CHECK(kmstest_http_get(url, a, sizeof(a)) == 200);
     snprintf(url, sizeof(url), "%s/prpc/KMS.GetMeta?json", base);
     memset(b, 0, sizeof(b));
-    CHECK(raw_post(url, "", 0, b, sizeof(b)) == 200);
+    CHECK(kmstest_http_post(url, "", 0, b, sizeof(b)) == 200);
     ja = json_loads(a, 0, NULL);
     jb = json_loads(b, 0, NULL);
     CHECK(ja != NULL && jb != NULL &&
@@ -336,7 +207,7 @@ static void check_transport(const char *base)
     json_decref(jb);
     snprintf(url, sizeof(url), "%s/prpc/GetAppEnvEncryptPubKey?json&app_id=%s", base, app);
     memset(a, 0, sizeof(a));
-    CHECK(raw_get(url, a, sizeof(a)) == 200);
+    CHECK(kmstest_http_get(url, a, sizeof(a)) == 200);
     snprintf(url, sizeof(url), "%s/prpc/KMS.GetAppEnvEncryptPubKey?json", base);
     snprintf(b, sizeof(b), "{\"app_id\":\"%s\"}", app);
     {
@@ -344,7 +215,7 @@ static void check_transport(const char *base)
 
         snprintf(body, sizeof(body), "%s", b);
         memset(b, 0, sizeof(b));
-        CHECK(raw_post(url, body, strlen(body), b, sizeof(b)) == 200);
+        CHECK(kmstest_http_post(url, body, strlen(body), b, sizeof(b)) == 200);
     }
     ja = json_loads(a, 0, NULL);
     jb = json_loads(b, 0, NULL);
@@ -354,17 +225,17 @@ static void check_transport(const char *base)
     json_decref(jb);
     snprintf(url, sizeof(url), "%s/prpc/NoSuchMethod?json", base);
     memset(a, 0, sizeof(a));
-    CHECK(raw_post(url, "{}", 2, a, sizeof(a)) == 400);
+    CHECK(kmstest_http_post(url, "{}", 2, a, sizeof(a)) == 400);
     CHECK(strstr(a, "\"error\": \"method not found: NoSuchMethod\"") != NULL);
     snprintf(url, sizeof(url), "%s/elsewhere", base);
-    CHECK(raw_get(url, a, sizeof(a)) == 404);
+    CHECK(kmstest_http_get(url, a, sizeof(a)) == 404);
 }
 
 /* Bootstrap once (a second Bootstrap is refused and keys stay), the RA-TLS flow, every
  * attestation refusal, webhook policy outcomes, malformed/oversized input. */
 static void test_node_webhook(void)
 {
-    unsigned port = free_port(), hport = free_port();
+    unsigned port = kmstest_free_port(), hport = kmstest_free_port();
     struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
                                                 MHD_USE_THREAD_PER_CONNECTION,
                                             (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
@@ -382,16 +253,16 @@ static void test_node_webhook(void)
     snprintf(hook_url, sizeof(hook_url), "http://127.0.0.1:%u", hport);
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
     snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
-    pid = spawn_kmsd("n-webhook", port, extra);
-    CHECK_OK(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r1));
+    pid = kmstest_kmsd_start(g_tmp, "n-webhook", g_sim, port, extra);
+    CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r1));
     /* A second Bootstrap is refused and the keys stay those of the first. */
-    CHECK_RC(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r2), KMS_ERR_REPL_RPC);
+    CHECK_RC(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r2), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("already has keys");
-    CHECK_OK(call(ob, "Finish", NULL, &r2));
+    CHECK_OK(kmstest_call(ob, "Finish", NULL, &r2));
     json_decref(r2);
     r2 = NULL;
-    CHECK_OK(wait_serving(url));
-    CHECK_OK(call(url, "GetMeta", NULL, &r2));
+    CHECK_OK(kmstest_wait_serving(url));
+    CHECK_OK(kmstest_call(url, "GetMeta", NULL, &r2));
     CHECK(json_equal(json_object_get(r1, "k256_pubkey"), json_object_get(r2, "k256_pubkey")));
     CHECK(strcmp(json_string_value(json_object_get(r2, "gateway_app_id")), "gw") == 0);
     json_decref(r2);
@@ -432,7 +303,7 @@ static void test_node_webhook(void)
 
     /* Malformed and oversized requests: 400, and the node keeps serving. */
     snprintf(raw, sizeof(raw), "%s/prpc/GetAppEnvEncryptPubKey?json", url);
-    CHECK(raw_post(raw, "{bad", 4, out, sizeof(out)) == 400);
+    CHECK(kmstest_http_post(raw, "{bad", 4, out, sizeof(out)) == 400);
     CHECK(strstr(out, "invalid JSON") != NULL);
     {
         size_t big = 2u * 1024u * 1024u;
@@ -440,17 +311,17 @@ static void test_node_webhook(void)
 
         memset(b, ' ', big);
         memset(out, 0, sizeof(out));
-        CHECK(raw_post(raw, b, big, out, sizeof(out)) == 400);
+        CHECK(kmstest_http_post(raw, b, big, out, sizeof(out)) == 400);
         CHECK(strstr(out, "exceeds") != NULL);
         free(b);
     }
     {
         const char *ok = "{\"app_id\":\"0x4242424242424242424242424242424242424242\"}";
 
-        CHECK(raw_post(raw, ok, strlen(ok), out, sizeof(out)) == 200);
+        CHECK(kmstest_http_post(raw, ok, strlen(ok), out, sizeof(out)) == 200);
     }
     json_decref(r1);
-    stop(pid);
+    kmstest_kmsd_stop(pid);
 }
 
 /* Write a dstack key directory from raw scalars (OpenSSL-encoded PEM, raw k256). */
@@ -499,7 +370,7 @@ static void test_import_vectors(void)
     {
         char src[300], data[300], cmd[1400], name[32], url[64];
         uint8_t ca_d[32], k256[32];
-        unsigned port = free_port();
+        unsigned port = kmstest_free_port();
         const char *inst = json_string_value(json_object_get(v, "instance_id"));
         struct app a;
         json_t *resp = NULL;
@@ -520,9 +391,9 @@ static void test_import_vectors(void)
         snprintf(cmd, sizeof(cmd), "%s/cli/kmsctl keystore import-dstack --data-dir %s %s 2>/dev/null",
                  getenv("KMS_BIN_DIR"), data, src);
         CHECK(system(cmd) != 0);
-        pid = spawn_kmsd(name, port, NULL);
+        pid = kmstest_kmsd_start(g_tmp, name, g_sim, port, NULL);
         snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
-        CHECK_OK(wait_serving(url));
+        CHECK_OK(kmstest_wait_serving(url));
         memset(&a, 0, sizeof(a));
         CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "app_id")), a.app_id, 20));
         if (inst != NULL && inst[0] != '\0') {
@@ -537,7 +408,7 @@ static void test_import_vectors(void)
             check_field(resp, "k256_signature", json_string_value(json_object_get(v, "k256_signature")));
         }
         json_decref(resp);
-        stop(pid);
+        kmstest_kmsd_stop(pid);
     }
     json_decref(vec);
 }
@@ -557,15 +428,7 @@ int main(void)
     RUN(test_node_webhook);
     RUN(test_import_vectors);
     kms_sim_free(g_simh);
-    if (kms_test_failures == 0) {
-        char cmd[300];
-
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot clean %s\n", g_tmp);
-    } else {
-        fprintf(stderr, "logs kept in %s\n", g_tmp);
-    }
+    kmstest_tmp_finish(g_tmp, kms_test_failures);
     curl_global_cleanup();
     TEST_MAIN_END();
 }

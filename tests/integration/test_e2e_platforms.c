@@ -9,86 +9,20 @@
  * byte; a PCR14 event (the vTPM measured another app-id than the runtime events say). Finally
  * `kmsctl get-keys --tee sim-nitro|sim-gcp` gets keys from the same node.
  */
-#include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <openssl/sha.h>
 #include <pthread.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/file.h"
 #include "common/hex.h"
 #include "replication/replication.h"
+#include "kmstest_proc.h"
 #include "test.h"
 
 static char g_tmp[256];
 static char g_sim[300];
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t l = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-    getsockname(fd, (struct sockaddr *)&sa, &l);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static pid_t spawn_kmsd(unsigned port, const char *hook_url)
-{
-    char bin[512], dir[512], listen[64], log[600];
-    pid_t pid;
-
-    snprintf(bin, sizeof(bin), "%s/node/kmsd", getenv("KMS_BIN_DIR"));
-    snprintf(dir, sizeof(dir), "%s/node", g_tmp);
-    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-    snprintf(log, sizeof(log), "%s/node.log", g_tmp);
-    pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-
-        (void)f;
-        execl(bin, bin, "--data-dir", dir, "--sim-dir", g_sim, "--tee", "sim", "--insecure-sim",
-              "--listen", listen, "--auth", "webhook", "--auth-url", hook_url, "--name",
-              "platforms", (char *)NULL);
-        _exit(127);
-    }
-    usleep(300000);
-    return pid;
-}
-
-static int call(const char *url, const char *method, const char *body, json_t **resp)
-{
-    struct kms_rpc_opts o;
-
-    memset(&o, 0, sizeof(o));
-    o.url = url;
-    o.timeout_ms = 10000;
-    return kms_rpc_call(&o, method, body, resp, NULL);
-}
-
-static int wait_serving(const char *url)
-{
-    for (int i = 0; i < 100; i++) {
-        json_t *r = NULL;
-
-        if (call(url, "GetTempCaCert", NULL, &r) == 0) {
-            json_decref(r);
-            return 0;
-        }
-        usleep(100000);
-    }
-    return -1;
-}
 
 /* ---- the auth-api webhook: allows everything and keeps the last bootAuth/app body */
 
@@ -405,12 +339,12 @@ static void test_kmsctl_get_keys(const char *url)
 int main(void)
 {
     char tmpl[] = "/tmp/kms-e2e-plat-XXXXXX";
-    unsigned port = free_port(), hport = free_port();
+    unsigned port = kmstest_free_port(), hport = kmstest_free_port();
     struct MHD_Daemon *d;
     char hook_url[64], ob[64], url[64];
+    const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, NULL};
     json_t *r = NULL;
     pid_t pid;
-    int st;
 
     if (getenv("KMS_BIN_DIR") == NULL || mkdtemp(tmpl) == NULL)
         return 1;
@@ -425,13 +359,13 @@ int main(void)
     snprintf(hook_url, sizeof(hook_url), "http://127.0.0.1:%u", hport);
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
     snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
-    pid = spawn_kmsd(port, hook_url);
-    CHECK_OK(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
+    pid = kmstest_kmsd_start(g_tmp, "platforms", g_sim, port, extra);
+    CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
     json_decref(r);
     r = NULL;
-    CHECK_OK(call(ob, "Finish", NULL, &r));
+    CHECK_OK(kmstest_call(ob, "Finish", NULL, &r));
     json_decref(r);
-    CHECK_OK(wait_serving(url));
+    CHECK_OK(kmstest_wait_serving(url));
 
     {
         int before = kms_test_failures;
@@ -445,8 +379,7 @@ int main(void)
         test_kmsctl_get_keys(url);
         printf("%s test_kmsctl_get_keys\n", kms_test_failures == before ? "ok  " : "FAIL");
     }
-    kill(pid, SIGTERM);
-    waitpid(pid, &st, 0);
+    kmstest_kmsd_stop(pid);
     if (d != NULL)
         MHD_stop_daemon(d);
     TEST_MAIN_END();

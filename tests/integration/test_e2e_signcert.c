@@ -6,16 +6,12 @@
  * Refusals over the wire keep their message (bad signature, bad api_version, unbound
  * attestation).
  */
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,95 +19,12 @@
 #include "node/crypto.h"
 #include "node/csr.h"
 #include "replication/replication.h"
+#include "kmstest_proc.h"
 #include "test.h"
 
 static char g_tmp[256];
 static char g_sim[300];
 static struct kms_sim *g_simh;
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t l = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &l) != 0)
-        sa.sin_port = 0;
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-static pid_t spawn_kmsd(const char *name, unsigned port)
-{
-    char bin[512], dir[512], listen[64], log[600];
-    const char *argv[20];
-    int n = 0;
-    pid_t pid;
-
-    snprintf(bin, sizeof(bin), "%s/node/kmsd", getenv("KMS_BIN_DIR"));
-    snprintf(dir, sizeof(dir), "%s/%s", g_tmp, name);
-    snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
-    snprintf(log, sizeof(log), "%s/%s.log", g_tmp, name);
-    argv[n++] = bin;
-    argv[n++] = "--data-dir";
-    argv[n++] = dir;
-    argv[n++] = "--sim-dir";
-    argv[n++] = g_sim;
-    argv[n++] = "--tee";
-    argv[n++] = "sim";
-    argv[n++] = "--insecure-sim";
-    argv[n++] = "--listen";
-    argv[n++] = listen;
-    argv[n++] = "--name";
-    argv[n++] = name;
-    argv[n] = NULL;
-    pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-
-        (void)f;
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    usleep(300000);
-    return pid;
-}
-
-static void stop(pid_t pid)
-{
-    int st;
-
-    kill(pid, SIGTERM);
-    waitpid(pid, &st, 0);
-}
-
-static int call(const char *url, const char *method, const char *body, json_t **resp)
-{
-    struct kms_rpc_opts o;
-
-    memset(&o, 0, sizeof(o));
-    o.url = url;
-    o.timeout_ms = 20000;
-    return kms_rpc_call(&o, method, body, resp, NULL);
-}
-
-static int wait_serving(const char *url)
-{
-    for (int i = 0; i < 100; i++) {
-        json_t *r = NULL;
-
-        if (call(url, "GetTempCaCert", NULL, &r) == 0) {
-            json_decref(r);
-            return 0;
-        }
-        usleep(100000);
-    }
-    return -1;
-}
 
 /* ---- the simulated app */
 
@@ -282,7 +195,7 @@ out:
  * stable across calls; refusals carry their message over the wire. */
 static void test_signcert_e2e(void)
 {
-    unsigned port = free_port();
+    unsigned port = kmstest_free_port();
     char ob[64], url[64];
     json_t *r = NULL, *meta = NULL, *resp1 = NULL, *resp2 = NULL;
     struct csr_req a, b;
@@ -296,27 +209,27 @@ static void test_signcert_e2e(void)
     memset(&b, 0, sizeof(b));
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
     snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
-    pid = spawn_kmsd("n-signcert", port);
-    CHECK_OK(call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
+    pid = kmstest_kmsd_start(g_tmp, "n-signcert", g_sim, port, NULL);
+    CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
     json_decref(r);
     r = NULL;
     /* kmsd may close the onboard listener before Finish's reply is flushed ("Empty reply
      * from server", seen ~1 in 8 runs under ASan); serving is what matters. */
-    rc = call(ob, "Finish", NULL, &r);
+    rc = kmstest_call(ob, "Finish", NULL, &r);
     CHECK(rc == 0 || rc == KMS_ERR_NET);
     json_decref(r);
-    CHECK_OK(wait_serving(url));
-    CHECK_OK(call(url, "GetMeta", NULL, &meta));
+    CHECK_OK(kmstest_wait_serving(url));
+    CHECK_OK(kmstest_call(url, "GetMeta", NULL, &meta));
     root_pem = json_string_value(json_object_get(meta, "ca_cert"));
     CHECK(root_pem != NULL);
 
     CHECK_OK(make_request(0, 0, 2, &a));
-    CHECK_OK(call(url, "SignCert", a.body, &resp1));
+    CHECK_OK(kmstest_call(url, "SignCert", a.body, &resp1));
     if (resp1 != NULL)
         spki1 = check_chain(resp1, root_pem, &a, &l1);
     /* a second app key of the same app: a new App CA certificate with the same key */
     CHECK_OK(make_request(0, 0, 2, &b));
-    CHECK_OK(call(url, "SignCert", b.body, &resp2));
+    CHECK_OK(kmstest_call(url, "SignCert", b.body, &resp2));
     if (resp2 != NULL)
         spki2 = check_chain(resp2, root_pem, &b, &l2);
     CHECK(spki1 != NULL && spki2 != NULL && l1 == l2 && memcmp(spki1, spki2, l1) == 0);
@@ -328,18 +241,19 @@ static void test_signcert_e2e(void)
 
     /* refusals over the wire */
     CHECK_OK(make_request(0, 1, 2, &a));
-    CHECK_RC(call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
+    CHECK_RC(kmstest_call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("Failed to verify csr signature: Invalid signature");
     csr_req_free(&a);
     CHECK_OK(make_request(0, 0, 7, &a));
-    CHECK_RC(call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
+    CHECK_RC(kmstest_call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("Unsupported API version: 7");
     csr_req_free(&a);
     CHECK_OK(make_request(1, 0, 2, &a));
-    CHECK_RC(call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
+    CHECK_RC(kmstest_call(url, "SignCert", a.body, &r), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("Quote verification failed");
     csr_req_free(&a);
-    CHECK_RC(call(url, "SignCert", "{\"api_version\":2,\"csr\":\"0xzz\"}", &r), KMS_ERR_REPL_RPC);
+    CHECK_RC(kmstest_call(url, "SignCert", "{\"api_version\":2,\"csr\":\"0xzz\"}", &r),
+             KMS_ERR_REPL_RPC);
     CHECK_DETAIL("csr");
 
     OPENSSL_free(spki1);
@@ -347,7 +261,7 @@ static void test_signcert_e2e(void)
     json_decref(resp1);
     json_decref(resp2);
     json_decref(meta);
-    stop(pid);
+    kmstest_kmsd_stop(pid);
 }
 
 int main(void)
@@ -355,6 +269,7 @@ int main(void)
     char tmpl[] = "/tmp/kms-e2e-signcert-XXXXXX";
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    kmstest_rpc_timeout_ms = 20000;
     signal(SIGPIPE, SIG_IGN);
     snprintf(g_tmp, sizeof(g_tmp), "%s", mkdtemp(tmpl));
     snprintf(g_sim, sizeof(g_sim), "%s/sim", g_tmp);
@@ -364,15 +279,7 @@ int main(void)
     }
     RUN(test_signcert_e2e);
     kms_sim_free(g_simh);
-    if (kms_test_failures == 0) {
-        char cmd[300];
-
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot clean %s\n", g_tmp);
-    } else {
-        fprintf(stderr, "logs kept in %s\n", g_tmp);
-    }
+    kmstest_tmp_finish(g_tmp, kms_test_failures);
     curl_global_cleanup();
     TEST_MAIN_END();
 }

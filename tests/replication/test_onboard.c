@@ -27,48 +27,12 @@
 #include "node/node.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
+#include "kmstest_proc.h"
 #include "test.h"
 
 static char g_tmp[256];
 static char g_sim[300];       /* the cluster's simulated TEE */
 static char g_sim_other[300]; /* a TEE root nobody else trusts */
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t l = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &l) != 0)
-        sa.sin_port = 0;
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* GET /health status code over http or https (0 when nothing answers). */
-static long health(const char *base)
-{
-    char url[128];
-    CURL *c = curl_easy_init();
-    FILE *devnull = fopen("/dev/null", "w");
-    long st = 0;
-
-    snprintf(url, sizeof(url), "%s/health", base);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 5L);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
-    curl_easy_cleanup(c);
-    fclose(devnull);
-    return st;
-}
 
 struct node {
     char name[32];
@@ -83,47 +47,16 @@ struct node {
 static void spawn(struct node *nd, const char *name, const char *sim, const char *const *extra,
                   const char *crash_at)
 {
-    char bin[512], listen[64], log[600];
-    const char *argv[40];
-    int n = 0;
-
     if (nd->port == 0) {
         snprintf(nd->name, sizeof(nd->name), "%s", name);
         snprintf(nd->dir, sizeof(nd->dir), "%s/%s", g_tmp, name);
-        nd->port = free_port();
+        nd->port = kmstest_free_port();
         snprintf(nd->http, sizeof(nd->http), "http://127.0.0.1:%u", nd->port);
         snprintf(nd->https, sizeof(nd->https), "https://127.0.0.1:%u", nd->port);
     }
-    snprintf(bin, sizeof(bin), "%s/node/kmsd", getenv("KMS_BIN_DIR"));
-    snprintf(listen, sizeof(listen), "127.0.0.1:%u", nd->port);
-    snprintf(log, sizeof(log), "%s/%s.log", g_tmp, nd->name);
-    argv[n++] = bin;
-    argv[n++] = "--data-dir";
-    argv[n++] = nd->dir;
-    argv[n++] = "--sim-dir";
-    argv[n++] = sim;
-    argv[n++] = "--tee";
-    argv[n++] = "sim";
-    argv[n++] = "--insecure-sim";
-    argv[n++] = "--listen";
-    argv[n++] = listen;
-    argv[n++] = "--name";
-    argv[n++] = nd->name;
-    while (extra != NULL && *extra != NULL && n < 38)
-        argv[n++] = *extra++;
-    argv[n] = NULL;
-    nd->pid = fork();
-    if (nd->pid == 0) {
-        FILE *f = freopen(log, "a", stderr);
-
-        (void)f;
-        if (crash_at != NULL)
-            setenv("KMSD_TEST_CRASH_AT", crash_at, 1);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
+    nd->pid = kmstest_kmsd_spawn(g_tmp, nd->name, sim, nd->port, extra, crash_at);
     for (int i = 0; i < 100; i++) {
-        if (health(nd->http) != 0 || health(nd->https) != 0)
+        if (kmstest_health(nd->http) != 0 || kmstest_health(nd->https) != 0)
             return;
         usleep(50000);
     }
@@ -132,40 +65,15 @@ static void spawn(struct node *nd, const char *name, const char *sim, const char
 
 static void stop(struct node *nd)
 {
-    int st;
-
-    if (nd->pid <= 0)
-        return;
-    kill(nd->pid, SIGTERM);
-    waitpid(nd->pid, &st, 0);
+    kmstest_kmsd_stop(nd->pid);
     nd->pid = 0;
-}
-
-static int call(const char *url, const char *method, const char *body, json_t **resp)
-{
-    struct kms_rpc_opts o;
-
-    memset(&o, 0, sizeof(o));
-    o.url = url;
-    o.timeout_ms = 30000;
-    *resp = NULL;
-    return kms_rpc_call(&o, method, body, resp, NULL);
-}
-
-static int call0(const char *url, const char *method, const char *body)
-{
-    json_t *r = NULL;
-    int rc = call(url, method, body, &r);
-
-    json_decref(r);
-    return rc;
 }
 
 /* Finish. The node may drop the connection while it switches listeners (a known node race:
  * "Empty reply from server"), so only a pRPC refusal counts as failure; then wait for HTTPS. */
 static int finish(const struct node *nd)
 {
-    int rc = call0(nd->http, "Finish", NULL);
+    int rc = kmstest_call0(nd->http, "Finish", NULL);
 
     if (rc == KMS_ERR_NET)
         rc = 0;
@@ -176,7 +84,7 @@ static int finish(const struct node *nd)
 static int wait_serving(const char *url)
 {
     for (int i = 0; i < 150; i++) {
-        long st = health(url);
+        long st = kmstest_health(url);
 
         if (st == 200 || st == 207)
             return 0;
@@ -191,7 +99,7 @@ static void meta_k256(const char *url, char out[80])
     json_t *m = NULL;
 
     out[0] = '\0';
-    CHECK_OK(call(url, "GetMeta", NULL, &m));
+    CHECK_OK(kmstest_call(url, "GetMeta", NULL, &m));
     if (json_is_string(json_object_get(m, "k256_pubkey")))
         snprintf(out, 80, "%s", json_string_value(json_object_get(m, "k256_pubkey")));
     json_decref(m);
@@ -202,7 +110,7 @@ static int onboard(const struct node *nd, const char *source)
     char body[300];
 
     snprintf(body, sizeof(body), "{\"source_url\":\"%s\",\"domain\":\"127.0.0.1\"}", source);
-    return call0(nd->http, "Onboard", body);
+    return kmstest_call0(nd->http, "Onboard", body);
 }
 
 /* No key written: uninitialized while running, and no identity in the stopped keystore. */
@@ -210,7 +118,7 @@ static void assert_no_keys(struct node *nd)
 {
     struct kms_store *st = NULL;
 
-    CHECK(health(nd->http) == 503);
+    CHECK(kmstest_health(nd->http) == 503);
     stop(nd);
     CHECK_OK(kms_store_open(nd->dir, NULL, &st));
     CHECK(st != NULL && kms_store_has_identity(st) == 0);
@@ -339,7 +247,7 @@ static void bootstrap(struct node *nd, const char *name, const char *sim,
                       const char *const *extra)
 {
     spawn(nd, name, sim, extra, NULL);
-    CHECK_OK(call0(nd->http, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
+    CHECK_OK(kmstest_call0(nd->http, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
     CHECK_OK(finish(nd));
     CHECK_OK(wait_serving(nd->https));
 }
@@ -461,7 +369,7 @@ static void test_already_has_keys(void)
     CHECK(strcmp(k, g_src_k256) == 0); /* still the first cluster's identity */
 
     spawn(&b, "new-bootstrapped", g_sim, NULL, NULL);
-    CHECK_OK(call0(b.http, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
+    CHECK_OK(kmstest_call0(b.http, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
     CHECK_RC(onboard(&b, g_src.https), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("this node already has keys: onboarding refused");
     stop(&a);
@@ -482,7 +390,7 @@ static void test_unreachable_and_hanging(void)
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
     spawn(&a, "new-unreach", g_sim, NULL, NULL);
-    snprintf(url, sizeof(url), "https://127.0.0.1:%u", free_port());
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", kmstest_free_port());
     refused(&a, url, "GetTempCaCert: cannot reach");
 
     memset(&sa, 0, sizeof(sa));
@@ -526,7 +434,7 @@ static void test_crash_at_each_step(void)
             /* Complete keys: a restart serves directly (no Finish needed). */
             CHECK_OK(wait_serving(n.https));
         } else {
-            CHECK(health(n.http) == 503);
+            CHECK(kmstest_health(n.http) == 503);
             CHECK_OK(onboard(&n, g_src.https));
             CHECK_OK(finish(&n));
             CHECK_OK(wait_serving(n.https));
@@ -545,6 +453,7 @@ int main(void)
     struct kms_sim *s = NULL;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    kmstest_rpc_timeout_ms = 30000;
     signal(SIGPIPE, SIG_IGN);
     snprintf(g_tmp, sizeof(g_tmp), "%s", mkdtemp(tmpl));
     snprintf(g_sim, sizeof(g_sim), "%s/sim", g_tmp);
@@ -569,15 +478,7 @@ int main(void)
     RUN(test_unreachable_and_hanging);
     RUN(test_crash_at_each_step);
     stop(&g_src);
-    if (kms_test_failures == 0) {
-        char cmd[300];
-
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", g_tmp);
-        if (system(cmd) != 0)
-            fprintf(stderr, "cannot clean %s\n", g_tmp);
-    } else {
-        fprintf(stderr, "logs kept in %s\n", g_tmp);
-    }
+    kmstest_tmp_finish(g_tmp, kms_test_failures);
     curl_global_cleanup();
     TEST_MAIN_END();
 }
