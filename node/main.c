@@ -55,6 +55,10 @@ static const char usage_text[] =
     "                           evaluation, tcbStatus \"\")\n"
     "  --collateral-file FILE   air-gapped TCB evaluation: collateral from a JSON file (see the\n"
     "                           operator guide), used before --pccs-url\n"
+    "  --aia-fetch on|off       GCP vTPM: fetch the AK certificate's issuer (Google's EK/AK CA\n"
+    "                           Intermediate, not in the evidence) from its AIA caIssuers URL\n"
+    "                           (http/https, 5 s, 3 hops, cached); the anchor stays the pinned\n"
+    "                           Google root (default on; off with --insecure-sim)\n"
     "  --auth dev|webhook|eth   authorization backend (default dev)\n"
     "  --auth-url URL           auth-api base URL for --auth webhook\n"
     "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
@@ -106,6 +110,7 @@ enum {
     OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
     OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
+    OPT_AIA_FETCH, /* aia */
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -161,6 +166,7 @@ int main(int argc, char **argv)
         {"sim-collateral", no_argument, NULL, OPT_SIM_COLLATERAL},
         {"pccs-url", required_argument, NULL, OPT_PCCS_URL},               /* collateral */
         {"collateral-file", required_argument, NULL, OPT_COLLATERAL_FILE}, /* collateral */
+        {"aia-fetch", required_argument, NULL, OPT_AIA_FETCH},             /* aia */
         {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
@@ -227,6 +233,13 @@ int main(int argc, char **argv)
         case OPT_SIM_COLLATERAL: cfg.sim_collateral = 1; break;
         case OPT_PCCS_URL: cfg.pccs_url = optarg; break;               /* collateral */
         case OPT_COLLATERAL_FILE: cfg.collateral_file = optarg; break; /* collateral */
+        case OPT_AIA_FETCH: /* aia */
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "kmsd: --aia-fetch must be on or off\n");
+                return 2;
+            }
+            cfg.aia_fetch = optarg;
+            break;
         /* ---- end --auth eth ---- */
         case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;

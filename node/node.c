@@ -415,6 +415,12 @@ static int setup_attest_ctx(struct kms_node *n)
         X509_free(root);
         KMS_GUARD(rc);
     }
+    /* ---- aia: the AK intermediate is not in GCP evidence; a dev node stays offline ---- */
+    if (n->cfg.aia_fetch != NULL ? strcmp(n->cfg.aia_fetch, "on") == 0 : !n->cfg.insecure_sim) {
+        KMS_GUARD(kms_attest_ctx_set_aia_fetch(n->actx, 1, 0));
+        KMS_INFO("GCP AK certificates: issuers fetched through AIA caIssuers when needed");
+    }
+    /* ---- end aia ---- */
     if (strcmp(n->cfg.tee, "sim") != 0) {
         struct kms_platform_cfg pc;
 
@@ -492,6 +498,9 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     /* evidence end */
     KMS_ENSURE(!cfg->sim_collateral || cfg->insecure_sim, KMS_ERR_NODE_CONFIG,
                "--sim-collateral needs --insecure-sim (it makes simulated quotes look up to date)");
+    KMS_ENSURE(cfg->aia_fetch == NULL || strcmp(cfg->aia_fetch, "on") == 0 || /* aia */
+                   strcmp(cfg->aia_fetch, "off") == 0,
+               KMS_ERR_NODE_CONFIG, "--aia-fetch must be on or off, not %s", cfg->aia_fetch);
     n = calloc(1, sizeof(*n));
     KMS_GUARD_PTR(n);
     n->cfg = *cfg;

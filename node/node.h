@@ -68,6 +68,9 @@ struct kms_node_cfg {
     const char *pccs_url;        /* --pccs-url (default: env PCCS_URL; NULL = none) */
     const char *collateral_file; /* --collateral-file: air-gapped collateral JSON */
     /* ---- end collateral ---- */
+    /* ---- aia (owner: aia): GCP AK intermediates fetched through AIA caIssuers ---- */
+    const char *aia_fetch; /* --aia-fetch on|off (NULL: on, off with --insecure-sim) */
+    /* ---- end aia ---- */
 };
 
 enum kms_node_state {
