@@ -330,8 +330,7 @@ static void name_of(X509 *x, char *out, size_t cap)
     char *p = NULL;
 
     out[0] = '\0';
-    if (bio != NULL &&
-        X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0)
+    if (bio != NULL && X509_NAME_print_ex(bio, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0)
         n = BIO_get_mem_data(bio, &p);
     if (n > 0 && p != NULL)
         snprintf(out, cap, "\"%.*s\"", (int)(n < (long)cap - 3 ? n : (long)cap - 3), p);
@@ -431,8 +430,8 @@ int kms_aia_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind ki
             goto out;
         }
         KMS_ENSURE(left > 0, KMS_ERR_ATT_CHAIN,
-                   "%s; AIA: time budget of %ld ms spent before fetching %s", base,
-                   a->o.timeout_ms, url);
+                   "%s; AIA: time budget of %ld ms spent before fetching %s", base, a->o.timeout_ms,
+                   url);
         cert = cache_get(a, url);
         if (cert == NULL) {
             count(a, &a->st.fetches);

@@ -632,8 +632,7 @@ static X509 *deep_chain(int levels)
         serve_cert(path, certs[k]);
         prev_url = url_of(path);
     }
-    leaf = make_cert("AIA deep AK", ak_key, certs[levels], keys[levels], 0, prev_url, -3600,
-                     86400);
+    leaf = make_cert("AIA deep AK", ak_key, certs[levels], keys[levels], 0, prev_url, -3600, 86400);
     for (int k = 1; k <= levels; k++) {
         X509_free(certs[k]);
         EVP_PKEY_free(keys[k]);
@@ -669,8 +668,8 @@ static void test_expired_intermediate(void)
     struct kms_aia_stats st;
     EVP_PKEY *k = p256();
     X509 *old = make_cert("AIA old intermediate", k, root, root_key, 1, NULL, -7200, -3600);
-    X509 *leaf = make_cert("AIA test AK", ak_key, old, k, 0, url_of("/expired/i.crt"), -3600,
-                           86400);
+    X509 *leaf =
+        make_cert("AIA test AK", ak_key, old, k, 0, url_of("/expired/i.crt"), -3600, 86400);
 
     serve_cert("/expired/i.crt", old);
     CHECK_RC(verify_leaf(c, leaf), KMS_ERR_ATT_EXPIRED);
