@@ -25,76 +25,13 @@
 
 #include "common/file.h"
 #include "storage/storage.h"
+#include "storage_testutil.h"
 #include "test.h"
 
 /* ---- helpers ---- */
 
-static char *tmpdir_new(void)
-{
-    const char *base = getenv("TMPDIR");
-    char tmpl[512];
-    char *d;
-
-    snprintf(tmpl, sizeof(tmpl), "%s/kms-backup-XXXXXX", base != NULL ? base : "/tmp");
-    d = mkdtemp(tmpl);
-    if (d == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-    return strdup(d);
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
-
-static char *gen_pem(void)
-{
-    EVP_PKEY *pk = EVP_EC_gen("P-256");
-    BIO *b = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
-    char *out;
-
-    if (pk == NULL || b == NULL)
-        exit(2);
-    PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL);
-    n = BIO_get_mem_data(b, &data);
-    out = strndup(data, (size_t)n);
-    BIO_free(b);
-    EVP_PKEY_free(pk);
-    return out;
-}
-
-static void make_identity(struct kms_identity *id)
-{
-    memset(id, 0, sizeof(*id));
-    id->root_ca_key_pem = gen_pem();
-    id->tmp_ca_key_pem = gen_pem();
-    id->rpc_key_pem = gen_pem(); /* must NOT be in the backup */
-    RAND_bytes(id->root_k256, 32);
-    id->root_k256[0] = 0x42; /* below the secp256k1 order */
-    id->domain = strdup("kms.backup.example");
-    id->bootstrap_info_json = strdup("{\"ca_pubkey\":\"0x01\",\"k256_pubkey\":\"0x02\"}");
-    id->origin = strdup("bootstrap");
-}
-
-static int str_eq(const char *a, const char *b)
-{
-    if (a == NULL || b == NULL)
-        return a == b;
-    return strcmp(a, b) == 0;
-}
+/* the identity backed up (its RPC key must NOT be in the backup) */
+#define BOOT_INFO "{\"ca_pubkey\":\"0x01\",\"k256_pubkey\":\"0x02\"}"
 
 static int contains(const uint8_t *hay, size_t n, const void *needle, size_t m)
 {
@@ -271,7 +208,7 @@ struct fixture {
 static void fixture_make(struct fixture *f, unsigned m, unsigned n)
 {
     memset(f, 0, sizeof(*f));
-    make_identity(&f->id);
+    st_make_identity(&f->id, "kms.backup.example", 1, BOOT_INFO);
     if (kms_backup_create(&f->id, m, n, &f->file, &f->len, f->shares, &f->info) < 0) {
         fprintf(stderr, "backup create failed: %s\n", kms_err_detail());
         exit(2);
@@ -345,10 +282,10 @@ static void test_backup_header(void)
 
 static int identity_matches(const struct kms_identity *a, const struct kms_identity *b)
 {
-    return str_eq(a->root_ca_key_pem, b->root_ca_key_pem) &&
-           str_eq(a->tmp_ca_key_pem, b->tmp_ca_key_pem) &&
-           memcmp(a->root_k256, b->root_k256, 32) == 0 && str_eq(a->domain, b->domain) &&
-           str_eq(a->bootstrap_info_json, b->bootstrap_info_json);
+    return st_str_eq(a->root_ca_key_pem, b->root_ca_key_pem) &&
+           st_str_eq(a->tmp_ca_key_pem, b->tmp_ca_key_pem) &&
+           memcmp(a->root_k256, b->root_k256, 32) == 0 && st_str_eq(a->domain, b->domain) &&
+           st_str_eq(a->bootstrap_info_json, b->bootstrap_info_json);
 }
 
 /* Proves: every 3-subset and the 4- and 5-sets of a 3-of-5 backup's shares open it to the same
@@ -396,7 +333,7 @@ static void test_backup_roundtrip(void)
         id2.bootstrap_info_json = NULL;
         CHECK_OK(kms_backup_create(&id2, 2, 2, &file, &len, sh, NULL));
         CHECK_OK(kms_backup_open(file, len, (const char *const *)sh, NULL, 2, &out, NULL));
-        CHECK(out.bootstrap_info_json == NULL && str_eq(out.domain, f.id.domain));
+        CHECK(out.bootstrap_info_json == NULL && st_str_eq(out.domain, f.id.domain));
         kms_identity_clear(&out);
         kms_backup_shares_free(sh, KMS_BACKUP_MAX_SHARES);
         free(file);
@@ -659,7 +596,7 @@ static void test_backup_create_checks(void)
     char *sh[KMS_BACKUP_MAX_SHARES];
     char *domain;
 
-    make_identity(&id);
+    st_make_identity(&id, "kms.backup.example", 1, BOOT_INFO);
     CHECK_RC(kms_backup_create(&id, 1, 3, &file, &len, sh, NULL), KMS_ERR_INVAL);
     CHECK(file == NULL && len == 0 && sh[0] == NULL);
     CHECK_RC(kms_backup_create(&id, 3, 2, &file, &len, sh, NULL), KMS_ERR_INVAL);
@@ -714,8 +651,8 @@ static int collect_rows(void *arg, const struct kms_audit_row *row)
 static void test_restore_store(void)
 {
     struct fixture f;
-    char *dir = tmpdir_new();
-    char *dir2 = tmpdir_new();
+    char *dir = st_tmpdir_new("backup");
+    char *dir2 = st_tmpdir_new("backup");
     char sub[600];
     struct kms_store *st = NULL;
     struct kms_identity got;
@@ -736,7 +673,7 @@ static void test_restore_store(void)
     CHECK_OK(kms_store_load_identity(st, &got));
     CHECK(identity_matches(&got, &f.id));
     CHECK(got.rpc_key_pem == NULL);
-    CHECK(str_eq(got.origin, "restore backup.bin"));
+    CHECK(st_str_eq(got.origin, "restore backup.bin"));
     kms_identity_clear(&got);
     CHECK_OK(kms_store_audit_verify(st, &n));
     CHECK(n == 1);
@@ -757,7 +694,7 @@ static void test_restore_store(void)
     {
         struct kms_identity other;
 
-        make_identity(&other);
+        st_make_identity(&other, "kms.backup.example", 1, BOOT_INFO);
         CHECK_OK(kms_store_open(dir2, NULL, &st));
         CHECK_OK(kms_store_save_identity(st, &other));
         CHECK_RC(kms_backup_restore(st, f.file, f.len, "backup.bin", sh, NULL, 3, NULL),
@@ -777,14 +714,14 @@ static void test_restore_store(void)
         CHECK_OK(kms_store_open(sub2, NULL, &st));
         CHECK_OK(kms_backup_restore(st, f.file, f.len, "b", sh, NULL, 3, "other.example"));
         CHECK_OK(kms_store_load_identity(st, &got));
-        CHECK(str_eq(got.domain, "other.example"));
+        CHECK(st_str_eq(got.domain, "other.example"));
         kms_identity_clear(&got);
         kms_store_close(st);
         st = NULL;
     }
     fixture_free(&f);
-    tmpdir_free(dir);
-    tmpdir_free(dir2);
+    st_tmpdir_free(dir);
+    st_tmpdir_free(dir2);
 }
 
 /* Proves: kms_store_audit_read returns all rows in order, or only the last N; it needs no KEK
@@ -792,7 +729,7 @@ static void test_restore_store(void)
  * stops the walk and is returned. */
 static void test_audit_read(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("backup");
     char kek[600];
     struct kms_store *st = NULL;
     struct rows rows;
@@ -828,7 +765,7 @@ static void test_audit_read(void)
         CHECK_RC(kms_store_audit_read(missing, 0, count_rows, &n), KMS_ERR_NOTFOUND);
         CHECK_DETAIL("no keystore database");
     }
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 int main(void)

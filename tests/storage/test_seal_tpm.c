@@ -35,76 +35,12 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "storage/storage.h"
+#include "storage_testutil.h"
 #include "test.h"
 
 #define TEST_PCR 16 /* debug PCR: extendable and resettable from locality 0 */
 
 /* ---- helpers ---- */
-
-static char *tmpdir_new(void)
-{
-    char tmpl[] = "/tmp/kms-sealtpm-XXXXXX";
-    char *d = mkdtemp(tmpl);
-
-    if (d == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-    return strdup(d);
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
-
-static char *path_in(const char *dir, const char *name)
-{
-    char *p = NULL;
-
-    if (asprintf(&p, "%s/%s", dir, name) < 0)
-        exit(2);
-    return p;
-}
-
-static char *gen_pem(void)
-{
-    EVP_PKEY *pk = EVP_EC_gen("P-256");
-    BIO *b = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    char *out;
-    long n;
-
-    if (pk == NULL || b == NULL)
-        exit(2);
-    PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL);
-    n = BIO_get_mem_data(b, &data);
-    out = strndup(data, (size_t)n);
-    BIO_free(b);
-    EVP_PKEY_free(pk);
-    return out;
-}
-
-static void make_identity(struct kms_identity *id)
-{
-    memset(id, 0, sizeof(*id));
-    id->root_ca_key_pem = gen_pem();
-    id->tmp_ca_key_pem = gen_pem();
-    id->rpc_key_pem = gen_pem();
-    RAND_bytes(id->root_k256, 32);
-    id->root_k256[0] = 0x42; /* below the secp256k1 order */
-    id->domain = strdup("kms.tpm.test");
-    id->origin = strdup("bootstrap");
-}
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -232,7 +168,7 @@ static void swtpm_stop(struct swtpm *t)
     }
     if (t->dir[0] != '\0') {
         d = strdup(t->dir);
-        tmpdir_free(d);
+        st_tmpdir_free(d);
         t->dir[0] = '\0';
     }
 }
@@ -447,8 +383,8 @@ static void test_pcr_spec(void)
  * option to check, and no blob is written. */
 static void test_unreachable_tcti(void)
 {
-    char *dir = tmpdir_new();
-    char *blob = path_in(dir, "kek.tpm");
+    char *dir = st_tmpdir_new("sealtpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct kms_seal_cfg cfg = {
         .provider = "tpm", .tcti = "swtpm:host=127.0.0.1,port=1", .pcrs = "sha256:16"};
     struct kms_store *st = NULL;
@@ -462,7 +398,7 @@ static void test_unreachable_tcti(void)
     CHECK_RC(kms_store_open(dir, &cfg, &st), KMS_ERR_STORE_SEAL);
     CHECK_DETAIL("opening the TCTI failed");
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- swtpm ---- */
@@ -479,11 +415,11 @@ static struct kms_seal_cfg cfg_for(const struct swtpm *t, const char *pcrs)
 /* Creates a store sealed by tpm_a to PCR 16 holding a fresh identity (copied to *id). */
 static char *sealed_store(struct kms_identity *id)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("sealtpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     struct kms_store *st = NULL;
 
-    make_identity(id);
+    st_make_identity(id, "kms.tpm.test", 1, NULL);
     CHECK_OK(kms_store_open(dir, &cfg, &st));
     if (st != NULL)
         CHECK_OK(kms_store_save_identity(st, id));
@@ -516,10 +452,10 @@ static void test_seal_reopen(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *blob = path_in(dir, "kek.tpm");
-    char *kekbin = path_in(dir, "kek.bin");
-    char *dir2 = tmpdir_new();
-    char *blob2 = path_in(dir2, "elsewhere.tpm");
+    char *blob = st_path_in(dir, "kek.tpm");
+    char *kekbin = st_path_in(dir, "kek.bin");
+    char *dir2 = st_tmpdir_new("sealtpm");
+    char *blob2 = st_path_in(dir2, "elsewhere.tpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     struct kms_store *st = NULL;
     struct stat sb;
@@ -533,14 +469,14 @@ static void test_seal_reopen(void)
     kms_store_close(st);
     CHECK(kms_file_exists(blob2));
     free(blob2);
-    blob2 = path_in(dir2, "kek.tpm");
+    blob2 = st_path_in(dir2, "kek.tpm");
     CHECK(!kms_file_exists(blob2));
     kms_identity_clear(&id);
     free(blob);
     free(kekbin);
     free(blob2);
-    tmpdir_free(dir);
-    tmpdir_free(dir2);
+    st_tmpdir_free(dir);
+    st_tmpdir_free(dir2);
 }
 
 /* Proves: sealing to a multi-bank selection works (sha1 and sha256 banks, two PCRs each); PCR 23
@@ -548,7 +484,7 @@ static void test_seal_reopen(void)
  * resetting it unseals again. */
 static void test_multi_bank(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("sealtpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha1:16,23+sha256:16,23");
     struct kms_store *st = NULL;
 
@@ -564,7 +500,7 @@ static void test_multi_bank(void)
     CHECK(pcr_change(tpm_a.tcti, 23, 0) == 0);
     CHECK_OK(kms_store_open(dir, &cfg, &st));
     kms_store_close(st);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: extending a PCR the KEK is sealed to makes the TPM refuse to unseal: kms_store_open
@@ -575,7 +511,7 @@ static void test_pcr_change(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *blob = path_in(dir, "kek.tpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     struct kms_store *st = NULL;
     size_t n1 = 0, n2 = 0;
@@ -600,7 +536,7 @@ static void test_pcr_change(void)
     free(b1);
     free(b2);
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: the blob file is checked: one flipped byte fails the checksum; a flipped byte in the
@@ -612,7 +548,7 @@ static void test_blob_tamper(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *blob = path_in(dir, "kek.tpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     struct kms_store *st = NULL;
     size_t n = 0;
@@ -694,7 +630,7 @@ out:
     free(good);
     free(bad);
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: a blob sealed by one TPM does not unseal on another: refused by the recorded storage
@@ -704,9 +640,9 @@ static void test_other_tpm(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *blob = path_in(dir, "kek.tpm");
-    char *dir_b = tmpdir_new();
-    char *blob_b = path_in(dir_b, "kek.tpm");
+    char *blob = st_path_in(dir, "kek.tpm");
+    char *dir_b = st_tmpdir_new("sealtpm");
+    char *blob_b = st_path_in(dir_b, "kek.tpm");
     struct kms_seal_cfg cfg_b = cfg_for(&tpm_b, "sha256:16");
     struct kms_store *st = NULL;
     size_t n = 0, nb = 0, name_len, name_len_b;
@@ -742,8 +678,8 @@ out:
     free(mix);
     free(blob);
     free(blob_b);
-    tmpdir_free(dir);
-    tmpdir_free(dir_b);
+    st_tmpdir_free(dir);
+    st_tmpdir_free(dir_b);
 }
 
 /* Searches every file under dir for needle. */
@@ -760,7 +696,7 @@ static int found_in_dir(const char *dir, const uint8_t *needle, size_t nlen)
 
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        p = path_in(dir, e->d_name);
+        p = st_path_in(dir, e->d_name);
         data = slurp(p, &len);
         for (size_t i = 0; data != NULL && len >= nlen && i <= len - nlen && !found; i++)
             found = memcmp(data + i, needle, nlen) == 0;
@@ -775,7 +711,7 @@ static int found_in_dir(const char *dir, const uint8_t *needle, size_t nlen)
 /* Decrypts the database's KEK check value with kek, as store.c sealed it. */
 static int kek_opens_db(const char *dir, const uint8_t kek[32])
 {
-    char *p = path_in(dir, "kms.db");
+    char *p = st_path_in(dir, "kms.db");
     const char aad[] = "kmsd:v1:seal/kek_check";
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
@@ -814,7 +750,7 @@ static void test_kek_not_on_disk(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *blob = path_in(dir, "kek.tpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     uint8_t kek[32], kek2[32];
     char hex[65];
@@ -835,7 +771,7 @@ static void test_kek_not_on_disk(void)
     OPENSSL_cleanse(kek2, 32);
     kms_identity_clear(&id);
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: kms_seal_tpm_kek creates a KEK only when asked (may_create) and reports it; a second
@@ -843,8 +779,8 @@ static void test_kek_not_on_disk(void)
  * replaced. */
 static void test_create_semantics(void)
 {
-    char *dir = tmpdir_new();
-    char *blob = path_in(dir, "kek.tpm");
+    char *dir = st_tmpdir_new("sealtpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
     uint8_t k1[32], k2[32];
     int created = -1;
@@ -857,7 +793,7 @@ static void test_create_semantics(void)
     CHECK_OK(kms_seal_tpm_kek(&cfg, 1, k2, &created));
     CHECK(created == 0 && memcmp(k1, k2, 32) == 0);
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: the database records its provider: a tpm-sealed store is refused under "file" and a
@@ -867,9 +803,9 @@ static void test_provider_mismatch(void)
 {
     struct kms_identity id;
     char *dir = sealed_store(&id);
-    char *dir2 = tmpdir_new();
-    char *kekbin = path_in(dir, "kek.bin");
-    char *blob2 = path_in(dir2, "kek.tpm");
+    char *dir2 = st_tmpdir_new("sealtpm");
+    char *kekbin = st_path_in(dir, "kek.bin");
+    char *blob2 = st_path_in(dir2, "kek.tpm");
     struct kms_seal_cfg file = {.provider = "file"};
     struct kms_seal_cfg tpm = cfg_for(&tpm_a, "sha256:16");
     struct kms_store *st = NULL;
@@ -887,8 +823,8 @@ static void test_provider_mismatch(void)
     kms_identity_clear(&id);
     free(kekbin);
     free(blob2);
-    tmpdir_free(dir);
-    tmpdir_free(dir2);
+    st_tmpdir_free(dir);
+    st_tmpdir_free(dir2);
 }
 
 /* Proves: the PCR selection is fixed at seal time: a store sealed to sha256:16 still opens when
@@ -910,7 +846,7 @@ static void test_selection_fixed(void)
     CHECK_DETAIL("changed: sha256:16");
     CHECK(pcr_change(tpm_a.tcti, TEST_PCR, 0) == 0);
     kms_identity_clear(&id);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: parameter encryption works: everything kmsd exchanges with the TPM while creating,
@@ -919,8 +855,8 @@ static void test_selection_fixed(void)
  * private blob, which crosses the bus in the Load command. */
 static void test_bus_encrypted(void)
 {
-    char *dir = tmpdir_new();
-    char *blob = path_in(dir, "kek.tpm");
+    char *dir = st_tmpdir_new("sealtpm");
+    char *blob = st_path_in(dir, "kek.tpm");
     struct proxy px, ctl; /* the swtpm TCTI also opens port + 1 (control channel) */
     char tcti[128];
     struct kms_seal_cfg cfg = cfg_for(&tpm_a, "sha256:16");
@@ -969,7 +905,7 @@ out:
     OPENSSL_cleanse(kek, sizeof(kek));
     free(b);
     free(blob);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 static int run_swtpm(void)

@@ -21,103 +21,17 @@
 #include "common/file.h"
 #include "common/log.h"
 #include "storage/storage.h"
+#include "storage_testutil.h"
 #include "test.h"
 
 /* ---- helpers ---- */
 
-static char *tmpdir_new(void)
-{
-    const char *base = getenv("TMPDIR");
-    char tmpl[512];
-    char *d;
-
-    snprintf(tmpl, sizeof(tmpl), "%s/kms-storage-XXXXXX", base != NULL ? base : "/tmp");
-    d = mkdtemp(tmpl);
-    if (d == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-    return strdup(d);
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
-
-static char *path_in(const char *dir, const char *name)
-{
-    char *p = NULL;
-
-    if (asprintf(&p, "%s/%s", dir, name) < 0)
-        exit(2);
-    return p;
-}
-
-/* A fresh P-256 key as PKCS#8 PEM (malloc'd). curve NULL means an Ed25519 key instead. */
-static char *gen_pem(const char *curve, int traditional)
-{
-    EVP_PKEY *pk = curve != NULL ? EVP_EC_gen(curve) : EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    BIO *b = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
-    char *out;
-
-    if (pk == NULL || b == NULL)
-        exit(2);
-    if (traditional)
-        PEM_write_bio_PrivateKey_traditional(b, pk, NULL, NULL, 0, NULL, NULL);
-    else
-        PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL);
-    n = BIO_get_mem_data(b, &data);
-    out = strndup(data, (size_t)n);
-    BIO_free(b);
-    EVP_PKEY_free(pk);
-    return out;
-}
-
-static void make_identity(struct kms_identity *id, int with_rpc)
-{
-    memset(id, 0, sizeof(*id));
-    id->root_ca_key_pem = gen_pem("P-256", 0);
-    id->tmp_ca_key_pem = gen_pem("P-256", 0);
-    id->rpc_key_pem = with_rpc ? gen_pem("P-256", 0) : NULL;
-    RAND_bytes(id->root_k256, 32);
-    id->root_k256[0] = 0x42; /* certainly below the secp256k1 order */
-    id->domain = strdup("kms.test.example");
-    id->bootstrap_info_json = strdup("{\"ca_pubkey\":\"0x01\",\"k256_pubkey\":\"0x02\"}");
-    id->origin = strdup("bootstrap");
-}
-
-static int str_eq(const char *a, const char *b)
-{
-    if (a == NULL || b == NULL)
-        return a == b;
-    return strcmp(a, b) == 0;
-}
-
-static int identity_eq(const struct kms_identity *a, const struct kms_identity *b)
-{
-    return str_eq(a->root_ca_key_pem, b->root_ca_key_pem) &&
-           str_eq(a->tmp_ca_key_pem, b->tmp_ca_key_pem) &&
-           memcmp(a->root_k256, b->root_k256, 32) == 0 && str_eq(a->rpc_key_pem, b->rpc_key_pem) &&
-           str_eq(a->domain, b->domain) && str_eq(a->bootstrap_info_json, b->bootstrap_info_json) &&
-           str_eq(a->origin, b->origin);
-}
+#define BOOT_INFO "{\"ca_pubkey\":\"0x01\",\"k256_pubkey\":\"0x02\"}"
 
 /* Runs SQL on a separate raw connection (what an attacker with file access can do). */
 static int raw_exec(const char *dir, const char *sql)
 {
-    char *p = path_in(dir, "kms.db");
+    char *p = st_path_in(dir, "kms.db");
     sqlite3 *db = NULL;
     int r = sqlite3_open(p, &db);
 
@@ -131,7 +45,7 @@ static int raw_exec(const char *dir, const char *sql)
 /* Reads / writes one blob cell of the identity row. */
 static uint8_t *raw_get_blob(const char *dir, const char *col, size_t *len)
 {
-    char *p = path_in(dir, "kms.db");
+    char *p = st_path_in(dir, "kms.db");
     char sql[256];
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
@@ -152,7 +66,7 @@ static uint8_t *raw_get_blob(const char *dir, const char *col, size_t *len)
 
 static int raw_set_blob(const char *dir, const char *col, const uint8_t *b, size_t len)
 {
-    char *p = path_in(dir, "kms.db");
+    char *p = st_path_in(dir, "kms.db");
     char sql[256];
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
@@ -174,7 +88,7 @@ static int raw_set_blob(const char *dir, const char *col, const uint8_t *b, size
 
 static int write_file(const char *dir, const char *name, const void *p, size_t n, mode_t mode)
 {
-    char *path = path_in(dir, name);
+    char *path = st_path_in(dir, name);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
     int ok = fd >= 0 && write(fd, p, n) == (ssize_t)n;
 
@@ -215,14 +129,14 @@ static int load_from(const char *dir, struct kms_identity *out)
  * identity; the data dir, db and KEK files are created private. */
 static void test_roundtrip(void)
 {
-    char *dir = tmpdir_new();
-    char *sub = path_in(dir, "data");
+    char *dir = st_tmpdir_new("storage");
+    char *sub = st_path_in(dir, "data");
     struct kms_store *st = NULL;
     struct kms_identity id, got;
     struct stat sb;
     char *p;
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(kms_store_open(sub, NULL, &st));
     CHECK_RC(kms_store_has_identity(st), 0);
     CHECK_RC(kms_store_load_identity(st, &got), KMS_ERR_STORE_MISSING);
@@ -230,49 +144,49 @@ static void test_roundtrip(void)
     CHECK_OK(kms_store_save_identity(st, &id));
     CHECK_RC(kms_store_has_identity(st), 1);
     CHECK_OK(kms_store_load_identity(st, &got));
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
     kms_store_close(st);
 
     CHECK_OK(load_from(sub, &got));
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
 
     CHECK(stat(sub, &sb) == 0 && (sb.st_mode & 0777) == 0700);
-    p = path_in(sub, "kek.bin");
+    p = st_path_in(sub, "kek.bin");
     CHECK(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0600 && sb.st_size == 32);
     free(p);
-    p = path_in(sub, "kms.db");
+    p = st_path_in(sub, "kms.db");
     CHECK(stat(p, &sb) == 0 && (sb.st_mode & 0777) == 0600);
     free(p);
 
     /* an identity without RPC key and bootstrap info round-trips the NULLs */
     kms_identity_clear(&id);
-    tmpdir_free(dir);
-    dir = tmpdir_new();
-    make_identity(&id, 0);
+    st_tmpdir_free(dir);
+    dir = st_tmpdir_new("storage");
+    st_make_identity(&id, "kms.test.example", 0, BOOT_INFO);
     free(id.bootstrap_info_json);
     id.bootstrap_info_json = NULL;
     CHECK_OK(create_with_identity(dir, &id));
     CHECK_OK(load_from(dir, &got));
     CHECK(got.rpc_key_pem == NULL && got.bootstrap_info_json == NULL);
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
     kms_identity_clear(&id);
     free(sub);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: a second save is refused with KMS_ERR_STORE_EXISTS (also across reopen) and the
  * stored identity is unchanged; the schema itself refuses a second row. */
 static void test_second_save_refused(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_identity a, b, got;
     struct kms_store *st = NULL;
 
-    make_identity(&a, 1);
-    make_identity(&b, 1);
+    st_make_identity(&a, "kms.test.example", 1, BOOT_INFO);
+    st_make_identity(&b, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(kms_store_open(dir, NULL, &st));
     CHECK_OK(kms_store_save_identity(st, &a));
     CHECK_RC(kms_store_save_identity(st, &b), KMS_ERR_STORE_EXISTS);
@@ -280,7 +194,7 @@ static void test_second_save_refused(void)
     kms_store_close(st);
     CHECK_RC(create_with_identity(dir, &b), KMS_ERR_STORE_EXISTS);
     CHECK_OK(load_from(dir, &got));
-    CHECK(identity_eq(&a, &got));
+    CHECK(st_identity_eq(&a, &got));
     kms_identity_clear(&got);
     /* single-row schema: CHECK(id = 1) rejects any other row even when written directly */
     CHECK(raw_exec(dir, "INSERT INTO identity(id, root_ca_key, tmp_ca_key, root_k256, domain, "
@@ -288,22 +202,22 @@ static void test_second_save_refused(void)
           SQLITE_CONSTRAINT);
     kms_identity_clear(&a);
     kms_identity_clear(&b);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: save validates key formats before writing (bad PEM, zero k256, missing domain) and
  * nothing is stored on refusal. */
 static void test_save_validates(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     struct kms_identity id;
     char *keep;
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(kms_store_open(dir, NULL, &st));
     keep = id.tmp_ca_key_pem;
-    id.tmp_ca_key_pem = gen_pem("P-384", 0);
+    id.tmp_ca_key_pem = st_gen_pem("P-384", 0);
     CHECK_RC(kms_store_save_identity(st, &id), KMS_ERR_PARSE);
     CHECK_DETAIL("temp CA key is an EC key on curve secp384r1, not P-256");
     free(id.tmp_ca_key_pem);
@@ -323,19 +237,19 @@ static void test_save_validates(void)
     CHECK_OK(kms_store_save_identity(st, &id));
     kms_store_close(st);
     kms_identity_clear(&id);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: set_rpc_key needs an identity, validates the PEM, and replaces only the RPC key. */
 static void test_set_rpc_key(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     struct kms_identity id, got;
-    char *rpc = gen_pem("P-256", 0);
-    char *bad = gen_pem(NULL, 0);
+    char *rpc = st_gen_pem("P-256", 0);
+    char *bad = st_gen_pem(NULL, 0);
 
-    make_identity(&id, 0);
+    st_make_identity(&id, "kms.test.example", 0, BOOT_INFO);
     CHECK_OK(kms_store_open(dir, NULL, &st));
     CHECK_RC(kms_store_set_rpc_key(st, rpc), KMS_ERR_STORE_MISSING);
     CHECK_DETAIL("no identity");
@@ -344,16 +258,16 @@ static void test_set_rpc_key(void)
     CHECK_DETAIL("RPC key is a ED25519 key");
     CHECK_OK(kms_store_set_rpc_key(st, rpc));
     CHECK_OK(kms_store_load_identity(st, &got));
-    CHECK(str_eq(got.rpc_key_pem, rpc));
+    CHECK(st_str_eq(got.rpc_key_pem, rpc));
     free(id.rpc_key_pem);
     id.rpc_key_pem = strdup(rpc);
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
     kms_store_close(st);
     kms_identity_clear(&id);
     free(rpc);
     free(bad);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- sealing ---- */
@@ -377,7 +291,7 @@ static int db_files_contain(const char *dir, const void *needle, size_t n)
     int found = 0;
 
     for (size_t i = 0; i < 3; i++) {
-        char *p = path_in(dir, names[i]);
+        char *p = st_path_in(dir, names[i]);
 
         found |= file_contains(p, needle, n);
         free(p);
@@ -401,13 +315,13 @@ static void pem_body_line(const char *pem, char *out, size_t cap)
  * domain is found (so the grep itself works). Checked with the store open and after close. */
 static void test_no_plaintext_on_disk(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     struct kms_identity id;
     char line[128];
     const char *pems[3];
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     pems[0] = id.root_ca_key_pem;
     pems[1] = id.tmp_ca_key_pem;
     pems[2] = id.rpc_key_pem;
@@ -427,22 +341,22 @@ static void test_no_plaintext_on_disk(void)
         st = NULL;
     }
     kms_identity_clear(&id);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: a replaced KEK file is refused at open with KMS_ERR_STORE_SEAL; and with the KEK
  * check value removed, the AEAD itself refuses to unseal under the wrong KEK. */
 static void test_wrong_kek(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     struct kms_identity id, got;
     uint8_t other[32];
     char *kek = NULL;
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(create_with_identity(dir, &id));
-    kek = path_in(dir, "kek.bin");
+    kek = st_path_in(dir, "kek.bin");
     unlink(kek);
     RAND_bytes(other, sizeof(other));
     CHECK(write_file(dir, "kek.bin", other, 32, 0600) == 0);
@@ -465,7 +379,7 @@ static void test_wrong_kek(void)
     CHECK(!kms_file_exists(kek));
     kms_identity_clear(&id);
     free(kek);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: flipping one byte anywhere in a sealed blob (version, nonce, ciphertext, tag) makes
@@ -473,10 +387,10 @@ static void test_wrong_kek(void)
 static void test_flipped_byte(void)
 {
     static const char *const cols[] = {"root_ca_key", "tmp_ca_key", "root_k256", "rpc_key"};
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_identity id, got;
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(create_with_identity(dir, &id));
     for (size_t c = 0; c < 4; c++) {
         size_t len = 0;
@@ -501,7 +415,7 @@ static void test_flipped_byte(void)
         }
         CHECK(raw_set_blob(dir, cols[c], b, len) == SQLITE_OK);
         CHECK_OK(load_from(dir, &got));
-        CHECK(identity_eq(&id, &got));
+        CHECK(st_identity_eq(&id, &got));
         kms_identity_clear(&got);
         /* truncated blob */
         CHECK(raw_set_blob(dir, cols[c], b, 20) == SQLITE_OK);
@@ -511,19 +425,19 @@ static void test_flipped_byte(void)
         free(b);
     }
     kms_identity_clear(&id);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: the AAD binds each blob to its column: swapping two sealed columns (both valid
  * ciphertexts under the right KEK) is refused with KMS_ERR_STORE_SEAL. */
 static void test_swapped_columns(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_identity id, got;
     size_t la = 0, lb = 0;
     uint8_t *a, *b;
 
-    make_identity(&id, 1);
+    st_make_identity(&id, "kms.test.example", 1, BOOT_INFO);
     CHECK_OK(create_with_identity(dir, &id));
     a = raw_get_blob(dir, "root_ca_key", &la);
     b = raw_get_blob(dir, "tmp_ca_key", &lb);
@@ -542,12 +456,12 @@ static void test_swapped_columns(void)
     CHECK_DETAIL("identity/root_ca_key");
     CHECK(raw_set_blob(dir, "root_ca_key", a, la) == SQLITE_OK);
     CHECK_OK(load_from(dir, &got));
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
     free(a);
     free(b);
     kms_identity_clear(&id);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- KEK file and providers ---- */
@@ -556,8 +470,8 @@ static void test_swapped_columns(void)
  * with KMS_ERR_STORE_SEAL; an explicit kek_path outside data_dir is honoured. */
 static void test_kek_file_checks(void)
 {
-    char *dir = tmpdir_new();
-    char *kek = path_in(dir, "kek.bin");
+    char *dir = st_tmpdir_new("storage");
+    char *kek = st_path_in(dir, "kek.bin");
     struct kms_store *st = NULL;
     struct kms_seal_cfg cfg = {0};
     uint8_t k[33] = {1};
@@ -582,7 +496,7 @@ static void test_kek_file_checks(void)
     st = NULL;
 
     /* wrong size: fresh dir, KEK provided with 31 and 33 bytes */
-    d2 = tmpdir_new();
+    d2 = st_tmpdir_new("storage");
     CHECK(write_file(d2, "kek.bin", k, 31, 0600) == 0);
     CHECK_RC(kms_store_open(d2, NULL, &st), KMS_ERR_STORE_SEAL);
     CHECK_DETAIL("has 31 bytes; a KEK is exactly 32 bytes");
@@ -595,24 +509,24 @@ static void test_kek_file_checks(void)
     st = NULL;
 
     /* symlink refused */
-    link = path_in(dir, "kek-link");
+    link = st_path_in(dir, "kek-link");
     CHECK(symlink(kek, link) == 0);
     cfg.provider = "file";
     cfg.kek_path = link;
-    tmpdir_free(d2);
-    d2 = tmpdir_new();
+    st_tmpdir_free(d2);
+    d2 = st_tmpdir_new("storage");
     CHECK_RC(kms_store_open(d2, &cfg, &st), KMS_ERR_STORE_SEAL);
     CHECK_DETAIL("symbolic link");
 
     /* explicit path: created there, not in data_dir */
-    kek2 = path_in(dir, "elsewhere.kek");
+    kek2 = st_path_in(dir, "elsewhere.kek");
     cfg.kek_path = kek2;
     CHECK_OK(kms_store_open(d2, &cfg, &st));
     kms_store_close(st);
     st = NULL;
     CHECK(kms_file_exists(kek2));
     {
-        char *def = path_in(d2, "kek.bin");
+        char *def = st_path_in(d2, "kek.bin");
 
         CHECK(!kms_file_exists(def));
         free(def);
@@ -620,8 +534,8 @@ static void test_kek_file_checks(void)
     free(link);
     free(kek2);
     free(kek);
-    tmpdir_free(d2);
-    tmpdir_free(dir);
+    st_tmpdir_free(d2);
+    st_tmpdir_free(dir);
 }
 
 /* Proves: the "tpm" provider validates its PCR selection before touching a TPM (the TPM itself
@@ -629,8 +543,8 @@ static void test_kek_file_checks(void)
  * available ones; neither leaves a store open. */
 static void test_providers(void)
 {
-    char *dir = tmpdir_new();
-    char *db = path_in(dir, "kms.db");
+    char *dir = st_tmpdir_new("storage");
+    char *db = st_path_in(dir, "kms.db");
     struct kms_store *st = NULL;
     struct kms_seal_cfg cfg = {.provider = "tpm", .pcrs = "sha256:24"};
 
@@ -644,7 +558,7 @@ static void test_providers(void)
     CHECK_OK(kms_store_open(dir, &cfg, &st));
     kms_store_close(st);
     free(db);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- schema ---- */
@@ -652,7 +566,7 @@ static void test_providers(void)
 /* Proves: a database from a newer schema, or a non-kmsd SQLite file, is refused. */
 static void test_schema_guards(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
 
     CHECK_OK(kms_store_open(dir, NULL, &st));
@@ -665,13 +579,13 @@ static void test_schema_guards(void)
     CHECK(raw_exec(dir, "PRAGMA application_id = 7") == SQLITE_OK);
     CHECK_RC(kms_store_open(dir, NULL, &st), KMS_ERR_STORE_DB);
     CHECK_DETAIL("not a kmsd database");
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 
-    dir = tmpdir_new();
+    dir = st_tmpdir_new("storage");
     CHECK(raw_exec(dir, "CREATE TABLE other(x)") == SQLITE_OK);
     CHECK_RC(kms_store_open(dir, NULL, &st), KMS_ERR_STORE_DB);
     CHECK_DETAIL("not a kmsd database");
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- metadata ---- */
@@ -679,7 +593,7 @@ static void test_schema_guards(void)
 /* Proves: meta values round-trip, overwrite, persist, and a missing key is KMS_ERR_NOTFOUND. */
 static void test_meta(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     char *v = NULL;
 
@@ -701,7 +615,7 @@ static void test_meta(void)
     CHECK(v != NULL && v[0] == '\0');
     free(v);
     kms_store_close(st);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- audit ---- */
@@ -711,7 +625,7 @@ static void test_meta(void)
  * KMS_ERR_VERIFY naming the first broken row; the head reports count and last hash. */
 static void test_audit_chain(void)
 {
-    char *dir = tmpdir_new();
+    char *dir = st_tmpdir_new("storage");
     struct kms_store *st = NULL;
     uint8_t head[32], zero[32] = {0};
     size_t n = 0;
@@ -774,7 +688,7 @@ static void test_audit_chain(void)
     CHECK_DETAIL("audit log broken at row 5: expected row 4");
     CHECK(n == 3);
     kms_store_close(st);
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
 }
 
 /* ---- dstack key directory import ---- */
@@ -787,10 +701,10 @@ struct dstack_dir {
 
 static void dstack_dir_make(struct dstack_dir *d)
 {
-    d->dir = tmpdir_new();
-    d->root_pem = gen_pem("P-256", 0);
-    d->tmp_pem = gen_pem("P-256", 0);
-    d->rpc_pem = gen_pem("P-256", 0);
+    d->dir = st_tmpdir_new("storage");
+    d->root_pem = st_gen_pem("P-256", 0);
+    d->tmp_pem = st_gen_pem("P-256", 0);
+    d->rpc_pem = st_gen_pem("P-256", 0);
     RAND_bytes(d->k256, 32);
     d->k256[0] = 0x7f;
     CHECK(write_file(d->dir, "root-ca.key", d->root_pem, strlen(d->root_pem), 0600) == 0);
@@ -803,7 +717,7 @@ static void dstack_dir_free(struct dstack_dir *d)
     free(d->root_pem);
     free(d->tmp_pem);
     free(d->rpc_pem);
-    tmpdir_free(d->dir);
+    st_tmpdir_free(d->dir);
 }
 
 /* Proves: a dstack directory (keys made by OpenSSL here) is read exactly, optional files are
@@ -819,11 +733,11 @@ static void test_dstack_import(void)
 
     dstack_dir_make(&d);
     CHECK_OK(kms_dstack_read_dir(d.dir, &id));
-    CHECK(str_eq(id.root_ca_key_pem, d.root_pem) && str_eq(id.tmp_ca_key_pem, d.tmp_pem));
+    CHECK(st_str_eq(id.root_ca_key_pem, d.root_pem) && st_str_eq(id.tmp_ca_key_pem, d.tmp_pem));
     CHECK(memcmp(id.root_k256, d.k256, 32) == 0);
     CHECK(id.rpc_key_pem == NULL && id.domain == NULL && id.bootstrap_info_json == NULL);
     snprintf(origin, sizeof(origin), "import %s", d.dir);
-    CHECK(str_eq(id.origin, origin));
+    CHECK(st_str_eq(id.origin, origin));
     kms_identity_clear(&id);
     CHECK(id.origin == NULL && id.root_ca_key_pem == NULL);
 
@@ -831,14 +745,14 @@ static void test_dstack_import(void)
     CHECK(write_file(d.dir, "rpc-domain", "  kms.example.com\n", 18, 0644) == 0);
     CHECK(write_file(d.dir, "bootstrap-info.json", info, strlen(info), 0644) == 0);
     CHECK_OK(kms_dstack_read_dir(d.dir, &id));
-    CHECK(str_eq(id.rpc_key_pem, d.rpc_pem));
-    CHECK(str_eq(id.domain, "kms.example.com"));
-    CHECK(str_eq(id.bootstrap_info_json, info));
+    CHECK(st_str_eq(id.rpc_key_pem, d.rpc_pem));
+    CHECK(st_str_eq(id.domain, "kms.example.com"));
+    CHECK(st_str_eq(id.bootstrap_info_json, info));
 
-    store = path_in(d.dir, "store");
+    store = st_path_in(d.dir, "store");
     CHECK_OK(create_with_identity(store, &id));
     CHECK_OK(load_from(store, &got));
-    CHECK(identity_eq(&id, &got));
+    CHECK(st_identity_eq(&id, &got));
     kms_identity_clear(&got);
     kms_identity_clear(&id);
     free(store);
@@ -858,14 +772,14 @@ static void test_dstack_import_negative(void)
     dstack_dir_make(&d);
 
     /* missing required file */
-    p = path_in(d.dir, "tmp-ca.key");
+    p = st_path_in(d.dir, "tmp-ca.key");
     CHECK(unlink(p) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_NOTFOUND);
     CHECK_DETAIL("has no tmp-ca.key (required)");
     CHECK(id.root_ca_key_pem == NULL && id.origin == NULL);
     CHECK(write_file(d.dir, "tmp-ca.key", d.tmp_pem, strlen(d.tmp_pem), 0600) == 0);
     free(p);
-    p = path_in(d.dir, "root-k256.key");
+    p = st_path_in(d.dir, "root-k256.key");
     CHECK(unlink(p) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_NOTFOUND);
     CHECK_DETAIL("root-k256.key");
@@ -903,17 +817,17 @@ static void test_dstack_import_negative(void)
     CHECK(write_file(d.dir, "root-k256.key", d.k256, 32, 0600) == 0);
 
     /* non-EC key (Ed25519), EC on the wrong curve, SEC1 "EC PRIVATE KEY", garbage, trailing */
-    pem = gen_pem(NULL, 0);
+    pem = st_gen_pem(NULL, 0);
     CHECK(write_file(d.dir, "root-ca.key", pem, strlen(pem), 0600) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_PARSE);
     CHECK_DETAIL("root-ca.key is a ED25519 key, not an EC P-256 key");
     free(pem);
-    pem = gen_pem("secp256k1", 0);
+    pem = st_gen_pem("secp256k1", 0);
     CHECK(write_file(d.dir, "root-ca.key", pem, strlen(pem), 0600) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_PARSE);
     CHECK_DETAIL("root-ca.key is an EC key on curve secp256k1, not P-256");
     free(pem);
-    pem = gen_pem("P-256", 1);
+    pem = st_gen_pem("P-256", 1);
     CHECK(strstr(pem, "EC PRIVATE KEY") != NULL);
     CHECK(write_file(d.dir, "root-ca.key", pem, strlen(pem), 0600) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_PARSE);
@@ -931,12 +845,12 @@ static void test_dstack_import_negative(void)
     CHECK(write_file(d.dir, "root-ca.key", d.root_pem, strlen(d.root_pem), 0600) == 0);
 
     /* optional files, when present, are validated too */
-    pem = gen_pem(NULL, 0);
+    pem = st_gen_pem(NULL, 0);
     CHECK(write_file(d.dir, "rpc.key", pem, strlen(pem), 0600) == 0);
     CHECK_RC(kms_dstack_read_dir(d.dir, &id), KMS_ERR_PARSE);
     CHECK_DETAIL("rpc.key is a ED25519 key");
     free(pem);
-    p = path_in(d.dir, "rpc.key");
+    p = st_path_in(d.dir, "rpc.key");
     unlink(p);
     free(p);
     CHECK(write_file(d.dir, "rpc-domain", " \n", 2, 0644) == 0);
@@ -962,7 +876,7 @@ static void test_dstack_import_negative(void)
         CHECK(write_file(d.dir, "tmp-ca.key", d.tmp_pem, strlen(d.tmp_pem), 0600) == 0);
     }
     CHECK_OK(kms_dstack_read_dir(d.dir, &id));
-    CHECK(str_eq(id.domain, "ok.example"));
+    CHECK(st_str_eq(id.domain, "ok.example"));
     kms_identity_clear(&id);
     dstack_dir_free(&d);
 }

@@ -26,72 +26,10 @@
 
 #include "common/log.h"
 #include "storage/storage.h"
+#include "storage_testutil.h"
 #include "test.h"
 
-static char *tmpdir_new(void)
-{
-    const char *base = getenv("TMPDIR");
-    char tmpl[512];
-    char *d;
-
-    snprintf(tmpl, sizeof(tmpl), "%s/kms-crash-XXXXXX", base != NULL ? base : "/tmp");
-    d = mkdtemp(tmpl);
-    if (d == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-    return strdup(d);
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void tmpdir_free(char *d)
-{
-    nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    free(d);
-}
-
-static char *gen_pem(void)
-{
-    EVP_PKEY *pk = EVP_EC_gen("P-256");
-    BIO *b = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
-    char *out;
-
-    if (pk == NULL || b == NULL)
-        exit(2);
-    PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL);
-    n = BIO_get_mem_data(b, &data);
-    out = strndup(data, (size_t)n);
-    BIO_free(b);
-    EVP_PKEY_free(pk);
-    return out;
-}
-
 static struct kms_identity g_id;
-
-static int str_eq(const char *a, const char *b)
-{
-    if (a == NULL || b == NULL)
-        return a == b;
-    return strcmp(a, b) == 0;
-}
-
-static int identity_eq(const struct kms_identity *a, const struct kms_identity *b)
-{
-    return str_eq(a->root_ca_key_pem, b->root_ca_key_pem) &&
-           str_eq(a->tmp_ca_key_pem, b->tmp_ca_key_pem) &&
-           memcmp(a->root_k256, b->root_k256, 32) == 0 && str_eq(a->rpc_key_pem, b->rpc_key_pem) &&
-           str_eq(a->domain, b->domain) && str_eq(a->bootstrap_info_json, b->bootstrap_info_json) &&
-           str_eq(a->origin, b->origin);
-}
 
 /* ---- child side: progress-handler kill ---- */
 
@@ -153,7 +91,7 @@ static int check_after_crash(const char *dir)
     }
     has = kms_store_has_identity(st);
     if (has == 1) {
-        if (kms_store_load_identity(st, &got) == 0 && identity_eq(&got, &g_id))
+        if (kms_store_load_identity(st, &got) == 0 && st_identity_eq(&got, &g_id))
             ret = 1;
         else
             fprintf(stderr, "  identity present but not complete/equal: %s\n", kms_err_detail());
@@ -178,7 +116,7 @@ static void test_kill_sweep(void)
     long k;
 
     for (k = 1; k < 100000 && !completed; k++) {
-        char *dir = tmpdir_new();
+        char *dir = st_tmpdir_new("crash");
         pid_t pid = fork();
         int status = 0;
 
@@ -202,7 +140,7 @@ static void test_kill_sweep(void)
             fprintf(stderr, "  violation after kill at step %ld\n", k);
             bad++;
         }
-        tmpdir_free(dir);
+        st_tmpdir_free(dir);
     }
     printf("  sweep: %ld kill points, %d left no identity, %d left the full identity\n", k - 2,
            none, full);
@@ -233,14 +171,14 @@ static void test_kill_timed(void)
     const char *env = getenv("KMS_TEST_SEED");
 
     /* calibrate: how long an uninterrupted child takes */
-    dir = tmpdir_new();
+    dir = st_tmpdir_new("crash");
     t0 = now_s();
     pid = fork();
     if (pid == 0)
         child_save(dir, 0);
     waitpid(pid, NULL, 0);
     span = now_s() - t0;
-    tmpdir_free(dir);
+    st_tmpdir_free(dir);
     seed = env != NULL ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL);
     srand(seed);
     printf("  timed: seed %u (KMS_TEST_SEED), child run %.1f ms\n", seed, span * 1000);
@@ -249,7 +187,7 @@ static void test_kill_timed(void)
         useconds_t delay = (useconds_t)((double)rand() / RAND_MAX * span * 1.2e6);
         int status = 0;
 
-        dir = tmpdir_new();
+        dir = st_tmpdir_new("crash");
         pid = fork();
         if (pid == 0)
             child_save(dir, 0);
@@ -267,7 +205,7 @@ static void test_kill_timed(void)
             fprintf(stderr, "  violation after kill at %u us\n", (unsigned)delay);
             bad++;
         }
-        tmpdir_free(dir);
+        st_tmpdir_free(dir);
     }
     printf("  timed: %d rounds, %d left no identity, %d left the full identity\n", rounds, none,
            full);
@@ -278,15 +216,7 @@ static void test_kill_timed(void)
 int main(void)
 {
     kms_log_set_level(KMS_LOG_WARN);
-    memset(&g_id, 0, sizeof(g_id));
-    g_id.root_ca_key_pem = gen_pem();
-    g_id.tmp_ca_key_pem = gen_pem();
-    g_id.rpc_key_pem = gen_pem();
-    RAND_bytes(g_id.root_k256, 32);
-    g_id.root_k256[0] = 0x11;
-    g_id.domain = strdup("crash.test");
-    g_id.origin = strdup("bootstrap");
-    g_id.bootstrap_info_json = strdup("{}");
+    st_make_identity(&g_id, "crash.test", 1, "{}");
     fflush(stdout);
     RUN(test_kill_sweep);
     fflush(stdout);
