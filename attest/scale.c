@@ -63,87 +63,74 @@ void kms_att_free(struct kms_attestation *att)
     free(att);
 }
 
-/* ------------------------------------------------------------------------------- decoding */
+/* ---------------------------------------------------------------- SCALE primitives (attest.h) */
 
-/* SCALE compact integer as a length; rejects the big-integer form and over-long encodings
- * (a value that fits a shorter form), so that every input has one decoding. */
-static int rd_compact(struct kms_reader *r, size_t *out)
+int kms_scale_get_compact(struct kms_reader *r, size_t *out)
 {
+    size_t at = r->off;
     uint8_t b0;
     uint16_t v16;
     uint32_t v32;
-    int rc;
 
-    rc = kms_rd_u8(r, &b0);
-    if (rc < 0)
-        return rc;
+    if (kms_rd_u8(r, &b0) < 0)
+        return kms_err_set(KMS_ERR_PARSE, "truncated SCALE compact length at offset %zu", at);
     switch (b0 & 3u) {
     case 0:
         *out = b0 >> 2;
         return 0;
     case 1:
-        r->off--;
-        rc = kms_rd_u16le(r, &v16);
-        if (rc < 0)
-            return rc;
+        r->off = at;
+        if (kms_rd_u16le(r, &v16) < 0)
+            return kms_err_set(KMS_ERR_PARSE, "truncated SCALE compact length at offset %zu", at);
         if ((v16 >> 2) < 64u)
-            return kms_err_set(KMS_ERR_ATT_FORMAT,
-                               "non-canonical SCALE compact length at offset %zu", r->off - 2);
+            return kms_err_set(KMS_ERR_PARSE, "non-canonical compact length at offset %zu", at);
         *out = v16 >> 2;
         return 0;
     case 2:
-        r->off--;
-        rc = kms_rd_u32le(r, &v32);
-        if (rc < 0)
-            return rc;
+        r->off = at;
+        if (kms_rd_u32le(r, &v32) < 0)
+            return kms_err_set(KMS_ERR_PARSE, "truncated SCALE compact length at offset %zu", at);
         if ((v32 >> 2) < (1u << 14))
-            return kms_err_set(KMS_ERR_ATT_FORMAT,
-                               "non-canonical SCALE compact length at offset %zu", r->off - 4);
+            return kms_err_set(KMS_ERR_PARSE, "non-canonical compact length at offset %zu", at);
         *out = v32 >> 2;
         return 0;
     default:
-        return kms_err_set(KMS_ERR_ATT_FORMAT,
-                           "SCALE compact big-integer length at offset %zu is not supported",
-                           r->off - 1);
+        return kms_err_set(KMS_ERR_PARSE,
+                           "SCALE compact big-integer length at offset %zu is not supported", at);
     }
 }
 
-/* Length of a vector of elements each at least min_elem bytes long, at most max elements. */
-static int rd_count(struct kms_reader *r, size_t max, size_t min_elem, const char *what, size_t *n)
+/* The n-byte body of a Vec<u8> or String of at most max bytes, borrowed from r. */
+static int get_body(struct kms_reader *r, size_t max, const char *what, const char *kind,
+                    const uint8_t **p, size_t *n)
 {
-    int rc = rd_compact(r, n);
+    int rc = kms_scale_get_compact(r, n);
 
     if (rc < 0)
-        return rc;
+        return kms_err_wrap(rc, "%s", what);
     if (*n > max)
-        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: %zu entries exceed the maximum of %zu", what,
+        return kms_err_set(KMS_ERR_TOOBIG, "%s: %zu bytes exceed the field maximum of %zu", what,
                            *n, max);
-    if (*n > kms_rd_left(r) / min_elem)
-        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: %zu entries cannot fit in %zu remaining bytes",
-                           what, *n, kms_rd_left(r));
+    if (kms_rd_ptr(r, *n, p) < 0)
+        return kms_err_set(KMS_ERR_PARSE, "%s: truncated %s at offset %zu", what, kind, r->off);
     return 0;
 }
 
-static int rd_bytes(struct kms_reader *r, const char *what, struct kms_bytes *b)
+int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what,
+                        struct kms_bytes *out)
 {
     const uint8_t *p;
     size_t n;
-    int rc = rd_compact(r, &n);
+    int rc = get_body(r, max, what, "byte vector", &p, &n);
 
     if (rc < 0)
         return rc;
-    if (n > KMS_ATT_MAX_FIELD)
-        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: %zu bytes exceed the field maximum of %u", what,
-                           n, KMS_ATT_MAX_FIELD);
-    rc = kms_rd_ptr(r, n, &p);
-    if (rc < 0)
-        return rc;
-    b->p = malloc(n > 0 ? n : 1);
-    if (b->p == NULL)
+    out->p = malloc(n > 0 ? n : 1);
+    if (out->p == NULL)
         return kms_err_set(KMS_ERR_NOMEM, "out of memory");
     if (n > 0)
-        memcpy(b->p, p, n);
-    b->len = n;
+        memcpy(out->p, p, n);
+    out->len = n;
     return 0;
 }
 
@@ -191,26 +178,74 @@ static int utf8_ok(const uint8_t *s, size_t n)
     return 1;
 }
 
-static int rd_string(struct kms_reader *r, const char *what, char **out)
+int kms_scale_get_str(struct kms_reader *r, size_t max, const char *what, char **out)
 {
-    struct kms_bytes b = {0};
-    int rc = rd_bytes(r, what, &b);
+    const uint8_t *p;
+    size_t n;
+    char *s;
+    int rc = get_body(r, max, what, "string", &p, &n);
 
     if (rc < 0)
         return rc;
-    if (!utf8_ok(b.p, b.len)) {
-        free(b.p);
-        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: not valid UTF-8 (or contains NUL)", what);
-    }
-    *out = malloc(b.len + 1);
-    if (*out == NULL) {
-        free(b.p);
+    if (!utf8_ok(p, n))
+        return kms_err_set(KMS_ERR_PARSE, "%s is not UTF-8 without NUL", what);
+    s = malloc(n + 1);
+    if (s == NULL)
         return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    }
-    memcpy(*out, b.p, b.len);
-    (*out)[b.len] = '\0';
-    free(b.p);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    *out = s;
     return 0;
+}
+
+int kms_scale_put_compact(struct kms_buf *b, size_t n)
+{
+    if (n < 64u)
+        return kms_buf_put_u8(b, (uint8_t)(n << 2));
+    if (n < (1u << 14))
+        return kms_buf_put_u16le(b, (uint16_t)((n << 2) | 1u));
+    if (n < (1u << 30))
+        return kms_buf_put_u32le(b, (uint32_t)((n << 2) | 2u));
+    return kms_err_set(KMS_ERR_TOOBIG, "length %zu too large for a SCALE compact", n);
+}
+
+int kms_scale_put_bytes(struct kms_buf *b, const uint8_t *p, size_t n)
+{
+    int rc = kms_scale_put_compact(b, n);
+
+    if (rc < 0 || n == 0)
+        return rc;
+    return kms_buf_put(b, p, n);
+}
+
+/* ------------------------------------------------------------------------------- decoding
+ * Primitive errors (KMS_ERR_PARSE, KMS_ERR_TOOBIG) become KMS_ERR_ATT_FORMAT in
+ * kms_att_decode. */
+
+/* Length of a vector of elements each at least min_elem bytes long, at most max elements. */
+static int rd_count(struct kms_reader *r, size_t max, size_t min_elem, const char *what, size_t *n)
+{
+    int rc = kms_scale_get_compact(r, n);
+
+    if (rc < 0)
+        return kms_err_wrap(rc, "%s", what);
+    if (*n > max)
+        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: %zu entries exceed the maximum of %zu", what,
+                           *n, max);
+    if (*n > kms_rd_left(r) / min_elem)
+        return kms_err_set(KMS_ERR_ATT_FORMAT, "%s: %zu entries cannot fit in %zu remaining bytes",
+                           what, *n, kms_rd_left(r));
+    return 0;
+}
+
+static int rd_bytes(struct kms_reader *r, const char *what, struct kms_bytes *b)
+{
+    return kms_scale_get_bytes(r, KMS_ATT_MAX_FIELD, what, b);
+}
+
+static int rd_string(struct kms_reader *r, const char *what, char **out)
+{
+    return kms_scale_get_str(r, KMS_ATT_MAX_FIELD, what, out);
 }
 
 static int rd_tdx_quote(struct kms_reader *r, struct kms_attestation *att)
@@ -327,7 +362,7 @@ int kms_att_decode(const uint8_t *p, size_t len, struct kms_attestation **out)
     KMS_GUARD_PTR(att);
     kms_rd_init(&r, p, len);
     rc = rd_attestation(&r, att);
-    if (rc == KMS_ERR_PARSE)
+    if (rc == KMS_ERR_PARSE || rc == KMS_ERR_TOOBIG)
         rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "SCALE attestation");
     if (rc < 0)
         goto out;
@@ -340,31 +375,11 @@ out:
 
 /* ------------------------------------------------------------------------------- encoding */
 
-static int put_compact(struct kms_buf *b, size_t n)
-{
-    if (n < 64u)
-        return kms_buf_put_u8(b, (uint8_t)(n << 2));
-    if (n < (1u << 14))
-        return kms_buf_put_u16le(b, (uint16_t)((n << 2) | 1u));
-    if (n < (1u << 30))
-        return kms_buf_put_u32le(b, (uint32_t)((n << 2) | 2u));
-    return kms_err_set(KMS_ERR_TOOBIG, "SCALE length %zu too large", n);
-}
-
-static int put_bytes(struct kms_buf *b, const uint8_t *p, size_t n)
-{
-    int rc = put_compact(b, n);
-
-    if (rc < 0)
-        return rc;
-    return n > 0 ? kms_buf_put(b, p, n) : 0;
-}
-
 static int put_string(struct kms_buf *b, const char *s)
 {
     if (s == NULL)
         s = "";
-    return put_bytes(b, (const uint8_t *)s, strlen(s));
+    return kms_scale_put_bytes(b, (const uint8_t *)s, strlen(s));
 }
 
 static int put_tdx_quote(struct kms_buf *b, const struct kms_attestation *att, int stripped)
@@ -372,10 +387,10 @@ static int put_tdx_quote(struct kms_buf *b, const struct kms_attestation *att, i
     size_t n = 0;
     int rc = 0;
 
-    KMS_GUARD(put_bytes(b, att->tdx_quote.p, att->tdx_quote.len));
+    KMS_GUARD(kms_scale_put_bytes(b, att->tdx_quote.p, att->tdx_quote.len));
     for (size_t i = 0; i < att->n_tdx_events; i++)
         n += !stripped || att->tdx_events[i].imr == 3;
-    KMS_GUARD(put_compact(b, n));
+    KMS_GUARD(kms_scale_put_compact(b, n));
     for (size_t i = 0; i < att->n_tdx_events; i++) {
         const struct kms_tdx_event *e = &att->tdx_events[i];
         int runtime = e->event_type == KMS_EVENT_TYPE_RUNTIME;
@@ -386,14 +401,14 @@ static int put_tdx_quote(struct kms_buf *b, const struct kms_attestation *att, i
         KMS_GUARD(kms_buf_put_u32le(b, e->event_type));
         /* into_stripped: runtime events drop the digest (recomputable), others the payload */
         if (stripped && runtime)
-            KMS_GUARD(put_compact(b, 0));
+            KMS_GUARD(kms_scale_put_compact(b, 0));
         else
-            KMS_GUARD(put_bytes(b, e->digest.p, e->digest.len));
+            KMS_GUARD(kms_scale_put_bytes(b, e->digest.p, e->digest.len));
         KMS_GUARD(put_string(b, e->event));
         if (stripped && !runtime)
-            KMS_GUARD(put_compact(b, 0));
+            KMS_GUARD(kms_scale_put_compact(b, 0));
         else
-            KMS_GUARD(put_bytes(b, e->payload.p, e->payload.len));
+            KMS_GUARD(kms_scale_put_bytes(b, e->payload.p, e->payload.len));
     }
 out:
     return rc;
@@ -403,20 +418,20 @@ static int put_tpm_quote(struct kms_buf *b, const struct kms_tpm_quote *q)
 {
     int rc = 0;
 
-    KMS_GUARD(put_bytes(b, q->message.p, q->message.len));
-    KMS_GUARD(put_bytes(b, q->signature.p, q->signature.len));
-    KMS_GUARD(put_compact(b, q->n_pcrs));
+    KMS_GUARD(kms_scale_put_bytes(b, q->message.p, q->message.len));
+    KMS_GUARD(kms_scale_put_bytes(b, q->signature.p, q->signature.len));
+    KMS_GUARD(kms_scale_put_compact(b, q->n_pcrs));
     for (size_t i = 0; i < q->n_pcrs; i++) {
         KMS_GUARD(kms_buf_put_u32le(b, q->pcrs[i].index));
         KMS_GUARD(put_string(b, q->pcrs[i].algorithm));
-        KMS_GUARD(put_bytes(b, q->pcrs[i].value.p, q->pcrs[i].value.len));
+        KMS_GUARD(kms_scale_put_bytes(b, q->pcrs[i].value.p, q->pcrs[i].value.len));
     }
-    KMS_GUARD(put_bytes(b, q->ak_cert.p, q->ak_cert.len));
+    KMS_GUARD(kms_scale_put_bytes(b, q->ak_cert.p, q->ak_cert.len));
     KMS_GUARD(kms_buf_put_u8(b, q->platform));
-    KMS_GUARD(put_compact(b, q->n_events));
+    KMS_GUARD(kms_scale_put_compact(b, q->n_events));
     for (size_t i = 0; i < q->n_events; i++) {
         KMS_GUARD(kms_buf_put_u32le(b, q->events[i].pcr_index));
-        KMS_GUARD(put_bytes(b, q->events[i].digest.p, q->events[i].digest.len));
+        KMS_GUARD(kms_scale_put_bytes(b, q->events[i].digest.p, q->events[i].digest.len));
     }
 out:
     return rc;
@@ -442,16 +457,16 @@ int kms_att_encode(const struct kms_attestation *att, int stripped, uint8_t **ou
         break;
     case KMS_ATT_NITRO:
         KMS_GUARD(kms_buf_put_u8(&b, 2));
-        KMS_GUARD(put_bytes(&b, att->nsm_quote.p, att->nsm_quote.len));
+        KMS_GUARD(kms_scale_put_bytes(&b, att->nsm_quote.p, att->nsm_quote.len));
         break;
     default:
         rc = kms_err_set(KMS_ERR_INVAL, "unknown attestation mode %d", (int)att->mode);
         goto out;
     }
-    KMS_GUARD(put_compact(&b, att->n_events));
+    KMS_GUARD(kms_scale_put_compact(&b, att->n_events));
     for (size_t i = 0; i < att->n_events; i++) {
         KMS_GUARD(put_string(&b, att->events[i].event));
-        KMS_GUARD(put_bytes(&b, att->events[i].payload.p, att->events[i].payload.len));
+        KMS_GUARD(kms_scale_put_bytes(&b, att->events[i].payload.p, att->events[i].payload.len));
     }
     KMS_GUARD(kms_buf_put(&b, att->report_data, 64));
     KMS_GUARD(put_string(&b, att->config));

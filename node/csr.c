@@ -33,39 +33,11 @@ static int parse_err(const struct kms_reader *r, const char *what)
     return kms_err_set(KMS_ERR_PARSE, "Failed to parse csr: %s at offset %zu", what, r->off);
 }
 
-/* Compact<u32> as a length; canonical forms only (one encoding per value), no big-int form
- * (a length never needs it below our maxima). */
-static int rd_compact(struct kms_reader *r, size_t *out)
+/* The shared SCALE readers (attest.h) with this codec's limits; their detail gets the
+ * "Failed to parse csr" prefix of every CSR parse error. */
+static int csr_err(int rc)
 {
-    uint8_t b0;
-    uint16_t v16;
-    uint32_t v32;
-
-    if (kms_rd_u8(r, &b0) < 0)
-        return parse_err(r, "truncated compact length");
-    switch (b0 & 3u) {
-    case 0:
-        *out = b0 >> 2;
-        return 0;
-    case 1:
-        r->off--;
-        if (kms_rd_u16le(r, &v16) < 0)
-            return parse_err(r, "truncated compact length");
-        if ((v16 >> 2) < 64u)
-            return parse_err(r, "non-canonical compact length");
-        *out = v16 >> 2;
-        return 0;
-    case 2:
-        r->off--;
-        if (kms_rd_u32le(r, &v32) < 0)
-            return parse_err(r, "truncated compact length");
-        if ((v32 >> 2) < (1u << 14))
-            return parse_err(r, "non-canonical compact length");
-        *out = v32 >> 2;
-        return 0;
-    default:
-        return parse_err(r, "compact length too large");
-    }
+    return rc < 0 && rc != KMS_ERR_NOMEM ? kms_err_wrap(rc, "Failed to parse csr") : rc;
 }
 
 static int rd_bool(struct kms_reader *r, int *out)
@@ -83,90 +55,12 @@ static int rd_bool(struct kms_reader *r, int *out)
 /* Vec<u8> of at most max bytes, copied. */
 static int rd_vec(struct kms_reader *r, size_t max, const char *what, struct kms_bytes *b)
 {
-    const uint8_t *p;
-    size_t n;
-    int rc = rd_compact(r, &n);
-
-    if (rc < 0)
-        return rc;
-    if (n > max)
-        return kms_err_set(KMS_ERR_TOOBIG, "Failed to parse csr: %s is %zu bytes, above %zu", what,
-                           n, max);
-    if (kms_rd_ptr(r, n, &p) < 0)
-        return parse_err(r, "truncated byte vector");
-    b->p = malloc(n > 0 ? n : 1);
-    if (b->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(b->p, p, n);
-    b->len = n;
-    return 0;
-}
-
-/* Strict UTF-8 (no overlongs, surrogates, > U+10FFFF) and no NUL. */
-static int utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp;
-
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1fu;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0fu;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07u;
-        } else {
-            return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3fu);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
+    return csr_err(kms_scale_get_bytes(r, max, what, b));
 }
 
 static int rd_string(struct kms_reader *r, const char *what, char **out)
 {
-    const uint8_t *p;
-    size_t n;
-    int rc = rd_compact(r, &n);
-
-    if (rc < 0)
-        return rc;
-    if (n > KMS_CSR_MAX_STR)
-        return kms_err_set(KMS_ERR_TOOBIG, "Failed to parse csr: %s is %zu bytes, above %u", what,
-                           n, KMS_CSR_MAX_STR);
-    if (kms_rd_ptr(r, n, &p) < 0)
-        return parse_err(r, "truncated string");
-    if (!utf8_ok(p, n))
-        return kms_err_set(KMS_ERR_PARSE, "Failed to parse csr: %s is not UTF-8 without NUL", what);
-    *out = malloc(n + 1);
-    if (*out == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    memcpy(*out, p, n);
-    (*out)[n] = '\0';
-    return 0;
+    return csr_err(kms_scale_get_str(r, KMS_CSR_MAX_STR, what, out));
 }
 
 /* Option tag: 0 None, 1 Some. */
@@ -203,7 +97,7 @@ static int rd_config(struct kms_reader *r, int v2, struct kms_csr_config *c)
     if (some)
         KMS_GUARD(rd_string(r, "org_name", &c->org_name));
     KMS_GUARD(rd_string(r, "subject", &c->subject));
-    KMS_GUARD(rd_compact(r, &n));
+    KMS_GUARD(csr_err(kms_scale_get_compact(r, &n)));
     if (n > KMS_CSR_MAX_SAN) {
         rc = kms_err_set(KMS_ERR_TOOBIG, "Failed to parse csr: %zu subject_alt_names, above %u",
                          n, KMS_CSR_MAX_SAN);
@@ -266,31 +160,11 @@ out:
 
 /* ---------------------------------------------------------------- encoding */
 
-static int put_compact(struct kms_buf *b, size_t n)
-{
-    if (n < 64u)
-        return kms_buf_put_u8(b, (uint8_t)(n << 2));
-    if (n < (1u << 14))
-        return kms_buf_put_u16le(b, (uint16_t)((n << 2) | 1u));
-    if (n < (1u << 30))
-        return kms_buf_put_u32le(b, (uint32_t)((n << 2) | 2u));
-    return kms_err_set(KMS_ERR_TOOBIG, "length %zu too large for a SCALE compact", n);
-}
-
-static int put_vec(struct kms_buf *b, const uint8_t *p, size_t n)
-{
-    int rc = put_compact(b, n);
-
-    if (rc < 0 || n == 0)
-        return rc;
-    return kms_buf_put(b, p, n);
-}
-
 static int put_string(struct kms_buf *b, const char *s)
 {
     if (s == NULL)
         return kms_err_set(KMS_ERR_INVAL, "csr string field missing");
-    return put_vec(b, (const uint8_t *)s, strlen(s));
+    return kms_scale_put_bytes(b, (const uint8_t *)s, strlen(s));
 }
 
 static int put_opt_u64(struct kms_buf *b, int some, uint64_t v)
@@ -318,20 +192,20 @@ int kms_csr_encode(const struct kms_csr *csr, uint8_t **out, size_t *len)
     KMS_ENSURE(csr->version == 1 || csr->att != NULL, KMS_ERR_INVAL,
                "a V2 csr needs an attestation");
     KMS_GUARD(put_string(&b, csr->confirm));
-    KMS_GUARD(put_vec(&b, csr->pubkey.p, csr->pubkey.len));
+    KMS_GUARD(kms_scale_put_bytes(&b, csr->pubkey.p, csr->pubkey.len));
     KMS_GUARD(kms_buf_put_u8(&b, c->org_name != NULL ? 1 : 0));
     if (c->org_name != NULL)
         KMS_GUARD(put_string(&b, c->org_name));
     KMS_GUARD(put_string(&b, c->subject));
-    KMS_GUARD(put_compact(&b, c->n_san));
+    KMS_GUARD(kms_scale_put_compact(&b, c->n_san));
     for (size_t i = 0; i < c->n_san; i++)
         KMS_GUARD(put_string(&b, c->san[i]));
     KMS_GUARD(kms_buf_put_u8(&b, c->usage_server_auth ? 1 : 0));
     KMS_GUARD(kms_buf_put_u8(&b, c->usage_client_auth ? 1 : 0));
     KMS_GUARD(kms_buf_put_u8(&b, c->ext_quote ? 1 : 0));
     if (csr->version == 1) {
-        KMS_GUARD(put_vec(&b, csr->quote.p, csr->quote.len));
-        KMS_GUARD(put_vec(&b, csr->event_log.p, csr->event_log.len));
+        KMS_GUARD(kms_scale_put_bytes(&b, csr->quote.p, csr->quote.len));
+        KMS_GUARD(kms_scale_put_bytes(&b, csr->event_log.p, csr->event_log.len));
     } else {
         KMS_GUARD(kms_buf_put_u8(&b, c->ext_app_info ? 1 : 0));
         KMS_GUARD(put_opt_u64(&b, c->has_not_before, c->not_before));
