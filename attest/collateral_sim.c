@@ -16,13 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
 
-#define PEM_MAX (64u * 1024u)
-#define PATH_MAX_LEN 4096u
 #define SIGNING_CN "kmsd SIMULATION TCB Signing \xe2\x80\x94 NOT FOR PRODUCTION"
 #define SIM_NOT_BEFORE ((time_t)1577836800) /* as sim.c */
 #define SIM_NOT_AFTER ((time_t)2524607999)
@@ -32,59 +30,6 @@ static const char sim_fmspc_hex[] = "90c06f000000";
 static const uint8_t sim_svn[16] = {2, 2, 2, 2, 3, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0};
 #define SIM_PCE_SVN 11u
 #define SIM_QE_SVN 8u
-
-static int path_of(char *buf, const char *dir, const char *name)
-{
-    int n = snprintf(buf, PATH_MAX_LEN, "%s/%s", dir, name);
-
-    if (n < 0 || (size_t)n >= PATH_MAX_LEN)
-        return kms_err_set(KMS_ERR_INVAL, "simulation directory path too long");
-    return 0;
-}
-
-static int read_cert(const char *dir, const char *name, X509 **out)
-{
-    char path[PATH_MAX_LEN];
-    uint8_t *pem = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    int rc = 0;
-
-    *out = NULL;
-    KMS_GUARD(path_of(path, dir, name));
-    KMS_GUARD(kms_file_read(path, PEM_MAX, &pem, &len));
-    bio = BIO_new_mem_buf(pem, (int)len);
-    KMS_GUARD_PTR(bio);
-    *out = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    ERR_clear_error();
-    KMS_ENSURE(*out != NULL, KMS_ERR_PARSE, "%s is not a PEM certificate", path);
-out:
-    BIO_free(bio);
-    free(pem);
-    return rc;
-}
-
-static int read_key(const char *dir, const char *name, EVP_PKEY **out)
-{
-    char path[PATH_MAX_LEN];
-    uint8_t *pem = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    int rc = 0;
-
-    *out = NULL;
-    KMS_GUARD(path_of(path, dir, name));
-    KMS_GUARD(kms_file_read(path, PEM_MAX, &pem, &len));
-    bio = BIO_new_mem_buf(pem, (int)len);
-    KMS_GUARD_PTR(bio);
-    *out = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    ERR_clear_error();
-    KMS_ENSURE(*out != NULL, KMS_ERR_PARSE, "%s is not a PEM private key", path);
-out:
-    BIO_free(bio);
-    kms_free_secret(pem, len);
-    return rc;
-}
 
 static int pem_of(X509 *cert, struct kms_buf *out)
 {
@@ -103,44 +48,20 @@ out:
     return rc;
 }
 
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509_EXTENSION *ext;
-    int rc = 0;
+struct signer_issuer {
+    X509 *root;
+    EVP_PKEY *root_key;
+};
 
-    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    if (ext == NULL)
-        return kms_err_ossl(KMS_ERR_CRYPTO, "X509V3_EXT_conf_nid");
-    if (X509_add_ext(cert, ext, -1) != 1)
-        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
-    X509_EXTENSION_free(ext);
-    return rc;
-}
-
-/* The simulation TCB signing certificate, made once per directory. */
-static int signing_cert(const char *dir, X509 *root, EVP_PKEY *root_key, X509 **cert,
-                        EVP_PKEY **key)
+/* A new simulation TCB signing certificate and key, issued by the simulation root. */
+static int gen_signer(void *arg, X509 **cert, EVP_PKEY **key)
 {
-    char path[PATH_MAX_LEN];
+    const struct signer_issuer *is = arg;
     X509 *c = NULL;
     X509_NAME *name = NULL;
     EVP_PKEY *k = NULL;
-    BIO *bio = NULL;
-    struct kms_buf pem = {0};
-    char *data;
-    long n;
     int rc = 0;
 
-    *cert = NULL;
-    *key = NULL;
-    KMS_GUARD(path_of(path, dir, "sim-tcb-signing.pem"));
-    if (kms_file_exists(path)) {
-        KMS_GUARD(read_cert(dir, "sim-tcb-signing.pem", cert));
-        KMS_GUARD(read_key(dir, "sim-tcb-signing.key", key));
-        goto out;
-    }
     k = EVP_EC_gen("P-256");
     c = X509_new();
     name = X509_NAME_new();
@@ -153,62 +74,44 @@ static int signing_cert(const char *dir, X509 *root, EVP_PKEY *root_key, X509 **
                                               (const unsigned char *)SIGNING_CN, -1, -1, 0),
                    "X509_NAME_add_entry");
     KMS_GUARD_OSSL(X509_set_subject_name(c, name), "X509_set_subject_name");
-    KMS_GUARD_OSSL(X509_set_issuer_name(c, X509_get_subject_name(root)), "X509_set_issuer_name");
+    KMS_GUARD_OSSL(X509_set_issuer_name(c, X509_get_subject_name(is->root)),
+                   "X509_set_issuer_name");
     KMS_ENSURE(ASN1_TIME_set(X509_getm_notBefore(c), SIM_NOT_BEFORE) != NULL &&
                    ASN1_TIME_set(X509_getm_notAfter(c), SIM_NOT_AFTER) != NULL,
                KMS_ERR_CRYPTO, "cannot set validity");
     KMS_GUARD_OSSL(X509_set_pubkey(c, k), "X509_set_pubkey");
-    KMS_GUARD(add_ext(c, root, NID_authority_key_identifier, "keyid:always"));
-    KMS_GUARD(add_ext(c, root, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
-    KMS_GUARD(add_ext(c, root, NID_basic_constraints, "critical,CA:FALSE"));
-    KMS_ENSURE(X509_sign(c, root_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
+    KMS_GUARD(kms_simf_add_ext(c, is->root, NID_authority_key_identifier, "keyid:always"));
+    KMS_GUARD(
+        kms_simf_add_ext(c, is->root, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
+    KMS_GUARD(kms_simf_add_ext(c, is->root, NID_basic_constraints, "critical,CA:FALSE"));
+    KMS_ENSURE(X509_sign(c, is->root_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
                "cannot sign the simulation TCB signing certificate");
-    bio = BIO_new(BIO_s_secmem());
-    KMS_GUARD_PTR(bio);
-    KMS_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, k, NULL, NULL, 0, NULL, NULL),
-                   "PEM_write_bio_PrivateKey");
-    n = BIO_get_mem_data(bio, &data);
-    KMS_GUARD(path_of(path, dir, "sim-tcb-signing.key"));
-    KMS_GUARD(kms_file_write_atomic(path, data, (size_t)n, 0600));
-    KMS_GUARD(pem_of(c, &pem));
-    KMS_GUARD(path_of(path, dir, "sim-tcb-signing.pem"));
-    KMS_GUARD(kms_file_write_atomic(path, pem.data, pem.len, 0644));
     *cert = c;
     *key = k;
     c = NULL;
     k = NULL;
 out:
-    BIO_free(bio);
-    kms_buf_free(&pem);
     X509_NAME_free(name);
     X509_free(c);
     EVP_PKEY_free(k);
     return rc;
 }
 
-static int sign_rs(EVP_PKEY *key, const uint8_t *msg, size_t len, uint8_t out[64])
+/* The simulation TCB signing certificate, made once per directory. */
+static int signing_cert(const char *dir, X509 *root, EVP_PKEY *root_key, X509 **cert,
+                        EVP_PKEY **key)
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    uint8_t der[80];
-    size_t der_len = sizeof(der);
-    const unsigned char *p = der;
-    ECDSA_SIG *sig = NULL;
-    const BIGNUM *r;
-    const BIGNUM *s;
-    int rc = 0;
+    struct signer_issuer is = {root, root_key};
+    struct kms_simf_pair pair = {
+        .cert_name = "sim-tcb-signing.pem",
+        .key_name = "sim-tcb-signing.key",
+        .lock_name = ".tcb-lock",
+        .cert_mode = 0644,
+        .gen = gen_signer,
+        .arg = &is,
+    };
 
-    KMS_GUARD_PTR(md);
-    KMS_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), "EVP_DigestSignInit");
-    KMS_GUARD_OSSL(EVP_DigestSign(md, der, &der_len, msg, len), "EVP_DigestSign");
-    sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
-    KMS_ENSURE(sig != NULL, KMS_ERR_CRYPTO, "cannot decode ECDSA signature");
-    ECDSA_SIG_get0(sig, &r, &s);
-    KMS_ENSURE(BN_bn2binpad(r, out, 32) == 32 && BN_bn2binpad(s, out + 32, 32) == 32,
-               KMS_ERR_CRYPTO, "ECDSA signature component does not fit 32 bytes");
-out:
-    ECDSA_SIG_free(sig);
-    EVP_MD_CTX_free(md);
-    return rc;
+    return kms_simf_load_pair(dir, &pair, cert, key);
 }
 
 int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg, size_t len,
@@ -217,8 +120,8 @@ int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg, 
     EVP_PKEY *key = NULL;
     int rc = 0;
 
-    KMS_GUARD(read_key(sim_dir, name, &key));
-    KMS_GUARD(sign_rs(key, msg, len, sig));
+    KMS_GUARD(kms_simf_read_key(sim_dir, name, &key));
+    KMS_GUARD(kms_simf_sign_rs(key, msg, len, sig));
 out:
     EVP_PKEY_free(key);
     return rc;
@@ -303,7 +206,7 @@ static int signed_item(EVP_PKEY *key, struct kms_buf *text, char **out_text, str
     sig->p = malloc(64);
     KMS_GUARD_PTR(sig->p);
     sig->len = 64;
-    KMS_GUARD(sign_rs(key, text->data, text->len - 1, sig->p));
+    KMS_GUARD(kms_simf_sign_rs(key, text->data, text->len - 1, sig->p));
     *out_text = (char *)kms_buf_steal(text, NULL);
 out:
     return rc;
@@ -345,11 +248,11 @@ int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collateral_opts
     SHA256((const uint8_t *)"kmsd-sim-qe-signer", 18, qe_signer); /* as sim.c's QE */
     kms_hex_encode(qe_signer, 32, qe_signer_hex);
 
-    KMS_GUARD(read_cert(sim_dir, "sim-root.pem", &root));
-    KMS_GUARD(read_cert(sim_dir, "sim-pck-ca.pem", &ca));
-    KMS_GUARD(read_cert(sim_dir, "sim-pck.pem", &pck));
-    KMS_GUARD(read_key(sim_dir, "sim-root.key", &root_key));
-    KMS_GUARD(read_key(sim_dir, "sim-pck-ca.key", &ca_key));
+    KMS_GUARD(kms_simf_read_cert(sim_dir, "sim-root.pem", &root));
+    KMS_GUARD(kms_simf_read_cert(sim_dir, "sim-pck-ca.pem", &ca));
+    KMS_GUARD(kms_simf_read_cert(sim_dir, "sim-pck.pem", &pck));
+    KMS_GUARD(kms_simf_read_key(sim_dir, "sim-root.key", &root_key));
+    KMS_GUARD(kms_simf_read_key(sim_dir, "sim-pck-ca.key", &ca_key));
     KMS_GUARD(signing_cert(sim_dir, root, root_key, &signer, &signer_key));
 
     /* TCB info v3 */

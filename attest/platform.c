@@ -7,7 +7,6 @@
  * formats, signed by a fresh P-256 AK whose certificate chains to sim-gcp-root.pem in the
  * simulation directory, so the production verifier (verify.c + tpm.c) checks it unchanged.
  */
-#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -18,17 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 
-#define PLAT_PEM_MAX (64u * 1024u)
 #define PLAT_LOG_MAX (4u * 1024u * 1024u) /* TCG logs and the runtime event log */
 #define PLAT_PATH_MAX 4096u
 #define SIM_GCP_ROOT_CN "kmsd SIMULATION GCP EK/AK Root - NOT FOR PRODUCTION"
@@ -141,103 +138,22 @@ enum kms_platform_kind kms_platform_detect(const struct kms_platform_paths *p)
     return KMS_PLATFORM_NONE;
 }
 
-/* ---------------------------------------------------------------- PEM file helpers */
+/* ---------------------------------------------------------------- sim-gcp root */
 
-static int write_pem(const char *path, EVP_PKEY *key, X509 *cert)
+static int gen_gcp_root(void *arg, X509 **root, EVP_PKEY **key)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *p;
-    long n;
-    int rc = 0;
-
-    KMS_GUARD_PTR(bio);
-    if (key != NULL)
-        KMS_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL),
-                       "PEM_write_bio_PrivateKey");
-    else
-        KMS_GUARD_OSSL(PEM_write_bio_X509(bio, cert), "PEM_write_bio_X509");
-    n = BIO_get_mem_data(bio, &p);
-    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "empty PEM output");
-    KMS_GUARD(kms_file_write_atomic(path, p, (size_t)n, 0600));
-out:
-    if (bio != NULL) {
-        n = BIO_get_mem_data(bio, &p);
-        if (n > 0)
-            OPENSSL_cleanse(p, (size_t)n);
-        BIO_free(bio);
-    }
-    return rc;
+    (void)arg;
+    return kms_vtpm_test_ca(SIM_GCP_ROOT_CN, NULL, NULL, root, key);
 }
 
-static int read_pem(const char *path, X509 **cert, EVP_PKEY **key)
-{
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    int rc = 0;
-
-    KMS_GUARD(kms_file_read(path, PLAT_PEM_MAX, &buf, &len));
-    bio = BIO_new_mem_buf(buf, (int)len);
-    KMS_GUARD_PTR(bio);
-    if (cert != NULL) {
-        *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-        KMS_ENSURE(*cert != NULL, KMS_ERR_PARSE, "%s holds no PEM certificate", path);
-    } else {
-        *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-        KMS_ENSURE(*key != NULL, KMS_ERR_PARSE, "%s holds no PEM private key", path);
-    }
-out:
-    ERR_clear_error();
-    BIO_free(bio);
-    kms_free_secret(buf, len);
-    return rc;
-}
-
-/* Loads sim-gcp-root.{pem,key}, creating them under <dir>/.gcp-lock on first use (key first,
- * certificate last, so a present certificate always has its key). */
-static int load_gcp_root(const char *dir, X509 **root, EVP_PKEY **key)
-{
-    char cert_path[PLAT_PATH_MAX], key_path[PLAT_PATH_MAX], lock_path[PLAT_PATH_MAX];
-    int lock = -1;
-    int rc = 0;
-
-    *root = NULL;
-    *key = NULL;
-    KMS_ENSURE(snprintf(cert_path, sizeof(cert_path), "%s/sim-gcp-root.pem", dir) <
-                       (int)sizeof(cert_path) &&
-                   snprintf(key_path, sizeof(key_path), "%s/sim-gcp-root.key", dir) <
-                       (int)sizeof(key_path) &&
-                   snprintf(lock_path, sizeof(lock_path), "%s/.gcp-lock", dir) <
-                       (int)sizeof(lock_path),
-               KMS_ERR_INVAL, "simulation directory path too long");
-    if (!kms_file_exists(cert_path)) {
-        KMS_GUARD(kms_mkdir_p(dir, 0700));
-        lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        KMS_ENSURE(lock >= 0 && flock(lock, LOCK_EX) == 0, KMS_ERR_IO, "cannot lock %s", lock_path);
-        if (!kms_file_exists(cert_path)) {
-            KMS_GUARD(kms_vtpm_test_ca(SIM_GCP_ROOT_CN, NULL, NULL, root, key));
-            KMS_GUARD(write_pem(key_path, *key, NULL));
-            KMS_GUARD(write_pem(cert_path, NULL, *root));
-            goto out;
-        }
-    }
-    KMS_GUARD(read_pem(cert_path, root, NULL));
-    KMS_GUARD(read_pem(key_path, NULL, key));
-    KMS_ENSURE(X509_check_private_key(*root, *key) == 1, KMS_ERR_STATE,
-               "%s does not match %s; delete both to regenerate the simulation root", key_path,
-               cert_path);
-out:
-    ERR_clear_error();
-    if (lock >= 0)
-        close(lock); /* releases the flock */
-    if (rc < 0) {
-        X509_free(*root);
-        EVP_PKEY_free(*key);
-        *root = NULL;
-        *key = NULL;
-    }
-    return rc;
-}
+/* sim-gcp-root.{pem,key} in the simulation directory, created on first use. */
+static const struct kms_simf_pair gcp_root = {
+    .cert_name = "sim-gcp-root.pem",
+    .key_name = "sim-gcp-root.key",
+    .lock_name = ".gcp-lock",
+    .cert_mode = 0600,
+    .gen = gen_gcp_root,
+};
 
 /* ---------------------------------------------------------------- sim GCP vTPM quote */
 
@@ -388,7 +304,7 @@ int kms_sim_gcp_tpm_quote(const char *sim_dir, const uint8_t *qd, size_t qd_len,
     uint8_t uki[32];
     int rc = 0;
 
-    KMS_GUARD(load_gcp_root(sim_dir, &root, &root_key));
+    KMS_GUARD(kms_simf_load_pair(sim_dir, &gcp_root, &root, &root_key));
     ak = EVP_EC_gen(SN_X9_62_prime256v1);
     KMS_ENSURE(ak != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated AK");
     KMS_GUARD(kms_vtpm_issue_ak_cert(ak, root, root_key, &q->ak_cert.p, &q->ak_cert.len));
@@ -471,7 +387,7 @@ int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **
         if (p->kind != KMS_PLATFORM_SIM_NITRO)
             KMS_GUARD(kms_sim_open(p->sim_dir, &p->sim));
         if (p->kind == KMS_PLATFORM_SIM_GCP) {
-            KMS_GUARD(load_gcp_root(p->sim_dir, &root, &key));
+            KMS_GUARD(kms_simf_load_pair(p->sim_dir, &gcp_root, &root, &key));
         } else if (p->kind == KMS_PLATFORM_SIM_NITRO) {
             struct kms_attestation *att = NULL;
             uint8_t rd[64] = {0};

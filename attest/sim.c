@@ -9,7 +9,6 @@
  * 0600). Generation runs under an flock on <dir>/.lock and writes sim-root.pem last, so a
  * present sim-root.pem means a complete directory even when processes race.
  */
-#include <fcntl.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -23,15 +22,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 #include "common/buf.h"
 #include "common/file.h"
-
-#define SIM_PEM_MAX (64u * 1024u)
-#define SIM_PATH_MAX 4096u
 
 /* Validity of every simulation certificate: fixed, so evidence verifies with a pinned clock. */
 #define SIM_NOT_BEFORE ((time_t)1577836800) /* 2020-01-01T00:00:00Z */
@@ -170,22 +165,6 @@ out:
 
 /* ---------------------------------------------------------------- certificate generation */
 
-static int add_conf_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509_EXTENSION *ext;
-    int rc = 0;
-
-    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    if (ext == NULL)
-        return kms_err_ossl(KMS_ERR_CRYPTO, "X509V3_EXT_conf_nid");
-    if (X509_add_ext(cert, ext, -1) != 1)
-        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
-    X509_EXTENSION_free(ext);
-    return rc;
-}
-
 static int add_sgx_ext(X509 *cert, const uint8_t ppid[16])
 {
     struct kms_buf der = {0};
@@ -244,20 +223,20 @@ static int make_cert(int kind, const char *cn, EVP_PKEY *key, X509 *issuer, EVP_
                "cannot set notAfter");
     KMS_GUARD_OSSL(X509_set_pubkey(cert, key), "X509_set_pubkey");
     KMS_GUARD(
-        add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier, "hash"));
-    KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_authority_key_identifier,
-                           "keyid:always"));
+        kms_simf_add_ext(cert, issuer != NULL ? issuer : cert, NID_subject_key_identifier, "hash"));
+    KMS_GUARD(kms_simf_add_ext(cert, issuer != NULL ? issuer : cert, NID_authority_key_identifier,
+                               "keyid:always"));
     if (kind == 2) {
-        KMS_GUARD(
-            add_conf_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
-        KMS_GUARD(add_conf_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE"));
+        KMS_GUARD(kms_simf_add_ext(cert, issuer, NID_key_usage,
+                                   "critical,digitalSignature,nonRepudiation"));
+        KMS_GUARD(kms_simf_add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE"));
         KMS_GUARD(add_sgx_ext(cert, ppid));
     } else {
-        KMS_GUARD(add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_key_usage,
-                               "critical,keyCertSign,cRLSign"));
-        KMS_GUARD(
-            add_conf_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
-                         kind == 0 ? "critical,CA:TRUE,pathlen:1" : "critical,CA:TRUE,pathlen:0"));
+        KMS_GUARD(kms_simf_add_ext(cert, issuer != NULL ? issuer : cert, NID_key_usage,
+                                   "critical,keyCertSign,cRLSign"));
+        KMS_GUARD(kms_simf_add_ext(cert, issuer != NULL ? issuer : cert, NID_basic_constraints,
+                                   kind == 0 ? "critical,CA:TRUE,pathlen:1"
+                                             : "critical,CA:TRUE,pathlen:0"));
     }
     KMS_ENSURE(X509_sign(cert, issuer_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
                "cannot sign simulation certificate");
@@ -278,54 +257,6 @@ static int gen_key(EVP_PKEY **key)
     if (*key == NULL)
         return kms_err_ossl(KMS_ERR_CRYPTO, "cannot generate a P-256 key");
     return 0;
-}
-
-static int path_join(char *buf, size_t cap, const char *dir, const char *name)
-{
-    int n = snprintf(buf, cap, "%s/%s", dir, name);
-
-    if (n < 0 || (size_t)n >= cap)
-        return kms_err_set(KMS_ERR_INVAL, "simulation directory path too long");
-    return 0;
-}
-
-static int write_cert(const char *dir, const char *name, X509 *cert)
-{
-    char path[SIM_PATH_MAX];
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *data;
-    long n;
-    int rc = 0;
-
-    KMS_GUARD_PTR(bio);
-    KMS_GUARD(path_join(path, sizeof(path), dir, name));
-    KMS_GUARD_OSSL(PEM_write_bio_X509(bio, cert), "PEM_write_bio_X509");
-    n = BIO_get_mem_data(bio, &data);
-    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "cannot encode %s", name);
-    KMS_GUARD(kms_file_write_atomic(path, data, (size_t)n, 0644));
-out:
-    BIO_free(bio);
-    return rc;
-}
-
-static int write_key(const char *dir, const char *name, EVP_PKEY *key)
-{
-    char path[SIM_PATH_MAX];
-    BIO *bio = BIO_new(BIO_s_secmem()); /* wiped on free */
-    char *data;
-    long n;
-    int rc = 0;
-
-    KMS_GUARD_PTR(bio);
-    KMS_GUARD(path_join(path, sizeof(path), dir, name));
-    KMS_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL),
-                   "PEM_write_bio_PrivateKey");
-    n = BIO_get_mem_data(bio, &data);
-    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "cannot encode %s", name);
-    KMS_GUARD(kms_file_write_atomic(path, data, (size_t)n, 0600));
-out:
-    BIO_free(bio);
-    return rc;
 }
 
 /* Generates the whole directory content; sim-root.pem is written last. */
@@ -349,13 +280,13 @@ static int generate(const char *dir)
     KMS_GUARD(make_cert(0, SIM_ROOT_CN, root_key, NULL, root_key, NULL, &root));
     KMS_GUARD(make_cert(1, SIM_CA_CN, ca_key, root, root_key, NULL, &ca));
     KMS_GUARD(make_cert(2, SIM_PCK_CN, pck_key, ca, ca_key, ppid, &pck));
-    KMS_GUARD(write_key(dir, "sim-root.key", root_key));
-    KMS_GUARD(write_key(dir, "sim-pck-ca.key", ca_key));
-    KMS_GUARD(write_key(dir, "sim-pck.key", pck_key));
-    KMS_GUARD(write_key(dir, "sim-ak.key", ak_key));
-    KMS_GUARD(write_cert(dir, "sim-pck-ca.pem", ca));
-    KMS_GUARD(write_cert(dir, "sim-pck.pem", pck));
-    KMS_GUARD(write_cert(dir, "sim-root.pem", root));
+    KMS_GUARD(kms_simf_write_key(dir, "sim-root.key", root_key));
+    KMS_GUARD(kms_simf_write_key(dir, "sim-pck-ca.key", ca_key));
+    KMS_GUARD(kms_simf_write_key(dir, "sim-pck.key", pck_key));
+    KMS_GUARD(kms_simf_write_key(dir, "sim-ak.key", ak_key));
+    KMS_GUARD(kms_simf_write_cert(dir, "sim-pck-ca.pem", ca, 0644));
+    KMS_GUARD(kms_simf_write_cert(dir, "sim-pck.pem", pck, 0644));
+    KMS_GUARD(kms_simf_write_cert(dir, "sim-root.pem", root, 0644));
 out:
     X509_free(pck);
     X509_free(ca);
@@ -370,16 +301,12 @@ out:
 /* Generates under an exclusive flock unless another process finished first. */
 static int ensure_generated(const char *dir, const char *root_path)
 {
-    char lock_path[SIM_PATH_MAX];
     int fd = -1;
     int rc = 0;
 
     if (kms_file_exists(root_path))
         return 0;
-    KMS_GUARD(path_join(lock_path, sizeof(lock_path), dir, ".lock"));
-    fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    KMS_ENSURE(fd >= 0, KMS_ERR_IO, "cannot open %s", lock_path);
-    KMS_ENSURE(flock(fd, LOCK_EX) == 0, KMS_ERR_IO, "cannot lock %s", lock_path);
+    KMS_GUARD(kms_simf_lock(dir, ".lock", &fd));
     if (!kms_file_exists(root_path))
         KMS_GUARD(generate(dir));
 out:
@@ -389,16 +316,6 @@ out:
 }
 
 /* ---------------------------------------------------------------- loading */
-
-static int read_file(const char *dir, const char *name, uint8_t **data, size_t *len)
-{
-    char path[SIM_PATH_MAX];
-    int rc = path_join(path, sizeof(path), dir, name);
-
-    if (rc < 0)
-        return rc;
-    return kms_file_read(path, SIM_PEM_MAX, data, len);
-}
 
 static int load_cert_pem(const uint8_t *pem, size_t len, const char *name, X509 **out)
 {
@@ -415,29 +332,13 @@ static int load_cert_pem(const uint8_t *pem, size_t len, const char *name, X509 
 
 static int load_key(const char *dir, const char *name, EVP_PKEY **out)
 {
-    uint8_t *pem = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    int rc = 0;
+    int rc = kms_simf_read_key(dir, name, out);
 
-    *out = NULL;
-    KMS_GUARD(read_file(dir, name, &pem, &len));
-    bio = BIO_new_mem_buf(pem, (int)len);
-    KMS_GUARD_PTR(bio);
-    *out = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    if (*out == NULL) {
-        rc = kms_err_ossl(KMS_ERR_PARSE, "cannot parse simulation key");
-        goto out;
-    }
-    KMS_ENSURE(EVP_PKEY_is_a(*out, "EC") && EVP_PKEY_get_bits(*out) == 256, KMS_ERR_PARSE,
-               "simulation key %s is not a P-256 key", name);
-out:
-    if (rc < 0) {
+    if (rc == 0 && !(EVP_PKEY_is_a(*out, "EC") && EVP_PKEY_get_bits(*out) == 256)) {
         EVP_PKEY_free(*out);
         *out = NULL;
+        rc = kms_err_set(KMS_ERR_PARSE, "simulation key %s is not a P-256 key", name);
     }
-    BIO_free(bio);
-    kms_free_secret(pem, len);
     return rc;
 }
 
@@ -462,7 +363,7 @@ int kms_sim_open(const char *dir, struct kms_sim **out)
     struct kms_sim *sim = NULL;
     struct kms_buf chain = {0};
     static const char *const chain_files[3] = {"sim-pck.pem", "sim-pck-ca.pem", "sim-root.pem"};
-    char path[SIM_PATH_MAX];
+    char path[KMS_SIMF_PATH_MAX];
     uint8_t *pem = NULL;
     size_t len = 0;
     X509 *cert = NULL;
@@ -470,7 +371,7 @@ int kms_sim_open(const char *dir, struct kms_sim **out)
 
     *out = NULL;
     KMS_ENSURE(dir != NULL && dir[0] != '\0', KMS_ERR_INVAL, "no simulation directory given");
-    KMS_GUARD(path_join(path, sizeof(path), dir, "sim-root.pem"));
+    KMS_GUARD(kms_simf_path(path, dir, "sim-root.pem"));
     KMS_GUARD(kms_mkdir_p(dir, 0700));
     KMS_GUARD(ensure_generated(dir, path));
     sim = calloc(1, sizeof(*sim));
@@ -480,7 +381,7 @@ int kms_sim_open(const char *dir, struct kms_sim **out)
     KMS_GUARD_PTR(sim->dir);
     KMS_GUARD_PTR(sim->root_path);
     for (int i = 0; i < 3; i++) {
-        KMS_GUARD(read_file(dir, chain_files[i], &pem, &len));
+        KMS_GUARD(kms_simf_read(dir, chain_files[i], &pem, &len));
         /* Parse each to fail early on a damaged directory. */
         KMS_GUARD(load_cert_pem(pem, len, chain_files[i], &cert));
         if (i == 2) {
@@ -533,32 +434,6 @@ const char *kms_sim_root_path(const struct kms_sim *sim)
 }
 
 /* ---------------------------------------------------------------- quotes */
-
-/* ECDSA-P256/SHA-256 over msg; out = r || s (32 bytes each). */
-static int sign_rs(EVP_PKEY *key, const uint8_t *msg, size_t len, uint8_t out[64])
-{
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    uint8_t der[80];
-    size_t der_len = sizeof(der);
-    const unsigned char *p = der;
-    ECDSA_SIG *sig = NULL;
-    const BIGNUM *r;
-    const BIGNUM *s;
-    int rc = 0;
-
-    KMS_GUARD_PTR(md);
-    KMS_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key), "EVP_DigestSignInit");
-    KMS_GUARD_OSSL(EVP_DigestSign(md, der, &der_len, msg, len), "EVP_DigestSign");
-    sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
-    KMS_ENSURE(sig != NULL, KMS_ERR_CRYPTO, "cannot decode ECDSA signature");
-    ECDSA_SIG_get0(sig, &r, &s);
-    KMS_ENSURE(BN_bn2binpad(r, out, 32) == 32 && BN_bn2binpad(s, out + 32, 32) == 32,
-               KMS_ERR_CRYPTO, "ECDSA signature component does not fit 32 bytes");
-out:
-    ECDSA_SIG_free(sig);
-    EVP_MD_CTX_free(md);
-    return rc;
-}
 
 static int put_report(struct kms_buf *b, const struct kms_tdx_report *t)
 {
@@ -635,10 +510,10 @@ int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report
     KMS_GUARD(put_report(&q, report));
     KMS_ENSURE(q.len == KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN, KMS_ERR_INTERNAL,
                "simulated quote header/body has %zu bytes", q.len);
-    KMS_GUARD(sign_rs(sim->ak_key, q.data, q.len, sig));
+    KMS_GUARD(kms_simf_sign_rs(sim->ak_key, q.data, q.len, sig));
 
     qe_report(sim, qe_auth, qe_rep);
-    KMS_GUARD(sign_rs(sim->pck_key, qe_rep, sizeof(qe_rep), qe_sig));
+    KMS_GUARD(kms_simf_sign_rs(sim->pck_key, qe_rep, sizeof(qe_rep), qe_sig));
 
     cert6_len = sizeof(qe_rep) + sizeof(qe_sig) + 2 + sizeof(qe_auth) + 2 + 4 + sim->chain_len;
     auth_len = sizeof(sig) + sizeof(sim->ak_pub) + 2 + 4 + cert6_len;

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -27,25 +27,7 @@
 #define SIM_NITRO_ROOT_CN "kmsd simulated Nitro root"
 #define SIM_NITRO_ROOT_DAYS 3650
 #define SIM_NITRO_LEAF_SECS (3 * 3600) /* like AWS: leaves live about 3 h */
-#define SIM_NITRO_MAX_FILE (64u * 1024u)
 #define SIM_NITRO_NPCRS 16u            /* real documents carry PCR0..15 */
-
-/* Adds extension `name=value` (OpenSSL config syntax) with issuer context. */
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509_EXTENSION *ext;
-    int rc = 0;
-
-    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    KMS_ENSURE(ext != NULL, KMS_ERR_CRYPTO, "cannot build certificate extension %s", value);
-    if (X509_add_ext(cert, ext, -1) != 1)
-        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
-    X509_EXTENSION_free(ext);
-out:
-    return rc;
-}
 
 /* Issues a certificate for `key`, signed by issuer_key (self-signed when issuer is NULL). */
 static int make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
@@ -82,13 +64,14 @@ static int make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issu
                KMS_ERR_CRYPTO, "cannot set notAfter");
     KMS_GUARD_OSSL(X509_set_pubkey(x, key), "X509_set_pubkey");
     if (is_ca) {
-        KMS_GUARD(add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE"));
-        KMS_GUARD(add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign"));
-        KMS_GUARD(add_ext(x, x, NID_subject_key_identifier, "hash"));
+        KMS_GUARD(kms_simf_add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE"));
+        KMS_GUARD(kms_simf_add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign"));
+        KMS_GUARD(kms_simf_add_ext(x, x, NID_subject_key_identifier, "hash"));
     } else {
-        KMS_GUARD(add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE"));
-        KMS_GUARD(add_ext(x, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
-        KMS_GUARD(add_ext(x, issuer, NID_authority_key_identifier, "keyid"));
+        KMS_GUARD(kms_simf_add_ext(x, issuer, NID_basic_constraints, "critical,CA:FALSE"));
+        KMS_GUARD(
+            kms_simf_add_ext(x, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation"));
+        KMS_GUARD(kms_simf_add_ext(x, issuer, NID_authority_key_identifier, "keyid"));
     }
     KMS_ENSURE(X509_sign(x, issuer_key, EVP_sha384()) > 0, KMS_ERR_CRYPTO,
                "cannot sign the simulated Nitro certificate");
@@ -102,89 +85,27 @@ out:
     return rc;
 }
 
-static int pem_to_file(const char *path, EVP_PKEY *key, X509 *cert)
+static int gen_root(void *arg, X509 **root, EVP_PKEY **key)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *p;
-    long n;
     int rc = 0;
 
-    KMS_GUARD_PTR(bio);
-    if (key != NULL)
-        KMS_GUARD_OSSL(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL),
-                       "PEM_write_bio_PrivateKey");
-    else
-        KMS_GUARD_OSSL(PEM_write_bio_X509(bio, cert), "PEM_write_bio_X509");
-    n = BIO_get_mem_data(bio, &p);
-    KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "empty PEM output");
-    KMS_GUARD(kms_file_write_atomic(path, p, (size_t)n, 0600));
+    (void)arg;
+    *key = EVP_EC_gen(SN_secp384r1);
+    KMS_ENSURE(*key != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated Nitro root key");
+    KMS_GUARD(make_cert(*key, SIM_NITRO_ROOT_CN, NULL, *key, time(NULL) - 86400,
+                        (long)SIM_NITRO_ROOT_DAYS * 86400, 1, root));
 out:
-    if (bio != NULL) {
-        /* the memory BIO may hold a private key */
-        n = BIO_get_mem_data(bio, &p);
-        if (n > 0)
-            OPENSSL_cleanse(p, (size_t)n);
-        BIO_free(bio);
-    }
     return rc;
 }
 
-/* Loads sim-nitro-root.{pem,key} from dir, creating them on first use. */
-static int load_root(const char *dir, X509 **root, EVP_PKEY **key)
-{
-    char cert_path[4096], key_path[4096];
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    BIO *bio = NULL;
-    int rc = 0;
-
-    *root = NULL;
-    *key = NULL;
-    KMS_ENSURE(snprintf(cert_path, sizeof(cert_path), "%s/sim-nitro-root.pem", dir) <
-                       (int)sizeof(cert_path) &&
-                   snprintf(key_path, sizeof(key_path), "%s/sim-nitro-root.key", dir) <
-                       (int)sizeof(key_path),
-               KMS_ERR_INVAL, "simulation directory path too long");
-    if (!kms_file_exists(cert_path)) {
-        KMS_GUARD(kms_mkdir_p(dir, 0700));
-        *key = EVP_EC_gen(SN_secp384r1);
-        KMS_ENSURE(*key != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated Nitro root key");
-        KMS_GUARD(make_cert(*key, SIM_NITRO_ROOT_CN, NULL, *key, time(NULL) - 86400,
-                            (long)SIM_NITRO_ROOT_DAYS * 86400, 1, root));
-        /* key first: a root.pem on disk always has its key next to it */
-        KMS_GUARD(pem_to_file(key_path, *key, NULL));
-        KMS_GUARD(pem_to_file(cert_path, NULL, *root));
-        goto out;
-    }
-    KMS_GUARD(kms_file_read(cert_path, SIM_NITRO_MAX_FILE, &buf, &len));
-    bio = BIO_new_mem_buf(buf, (int)len);
-    KMS_GUARD_PTR(bio);
-    *root = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    KMS_ENSURE(*root != NULL, KMS_ERR_PARSE, "%s holds no PEM certificate", cert_path);
-    BIO_free(bio);
-    bio = NULL;
-    free(buf);
-    buf = NULL;
-    KMS_GUARD(kms_file_read(key_path, SIM_NITRO_MAX_FILE, &buf, &len));
-    bio = BIO_new_mem_buf(buf, (int)len);
-    KMS_GUARD_PTR(bio);
-    *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-    KMS_ENSURE(*key != NULL, KMS_ERR_PARSE, "%s holds no PEM private key", key_path);
-    KMS_ENSURE(X509_check_private_key(*root, *key) == 1, KMS_ERR_STATE,
-               "%s does not match %s; delete both to regenerate the simulation root", key_path,
-               cert_path);
-out:
-    ERR_clear_error();
-    BIO_free(bio);
-    kms_free_secret(buf, len);
-    if (rc < 0) {
-        X509_free(*root);
-        EVP_PKEY_free(*key);
-        *root = NULL;
-        *key = NULL;
-    }
-    return rc;
-}
+/* sim-nitro-root.{pem,key} in dir, created on first use. */
+static const struct kms_simf_pair nitro_root = {
+    .cert_name = "sim-nitro-root.pem",
+    .key_name = "sim-nitro-root.key",
+    .lock_name = ".nitro-lock",
+    .cert_mode = 0600,
+    .gen = gen_root,
+};
 
 /* ---------------------------------------------------------------- CBOR building */
 
@@ -368,7 +289,7 @@ int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
     int rc = 0;
 
     *out = NULL;
-    KMS_GUARD(load_root(sim_dir, &root, &root_key));
+    KMS_GUARD(kms_simf_load_pair(sim_dir, &nitro_root, &root, &root_key));
     leaf_key = EVP_EC_gen(SN_secp384r1);
     KMS_ENSURE(leaf_key != NULL, KMS_ERR_CRYPTO, "cannot generate the simulated enclave key");
     KMS_GUARD(make_cert(leaf_key, SIM_NITRO_MODULE_ID, root, root_key, time(NULL) - 60,

@@ -16,7 +16,7 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 
 #define VTPM_QUOTE_TRIES 4
 #define VTPM_SIG_MAX 1024u
@@ -490,22 +490,6 @@ out:
 
 /* ---------------------------------------------------------------- test helpers */
 
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX v3;
-    X509_EXTENSION *ext;
-    int rc = 0;
-
-    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-    if (ext == NULL)
-        return kms_err_ossl(KMS_ERR_CRYPTO, "X509V3_EXT_conf_nid");
-    if (X509_add_ext(cert, ext, -1) != 1)
-        rc = kms_err_ossl(KMS_ERR_CRYPTO, "X509_add_ext");
-    X509_EXTENSION_free(ext);
-    return rc;
-}
-
 /* Fills the common fields; issuer == NULL means self-signed. */
 static int make_cert(X509 *cert, const char *cn, EVP_PKEY *pub, X509 *issuer, long days)
 {
@@ -551,10 +535,11 @@ int kms_vtpm_test_ca(const char *cn, X509 *issuer, EVP_PKEY *issuer_key, X509 **
     KMS_GUARD_PTR(k);
     KMS_GUARD_PTR(c);
     KMS_GUARD(make_cert(c, cn, k, issuer, 3650));
-    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_basic_constraints, "critical,CA:TRUE"));
-    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_key_usage,
-                      "critical,keyCertSign,cRLSign"));
-    KMS_GUARD(add_ext(c, issuer != NULL ? issuer : c, NID_subject_key_identifier, "hash"));
+    KMS_GUARD(kms_simf_add_ext(c, issuer != NULL ? issuer : c, NID_basic_constraints,
+                               "critical,CA:TRUE"));
+    KMS_GUARD(kms_simf_add_ext(c, issuer != NULL ? issuer : c, NID_key_usage,
+                               "critical,keyCertSign,cRLSign"));
+    KMS_GUARD(kms_simf_add_ext(c, issuer != NULL ? issuer : c, NID_subject_key_identifier, "hash"));
     KMS_ENSURE(X509_sign(c, issuer_key != NULL ? issuer_key : k, EVP_sha256()) > 0, KMS_ERR_CRYPTO,
                "X509_sign failed");
     *cert = c;
@@ -579,8 +564,8 @@ int kms_vtpm_issue_ak_cert(EVP_PKEY *ak_pub, X509 *ca, EVP_PKEY *ca_key, uint8_t
     *der_len = 0;
     KMS_GUARD_PTR(c);
     KMS_GUARD(make_cert(c, "kmsd test vTPM AK", ak_pub, ca, 365));
-    KMS_GUARD(add_ext(c, ca, NID_basic_constraints, "critical,CA:FALSE"));
-    KMS_GUARD(add_ext(c, ca, NID_key_usage, "critical,digitalSignature"));
+    KMS_GUARD(kms_simf_add_ext(c, ca, NID_basic_constraints, "critical,CA:FALSE"));
+    KMS_GUARD(kms_simf_add_ext(c, ca, NID_key_usage, "critical,digitalSignature"));
     KMS_ENSURE(X509_sign(c, ca_key, EVP_sha256()) > 0, KMS_ERR_CRYPTO, "X509_sign failed");
     n = i2d_X509(c, &p);
     KMS_ENSURE(n > 0, KMS_ERR_CRYPTO, "i2d_X509 failed");
