@@ -5,11 +5,13 @@
 #ifndef KMS_TEST_H
 #define KMS_TEST_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/err.h"
+#include "common/file.h"
 
 extern int kms_test_failures;
 int kms_test_failures;
@@ -68,6 +70,19 @@ static inline const char *kms_test_fixture(const char *rel)
 
     snprintf(buf, sizeof(buf), "%s/fixtures/%s", d != NULL ? d : "../shared", rel);
     return buf;
+}
+
+/* The bytes of fixture rel (at most 4 MiB; caller frees). Exits with status 2 when it cannot be
+ * read: no test could run without it. */
+static inline uint8_t *kms_test_load_fixture(const char *rel, size_t *len)
+{
+    uint8_t *p = NULL;
+
+    if (kms_file_read(kms_test_fixture(rel), 4u << 20, &p, len) < 0) {
+        fprintf(stderr, "cannot read fixture %s: %s\n", rel, kms_err_detail());
+        exit(2);
+    }
+    return p;
 }
 
 #endif

@@ -16,17 +16,6 @@
 #define T_VALID ((time_t)1780272000)
 #define T_NITRO_PROD ((time_t)1766678659) /* document timestamp of attestation-prod.bin */
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-    uint8_t *p = NULL;
-
-    if (kms_file_read(kms_test_fixture(rel), 4u << 20, &p, len) < 0) {
-        fprintf(stderr, "cannot read fixture %s: %s\n", rel, kms_err_detail());
-        exit(2);
-    }
-    return p;
-}
-
 static int hex_is(const uint8_t *p, size_t n, const char *want)
 {
     char buf[256];
@@ -51,7 +40,7 @@ static int same(const struct kms_bytes *b, const struct kms_bytes *want)
 static struct kms_attestation *tdx_fixture(struct kms_verified *v)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attest_ctx *ctx = kms_attest_ctx_new();
     X509 *root = kms_attest_intel_root();
@@ -331,7 +320,7 @@ static void check_nitro_prod(const struct kms_attestation *att, const struct kms
 static void test_nitro_fixture(void)
 {
     size_t len;
-    uint8_t *p = load("nitro/attestation-prod.bin", &len);
+    uint8_t *p = kms_test_load_fixture("nitro/attestation-prod.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_verified v;
 
@@ -348,7 +337,7 @@ static void test_nitro_fixture(void)
 static void test_nitro_fixture_verified(void)
 {
     size_t len;
-    uint8_t *p = load("nitro/attestation-prod.bin", &len);
+    uint8_t *p = kms_test_load_fixture("nitro/attestation-prod.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attest_ctx *ctx = kms_attest_ctx_new();
     struct kms_verified v;

@@ -13,22 +13,11 @@
 #include "common/hex.h"
 #include "test.h"
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-    uint8_t *p = NULL;
-
-    if (kms_file_read(kms_test_fixture(rel), 4u << 20, &p, len) < 0) {
-        fprintf(stderr, "cannot read fixture %s: %s\n", rel, kms_err_detail());
-        exit(2);
-    }
-    return p;
-}
-
 /* Decode then encode must give back exactly the input bytes. */
 static void roundtrip_fixture(const char *rel, enum kms_att_mode mode)
 {
     size_t len;
-    uint8_t *p = load(rel, &len);
+    uint8_t *p = kms_test_load_fixture(rel, &len);
     struct kms_attestation *att = NULL;
     uint8_t *enc = NULL;
     size_t enc_len = 0;
@@ -60,7 +49,7 @@ static void test_decoded_fields(void)
                                    "key-provider",     "storage-fs",   "system-ready"};
     static const uint8_t zero[64];
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     char hex[41];
 
@@ -77,7 +66,7 @@ static void test_decoded_fields(void)
     kms_att_free(att);
     free(p);
 
-    p = load("nitro/attestation-prod.bin", &len);
+    p = kms_test_load_fixture("nitro/attestation-prod.bin", &len);
     CHECK_OK(kms_att_decode(p, len, &att));
     if (att != NULL) {
         CHECK(att->nsm_quote.len == 4526);
@@ -99,7 +88,7 @@ static void test_decoded_fields(void)
 static void test_truncated(void)
 {
     size_t len;
-    uint8_t *p = load("nitro/attestation-prod.bin", &len);
+    uint8_t *p = kms_test_load_fixture("nitro/attestation-prod.bin", &len);
     struct kms_attestation *att = NULL;
     int bad = 0;
 
@@ -114,7 +103,7 @@ static void test_truncated(void)
     CHECK(bad == 0);
     free(p);
 
-    p = load("tdx/attestation-tdx.bin", &len);
+    p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     for (size_t n = 0; n < len; n += 7) {
         int rc = kms_att_decode(p, n, &att);
 
@@ -131,7 +120,7 @@ static void test_truncated(void)
 static void test_trailing(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     uint8_t *q = malloc(len + 1);
     struct kms_attestation *att = NULL;
 
@@ -236,7 +225,7 @@ static void test_compact_boundaries(void)
 static void test_stripped(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attestation *s = NULL;
     uint8_t *enc = NULL;
@@ -294,7 +283,7 @@ static void test_report_data(void)
 static void test_rtmr_replay(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_tdx_quote q;
     uint8_t mr[4][48] = {{0}};
@@ -360,7 +349,7 @@ static void test_find_event(void)
 static void test_legacy_json(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attestation *leg = NULL;
     char *json = NULL;
@@ -429,7 +418,7 @@ static void test_mutations(void)
 
     for (int f = 0; f < 2; f++) {
         size_t len;
-        uint8_t *p = load(files[f], &len);
+        uint8_t *p = kms_test_load_fixture(files[f], &len);
         uint8_t *c = malloc(len);
 
         for (int it = 0; it < 3000; it++) {

@@ -28,17 +28,6 @@
 /* 2024-01-01: before the quote-v4.bin PCK leaf was issued. */
 #define T_EARLY ((time_t)1704067200)
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-    uint8_t *p = NULL;
-
-    if (kms_file_read(kms_test_fixture(rel), 4u << 20, &p, len) < 0) {
-        fprintf(stderr, "cannot read fixture %s: %s\n", rel, kms_err_detail());
-        exit(2);
-    }
-    return p;
-}
-
 static struct kms_attest_ctx *intel_ctx(time_t t)
 {
     struct kms_attest_ctx *ctx = kms_attest_ctx_new();
@@ -96,7 +85,7 @@ static void test_intel_root(void)
 static void test_fixture_quote_verifies(void)
 {
     size_t len;
-    uint8_t *q = load("tdx/quote-v4.bin", &len);
+    uint8_t *q = kms_test_load_fixture("tdx/quote-v4.bin", &len);
     struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
     struct kms_tdx_quote pq;
     struct kms_verified v;
@@ -121,7 +110,7 @@ static void test_fixture_quote_verifies(void)
 static void test_fixture_attestation_verifies(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
     struct kms_verified v;
@@ -149,7 +138,7 @@ out:
 static void test_legacy_pair_verifies(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/quote-report.json", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/quote-report.json", &len);
     json_t *root = json_loadb((const char *)p, len, 0, NULL);
     const char *qhex = json_string_value(json_object_get(root, "quote"));
     const char *log = json_string_value(json_object_get(root, "event_log"));
@@ -181,7 +170,7 @@ out:
 static void test_flips(void)
 {
     size_t len;
-    uint8_t *q = load("tdx/quote-v4.bin", &len);
+    uint8_t *q = kms_test_load_fixture("tdx/quote-v4.bin", &len);
     struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
     struct kms_tdx_quote pq;
     size_t sig_off;
@@ -232,7 +221,7 @@ static void test_flips(void)
 static void test_chain_policy(void)
 {
     size_t len;
-    uint8_t *q = load("tdx/quote-v4.bin", &len);
+    uint8_t *q = kms_test_load_fixture("tdx/quote-v4.bin", &len);
     struct kms_attest_ctx *ctx = kms_attest_ctx_new();
     struct kms_verified v;
     X509 *root = kms_attest_intel_root();
@@ -266,7 +255,7 @@ static void test_chain_policy(void)
 static void test_parse_errors(void)
 {
     size_t len;
-    uint8_t *q = load("tdx/quote-v4.bin", &len);
+    uint8_t *q = kms_test_load_fixture("tdx/quote-v4.bin", &len);
     uint8_t *c = malloc(len + 8);
     struct kms_tdx_quote pq;
     size_t used;
@@ -307,7 +296,7 @@ static void test_parse_errors(void)
 static void test_full_verify_negatives(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
     struct kms_verified v;
@@ -347,7 +336,7 @@ out:
 static void test_gcp_runs_tdx_checks_first(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/attestation-tdx.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/attestation-tdx.bin", &len);
     struct kms_attestation *att = NULL;
     struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
     struct kms_verified v;

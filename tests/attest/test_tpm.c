@@ -4,9 +4,7 @@
  * kms_tpm_verify, with one negative test per check.
  * Usage: test_tpm unit | test_tpm swtpm
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -14,7 +12,6 @@
 #include <openssl/x509.h>
 #include <signal.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,18 +25,8 @@
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
+#include "kmstest_swtpm.h"
 #include "test.h"
-
-static uint8_t *load(const char *rel, size_t *len)
-{
-    uint8_t *p = NULL;
-
-    if (kms_file_read(kms_test_fixture(rel), 1u << 20, &p, len) < 0) {
-        fprintf(stderr, "  cannot read fixture %s: %s\n", rel, kms_err_detail());
-        exit(2);
-    }
-    return p;
-}
 
 static int hex_prefix(const uint8_t *p, size_t n, const char *prefix)
 {
@@ -76,7 +63,7 @@ static void print_hex(const char *label, const uint8_t *p, size_t n)
 static void test_tpms_attest_sample(void)
 {
     size_t len;
-    uint8_t *p = load("tpm/tpms-attest-sample.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tpm/tpms-attest-sample.bin", &len);
     struct kms_tpms_attest a;
     static const uint8_t extra[4] = {0x12, 0x34, 0x56, 0x78};
 
@@ -98,7 +85,7 @@ static void test_tpms_attest_sample(void)
 static void test_tpms_attest_negative(void)
 {
     size_t len;
-    uint8_t *p = load("tpm/tpms-attest-sample.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tpm/tpms-attest-sample.bin", &len);
     uint8_t *b = malloc(len + 1);
     struct kms_tpms_attest a;
 
@@ -130,7 +117,7 @@ static void test_tpms_attest_negative(void)
 static void test_gce_eventlog(void)
 {
     size_t len;
-    uint8_t *p = load("tpm/gce-tcg2-eventlog.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tpm/gce-tcg2-eventlog.bin", &len);
     struct kms_tcg_log log;
     struct kms_tpm_event *ev = NULL;
     size_t n_ev = 0, n2 = 0, dlen = 0;
@@ -204,7 +191,7 @@ static void test_gce_eventlog(void)
 static void test_eventlog_negative(void)
 {
     size_t len;
-    uint8_t *p = load("tpm/gce-tcg2-eventlog.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tpm/gce-tcg2-eventlog.bin", &len);
     uint8_t *b = malloc(len);
     struct kms_tcg_log log;
     size_t first;
@@ -232,7 +219,7 @@ static void test_eventlog_negative(void)
 static void test_ccel(void)
 {
     size_t len;
-    uint8_t *p = load("tdx/ccel.bin", &len);
+    uint8_t *p = kms_test_load_fixture("tdx/ccel.bin", &len);
     struct kms_tcg_log log;
     uint8_t mr[KMS_TCG_MAX_DIGEST];
     size_t dlen = 0;
@@ -311,97 +298,12 @@ static void test_gcp_root(void)
 
 /* ================================================================ swtpm */
 
-static pid_t swtpm_pid = -1;
-static char swtpm_dir[] = "/tmp/kms-swtpm-XXXXXX";
-static char tcti[128];
+static struct kmstest_swtpm g_swtpm;
 
-static int port_free(int port)
+/* swtpm is up once a vTPM context opens on it (kept in *arg). */
+static int vtpm_ready(const char *tcti, void *arg)
 {
-    struct sockaddr_in a;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    int ok;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)port);
-    ok = s >= 0 && bind(s, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (s >= 0)
-        close(s);
-    return ok;
-}
-
-static int pick_port(void)
-{
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-
-    for (int tries = 0; tries < 50; tries++) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        int port;
-
-        memset(&a, 0, sizeof(a));
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-            getsockname(s, (struct sockaddr *)&a, &al) != 0) {
-            if (s >= 0)
-                close(s);
-            continue;
-        }
-        port = ntohs(a.sin_port);
-        close(s);
-        if (port < 65535 && port_free(port + 1))
-            return port;
-    }
-    return -1;
-}
-
-/* Starts swtpm on free ports and waits until the TCTI connects. 0 ok, 77 when swtpm is absent. */
-static int swtpm_start(struct kms_vtpm **t)
-{
-    char server[64], ctrl[64], state[128];
-    int port = pick_port();
-
-    if (system("command -v swtpm >/dev/null 2>&1") != 0)
-        return 77;
-    if (port < 0 || mkdtemp(swtpm_dir) == NULL)
-        return -1;
-    snprintf(server, sizeof(server), "type=tcp,port=%d,bindaddr=127.0.0.1", port);
-    snprintf(ctrl, sizeof(ctrl), "type=tcp,port=%d,bindaddr=127.0.0.1", port + 1);
-    snprintf(state, sizeof(state), "dir=%s", swtpm_dir);
-    snprintf(tcti, sizeof(tcti), "swtpm:host=127.0.0.1,port=%d", port);
-    swtpm_pid = fork();
-    if (swtpm_pid < 0)
-        return -1;
-    if (swtpm_pid == 0) {
-        execlp("swtpm", "swtpm", "socket", "--tpm2", "--server", server, "--ctrl", ctrl,
-               "--flags", "not-need-init,startup-clear", "--tpmstate", state, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100; i++) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-
-        if (kms_vtpm_open(tcti, t) == 0)
-            return 0;
-        nanosleep(&ts, NULL);
-    }
-    fprintf(stderr, "  swtpm did not come up: %s\n", kms_err_detail());
-    return -1;
-}
-
-static void swtpm_stop(void)
-{
-    char cmd[256];
-
-    if (swtpm_pid > 0) {
-        kill(swtpm_pid, SIGTERM);
-        waitpid(swtpm_pid, NULL, 0);
-        swtpm_pid = -1;
-    }
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", swtpm_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "  could not remove %s\n", swtpm_dir);
+    return kms_vtpm_open(tcti, arg) == 0;
 }
 
 static struct kms_vtpm *tpm;
@@ -982,7 +884,7 @@ static void test_swtpm_gcp_ak(void)
 
     kms_vtpm_free(tpm);
     tpm = NULL;
-    CHECK(Tss2_TctiLdr_Initialize(tcti, &tc) == TSS2_RC_SUCCESS);
+    CHECK(Tss2_TctiLdr_Initialize(g_swtpm.tcti, &tc) == TSS2_RC_SUCCESS);
     CHECK(tc != NULL && Esys_Initialize(&e, tc, NULL) == TSS2_RC_SUCCESS);
     if (e != NULL) {
         CHECK(nv_provision(e, 0x01C10003u, tbuf, tlen, tlen) == 0);
@@ -990,7 +892,7 @@ static void test_swtpm_gcp_ak(void)
         Esys_Finalize(&e);
     }
     Tss2_TctiLdr_Finalize(&tc);
-    CHECK_OK(kms_vtpm_open(tcti, &tpm));
+    CHECK_OK(kms_vtpm_open(g_swtpm.tcti, &tpm));
     if (tpm == NULL)
         goto out;
     CHECK_RC(kms_vtpm_load_gcp_ak(tpm, KMS_VTPM_AK_ECC, &cert, &cert_len, NULL), KMS_ERR_STATE);
@@ -1000,7 +902,7 @@ static void test_swtpm_gcp_ak(void)
     /* replace the certificate with the right one */
     kms_vtpm_free(tpm);
     tpm = NULL;
-    CHECK(Tss2_TctiLdr_Initialize(tcti, &tc) == TSS2_RC_SUCCESS);
+    CHECK(Tss2_TctiLdr_Initialize(g_swtpm.tcti, &tc) == TSS2_RC_SUCCESS);
     CHECK(tc != NULL && Esys_Initialize(&e, tc, NULL) == TSS2_RC_SUCCESS);
     if (e != NULL) {
         ESYS_TR nv = ESYS_TR_NONE;
@@ -1013,7 +915,7 @@ static void test_swtpm_gcp_ak(void)
         Esys_Finalize(&e);
     }
     Tss2_TctiLdr_Finalize(&tc);
-    CHECK_OK(kms_vtpm_open(tcti, &tpm));
+    CHECK_OK(kms_vtpm_open(g_swtpm.tcti, &tpm));
     if (tpm == NULL)
         goto out;
     CHECK_OK(kms_vtpm_load_gcp_ak(tpm, KMS_VTPM_AK_ECC, &cert, &cert_len, &loaded));
@@ -1037,14 +939,14 @@ out:
 
 static int run_swtpm(void)
 {
-    int rc = swtpm_start(&tpm);
+    int rc = kmstest_swtpm_start(&g_swtpm, vtpm_ready, &tpm);
 
     if (rc == 77) {
         printf("skip: swtpm not installed\n");
         return 77;
     }
     if (rc != 0) {
-        swtpm_stop();
+        kmstest_swtpm_stop(&g_swtpm);
         fprintf(stderr, "FAIL: cannot start swtpm\n");
         return 1;
     }
@@ -1066,7 +968,7 @@ static int run_swtpm(void)
     X509_free(ca);
     EVP_PKEY_free(ca_key);
     kms_vtpm_free(tpm);
-    swtpm_stop();
+    kmstest_swtpm_stop(&g_swtpm);
     return 0;
 }
 

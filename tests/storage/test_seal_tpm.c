@@ -36,6 +36,7 @@
 #include "common/log.h"
 #include "storage/storage.h"
 #include "storage_testutil.h"
+#include "kmstest_swtpm.h"
 #include "test.h"
 
 #define TEST_PCR 16 /* debug PCR: extendable and resettable from locality 0 */
@@ -77,100 +78,16 @@ static size_t blob_section(const uint8_t *b, size_t n, int k)
 
 /* ---- software TPMs ---- */
 
-struct swtpm {
-    pid_t pid;
-    char dir[64];
-    char tcti[128];
-};
-
-static int port_free(int port)
-{
-    struct sockaddr_in a;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    int ok;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)port);
-    ok = s >= 0 && bind(s, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (s >= 0)
-        close(s);
-    return ok;
-}
-
-static int pick_port(void)
-{
-    for (int tries = 0; tries < 200; tries++) {
-        int port = 20000 + (int)(random() % 40000);
-
-        if (port_free(port) && port_free(port + 1))
-            return port;
-    }
-    return -1;
-}
-
 /* Connects and disconnects (swtpm serves one client at a time). */
-static int tpm_reachable(const char *tcti)
+static int tpm_reachable(const char *tcti, void *arg)
 {
     TSS2_TCTI_CONTEXT *tc = NULL;
 
+    (void)arg;
     if (Tss2_TctiLdr_Initialize(tcti, &tc) != TSS2_RC_SUCCESS)
         return 0;
     Tss2_TctiLdr_Finalize(&tc);
     return 1;
-}
-
-/* 0 ok, 77 when swtpm is not installed, -1 on failure. */
-static int swtpm_start(struct swtpm *t)
-{
-    char server[64], ctrl[64], state[128];
-    int port = pick_port();
-
-    memset(t, 0, sizeof(*t));
-    t->pid = -1;
-    if (system("command -v swtpm >/dev/null 2>&1") != 0)
-        return 77;
-    snprintf(t->dir, sizeof(t->dir), "/tmp/kms-swtpm-XXXXXX");
-    if (port < 0 || mkdtemp(t->dir) == NULL)
-        return -1;
-    snprintf(server, sizeof(server), "type=tcp,port=%d,bindaddr=127.0.0.1", port);
-    snprintf(ctrl, sizeof(ctrl), "type=tcp,port=%d,bindaddr=127.0.0.1", port + 1);
-    snprintf(state, sizeof(state), "dir=%s", t->dir);
-    snprintf(t->tcti, sizeof(t->tcti), "swtpm:host=127.0.0.1,port=%d", port);
-    t->pid = fork();
-    if (t->pid < 0)
-        return -1;
-    if (t->pid == 0) {
-        execlp("swtpm", "swtpm", "socket", "--tpm2", "--server", server, "--ctrl", ctrl, "--flags",
-               "not-need-init,startup-clear", "--tpmstate", state, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100; i++) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-
-        if (tpm_reachable(t->tcti))
-            return 0;
-        nanosleep(&ts, NULL);
-    }
-    fprintf(stderr, "  swtpm did not come up on %s\n", t->tcti);
-    return -1;
-}
-
-static void swtpm_stop(struct swtpm *t)
-{
-    char *d;
-
-    if (t->pid > 0) {
-        kill(t->pid, SIGTERM);
-        waitpid(t->pid, NULL, 0);
-        t->pid = -1;
-    }
-    if (t->dir[0] != '\0') {
-        d = strdup(t->dir);
-        st_tmpdir_free(d);
-        t->dir[0] = '\0';
-    }
 }
 
 /* Extends (extend = 1) or resets (extend = 0) a PCR in all banks, as a changed boot would. */
@@ -403,9 +320,9 @@ static void test_unreachable_tcti(void)
 
 /* ---- swtpm ---- */
 
-static struct swtpm tpm_a, tpm_b;
+static struct kmstest_swtpm tpm_a, tpm_b;
 
-static struct kms_seal_cfg cfg_for(const struct swtpm *t, const char *pcrs)
+static struct kms_seal_cfg cfg_for(const struct kmstest_swtpm *t, const char *pcrs)
 {
     struct kms_seal_cfg c = {.provider = "tpm", .tcti = t->tcti, .pcrs = pcrs};
 
@@ -865,7 +782,7 @@ static void test_bus_encrypted(void)
     uint8_t *b = NULL;
     size_t n = 0, off;
     int port = atoi(strrchr(tpm_a.tcti, '=') + 1);
-    int mine = pick_port();
+    int mine = kmstest_port_pair();
 
     memset(&px, 0, sizeof(px));
     if (mine < 0 || proxy_start(&px, mine, port) != 0) {
@@ -910,16 +827,16 @@ out:
 
 static int run_swtpm(void)
 {
-    int ra = swtpm_start(&tpm_a);
-    int rb = ra == 0 ? swtpm_start(&tpm_b) : ra;
+    int ra = kmstest_swtpm_start(&tpm_a, tpm_reachable, NULL);
+    int rb = ra == 0 ? kmstest_swtpm_start(&tpm_b, tpm_reachable, NULL) : ra;
 
     if (ra == 77) {
         printf("skip: swtpm not installed\n");
         return 77;
     }
     if (ra != 0 || rb != 0) {
-        swtpm_stop(&tpm_a);
-        swtpm_stop(&tpm_b);
+        kmstest_swtpm_stop(&tpm_a);
+        kmstest_swtpm_stop(&tpm_b);
         fprintf(stderr, "FAIL: cannot start swtpm\n");
         kms_test_failures++;
         return 1;
@@ -934,8 +851,8 @@ static int run_swtpm(void)
     RUN(test_kek_not_on_disk);
     RUN(test_bus_encrypted);
     RUN(test_provider_mismatch);
-    swtpm_stop(&tpm_a);
-    swtpm_stop(&tpm_b);
+    kmstest_swtpm_stop(&tpm_a);
+    kmstest_swtpm_stop(&tpm_b);
     return 0;
 }
 
@@ -944,7 +861,6 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "unit";
 
     kms_log_set_level(KMS_LOG_ERROR); /* KEK creation notices */
-    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
     if (strcmp(mode, "swtpm") == 0) {
         if (run_swtpm() == 77)
             return 77;
