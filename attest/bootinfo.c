@@ -25,22 +25,12 @@ void kms_boot_info_free(struct kms_boot_info *bi)
     memset(bi, 0, sizeof(*bi));
 }
 
-static int bytes_dup(struct kms_bytes *dst, const uint8_t *p, size_t n)
-{
-    dst->p = malloc(n > 0 ? n : 1);
-    if (dst->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(dst->p, p, n);
-    dst->len = n;
-    return 0;
-}
-
 static int event_payload(const struct kms_attestation *att, const char *name, struct kms_bytes *dst)
 {
     const struct kms_runtime_event *e = kms_att_find_event(att, name);
 
-    return e != NULL ? bytes_dup(dst, e->payload.p, e->payload.len) : bytes_dup(dst, NULL, 0);
+    return e != NULL ? kms_bytes_dup(dst, e->payload.p, e->payload.len)
+                     : kms_bytes_dup(dst, NULL, 0);
 }
 
 static int sha256_parts(const void *const *parts, const size_t *lens, size_t n, uint8_t out[32])
@@ -78,7 +68,7 @@ static int os_image_hash_from(const char *cfg, struct kms_bytes *out)
                root == NULL ? jerr.text : "wrong type");
     h = json_object_get(root, "os_image_hash");
     if (h == NULL || json_is_null(h)) {
-        KMS_GUARD(bytes_dup(out, NULL, 0));
+        KMS_GUARD(kms_bytes_dup(out, NULL, 0));
         goto out;
     }
     KMS_ENSURE(json_is_string(h), KMS_ERR_ATT_FORMAT, "vm_config os_image_hash is not a string");
@@ -127,7 +117,7 @@ int kms_boot_info_derive(const struct kms_attest_ctx *ctx, const struct kms_atte
 
     /* key-provider is emitted after the keys are fetched, so boot-time MRs never include it */
     if (use_boottime_mr)
-        KMS_GUARD(bytes_dup(&out->key_provider_info, NULL, 0));
+        KMS_GUARD(kms_bytes_dup(&out->key_provider_info, NULL, 0));
     else
         KMS_GUARD(event_payload(att, "key-provider", &out->key_provider_info));
     if (out->key_provider_info.len > 0)
@@ -183,8 +173,8 @@ int kms_boot_info_derive(const struct kms_attest_ctx *ctx, const struct kms_atte
 
         KMS_GUARD(sha256_parts(pcrs, pcr_l, 3, out->mr_system));
         memcpy(out->mr_aggregated, out->mr_system, 32);
-        KMS_GUARD(bytes_dup(&out->compose_hash, out->os_image_hash.p, out->os_image_hash.len));
-        KMS_GUARD(bytes_dup(&out->instance_id, NULL, 0));
+        KMS_GUARD(kms_bytes_dup(&out->compose_hash, out->os_image_hash.p, out->os_image_hash.len));
+        KMS_GUARD(kms_bytes_dup(&out->instance_id, NULL, 0));
         memcpy(module_id, v->module_id, sizeof(module_id));
         module_id[sizeof(module_id) - 1] = '\0';
         KMS_GUARD(sha256(module_id, nitro_raw_device_id_len(module_id, fixed), out->device_id));

@@ -47,17 +47,6 @@ static char *dup_str(const char *s)
     return s != NULL ? strdup(s) : NULL;
 }
 
-static int dup_bytes(struct kms_bytes *dst, const uint8_t *p, size_t n)
-{
-    dst->p = malloc(n > 0 ? n : 1);
-    if (dst->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(dst->p, p, n);
-    dst->len = n;
-    return 0;
-}
-
 /* Days since 1970-01-01 of a proleptic Gregorian date. */
 static long long days_from_civil(long long y, unsigned m, unsigned d)
 {
@@ -285,12 +274,12 @@ int kms_collateral_copy(struct kms_collateral *dst, const struct kms_collateral 
     KMS_GUARD_PTR(dst->tcb_info);
     KMS_GUARD_PTR(dst->qe_identity_issuer_chain);
     KMS_GUARD_PTR(dst->qe_identity);
-    KMS_GUARD(dup_bytes(&dst->root_ca_crl, src->root_ca_crl.p, src->root_ca_crl.len));
-    KMS_GUARD(dup_bytes(&dst->pck_crl, src->pck_crl.p, src->pck_crl.len));
-    KMS_GUARD(dup_bytes(&dst->tcb_info_signature, src->tcb_info_signature.p,
-                        src->tcb_info_signature.len));
-    KMS_GUARD(dup_bytes(&dst->qe_identity_signature, src->qe_identity_signature.p,
-                        src->qe_identity_signature.len));
+    KMS_GUARD(kms_bytes_dup(&dst->root_ca_crl, src->root_ca_crl.p, src->root_ca_crl.len));
+    KMS_GUARD(kms_bytes_dup(&dst->pck_crl, src->pck_crl.p, src->pck_crl.len));
+    KMS_GUARD(kms_bytes_dup(&dst->tcb_info_signature, src->tcb_info_signature.p,
+                            src->tcb_info_signature.len));
+    KMS_GUARD(kms_bytes_dup(&dst->qe_identity_signature, src->qe_identity_signature.p,
+                            src->qe_identity_signature.len));
 out:
     if (rc < 0)
         kms_collateral_clear(dst);
@@ -317,7 +306,7 @@ static int crl_to_der(const uint8_t *p, size_t n, const char *what, struct kms_b
         KMS_ENSURE(crl != NULL, KMS_ERR_ATT_COLLATERAL, "%s is not a PEM CRL", what);
         der_len = i2d_X509_CRL(crl, &der);
         KMS_ENSURE(der_len > 0, KMS_ERR_CRYPTO, "cannot encode %s", what);
-        KMS_GUARD(dup_bytes(out, der, (size_t)der_len));
+        KMS_GUARD(kms_bytes_dup(out, der, (size_t)der_len));
     } else if (p[0] != 0x30) {
         char *s = strndup((const char *)p, n);
         uint8_t *bin = NULL;
@@ -335,7 +324,7 @@ static int crl_to_der(const uint8_t *p, size_t n, const char *what, struct kms_b
         out->p = bin;
         out->len = blen;
     } else {
-        KMS_GUARD(dup_bytes(out, p, n));
+        KMS_GUARD(kms_bytes_dup(out, p, n));
     }
 out:
     OPENSSL_free(der);
@@ -377,7 +366,7 @@ static int json_bytes(json_t *o, const char *key, int crl, struct kms_bytes *out
         if (crl) {
             KMS_GUARD(crl_to_der(b.data, b.len, key, out));
         } else {
-            KMS_GUARD(dup_bytes(out, b.data, b.len));
+            KMS_GUARD(kms_bytes_dup(out, b.data, b.len));
         }
     } else {
         rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "collateral \"%s\" must be hex or a byte array",

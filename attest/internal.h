@@ -117,6 +117,10 @@ int kms_aia_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind ki
                          STACK_OF(X509) *intermediates, const char *what, int *is_sim);
 /* ---- end aia ---- */
 
+/* dst = a malloc'd copy of the n bytes at p (at least 1 byte allocated, so p may be NULL when
+ * n == 0); KMS_ERR_NOMEM. dst is overwritten, not freed (scale.c). */
+int kms_bytes_dup(struct kms_bytes *dst, const void *p, size_t n);
+
 /* ---- simulation files (sim_files.c) ----
  * Keys and certificates of the simulated TEEs (sim.c, sim_nitro.c, platform.c sim-gcp,
  * collateral_sim.c) in their directory: PEM files written atomically (keys 0600), read with a

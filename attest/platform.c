@@ -157,17 +157,6 @@ static const struct kms_simf_pair gcp_root = {
 
 /* ---------------------------------------------------------------- sim GCP vTPM quote */
 
-static int bytes_set(struct kms_bytes *b, const uint8_t *p, size_t n)
-{
-    b->p = malloc(n > 0 ? n : 1);
-    if (b->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(b->p, p, n);
-    b->len = n;
-    return 0;
-}
-
 static void extend256(uint8_t pcr[32], const uint8_t digest[32])
 {
     uint8_t cat[64];
@@ -199,7 +188,7 @@ static int sim_firmware_log(const uint8_t uki[32], struct kms_tpm_quote *q, uint
     KMS_GUARD_PTR(q->events);
     for (size_t i = 0; i < 6; i++) {
         q->events[i].pcr_index = idx[i];
-        KMS_GUARD(bytes_set(&q->events[i].digest, d[i], 32));
+        KMS_GUARD(kms_bytes_dup(&q->events[i].digest, d[i], 32));
         q->n_events = i + 1;
         extend256(idx[i] == 0 ? pcr0 : pcr2, d[i]);
     }
@@ -322,11 +311,11 @@ int kms_sim_gcp_tpm_quote(const char *sim_dir, const uint8_t *qd, size_t qd_len,
         q->pcrs[i].index = index[i];
         q->pcrs[i].algorithm = strdup("sha256");
         KMS_GUARD_PTR(q->pcrs[i].algorithm);
-        KMS_GUARD(bytes_set(&q->pcrs[i].value, pcr[i], 32));
+        KMS_GUARD(kms_bytes_dup(&q->pcrs[i].value, pcr[i], 32));
         q->n_pcrs = i + 1;
     }
-    KMS_GUARD(bytes_set(&q->message, msg.data, msg.len));
-    KMS_GUARD(bytes_set(&q->signature, sig.data, sig.len));
+    KMS_GUARD(kms_bytes_dup(&q->message, msg.data, msg.len));
+    KMS_GUARD(kms_bytes_dup(&q->signature, sig.data, sig.len));
     q->platform = 1; /* gcp */
 out:
     if (rc < 0)
@@ -501,8 +490,8 @@ static int add_tdx_event(struct kms_attestation *att, uint32_t imr, uint32_t typ
     KMS_ENSURE(att->n_tdx_events < KMS_ATT_MAX_EVENTS * 8u, KMS_ERR_TOOBIG, "too many TDX events");
     e.imr = imr;
     e.event_type = type;
-    KMS_GUARD(bytes_set(&e.digest, digest, dlen));
-    KMS_GUARD(bytes_set(&e.payload, payload, plen));
+    KMS_GUARD(kms_bytes_dup(&e.digest, digest, dlen));
+    KMS_GUARD(kms_bytes_dup(&e.payload, payload, plen));
     e.event = strdup(name);
     KMS_GUARD_PTR(e.event);
     ev = realloc(att->tdx_events, (att->n_tdx_events + 1) * sizeof(*ev));

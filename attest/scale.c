@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attest/attest.h"
+#include "attest/internal.h"
 #include "common/buf.h"
 
 const char *kms_att_mode_name(enum kms_att_mode m)
@@ -61,6 +61,17 @@ void kms_att_free(struct kms_attestation *att)
     free(att->events);
     free(att->config);
     free(att);
+}
+
+int kms_bytes_dup(struct kms_bytes *dst, const void *p, size_t n)
+{
+    dst->p = malloc(n > 0 ? n : 1);
+    if (dst->p == NULL)
+        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
+    if (n > 0)
+        memcpy(dst->p, p, n);
+    dst->len = n;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- SCALE primitives (attest.h) */
@@ -125,13 +136,7 @@ int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what,
 
     if (rc < 0)
         return rc;
-    out->p = malloc(n > 0 ? n : 1);
-    if (out->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(out->p, p, n);
-    out->len = n;
-    return 0;
+    return kms_bytes_dup(out, p, n);
 }
 
 /* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF); NUL is rejected

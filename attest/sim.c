@@ -543,17 +543,6 @@ static void sim_default(const char *tag, uint8_t out[48])
     SHA384((const uint8_t *)tag, strlen(tag), out);
 }
 
-static int dup_bytes(struct kms_bytes *dst, const uint8_t *p, size_t n)
-{
-    dst->p = malloc(n > 0 ? n : 1);
-    if (dst->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    if (n > 0)
-        memcpy(dst->p, p, n);
-    dst->len = n;
-    return 0;
-}
-
 int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements *m,
                    const uint8_t report_data[64], const struct kms_runtime_event *events,
                    size_t n_events, const char *config, struct kms_attestation **out)
@@ -621,10 +610,10 @@ int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements 
         te->event_type = KMS_EVENT_TYPE_RUNTIME;
         kms_att_event_digest(1, events[i].event, events[i].payload.p, events[i].payload.len,
                              digest);
-        KMS_GUARD(dup_bytes(&te->digest, digest, sizeof(digest)));
+        KMS_GUARD(kms_bytes_dup(&te->digest, digest, sizeof(digest)));
         te->event = strdup(events[i].event);
         KMS_GUARD_PTR(te->event);
-        KMS_GUARD(dup_bytes(&te->payload, events[i].payload.p, events[i].payload.len));
+        KMS_GUARD(kms_bytes_dup(&te->payload, events[i].payload.p, events[i].payload.len));
         KMS_GUARD(kms_att_add_runtime_event(att, events[i].event, events[i].payload.p,
                                             events[i].payload.len));
     }

@@ -268,16 +268,6 @@ out:
     return rc;
 }
 
-static int dup_bytes(struct kms_bytes *b, const void *p, size_t n)
-{
-    b->p = malloc(n > 0 ? n : 1);
-    if (b->p == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    memcpy(b->p, p, n);
-    b->len = n;
-    return 0;
-}
-
 int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
                    struct kms_tpm_quote *out)
 {
@@ -324,8 +314,8 @@ int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
                VTPM_QUOTE_TRIES);
     TSS_GUARD(Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &sig_len),
               "marshalling TPMT_SIGNATURE");
-    KMS_GUARD(dup_bytes(&out->message, quoted->attestationData, quoted->size));
-    KMS_GUARD(dup_bytes(&out->signature, sigbuf, sig_len));
+    KMS_GUARD(kms_bytes_dup(&out->message, quoted->attestationData, quoted->size));
+    KMS_GUARD(kms_bytes_dup(&out->signature, sigbuf, sig_len));
     out->pcrs = calloc(3, sizeof(*out->pcrs));
     KMS_GUARD_PTR(out->pcrs);
     out->n_pcrs = 3;
@@ -333,7 +323,7 @@ int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
         out->pcrs[i].index = policy_pcrs[i];
         out->pcrs[i].algorithm = strdup("sha256");
         KMS_GUARD_PTR(out->pcrs[i].algorithm);
-        KMS_GUARD(dup_bytes(&out->pcrs[i].value, vals[i], 32));
+        KMS_GUARD(kms_bytes_dup(&out->pcrs[i].value, vals[i], 32));
     }
     out->platform = 1;
 out:
