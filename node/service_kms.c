@@ -44,6 +44,10 @@ static int verify_caller(struct kms_node *n, X509 *cert, struct caller *c)
     c->cert_present = 1;
     KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
                "client certificate is not issued by this KMS's temp CA");
+    /* As the reference's TLS layer would: the certificate must be within its validity. */
+    KMS_ENSURE(X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
+                   X509_cmp_current_time(X509_get0_notAfter(cert)) > 0,
+               KMS_ERR_ATT_EXPIRED, "client certificate is expired or not yet valid");
     rc = kms_ratls_get_attestation(cert, &c->att);
     if (rc == KMS_ERR_ATT_NONE) {
         rc = 0;

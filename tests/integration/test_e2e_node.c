@@ -27,7 +27,7 @@ static struct kms_sim *g_simh;
 
 /* ---- the app client with controllable evidence */
 
-enum tamper { T_NONE, T_UNBOUND, T_QUOTE, T_QE, T_PCK };
+enum tamper { T_NONE, T_UNBOUND, T_QUOTE, T_QE, T_PCK, T_EXPIRED };
 
 struct app {
     uint8_t app_id[20];
@@ -119,7 +119,38 @@ static int get_app_key(const char *url, struct app *a, int no_cert, int foreign_
         EVP_PKEY_free(k);
         X509_free(c);
     }
-    if (!no_cert) {
+    if (!no_cert && a->t == T_EXPIRED) {
+        /* A genuine RA-TLS certificate from the temp CA, but outside its validity. */
+        EVP_PKEY *k = NULL, *cak = NULL;
+        X509 *ca = NULL, *c = NULL;
+        struct kms_attestation *att = NULL;
+        struct kms_cert_params p;
+        uint8_t rd[64];
+
+        memset(&p, 0, sizeof(p));
+        a->t = T_NONE;
+        CHECK_OK(kms_p256_generate(&k));
+        CHECK_OK(kms_report_data_for_pkey(k, rd));
+        CHECK_OK(app_attest(a, rd, &att));
+        CHECK_OK(kms_cert_from_pem(tc, &ca));
+        CHECK_OK(kms_pkey_from_pem(tk, &cak));
+        p.cn = "RA-TLS TEMP Cert";
+        p.path_len = -1;
+        p.att = att;
+        p.not_before = time(NULL) - 7200;
+        p.not_after = time(NULL) - 3600;
+        CHECK_OK(kms_cert_issue(&p, k, cak, ca, &c));
+        CHECK_OK(kms_cert_to_pem(c, &ra.cert_pem));
+        CHECK_OK(kms_pkey_to_pem(k, &ra.key_pem));
+        a->t = T_EXPIRED;
+        o.client_cert_pem = ra.cert_pem;
+        o.client_key_pem = ra.key_pem;
+        kms_att_free(att);
+        EVP_PKEY_free(k);
+        EVP_PKEY_free(cak);
+        X509_free(ca);
+        X509_free(c);
+    } else if (!no_cert) {
         rc = kms_ra_identity_new(tc, tk, app_attest, a, &ra);
         if (rc < 0)
             goto out;
@@ -287,6 +318,8 @@ static void test_node_webhook(void)
     expect_refused(get_app_key(url, &a, 0, 0, &resp), "QE report signature does not verify");
     a.t = T_PCK;
     expect_refused(get_app_key(url, &a, 0, 0, &resp), "PCK chain");
+    a.t = T_EXPIRED;
+    expect_refused(get_app_key(url, &a, 0, 0, &resp), "client certificate is expired or not yet valid");
     a.t = T_NONE;
 
     hook_mode = 1;
