@@ -10,6 +10,7 @@
  * answer at most KMS_AIA_MAX_CERT bytes. Certificates that completed a verified chain are
  * cached per URL, bounded in count and by min(notAfter, max age) on the wall clock.
  */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -27,8 +28,13 @@
 #define AIA_DETAIL_MAX 1024
 #define AIA_NAME_MAX 160
 
+#define AIA_MAX_HOSTS 8
+#define AIA_MAX_HOST_LEN 253
+
 struct kms_aia {
     struct kms_aia_opts o;
+    char hosts[AIA_MAX_HOSTS][AIA_MAX_HOST_LEN + 1]; /* allowed host suffixes; none = any */
+    size_t n_hosts;
     struct kms_lru *cache; /* key SHA-256(url), value X509* */
     pthread_mutex_t mu;    /* guards st */
     struct kms_aia_stats st;
@@ -145,10 +151,80 @@ int kms_aia_url_allowed(const char *url)
     return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
 }
 
+/* Host part of an http(s) URL (lowercased into host). 0 when it has userinfo or is empty. */
+static int url_host(const char *url, char *host, size_t cap)
+{
+    const char *p = strstr(url, "://");
+    size_t n = 0;
+
+    if (p == NULL)
+        return 0;
+    p += 3;
+    while (p[n] != '\0' && p[n] != '/' && p[n] != ':' && p[n] != '?' && p[n] != '#') {
+        if (p[n] == '@' || n + 1 >= cap)
+            return 0;
+        host[n] = (char)tolower((unsigned char)p[n]);
+        n++;
+    }
+    host[n] = '\0';
+    return n > 0;
+}
+
+/* With an allow-list, the URL's host must equal an entry or end with "." + entry. */
+static int host_allowed(const struct kms_aia *a, const char *url)
+{
+    char host[AIA_MAX_HOST_LEN + 1];
+    size_t hl;
+
+    if (a->n_hosts == 0)
+        return 1;
+    if (!url_host(url, host, sizeof(host)))
+        return 0;
+    hl = strlen(host);
+    for (size_t i = 0; i < a->n_hosts; i++) {
+        size_t sl = strlen(a->hosts[i]);
+
+        if (hl == sl && strcmp(host, a->hosts[i]) == 0)
+            return 1;
+        if (hl > sl && host[hl - sl - 1] == '.' && strcmp(host + hl - sl, a->hosts[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes,
+                                 size_t n)
+{
+    struct kms_aia *a = ctx->aia;
+
+    if (a == NULL)
+        return kms_err_set(KMS_ERR_STATE, "AIA fetching is off: enable it before its host list");
+    if (n > AIA_MAX_HOSTS)
+        return kms_err_set(KMS_ERR_TOOBIG, "at most %d AIA hosts", AIA_MAX_HOSTS);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = suffixes[i] != NULL ? strlen(suffixes[i]) : 0;
+
+        if (l == 0 || l > AIA_MAX_HOST_LEN ||
+            strspn(suffixes[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != l ||
+            suffixes[i][0] == '.')
+            return kms_err_set(KMS_ERR_INVAL, "AIA host '%s' is not a DNS name or suffix",
+                               suffixes[i] != NULL ? suffixes[i] : "");
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(suffixes[i]);
+
+        for (size_t j = 0; j <= l; j++)
+            a->hosts[i][j] = (char)tolower((unsigned char)suffixes[i][j]);
+    }
+    a->n_hosts = n;
+    return 0;
+}
+
 /* The first caIssuers URI of cert that kms_aia_url_allowed accepts (copied into url), else
  * *refused receives the first caIssuers URI present (printable part, for the message).
  * Returns 1 when url was filled. */
-static int ca_issuers_url(X509 *cert, char *url, size_t cap, char *refused, size_t rcap)
+static int ca_issuers_url(const struct kms_aia *a, X509 *cert, char *url, size_t cap,
+                          char *refused, size_t rcap)
 {
     AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(cert, NID_info_access, NULL, NULL);
     int found = 0;
@@ -170,7 +246,8 @@ static int ca_issuers_url(X509 *cert, char *url, size_t cap, char *refused, size
         memcpy(tmp, ASN1_STRING_get0_data(s), len);
         tmp[len] = '\0';
         /* an embedded NUL or an over-long URL fails the check below */
-        if ((size_t)ASN1_STRING_length(s) == strlen(tmp) && kms_aia_url_allowed(tmp)) {
+        if ((size_t)ASN1_STRING_length(s) == strlen(tmp) && kms_aia_url_allowed(tmp) &&
+            host_allowed(a, tmp)) {
             snprintf(url, cap, "%s", tmp);
             found = 1;
         } else if (refused[0] == '\0') {
@@ -419,10 +496,10 @@ int kms_aia_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind ki
                    "%s; AIA: no pinned root reached after %d issuer fetches (limit), path ends at "
                    "%s",
                    base, hop, subj);
-        if (!ca_issuers_url(top, url, sizeof(url), refused, sizeof(refused))) {
+        if (!ca_issuers_url(a, top, url, sizeof(url), refused, sizeof(refused))) {
             KMS_ENSURE(refused[0] == '\0', KMS_ERR_ATT_CHAIN,
                        "%s; AIA: refused to fetch the issuer of %s from %s: only http and https "
-                       "caIssuers URLs are followed",
+                       "caIssuers URLs on the allowed hosts are followed",
                        base, subj, refused);
             rc = kms_err_set(KMS_ERR_ATT_CHAIN,
                              "%s; AIA: %s carries no caIssuers URL to fetch its issuer from", base,

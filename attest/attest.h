@@ -817,6 +817,11 @@ KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_
  * Off by default. Call at configuration time, not concurrently with verification. Errors:
  * KMS_ERR_INVAL (timeout outside 0..600000 ms), KMS_ERR_NOMEM. */
 KMS_WUR int kms_attest_ctx_set_aia_fetch(struct kms_attest_ctx *ctx, int enabled, long timeout_ms);
+/* Restricts fetching to URLs whose host is one of suffixes or a subdomain of one (DNS names,
+ * at most 8; n = 0 allows any host) so client evidence cannot point the node at arbitrary
+ * hosts. Call after enabling fetching (else KMS_ERR_STATE); KMS_ERR_INVAL for a bad name. */
+KMS_WUR int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes,
+                                         size_t n);
 /* ================================================================ end AIA */
 
 #endif

@@ -23,6 +23,7 @@ int kms_cli_attest(int argc, char **argv);
 static const char attest_usage[] =
     "Usage: kmsctl attest verify --evidence FILE [--time UNIX_SECONDS] [--json]\n"
     "                            [--sim-dir DIR --insecure-sim] [--nitro-device-id quirk|fixed]\n"
+    "                            [--aia-fetch on|off] [--aia-host SUFFIX]\n"
     "\n"
     "Verifies evidence with the production verifiers and the embedded roots (Intel SGX Root CA,\n"
     "AWS Nitro Enclaves Root G1, Google EK/AK CA Root) and prints the verified report (mode,\n"
@@ -35,6 +36,9 @@ static const char attest_usage[] =
     "  --json             print JSON instead of text\n"
     "  --sim-dir DIR      also trust the simulation roots in DIR; requires --insecure-sim\n"
     "  --nitro-device-id  quirk (default, the reference's sha256(\"i\")) or fixed\n"
+    "  --aia-fetch on|off GCP vTPM: fetch the AK certificate's issuer from its AIA caIssuers URL\n"
+    "                     (default on; off with --insecure-sim)\n"
+    "  --aia-host SUFFIX  hosts that fetching may contact (default googleapis.com)\n"
     "\n"
     "Exit status 0 only when everything verified; 1 with the failing check otherwise; 2 for\n"
     "usage errors.\n";
@@ -250,10 +254,13 @@ static int verify_cmd(int argc, char **argv)
                                          {"sim-dir", required_argument, NULL, 's'},
                                          {"insecure-sim", no_argument, NULL, 'I'},
                                          {"nitro-device-id", required_argument, NULL, 'n'},
+                                         {"aia-fetch", required_argument, NULL, 'a'},
+                                         {"aia-host", required_argument, NULL, 'H'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *path = NULL, *sim_dir = NULL;
-    int json = 0, insecure = 0, fixed = 0, c;
+    int json = 0, insecure = 0, fixed = 0, aia = -1, c;
+    const char *aia_host = "googleapis.com";
     long long t = 0;
     char *end;
     uint8_t *buf = NULL;
@@ -301,6 +308,16 @@ static int verify_cmd(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'a':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "kmsctl: --aia-fetch must be on or off\n");
+                return 2;
+            }
+            aia = strcmp(optarg, "on") == 0;
+            break;
+        case 'H':
+            aia_host = optarg;
+            break;
         case 'h':
             fputs(attest_usage, stdout);
             return 0;
@@ -339,6 +356,11 @@ static int verify_cmd(int argc, char **argv)
         KMS_GUARD(kms_platform_add_sim_roots(sim_dir, ctx));
     kms_attest_ctx_set_time(ctx, (time_t)t);
     kms_attest_ctx_set_nitro_device_id_fixed(ctx, fixed);
+    /* As kmsd: real GCP evidence lacks the AK intermediate, so fetch it (from allowed hosts). */
+    if (aia == 1 || (aia == -1 && !insecure)) {
+        KMS_GUARD(kms_attest_ctx_set_aia_fetch(ctx, 1, 0));
+        KMS_GUARD(kms_attest_ctx_set_aia_hosts(ctx, &aia_host, 1));
+    }
 
     KMS_GUARD(kms_file_read(path, EVIDENCE_MAX, &buf, &len));
     KMS_GUARD(load_evidence(buf, len, &kind, &att));

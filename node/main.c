@@ -59,6 +59,9 @@ static const char usage_text[] =
     "                           Intermediate, not in the evidence) from its AIA caIssuers URL\n"
     "                           (http/https, 5 s, 3 hops, cached); the anchor stays the pinned\n"
     "                           Google root (default on; off with --insecure-sim)\n"
+    "  --aia-host SUFFIX        hosts AIA fetching may contact: SUFFIX or its subdomains\n"
+    "                           (repeatable, at most 8; default googleapis.com)\n"
+    "  --gcp-root FILE          GCP vTPM AK roots (PEM; default: embedded Google EK/AK CA Root)\n"
     "  --auth dev|webhook|eth   authorization backend (default dev)\n"
     "  --auth-url URL           auth-api base URL for --auth webhook\n"
     "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
@@ -110,7 +113,7 @@ enum {
     OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
     OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
-    OPT_AIA_FETCH, /* aia */
+    OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, /* aia */
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
         {"pccs-url", required_argument, NULL, OPT_PCCS_URL},               /* collateral */
         {"collateral-file", required_argument, NULL, OPT_COLLATERAL_FILE}, /* collateral */
         {"aia-fetch", required_argument, NULL, OPT_AIA_FETCH},             /* aia */
+        {"aia-host", required_argument, NULL, OPT_AIA_HOST},
+        {"gcp-root", required_argument, NULL, OPT_GCP_ROOT},
         {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
@@ -240,6 +245,14 @@ int main(int argc, char **argv)
             }
             cfg.aia_fetch = optarg;
             break;
+        case OPT_AIA_HOST:
+            if (cfg.n_aia_hosts >= 8) {
+                fprintf(stderr, "kmsd: at most 8 --aia-host options\n");
+                return 2;
+            }
+            cfg.aia_hosts[cfg.n_aia_hosts++] = optarg;
+            break;
+        case OPT_GCP_ROOT: cfg.gcp_root = optarg; break;
         /* ---- end --auth eth ---- */
         case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;

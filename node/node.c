@@ -417,7 +417,14 @@ static int setup_attest_ctx(struct kms_node *n)
     }
     /* ---- aia: the AK intermediate is not in GCP evidence; a dev node stays offline ---- */
     if (n->cfg.aia_fetch != NULL ? strcmp(n->cfg.aia_fetch, "on") == 0 : !n->cfg.insecure_sim) {
+        static const char *const google[] = {"googleapis.com"};
+
         KMS_GUARD(kms_attest_ctx_set_aia_fetch(n->actx, 1, 0));
+        /* Only from the allowed hosts: the URL comes from not-yet-trusted client evidence. */
+        if (n->cfg.n_aia_hosts > 0)
+            KMS_GUARD(kms_attest_ctx_set_aia_hosts(n->actx, n->cfg.aia_hosts, n->cfg.n_aia_hosts));
+        else
+            KMS_GUARD(kms_attest_ctx_set_aia_hosts(n->actx, google, 1));
         KMS_INFO("GCP AK certificates: issuers fetched through AIA caIssuers when needed");
     }
     /* ---- end aia ---- */
@@ -443,10 +450,6 @@ static int setup_attest_ctx(struct kms_node *n)
         snprintf(path, sizeof(path), "%s/sim-nitro-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_NITRO, path, 1));
-        /* evidence: simulated GCP vTPM root, when a sim-gcp client or node created it */
-        snprintf(path, sizeof(path), "%s/sim-gcp-root.pem", n->cfg.sim_dir);
-        if (kms_file_exists(path))
-            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, path, 1));
         /* evidence: simulated GCP vTPM root, when a sim-gcp client or node created it */
         snprintf(path, sizeof(path), "%s/sim-gcp-root.pem", n->cfg.sim_dir);
         if (kms_file_exists(path))

@@ -70,6 +70,8 @@ struct kms_node_cfg {
     /* ---- end collateral ---- */
     /* ---- aia (owner: aia): GCP AK intermediates fetched through AIA caIssuers ---- */
     const char *aia_fetch; /* --aia-fetch on|off (NULL: on, off with --insecure-sim) */
+    const char *aia_hosts[8]; /* --aia-host SUFFIX (repeatable; default googleapis.com) */
+    size_t n_aia_hosts;
     /* ---- end aia ---- */
 };
 

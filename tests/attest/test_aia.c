@@ -558,7 +558,7 @@ static void test_refused_schemes(void)
     for (int i = 0; i < 3; i++) {
         leaf = ak_leaf(urls[i]);
         CHECK_RC(verify_leaf(c, leaf), KMS_ERR_ATT_CHAIN);
-        CHECK_DETAIL("only http and https caIssuers URLs are followed");
+        CHECK_DETAIL("only http and https caIssuers URLs on the allowed hosts are followed");
         CHECK_DETAIL(urls[i]);
         X509_free(leaf);
     }
@@ -577,6 +577,45 @@ static void test_refused_schemes(void)
 
 /* The fetched certificate is untrusted: a forged intermediate (same name, own key) served at
  * the URL, self-signed or under an unpinned root that is fetched too, never becomes an anchor. */
+/* A host allow-list: URLs on other hosts (including look-alike suffixes) are refused without
+ * a request; the listed host (or a subdomain of a listed suffix) is fetched. */
+static void test_host_allow_list(void)
+{
+    struct kms_attest_ctx *c = ctx_aia(2000, 1);
+    const char *google[] = {"googleapis.com"};
+    const char *local[] = {"127.0.0.1"};
+    const char *bad[] = {".googleapis.com"};
+    const int before = total_requests();
+    char url[128];
+    X509 *leaf;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/e2e/inter.crt", srv.port);
+    leaf = ak_leaf(url);
+    CHECK_OK(kms_attest_ctx_set_aia_hosts(c, google, 1));
+    CHECK_RC(verify_leaf(c, leaf), KMS_ERR_ATT_CHAIN);
+    CHECK_DETAIL("on the allowed hosts");
+    CHECK(total_requests() == before);
+    X509_free(leaf);
+    leaf = ak_leaf("http://evil-googleapis.com/inter.crt");
+    CHECK_RC(verify_leaf(c, leaf), KMS_ERR_ATT_CHAIN);
+    CHECK_DETAIL("on the allowed hosts");
+    X509_free(leaf);
+    leaf = ak_leaf("http://user@x.googleapis.com/inter.crt");
+    CHECK_RC(verify_leaf(c, leaf), KMS_ERR_ATT_CHAIN);
+    CHECK_DETAIL("on the allowed hosts");
+    X509_free(leaf);
+    CHECK(total_requests() == before);
+    CHECK_RC(kms_attest_ctx_set_aia_hosts(c, bad, 1), KMS_ERR_INVAL);
+    CHECK_OK(kms_attest_ctx_set_aia_hosts(c, local, 1));
+    leaf = ak_leaf(url);
+    CHECK_OK(verify_leaf(c, leaf));
+    X509_free(leaf);
+    kms_attest_ctx_free(c);
+    c = kms_attest_ctx_new();
+    CHECK_RC(kms_attest_ctx_set_aia_hosts(c, local, 1), KMS_ERR_STATE);
+    kms_attest_ctx_free(c);
+}
+
 static void test_forged_intermediate(void)
 {
     struct kms_attest_ctx *c = ctx_aia(2000, 1);
@@ -804,6 +843,7 @@ int main(void)
     RUN(test_slow_server);
     RUN(test_bad_answers);
     RUN(test_refused_schemes);
+    RUN(test_host_allow_list);
     RUN(test_forged_intermediate);
     RUN(test_hop_limit);
     RUN(test_expired_intermediate);
