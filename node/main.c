@@ -62,6 +62,9 @@ static const char usage_text[] =
     "  --aia-host SUFFIX        hosts AIA fetching may contact: SUFFIX or its subdomains\n"
     "                           (repeatable, at most 8; default googleapis.com)\n"
     "  --gcp-root FILE          GCP vTPM AK roots (PEM; default: embedded Google EK/AK CA Root)\n"
+    "  --gcp-pcr0 HEX|any       GCP: allowed TPM PCR0 (firmware) values, checked with the UKI\n"
+    "                           (third PCR2 event) == os_image_hash before authorization\n"
+    "                           (repeatable; default the reference's GCP OVMF v2 value)\n"
     "  --auth dev|webhook|eth   authorization backend (default dev)\n"
     "  --auth-url URL           auth-api base URL for --auth webhook\n"
     "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
@@ -113,7 +116,7 @@ enum {
     OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
     OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
-    OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, /* aia */
+    OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, OPT_GCP_PCR0, /* aia, gcp image */
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -172,6 +175,7 @@ int main(int argc, char **argv)
         {"aia-fetch", required_argument, NULL, OPT_AIA_FETCH},             /* aia */
         {"aia-host", required_argument, NULL, OPT_AIA_HOST},
         {"gcp-root", required_argument, NULL, OPT_GCP_ROOT},
+        {"gcp-pcr0", required_argument, NULL, OPT_GCP_PCR0},
         {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
         {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
         {"seal", required_argument, NULL, OPT_SEAL},
@@ -253,6 +257,19 @@ int main(int argc, char **argv)
             cfg.aia_hosts[cfg.n_aia_hosts++] = optarg;
             break;
         case OPT_GCP_ROOT: cfg.gcp_root = optarg; break;
+        case OPT_GCP_PCR0:
+            if (strcmp(optarg, "any") == 0) {
+                cfg.gcp_pcr0_any = 1;
+            } else if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdefABCDEF") != 64) {
+                fprintf(stderr, "kmsd: --gcp-pcr0 must be 64 hex digits or any\n");
+                return 2;
+            } else if (cfg.n_gcp_pcr0 >= 8) {
+                fprintf(stderr, "kmsd: at most 8 --gcp-pcr0 values\n");
+                return 2;
+            } else {
+                cfg.gcp_pcr0[cfg.n_gcp_pcr0++] = optarg;
+            }
+            break;
         /* ---- end --auth eth ---- */
         case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
         case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;

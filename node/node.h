@@ -72,6 +72,9 @@ struct kms_node_cfg {
     const char *aia_fetch; /* --aia-fetch on|off (NULL: on, off with --insecure-sim) */
     const char *aia_hosts[8]; /* --aia-host SUFFIX (repeatable; default googleapis.com) */
     size_t n_aia_hosts;
+    const char *gcp_pcr0[8]; /* --gcp-pcr0 HEX (repeatable; default the reference's OVMF v2) */
+    size_t n_gcp_pcr0;
+    int gcp_pcr0_any;        /* --gcp-pcr0 any */
     /* ---- end aia ---- */
 };
 
@@ -175,7 +178,8 @@ KMS_WUR int kms_node_self_authorize(struct kms_node *n);
 /* KMS_ERR_DENIED when self-authorization refused this node. */
 KMS_WUR int kms_node_require_serving(struct kms_node *n);
 /* Nitro: os_image_hash must equal sha256(PCR0||PCR1||PCR2) (KMS_ERR_ATT_IMAGE). */
-KMS_WUR int kms_node_check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v);
+KMS_WUR int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestation *att,
+                                    const struct kms_boot_info *bi, const struct kms_verified *v);
 /* BootInfo of a verified attestation, OS-image check, then bootAuth/kms (is_kms) or
  * bootAuth/app; "Boot denied: <reason>" (KMS_ERR_DENIED) on refusal. bi is filled (caller
  * frees with kms_boot_info_free, also on error); res has the gateway app id. */

@@ -4,6 +4,7 @@
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "common/buf.h"
@@ -86,11 +87,55 @@ int kms_node_require_serving(struct kms_node *n)
 }
 
 /* OS-image check before authorization (DESIGN.md §3): Nitro PCRs must match the claimed hash. */
-int kms_node_check_os_image(const struct kms_boot_info *bi, const struct kms_verified *v)
+/* GCP (reference verify_os_image_hash_for_gcp_tdx): the third PCR2 event (bound by the PCR2
+ * replay the TPM verifier did) is the UKI whose hash is os_image_hash; PCR0 must be an allowed
+ * firmware measurement (simulated evidence has no real firmware: PCR0 is not checked there). */
+static int check_gcp_image(const struct kms_node *n, const struct kms_attestation *att,
+                           const struct kms_boot_info *bi, const struct kms_verified *v)
+{
+    static const char gcp_ovmf_v2[] =
+        "0cca9ec161b09288802e5a112255d21340ed5b797f5fe29cecccfd8f67b9f802";
+    const struct kms_tpm_event *uki = NULL;
+    size_t seen = 0;
+    char pcr0[65];
+
+    for (size_t i = 0; i < att->tpm.n_events && uki == NULL; i++) {
+        if (att->tpm.events[i].pcr_index == 2 && ++seen == 3)
+            uki = &att->tpm.events[i];
+    }
+    if (uki == NULL || uki->digest.len != 32 || bi->os_image_hash.len != 32 ||
+        memcmp(uki->digest.p, bi->os_image_hash.p, 32) != 0)
+        return kms_err_set(KMS_ERR_ATT_IMAGE,
+                           "OS image hash mismatch: vm_config os_image_hash is not the UKI "
+                           "measured as the third PCR2 event");
+    if (v->sim || n->cfg.gcp_pcr0_any)
+        return 0;
+    kms_hex_encode(v->pcr[0], 32, pcr0);
+    if (n->cfg.n_gcp_pcr0 == 0)
+        return strcmp(pcr0, gcp_ovmf_v2) == 0
+                   ? 0
+                   : kms_err_set(KMS_ERR_ATT_IMAGE,
+                                 "TPM PCR0 %s is not the GCP OVMF measurement this node allows "
+                                 "(--gcp-pcr0)",
+                                 pcr0);
+    for (size_t i = 0; i < n->cfg.n_gcp_pcr0; i++) {
+        if (strcasecmp(n->cfg.gcp_pcr0[i], pcr0) == 0)
+            return 0;
+    }
+    return kms_err_set(KMS_ERR_ATT_IMAGE,
+                       "TPM PCR0 %s is not among the allowed GCP firmware measurements "
+                       "(--gcp-pcr0)",
+                       pcr0);
+}
+
+int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestation *att,
+                            const struct kms_boot_info *bi, const struct kms_verified *v)
 {
     uint8_t expect[32];
     static const uint8_t zero[48 * 3];
 
+    if (bi->mode == KMS_ATT_GCP_TDX)
+        return check_gcp_image(n, att, bi, v);
     if (bi->mode != KMS_ATT_NITRO)
         return 0;
     if (memcmp(v->pcr, zero, sizeof(zero)) == 0) {
@@ -118,7 +163,7 @@ int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
     int rc = 0;
 
     KMS_GUARD(kms_boot_info_derive(n->actx, att, v, vm_config, boottime, bi));
-    KMS_GUARD(kms_node_check_os_image(bi, v));
+    KMS_GUARD(kms_node_check_os_image(n, att, bi, v));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
         __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);

@@ -117,6 +117,7 @@ struct client {
     uint8_t app_id[20];
     uint8_t compose[32];
     enum tamper t;
+    const char *vm_config; /* sent in GetAppKey (NULL = "") */
 };
 
 static void client_events(struct client *c, struct kms_runtime_event ev[4], uint8_t *app_id)
@@ -191,7 +192,13 @@ static int get_app_key(const char *url, struct client *c, json_t **resp)
     if (rc == 0) {
         o.client_cert_pem = ra.cert_pem;
         o.client_key_pem = ra.key_pem;
-        rc = kms_rpc_call(&o, "GetAppKey", "{\"api_version\":1,\"vm_config\":\"\"}", resp, NULL);
+        json_t *req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config",
+                                c->vm_config != NULL ? c->vm_config : "");
+        char *body = json_dumps(req, JSON_COMPACT);
+
+        rc = kms_rpc_call(&o, "GetAppKey", body, resp, NULL);
+        free(body);
+        json_decref(req);
     }
     kms_ra_identity_clear(&ra);
     json_decref(tmp);
@@ -301,6 +308,11 @@ static void test_gcp_client(const char *url)
     c.t = T_PCR14;
     expect_refused(get_app_key(url, &c, &resp),
                    "SHA-256 replay of 4 runtime events does not match TPM PCR14");
+    /* A vm_config claiming another image than the UKI measured in PCR2 (checked before policy). */
+    c.t = T_NONE;
+    c.vm_config = "{\"os_image_hash\":\"00000000000000000000000000000000000000000000000000000000000000ff\"}";
+    expect_refused(get_app_key(url, &c, &resp), "is not the UKI measured as the third PCR2 event");
+    c.vm_config = NULL;
     kms_platform_free(c.p);
 }
 
