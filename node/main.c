@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/file.h"
 #include "common/log.h"
 #include "common/secmem.h"
 #include "node/node.h"
@@ -95,6 +96,9 @@ static const char usage_text[] =
     "  --nitro-device-id quirk|fixed  Nitro device_id: reference quirk sha256(\"i\") (default)\n"
     "                           or the corrected per-instance derivation\n"
     "  --log-level LEVEL        debug|info|warn|error (default info)\n"
+    "  --config FILE            read options from FILE first: one `name = value` per line\n"
+    "                           (long option names without --; \"quoted\" values; flags take\n"
+    "                           true/false; # comments); the command line overrides it\n"
     "  -h, --help               show this help\n"
     "\n"
     "HTTP endpoints: /prpc/<Method>?json (pRPC JSON, also with the KMS./Onboard. prefix),\n"
@@ -117,6 +121,7 @@ enum {
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
     OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
     OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, OPT_GCP_PCR0, /* aia, gcp image */
+    OPT_CONFIG,
 };
 
 static long parse_ms(const char *s, const char *opt)
@@ -146,6 +151,121 @@ static unsigned long long parse_uint(const char *s, const char *opt, unsigned lo
         exit(2);
     }
     return v;
+}
+
+#define CONFIG_MAX_BYTES (64u * 1024u)
+#define CONFIG_MAX_ARGS 512
+
+/* Strips surrounding whitespace in place. */
+static char *trim(char *s)
+{
+    char *e;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+/* Unquotes a "..." value (\\ and \" escapes) in place; bare values are taken as they are. */
+static int unquote(char *v, const char *path, int line)
+{
+    size_t n = strlen(v);
+    char *w = v;
+
+    if (n == 0 || v[0] != '"')
+        return 0;
+    if (n < 2 || v[n - 1] != '"') {
+        fprintf(stderr, "kmsd: %s:%d: unterminated quoted value\n", path, line);
+        return -1;
+    }
+    v[n - 1] = '\0';
+    for (char *r = v + 1; *r != '\0'; r++) {
+        if (*r == '\\' && (r[1] == '"' || r[1] == '\\'))
+            r++;
+        else if (*r == '"') {
+            fprintf(stderr, "kmsd: %s:%d: stray quote in value\n", path, line);
+            return -1;
+        }
+        *w++ = *r;
+    }
+    *w = '\0';
+    return 0;
+}
+
+/*
+ * --config FILE: one option per line as `name = value` (the long option without "--"; values
+ * may be "quoted"; flags take true/false; repeatable options may repeat; # comments). The
+ * file's options come first, so the command line overrides them. Returns a new argv (kept
+ * for the process lifetime) or NULL after printing the error.
+ */
+static char **load_config(const char *path, int argc, char **argv, const struct option *opts,
+                          int *out_argc)
+{
+    static char *args[CONFIG_MAX_ARGS];
+    uint8_t *text = NULL;
+    size_t len = 0;
+    int n = 0, line = 0;
+    char *save = NULL, *l;
+
+    if (kms_file_read(path, CONFIG_MAX_BYTES, &text, &len) < 0) {
+        fprintf(stderr, "kmsd: --config: %s\n", kms_err_detail());
+        return NULL;
+    }
+    args[n++] = argv[0];
+    for (l = strtok_r((char *)text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+        char *eq, *key, *val;
+        const struct option *o = NULL;
+
+        line++;
+        key = trim(l);
+        if (key[0] == '\0' || key[0] == '#')
+            continue;
+        eq = strchr(key, '=');
+        if (eq == NULL) {
+            fprintf(stderr, "kmsd: %s:%d: expected `name = value`\n", path, line);
+            return NULL;
+        }
+        *eq = '\0';
+        key = trim(key);
+        val = trim(eq + 1);
+        if (unquote(val, path, line) < 0)
+            return NULL;
+        for (const struct option *p = opts; p->name != NULL; p++) {
+            if (strcmp(p->name, key) == 0)
+                o = p;
+        }
+        if (o == NULL || strcmp(key, "help") == 0 || strcmp(key, "config") == 0) {
+            fprintf(stderr, "kmsd: %s:%d: unknown option '%s' (see kmsd --help)\n", path, line,
+                    key);
+            return NULL;
+        }
+        if (n + 2 + argc >= CONFIG_MAX_ARGS) {
+            fprintf(stderr, "kmsd: %s: too many options\n", path);
+            return NULL;
+        }
+        if (o->has_arg == no_argument) {
+            if (strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
+                fprintf(stderr, "kmsd: %s:%d: %s takes true or false\n", path, line, key);
+                return NULL;
+            }
+            if (strcmp(val, "false") == 0)
+                continue;
+        }
+        args[n] = malloc(strlen(key) + 3);
+        if (args[n] == NULL)
+            return NULL;
+        snprintf(args[n++], strlen(key) + 3, "--%s", key);
+        if (o->has_arg != no_argument)
+            args[n++] = val;
+    }
+    for (int i = 1; i < argc; i++)
+        args[n++] = argv[i];
+    args[n] = NULL;
+    *out_argc = n;
+    return args;
 }
 
 int main(int argc, char **argv)
@@ -189,6 +309,7 @@ int main(int argc, char **argv)
         {"nitro-root", required_argument, NULL, OPT_NITRO_ROOT},
         {"nitro-device-id", required_argument, NULL, OPT_NITRO_DEVICE_ID},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"config", required_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -203,6 +324,21 @@ int main(int argc, char **argv)
     cfg.seal_provider = "file";
     cfg.peer_interval_ms = 5000;
     cfg.auth_timeout_ms = 5000;
+    /* --config FILE (first, or anywhere as --config=FILE / --config FILE) */
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        if (path != NULL) {
+            argv = load_config(path, argc, argv, opts, &argc);
+            if (argv == NULL)
+                return 2;
+            break;
+        }
+    }
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_DATA_DIR: cfg.data_dir = optarg; break;
@@ -304,6 +440,7 @@ int main(int argc, char **argv)
             }
             kms_log_set_level((enum kms_log_level)lvl);
             break;
+        case OPT_CONFIG: break; /* loaded above */
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs("Try 'kmsd --help'.\n", stderr); return 2;
         }
