@@ -2,6 +2,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,11 +105,24 @@ static const char usage_text[] =
     "HTTP endpoints: /prpc/<Method>?json (pRPC JSON, also with the KMS./Onboard. prefix),\n"
     "GET /health (state with distinct status codes), GET /metrics (Prometheus).\n";
 
-static void on_signal(int sig)
+/* SIGINT/SIGTERM are blocked in every thread and taken here with sigwait, so stopping the
+ * node runs in a normal thread (locks are not async-signal-safe). */
+static pthread_mutex_t g_node_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *signal_thread(void *arg)
 {
-    (void)sig;
-    if (g_node != NULL)
-        kms_node_stop(g_node);
+    sigset_t *set = arg;
+    int sig;
+
+    for (;;) {
+        if (sigwait(set, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&g_node_lock);
+        if (g_node != NULL)
+            kms_node_stop(g_node);
+        pthread_mutex_unlock(&g_node_lock);
+    }
+    return NULL;
 }
 
 enum {
@@ -314,7 +328,8 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct kms_node_cfg cfg;
-    struct sigaction sa;
+    static sigset_t sigs;
+    pthread_t sig_tid;
     int c, rc, lvl;
 
     memset(&cfg, 0, sizeof(cfg));
@@ -464,23 +479,31 @@ int main(int argc, char **argv)
         kms_log_set_tag(cfg.name);
     kms_secmem_install_jansson();
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* Before any thread exists, so all of them inherit the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (pthread_create(&sig_tid, NULL, signal_thread, &sigs) != 0) {
+        KMS_ERROR("cannot start the signal thread");
+        return 1;
+    }
+    pthread_detach(sig_tid);
     rc = kms_node_new(&cfg, &g_node);
     if (rc < 0) {
         KMS_ERROR("cannot start: %s", kms_err_detail());
         return 1;
     }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
     rc = kms_node_run(g_node);
     if (rc < 0)
         KMS_ERROR("stopped: %s", kms_err_detail());
     else
         KMS_INFO("stopped");
+    pthread_mutex_lock(&g_node_lock);
     kms_node_free(g_node);
     g_node = NULL;
+    pthread_mutex_unlock(&g_node_lock);
     curl_global_cleanup();
     return rc < 0 ? 1 : 0;
 }
