@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "node/proto.h"
 
 struct kms_http_server {
     struct MHD_Daemon *daemon;
@@ -65,6 +66,16 @@ void kms_http_resp_own(struct kms_http_resp *r, int status, const char *ctype, c
     r->body_len = body != NULL ? strlen(body) : 0;
 }
 
+void kms_http_resp_own_len(struct kms_http_resp *r, int status, const char *ctype, char *body,
+                           size_t len)
+{
+    free(r->body);
+    r->status = status;
+    r->content_type = ctype;
+    r->body = body;
+    r->body_len = body != NULL ? len : 0;
+}
+
 void kms_http_resp_text(struct kms_http_resp *r, int status, const char *ctype, const char *text)
 {
     kms_http_resp_own(r, status, ctype, strdup(text));
@@ -117,25 +128,42 @@ static X509 *client_cert_of(struct MHD_Connection *conn)
     return d2i_X509(NULL, &p, (long)peers[0].size);
 }
 
-/* Response bodies may carry key material (GetAppKey, GetKmsKey): wipe them when MHD is done. */
-static void wipe_free(void *p)
+/* Response bodies may carry key material (GetAppKey, GetKmsKey), as text or as protobuf with
+ * NUL bytes: wipe all body_len bytes when MHD is done. */
+struct sent_body {
+    char *p;
+    size_t n;
+};
+
+static void wipe_free(void *cls)
 {
-    if (p != NULL)
-        kms_free_secret(p, strlen(p));
+    struct sent_body *sb = cls;
+
+    kms_free_secret(sb->p, sb->n);
+    free(sb);
 }
 
 static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_resp *r)
 {
     struct MHD_Response *resp;
+    struct sent_body *sb = calloc(1, sizeof(*sb));
     enum MHD_Result ret;
 
     if (r->body == NULL) {
         r->body = strdup("");
         r->body_len = 0;
     }
-    resp = MHD_create_response_from_buffer_with_free_callback(r->body_len, r->body, wipe_free);
+    if (sb == NULL || r->body == NULL) {
+        free(sb);
+        kms_free_secret(r->body, r->body_len);
+        return MHD_NO;
+    }
+    sb->p = r->body;
+    sb->n = r->body_len;
+    resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(r->body_len, r->body, wipe_free, sb);
     if (resp == NULL) {
-        free(r->body);
+        wipe_free(sb);
         return MHD_NO;
     }
     r->body = NULL;
@@ -193,8 +221,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (rc->too_big) {
-        kms_http_resp_text(&resp, 400, "application/json",
-                           "{\n  \"error\": \"request body exceeds the 1 MiB limit\"\n}");
+        static const char msg[] = "request body exceeds the 1 MiB limit";
+
+        if (kms_pb_request_is_json(
+                method, json_arg_set(conn),
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"))) {
+            kms_http_resp_text(&resp, 400, "application/json",
+                               "{\n  \"error\": \"request body exceeds the 1 MiB limit\"\n}");
+        } else {
+            struct kms_buf b = {0};
+            size_t n;
+
+            if (kms_pb_encode_error(msg, &b) < 0)
+                return MHD_NO;
+            n = b.len;
+            kms_http_resp_own_len(&resp, 400, "application/octet-stream",
+                                  (char *)kms_buf_steal(&b, NULL), n);
+        }
         return send_resp(conn, &resp);
     }
     if (kms_buf_put_u8(&rc->body, 0) < 0)

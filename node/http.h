@@ -32,11 +32,16 @@ const char *kms_http_query_arg(const struct kms_http_req *req, const char *key);
 void kms_http_query_each(const struct kms_http_req *req,
                          void (*fn)(void *arg, const char *key, const char *value), void *arg);
 
+struct kms_pb_method;
+
 struct kms_http_resp {
     int status;
-    char *body;               /* malloc'd; the server frees it */
+    char *body; /* malloc'd; the server wipes and frees it (body_len bytes) */
     size_t body_len;
     const char *content_type; /* static string */
+    /* pRPC encoding of this exchange, set by kms_prpc_begin (node/prpc.c); zero = JSON. */
+    int proto;                             /* the request is protobuf: answer protobuf */
+    const struct kms_pb_method *pb_method; /* its schemas; NULL for an unknown method */
     /* Called once the response has been handed to the client (e.g. Finish stops the listener
      * only after its answer is out). */
     void (*on_sent)(void *arg);
@@ -65,8 +70,11 @@ void kms_http_stop(struct kms_http_server *s);
 
 /* Helpers to fill a response. */
 void kms_http_resp_text(struct kms_http_resp *r, int status, const char *ctype, const char *text);
-/* Takes ownership of body. */
+/* Takes ownership of body (a NUL-terminated text). */
 void kms_http_resp_own(struct kms_http_resp *r, int status, const char *ctype, char *body);
+/* Takes ownership of body, len bytes of binary data (may be NULL when len is 0). */
+void kms_http_resp_own_len(struct kms_http_resp *r, int status, const char *ctype, char *body,
+                           size_t len);
 
 /* Parses "host:port" into a sockaddr_in; KMS_ERR_INVAL on bad input. */
 struct sockaddr_in;

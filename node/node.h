@@ -205,12 +205,21 @@ int kms_node_handle_common(struct kms_node *n, const struct kms_http_req *req,
 /* pRPC helpers (node/prpc.c). */
 /* Method name from a /prpc/ path, with "KMS."/"Onboard." prefix stripped; NULL if not pRPC. */
 const char *kms_prpc_method(const char *path, const char *prefix);
-/* HTTP 400 {"error": msg} (pretty-printed like the reference). */
+/* Chooses the encoding of the exchange (§0: JSON for GET, ?json or a JSON Content-Type, else
+ * protobuf) and the method's schemas (service "KMS" or "Onboard"; method as returned by
+ * kms_prpc_method), recorded in resp. Without this call every helper below speaks JSON. */
+void kms_prpc_begin(const struct kms_http_req *req, struct kms_http_resp *resp, const char *service,
+                    const char *method);
+/* HTTP 400 {"error": msg} (pretty-printed like the reference), or ProtoError{message = msg}
+ * as application/octet-stream for a protobuf exchange. */
 void kms_prpc_error(struct kms_http_resp *resp, const char *msg);
-/* 200 with JSON (takes ownership of the json_t reference). */
+/* 200 with JSON, or with obj encoded as the method's protobuf response (Empty: no bytes;
+ * members without a field number are dropped). Takes ownership of the json_t reference. */
 struct json_t;
 void kms_prpc_ok(struct kms_http_resp *resp, struct json_t *obj);
-/* Parses the request body as a JSON object ({} for empty); NULL + error response on failure. */
+/* The request as a JSON object: the JSON body ({} for empty), or the protobuf body decoded
+ * with the method's request schema (every field present with its default; {} for Empty and
+ * unknown methods). NULL + error response on failure. */
 struct json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp);
 /* JSON value for bytes: "0x..." */
 struct json_t *kms_prpc_bytes(const uint8_t *p, size_t n);

@@ -1,11 +1,14 @@
-/* pRPC JSON transport (kms-reference.md §0): paths, 0x-hex bytes, HTTP 400 {"error": ...}. */
+/* pRPC transport (kms-reference.md §0): paths, JSON or protobuf per request, 0x-hex bytes,
+ * HTTP 400 {"error": ...} or ProtoError. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/hex.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "node/proto.h"
 
 const char *kms_prpc_method(const char *path, const char *prefix)
 {
@@ -20,21 +23,74 @@ const char *kms_prpc_method(const char *path, const char *prefix)
     return m;
 }
 
+void kms_prpc_begin(const struct kms_http_req *req, struct kms_http_resp *resp, const char *service,
+                    const char *method)
+{
+    resp->proto = !kms_pb_request_is_json(req->method, req->has_json_arg, req->content_type);
+    resp->pb_method = kms_pb_method_find(service, method);
+}
+
+/* Hands the encoding in b to resp (b is reset). */
+static void resp_own_buf(struct kms_http_resp *resp, int status, struct kms_buf *b)
+{
+    size_t n = b->len;
+
+    kms_http_resp_own_len(resp, status, "application/octet-stream", (char *)kms_buf_steal(b, NULL),
+                          n);
+}
+
 void kms_prpc_error(struct kms_http_resp *resp, const char *msg)
 {
-    json_t *o = json_pack("{s:s}", "error", msg);
-    char *s = o != NULL ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    json_t *o;
+    char *s;
 
+    if (resp->proto) {
+        struct kms_buf b = {0};
+
+        if (kms_pb_encode_error(msg, &b) < 0)
+            kms_buf_free(&b); /* out of memory: an empty ProtoError */
+        resp_own_buf(resp, 400, &b);
+        return;
+    }
+    o = json_pack("{s:s}", "error", msg);
+    s = o != NULL ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (s == NULL)
         s = strdup("{\"error\": \"internal error\"}");
     kms_http_resp_own(resp, 400, "application/json", s);
 }
 
+/* The handler's answer as the method's protobuf response (Empty: no bytes). */
+static void ok_proto(struct kms_http_resp *resp, json_t *obj)
+{
+    struct kms_buf b = {0};
+    char msg[600];
+    int rc;
+
+    if (resp->pb_method == NULL) {
+        kms_prpc_error(resp, "failed to encode the response: no protobuf schema for the method");
+        return;
+    }
+    rc = resp->pb_method->resp != NULL ? kms_pb_from_json(resp->pb_method->resp, obj, &b) : 0;
+    if (rc < 0) {
+        kms_buf_free(&b);
+        snprintf(msg, sizeof(msg), "failed to encode the response: %s", kms_err_detail());
+        kms_prpc_error(resp, msg);
+        return;
+    }
+    resp_own_buf(resp, 200, &b);
+}
+
 void kms_prpc_ok(struct kms_http_resp *resp, json_t *obj)
 {
-    char *s = json_dumps(obj, JSON_ENCODE_ANY | JSON_INDENT(2));
+    char *s;
 
+    if (resp->proto) {
+        ok_proto(resp, obj);
+        json_decref(obj);
+        return;
+    }
+    s = json_dumps(obj, JSON_ENCODE_ANY | JSON_INDENT(2));
     json_decref(obj);
     if (s == NULL) {
         kms_prpc_error(resp, "failed to encode the response");
@@ -64,6 +120,18 @@ json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp
     json_t *o;
     size_t i = 0;
 
+    if (resp->proto) {
+        char msg[600];
+
+        /* An Empty request (or an unknown method, refused later) ignores the body. */
+        if (resp->pb_method == NULL || resp->pb_method->req == NULL)
+            return json_object();
+        if (kms_pb_to_json(resp->pb_method->req, req->body, req->body_len, &o) == 0)
+            return o;
+        snprintf(msg, sizeof(msg), "failed to decode request: %s", kms_err_detail());
+        kms_prpc_error(resp, msg);
+        return NULL;
+    }
     if (strcmp(req->method, "GET") == 0) {
         o = json_object();
         if (o != NULL && req->conn != NULL)

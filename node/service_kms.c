@@ -406,6 +406,7 @@ void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_r
         kms_http_resp_text(resp, 404, "application/json", "{\"error\": \"not found\"}");
         return;
     }
+    kms_prpc_begin(req, resp, "KMS", m);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     __atomic_add_fetch(&n->m.rpc_requests, 1, __ATOMIC_RELAXED);
     rc = verify_caller(n, req->client_cert, &c);

@@ -156,6 +156,7 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
         kms_http_resp_text(resp, 404, "application/json", "{\"error\": \"not found\"}");
         return;
     }
+    kms_prpc_begin(req, resp, "Onboard", m);
     body = kms_prpc_body(req, resp);
     if (body == NULL)
         return;
