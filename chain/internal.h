@@ -47,6 +47,22 @@ KMS_WUR int kms_auth_result_set(struct kms_auth_result *out, int allowed, const 
 /* "dstack-tdx" | "dstack-gcp-tdx" | "dstack-nitro-enclave", NULL for an unknown mode. */
 const char *kms_auth_mode_name(enum kms_att_mode m);
 
+/* Webhook (auth-api) answer parsing, apart from the HTTP exchange in webhook.c so the fuzz
+ * target (tests/fuzz/fuzz_webhook.c) runs the code the backend runs. body: the bytes of a 2xx
+ * answer (len bytes, not NUL-terminated; NULL when len is 0), capped by the caller. shown_base
+ * / shown_url and path name the request in errors (credentials already removed). Errors:
+ * KMS_ERR_AUTH_RESPONSE (not a JSON object, duplicate key, a required field missing or of the
+ * wrong type or too long), KMS_ERR_NOMEM; details quote at most 256 sanitized body bytes. */
+/* POST bootAuth answer {isAllowed, gatewayAppId, reason}: fills *out on success, leaves it
+ * unchanged on error. */
+KMS_WUR int kms_webhook_parse_decision(const char *body, size_t len, const char *shown_base,
+                                       const char *path, struct kms_auth_result *out);
+/* GET / answer {status, kmsContractAddr, gatewayAppId, chainId, appImplementation}: out must
+ * be zeroed by the caller; its strings are malloc'd and owned by out, also when the call fails
+ * half-way (clear with kms_auth_info_clear either way). */
+KMS_WUR int kms_webhook_parse_info(const char *body, size_t len, const char *shown_url,
+                                   struct kms_auth_info *out);
+
 /* Backend constructors. cfg is validated by the backend; *out as for kms_auth_new. */
 KMS_WUR int kms_auth_dev_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
 KMS_WUR int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);

@@ -7,7 +7,8 @@
  * the response is capped at WH_RESPONSE_MAX, only http/https are spoken, redirects are not
  * followed and proxies from the environment are ignored (the policy call goes where the
  * operator configured it, nowhere else). One curl easy handle per call: the backend is
- * stateless after construction and so safe to share between threads.
+ * stateless after construction and so safe to share between threads. Answer parsing is kept
+ * apart from the HTTP exchange (kms_webhook_parse_*, internal.h) for the fuzz target.
  */
 #include <curl/curl.h>
 #include <jansson.h>
@@ -171,10 +172,40 @@ static int wh_curl_error(const struct webhook *w, const char *method, const char
 }
 
 /*
- * One request: GET the configured URL (body NULL, path "") or POST base+path with a JSON body.
- * On 2xx returns 0 and the parsed JSON object in *json (caller decrefs). Errors: see auth.h.
+ * The JSON object of a 2xx answer to method shown+path (for messages). body may be NULL when
+ * len is 0. *json: new reference (caller decrefs).
  */
-static int wh_request(const struct webhook *w, const char *path, const char *body, json_t **json)
+static int wh_parse_json(const char *body, size_t len, const char *method, const char *shown,
+                         const char *path, json_t **json)
+{
+    char quoted[WH_BODY_IN_DETAIL + 4];
+    json_error_t jerr;
+    json_t *j = NULL;
+    int rc = 0;
+
+    *json = NULL;
+    sanitize((const uint8_t *)body, len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
+    j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, shown, path,
+               jerr.text, jerr.line, quoted);
+    KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
+               "auth-api %s %s%s answered with JSON that is not an object: %s", method, shown, path,
+               quoted);
+    *json = j;
+    j = NULL;
+out:
+    json_decref(j);
+    return rc;
+}
+
+/*
+ * One request: GET the configured URL (body NULL, path "") or POST base+path with a JSON body.
+ * On 2xx returns 0 with the answer's body in *resp (zeroed by the call; caller frees with
+ * kms_buf_free, also on error). Errors: see auth.h.
+ */
+static int wh_request(const struct webhook *w, const char *path, const char *body,
+                      struct kms_buf *resp)
 {
     const char *method = body != NULL ? "POST" : "GET";
     const char *prefix = body != NULL ? w->base : w->url;
@@ -188,12 +219,10 @@ static int wh_request(const struct webhook *w, const char *path, const char *bod
     CURL *h = NULL;
     CURLcode cc;
     long status = 0;
-    json_error_t jerr;
-    json_t *j = NULL;
     size_t n;
     int rc = 0;
 
-    *json = NULL;
+    memset(resp, 0, sizeof(*resp));
     errbuf[0] = '\0';
     n = strlen(prefix) + strlen(path) + 1;
     url = malloc(n);
@@ -251,17 +280,9 @@ static int wh_request(const struct webhook *w, const char *path, const char *bod
     sanitize(sink.buf.data, sink.buf.len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
     KMS_ENSURE(status >= 200 && status <= 299, KMS_ERR_AUTH_HTTP,
                "auth-api %s %s%s returned HTTP %ld: %s", method, shown, path, status, quoted);
-    j = json_loadb((const char *)sink.buf.data, sink.buf.len, JSON_REJECT_DUPLICATES, &jerr);
-    KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, shown, path,
-               jerr.text, jerr.line, quoted);
-    KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with JSON that is not an object: %s", method, shown, path,
-               quoted);
-    *json = j;
-    j = NULL;
+    *resp = sink.buf;
+    memset(&sink.buf, 0, sizeof(sink.buf));
 out:
-    json_decref(j);
     if (h != NULL)
         curl_easy_cleanup(h);
     curl_slist_free_all(hdrs);
@@ -302,26 +323,18 @@ out:
     return rc;
 }
 
-/* ---------------------------------------------------------------- backend ops */
+/* ---------------------------------------------------------------- response parsing */
 
-static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
-                    struct kms_auth_result *out)
+int kms_webhook_parse_decision(const char *body, size_t len, const char *shown_base,
+                               const char *path, struct kms_auth_result *out)
 {
-    const struct webhook *w = priv;
-    const char *path = is_kms ? "bootAuth/kms" : "bootAuth/app";
-    const char *gw;
-    const char *reason;
     json_t *resp = NULL;
     json_t *v;
-    char *body = NULL;
+    const char *gw;
+    const char *reason;
     int rc = 0;
 
-    body = kms_auth_boot_info_json(bi);
-    if (body == NULL) {
-        rc = kms_err_wrap(KMS_ERR_INVAL, "cannot encode BootInfo for the auth-api");
-        goto out;
-    }
-    KMS_GUARD(wh_request(w, path, body, &resp));
+    KMS_GUARD(wh_parse_json(body, len, "POST", shown_base, path, &resp));
     v = json_object_get(resp, "isAllowed");
     KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE,
                "auth-api %s response lacks required field isAllowed", path);
@@ -333,18 +346,17 @@ static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
     KMS_GUARD(kms_auth_result_set(out, json_is_true(v), reason, gw));
 out:
     json_decref(resp);
-    free(body);
     return rc;
 }
 
-static int wh_info(void *priv, struct kms_auth_info *out)
+int kms_webhook_parse_info(const char *body, size_t len, const char *shown_url,
+                           struct kms_auth_info *out)
 {
-    const struct webhook *w = priv;
     json_t *resp = NULL;
     json_t *v;
     int rc = 0;
 
-    KMS_GUARD(wh_request(w, "", NULL, &resp));
+    KMS_GUARD(wh_parse_json(body, len, "GET", shown_url, "", &resp));
     KMS_GUARD(dup_str(resp, "status", &out->status));
     KMS_GUARD(dup_str(resp, "kmsContractAddr", &out->kms_contract_addr));
     KMS_GUARD(dup_str(resp, "gatewayAppId", &out->gateway_app_id));
@@ -358,6 +370,44 @@ static int wh_info(void *priv, struct kms_auth_info *out)
     KMS_GUARD(dup_str(resp, "appImplementation", &out->app_implementation));
 out:
     json_decref(resp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- backend ops */
+
+static int wh_check(void *priv, int is_kms, const struct kms_boot_info *bi,
+                    struct kms_auth_result *out)
+{
+    const struct webhook *w = priv;
+    const char *path = is_kms ? "bootAuth/kms" : "bootAuth/app";
+    struct kms_buf resp = {0};
+    char *body = NULL;
+    int rc = 0;
+
+    body = kms_auth_boot_info_json(bi);
+    if (body == NULL) {
+        rc = kms_err_wrap(KMS_ERR_INVAL, "cannot encode BootInfo for the auth-api");
+        goto out;
+    }
+    KMS_GUARD(wh_request(w, path, body, &resp));
+    KMS_GUARD(
+        kms_webhook_parse_decision((const char *)resp.data, resp.len, w->shown_base, path, out));
+out:
+    kms_buf_free(&resp);
+    free(body);
+    return rc;
+}
+
+static int wh_info(void *priv, struct kms_auth_info *out)
+{
+    const struct webhook *w = priv;
+    struct kms_buf resp = {0};
+    int rc = 0;
+
+    KMS_GUARD(wh_request(w, "", NULL, &resp));
+    KMS_GUARD(kms_webhook_parse_info((const char *)resp.data, resp.len, w->shown_url, out));
+out:
+    kms_buf_free(&resp);
     return rc;
 }
 
