@@ -179,6 +179,7 @@ static int wh_parse_json(const char *body, size_t len, const char *method, const
                          const char *path, json_t **json)
 {
     char quoted[WH_BODY_IN_DETAIL + 4];
+    char why[sizeof(((json_error_t *)NULL)->text) + 4];
     json_error_t jerr;
     json_t *j = NULL;
     int rc = 0;
@@ -186,9 +187,15 @@ static int wh_parse_json(const char *body, size_t len, const char *method, const
     *json = NULL;
     sanitize((const uint8_t *)body, len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
     j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    KMS_ENSURE(j != NULL, KMS_ERR_AUTH_RESPONSE,
-               "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method, shown, path,
-               jerr.text, jerr.line, quoted);
+    if (j == NULL) {
+        /* jansson quotes the offending token raw ("near '...'"): sanitize it like the body */
+        sanitize((const uint8_t *)jerr.text, strlen(jerr.text), sizeof(jerr.text), why,
+                 sizeof(why));
+        rc = kms_err_set(KMS_ERR_AUTH_RESPONSE,
+                         "auth-api %s %s%s answered with invalid JSON (%s, line %d): %s", method,
+                         shown, path, why, jerr.line, quoted);
+        goto out;
+    }
     KMS_ENSURE(json_is_object(j), KMS_ERR_AUTH_RESPONSE,
                "auth-api %s %s%s answered with JSON that is not an object: %s", method, shown, path,
                quoted);
