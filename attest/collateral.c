@@ -321,6 +321,11 @@ static int crl_to_der(const uint8_t *p, size_t n, const char *what, struct kms_b
             rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "%s is neither DER, PEM nor hex", what);
             goto out;
         }
+        if (blen == 0) { /* only whitespace: as empty as "" (refused above) */
+            free(bin);
+            rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "%s is empty", what);
+            goto out;
+        }
         out->p = bin;
         out->len = blen;
     } else {
