@@ -1,24 +1,34 @@
 /*
  * Regenerates the seed corpora in tests/fuzz/corpus/ from ../shared/fixtures (real evidence)
  * plus small synthetic inputs that reach the branches the fixtures do not (GCP vTPM
- * attestations, RA-TLS certificates, pRPC bodies, ABI return data). Not run by ctest: the
- * output is checked in. Build with `cmake --build <dir> --target fuzz_gen_corpus` and run it;
- * seeds are rewritten in place, byte for byte the same while the fixtures do not change.
+ * attestations, RA-TLS certificates, pRPC bodies, ABI return data, CSRs, webhook answers). Not
+ * run by ctest: the output is checked in. Build with `cmake --build <dir> --target
+ * fuzz_gen_corpus` and run it; seeds are rewritten in place, byte for byte the same while the
+ * fixtures do not change. The backup and collateral seeds embed fresh keys, nonces and dates
+ * (a real backup, real simulated collateral), so they are written once and kept: delete
+ * corpus/backup/ or corpus/collateral/ to make new ones.
  */
 #include <jansson.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "attest/attest.h"
+#include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
+#include "node/csr.h"
+#include "storage/storage.h"
 
 #define DIE(...)                                                                                   \
     do {                                                                                           \
@@ -438,10 +448,389 @@ static void gen_eth_abi(void)
             "00000001\",\"0xffffffffffffffff\"]");
 }
 
+/* ---------------------------------------------------------------- CSR, backup, collateral,
+ * webhook */
+
+/* Seeds with fresh randomness are made once: 1 when corpus/target/name already exists. */
+static int kept(const char *target, const char *name)
+{
+    char path[1024];
+
+    snprintf(path, sizeof(path), "%s/%s/%s", KMS_FUZZ_CORPUS_DIR, target, name);
+    if (access(path, F_OK) != 0)
+        return 0;
+    printf("%s/%-53s kept (made once)\n", target, name);
+    return 1;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+
+    if (d == NULL)
+        DIE("out of memory");
+    return d;
+}
+
+static void put_csr(const char *name, const struct kms_csr *c)
+{
+    uint8_t *p = NULL;
+    size_t len = 0;
+    struct kms_csr d;
+
+    if (kms_csr_encode(c, &p, &len) < 0 || kms_csr_decode(c->version, p, len, &d) < 0)
+        DIE("cannot encode the CSR %s", name);
+    /* V1 seeds must reach the V1 → V2 upgrade */
+    if (d.version == 1 && kms_csr_upgrade(&d) < 0)
+        DIE("the V1 CSR %s does not upgrade", name);
+    kms_csr_free(&d);
+    put("csr", name, p, len);
+    free(p);
+}
+
+static void gen_csr(void)
+{
+    /* The reference's golden vectors (ra-tls cert.rs test_csr_v2_scale_encoding_stable and
+     * ..._with_tdx_quote), as checked in tests/node/test_sign_cert.c. */
+    static const char *const golden[2] = {
+        "44706c65617365207369676e20636572743a0c0102030040746573742e6578616d706c652e636f6d0001"
+        "000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        "000000000000000000000000000000000000000000000000000000000000000000",
+        "44706c65617365207369676e20636572743a0c0102030040746573742e6578616d706c652e636f6d0001"
+        "000100000000000409000000000000000000000000000000000000000000000000000000000000000000"
+        "00000000000000000000000000000000000000000000000000000000000000000000",
+    };
+    static const char *const golden_name[2] = {"golden-v2.bin", "golden-v2-tdx-quote.bin"};
+    /* a P-256 SubjectPublicKeyInfo, as real clients send */
+    static const char spki_hex[] =
+        "3059301306072a8648ce3d020106082a8648ce3d0301070342000488473375b766f812facc65c65c50327a"
+        "942bb371b60e9680a6499262fe014665b7006e103d27f300815c6140c4398432449eec1c749e6fa56efb9b"
+        "0f55d585a3";
+    static const char one_runtime[] =
+        "[{\"imr\":3,\"event_type\":134217729,\"digest\":\"\",\"event\":\"app-id\","
+        "\"event_payload\":\"e3b0c442\"}]";
+    size_t tdx_len;
+    uint8_t *tdx = load("tdx/attestation-tdx.bin", &tdx_len);
+    struct kms_attestation *att_tdx = NULL;
+    struct kms_attestation *att;
+    uint8_t minq[MIN_QUOTE_LEN];
+    uint8_t *spki = NULL;
+    size_t spki_len = 0;
+    struct kms_csr c;
+    char *log = NULL;
+
+    for (int i = 0; i < 2; i++) {
+        uint8_t *p = NULL;
+        size_t len = 0;
+        struct kms_csr d;
+
+        if (kms_hex_decode(golden[i], &p, &len) < 0 || kms_csr_decode(2, p, len, &d) < 0)
+            DIE("golden CSR %d does not decode", i);
+        kms_csr_free(&d);
+        put("csr", golden_name[i], p, len);
+        free(p);
+    }
+    if (kms_att_decode(tdx, tdx_len, &att_tdx) < 0 ||
+        kms_hex_decode(spki_hex, &spki, &spki_len) < 0)
+        DIE("cannot decode the TDX fixture");
+    minimal_quote(minq, sizeof(minq));
+
+    /* V2 with every field: Some org, SANs, all flags, both validity overrides */
+    memset(&c, 0, sizeof(c));
+    c.version = 2;
+    c.confirm = xstrdup(KMS_CSR_CONFIRM);
+    set_bytes(&c.pubkey, spki, spki_len);
+    c.config.org_name = xstrdup("Fuzz Org \xc3\xbc");
+    c.config.subject = xstrdup("app.fuzz.example");
+    c.config.san = calloc(2, sizeof(char *));
+    if (c.config.san == NULL)
+        DIE("out of memory");
+    c.config.san[0] = xstrdup("app.fuzz.example");
+    c.config.san[1] = xstrdup("10.0.0.1");
+    c.config.n_san = 2;
+    c.config.usage_server_auth = 1;
+    c.config.usage_client_auth = 1;
+    c.config.ext_quote = 1;
+    c.config.ext_app_info = 1;
+    c.config.has_not_before = 1;
+    c.config.not_before = 1767225600;
+    c.config.has_not_after = 1;
+    c.config.not_after = 1798761600;
+    att = calloc(1, sizeof(*att));
+    if (att == NULL)
+        DIE("out of memory");
+    att->mode = KMS_ATT_TDX;
+    set_bytes(&att->tdx_quote, minq, sizeof(minq));
+    att->config = xstrdup("{\"os_image_hash\":\"00\"}");
+    if (kms_att_add_runtime_event(att, "app-id", (const uint8_t *)"\x01\x02", 2) < 0)
+        DIE("cannot build the CSR attestation");
+    c.att = att;
+    put_csr("all-fields-v2.bin", &c);
+    /* the TDX fixture's attestation, and a small Nitro one without validity overrides */
+    c.att = att_tdx;
+    put_csr("tdx-fixture-v2.bin", &c);
+    att->mode = KMS_ATT_NITRO;
+    set_bytes(&att->tdx_quote, NULL, 0);
+    set_bytes(&att->nsm_quote, "\xd2\x84", 2);
+    c.att = att;
+    c.config.has_not_before = 0;
+    c.config.has_not_after = 0;
+    put_csr("nitro-small-v2.bin", &c);
+    c.att = NULL;
+
+    /* V1: legacy quote + JSON event log (minimal, then the fixture's) */
+    c.version = 1;
+    c.config.ext_app_info = 0;
+    set_bytes(&c.quote, minq, sizeof(minq));
+    set_bytes(&c.event_log, one_runtime, strlen(one_runtime));
+    put_csr("all-fields-v1.bin", &c);
+    if (kms_att_event_log_json(att_tdx, &log) < 0)
+        DIE("cannot write the fixture's event log");
+    set_bytes(&c.quote, att_tdx->tdx_quote.p, att_tdx->tdx_quote.len);
+    set_bytes(&c.event_log, log, strlen(log));
+    free(c.config.org_name);
+    c.config.org_name = NULL;
+    for (size_t i = 0; i < c.config.n_san; i++)
+        free(c.config.san[i]);
+    c.config.n_san = 0;
+    c.config.usage_client_auth = 0;
+    c.config.ext_quote = 0;
+    put_csr("tdx-fixture-v1.bin", &c);
+    free(log);
+
+    kms_csr_free(&c);
+    kms_att_free(att);
+    kms_att_free(att_tdx);
+    free(spki);
+    free(tdx);
+}
+
+static char *p256_pem(void)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long n;
+    char *out;
+
+    if (k == NULL || b == NULL || PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL) != 1)
+        DIE("cannot make a P-256 key");
+    n = BIO_get_mem_data(b, &data);
+    out = strndup(data, (size_t)n);
+    if (out == NULL)
+        DIE("out of memory");
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+#define BACKUP_SEP "\n--shares--\n" /* as fuzz_backup.c */
+
+/* file || separator || the given shares, one per line */
+static void put_open(const char *name, const uint8_t *file, size_t len, char *const *sh,
+                     const int *pick, size_t n)
+{
+    struct kms_buf b = {0};
+
+    if (kms_buf_put(&b, file, len) < 0 || kms_buf_put(&b, BACKUP_SEP, strlen(BACKUP_SEP)) < 0)
+        DIE("out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (kms_buf_put(&b, sh[pick[i]], strlen(sh[pick[i]])) < 0 || kms_buf_put(&b, "\n", 1) < 0)
+            DIE("out of memory");
+    put("backup", name, b.data, b.len);
+    kms_buf_free(&b);
+}
+
+/* A real backup of a throwaway identity (fresh keys), its shares, and both together. */
+static void one_backup(unsigned m, unsigned n, const char *bootstrap, const char *tag)
+{
+    struct kms_identity id, back;
+    char *sh[KMS_BACKUP_MAX_SHARES];
+    const char *use[3];
+    uint8_t *file = NULL;
+    size_t len = 0;
+    char name[64];
+    char line[KMS_BACKUP_SHARE_TEXT_MAX + 8];
+
+    memset(&id, 0, sizeof(id));
+    id.root_ca_key_pem = p256_pem();
+    id.tmp_ca_key_pem = p256_pem();
+    if (RAND_bytes(id.root_k256, 32) != 1)
+        DIE("no randomness");
+    id.root_k256[0] = 0x42; /* below the secp256k1 order */
+    id.domain = xstrdup("kms.fuzz.example");
+    id.bootstrap_info_json = bootstrap != NULL ? xstrdup(bootstrap) : NULL;
+    if (kms_backup_create(&id, m, n, &file, &len, sh, NULL) < 0)
+        DIE("cannot create a backup");
+    for (unsigned i = 0; i < m; i++)
+        use[i] = sh[n - 1 - i];
+    if (kms_backup_open(file, len, use, NULL, m, &back, NULL) < 0)
+        DIE("the backup does not open");
+    kms_identity_clear(&back);
+    snprintf(name, sizeof(name), "backup-%s.bin", tag);
+    put("backup", name, file, len);
+    snprintf(name, sizeof(name), "share-%s-1.txt", tag);
+    put_str("backup", name, sh[0]);
+    snprintf(name, sizeof(name), "share-%s-2-crlf.txt", tag);
+    snprintf(line, sizeof(line), "  %s\r\n", sh[1]);
+    put_str("backup", name, line);
+    if (m == 2) {
+        static const int two[] = {0, 2}, dup[] = {1, 1, 0}, one[] = {1};
+
+        put_open("open-2of3.bin", file, len, sh, two, 2);
+        put_open("open-2of3-dup.bin", file, len, sh, dup, 3);
+        put_open("open-2of3-too-few.bin", file, len, sh, one, 1);
+    } else {
+        static const int three[] = {4, 0, 2};
+
+        snprintf(name, sizeof(name), "open-%s.bin", tag);
+        put_open(name, file, len, sh, three, 3);
+    }
+    kms_backup_shares_free(sh, n);
+    kms_identity_clear(&id);
+    free(file);
+}
+
+static void gen_backup(void)
+{
+    if (kept("backup", "backup-2of3.bin"))
+        return;
+    one_backup(2, 3, "{\"ca_pubkey\":\"0x01\",\"k256_pubkey\":\"0x02\"}", "2of3");
+    one_backup(3, 5, NULL, "3of5");
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static json_t *byte_array(const struct kms_bytes *b)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a != NULL && i < b->len; i++)
+        if (json_array_append_new(a, json_integer(b->p[i])) != 0)
+            DIE("out of memory");
+    if (a == NULL)
+        DIE("out of memory");
+    return a;
+}
+
+static json_t *crl_pem(const struct kms_bytes *der)
+{
+    const unsigned char *p = der->p;
+    X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)der->len);
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long n;
+    json_t *s;
+
+    if (crl == NULL || b == NULL || PEM_write_bio_X509_CRL(b, crl) != 1)
+        DIE("cannot write a CRL as PEM");
+    n = BIO_get_mem_data(b, &data);
+    s = json_stringn(data, (size_t)n);
+    BIO_free(b);
+    X509_CRL_free(crl);
+    return s;
+}
+
+static void gen_collateral(void)
+{
+    struct kms_sim_collateral_opts o = {.now = 1767225600}; /* 2026-01-01 */
+    char dir[] = "/tmp/kms-fuzz-gen-XXXXXX";
+    struct kms_collateral c;
+    struct kms_collateral *sets = NULL;
+    struct kms_sim *sim = NULL;
+    size_t n = 0;
+    json_error_t jerr;
+    json_t *arr, *o1, *o2;
+    char *json = NULL, *json2 = NULL;
+
+    /* the smallest set the parser accepts */
+    put_str("collateral", "minimal.json",
+            "{\"pck_crl_issuer_chain\":\"\",\"root_ca_crl\":\"30\",\"pck_crl\":[48,0],"
+            "\"tcb_info_issuer_chain\":\"\",\"tcb_info\":\"{}\",\"tcb_info_signature\":\"\","
+            "\"qe_identity_issuer_chain\":\"\",\"qe_identity\":\"{}\","
+            "\"qe_identity_signature\":[]}");
+    if (kept("collateral", "sim-set.json"))
+        return;
+    if (mkdtemp(dir) == NULL || kms_sim_open(dir, &sim) < 0 || kms_sim_collateral(dir, &o, &c) < 0)
+        DIE("cannot make simulated collateral");
+    if (kms_collateral_to_json(&c, &json) < 0)
+        DIE("cannot serialise the collateral");
+    put_str("collateral", "sim-set.json", json);
+    /* two sets: CRLs as PEM and a signature as a byte array; CRLs as byte arrays */
+    o1 = json_loads(json, 0, &jerr);
+    o2 = json_loads(json, 0, &jerr);
+    arr = json_array();
+    if (o1 == NULL || o2 == NULL || arr == NULL ||
+        json_object_set_new(o1, "root_ca_crl", crl_pem(&c.root_ca_crl)) != 0 ||
+        json_object_set_new(o1, "pck_crl", crl_pem(&c.pck_crl)) != 0 ||
+        json_object_set_new(o1, "tcb_info_signature", byte_array(&c.tcb_info_signature)) != 0 ||
+        json_object_set_new(o2, "root_ca_crl", byte_array(&c.root_ca_crl)) != 0 ||
+        json_object_set_new(o2, "pck_crl", byte_array(&c.pck_crl)) != 0 ||
+        json_object_set_new(o2, "qe_identity_signature", byte_array(&c.qe_identity_signature)) !=
+            0 ||
+        json_array_append_new(arr, o1) != 0 || json_array_append_new(arr, o2) != 0)
+        DIE("cannot build the collateral array");
+    json2 = json_dumps(arr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (json2 == NULL || kms_collateral_parse(json2, strlen(json2), &sets, &n) < 0 || n != 2)
+        DIE("the collateral array does not parse");
+    put_str("collateral", "sim-array.json", json2);
+    kms_collateral_free(sets, n);
+    json_decref(arr);
+    free(json);
+    free(json2);
+    kms_collateral_clear(&c);
+    kms_sim_free(sim);
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void gen_webhook(void)
+{
+    put_str("webhook", "allow.json",
+            "{\"isAllowed\":true,\"gatewayAppId\":\"0x5aB0c9F3e1d2A4b6C8e0F1a3B5c7D9e1F3a5B7c9\","
+            "\"reason\":\"\"}");
+    put_str("webhook", "deny.json",
+            "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"app not registered: "
+            "\\u00e9\\ud83d\\ude00\"}");
+    {
+        /* a reason longer than the 511 bytes kept, with a 4-byte character at the cut */
+        char body[1024];
+        size_t off = (size_t)snprintf(body, sizeof(body),
+                                      "{\"isAllowed\":false,\"gatewayAppId\":\"g\",\"reason\":\"");
+
+        memset(body + off, 'r', 509);
+        off += 509;
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "\xf0\x9f\x98\x80 tail\"}");
+        put("webhook", "long-reason.json", body, off);
+    }
+    put_str("webhook", "info.json",
+            "{\"status\":\"ok\",\"kmsContractAddr\":\"0x0000000000000000000000000000000000000001\","
+            "\"gatewayAppId\":\"0xg\",\"chainId\":8453,\"appImplementation\":\"0xa\"}");
+    put_str("webhook", "both.json",
+            "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"ok\",\"status\":\"\","
+            "\"kmsContractAddr\":\"\",\"chainId\":0,\"appImplementation\":\"\"}");
+    put_str("webhook", "duplicate.json",
+            "{\"isAllowed\":false,\"isAllowed\":true,\"gatewayAppId\":\"\",\"reason\":\"\"}");
+    put_str("webhook", "nul-escape.json",
+            "{\"isAllowed\":true,\"gatewayAppId\":\"a\\u0000b\",\"reason\":\"x\\u0000y\","
+            "\"status\":\"s\\u0000\",\"kmsContractAddr\":\"k\",\"chainId\":9223372036854775807,"
+            "\"appImplementation\":\"i\"}");
+    put_str("webhook", "not-object.json", "[true]");
+}
+
 int main(void)
 {
     gen_attest();
     gen_prpc();
     gen_eth_abi();
+    gen_csr();
+    gen_backup();
+    gen_collateral();
+    gen_webhook();
     return 0;
 }
