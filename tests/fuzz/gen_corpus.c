@@ -459,7 +459,7 @@ static int kept(const char *target, const char *name)
     snprintf(path, sizeof(path), "%s/%s/%s", KMS_FUZZ_CORPUS_DIR, target, name);
     if (access(path, F_OK) != 0)
         return 0;
-    printf("%s/%-53s kept (made once)\n", target, name);
+    printf("%-60s kept (made once)\n", path + strlen(KMS_FUZZ_CORPUS_DIR) + 1);
     return 1;
 }
 
