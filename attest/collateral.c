@@ -430,6 +430,13 @@ int kms_collateral_parse(const char *json, size_t len, struct kms_collateral **s
     KMS_ENSURE(len <= KMS_COLL_MAX_FILE, KMS_ERR_ATT_COLLATERAL,
                "collateral JSON of %zu bytes is too large (max %u)", len, KMS_COLL_MAX_FILE);
     doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL) {
+        /* jansson quotes the offending token raw: keep control bytes out of logs and errors */
+        for (char *c = jerr.text; *c != '\0'; c++) {
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+                *c = '?';
+        }
+    }
     KMS_ENSURE(doc != NULL, KMS_ERR_ATT_COLLATERAL, "collateral is not JSON: %s (line %d)",
                jerr.text, jerr.line);
     count = json_is_array(doc) ? json_array_size(doc) : 1;
