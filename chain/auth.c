@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "chain/internal.h"
 #include "common/hex.h"
@@ -27,6 +28,7 @@ int kms_auth_wrap(const struct kms_auth_ops *ops, void *priv, int is_dev, struct
     a->ops = ops;
     a->priv = priv;
     a->is_dev = is_dev;
+    pthread_mutex_init(&a->info_mu, NULL);
     *out = a;
     priv = NULL;
 out:
@@ -63,6 +65,8 @@ void kms_auth_free(struct kms_auth *a)
         return;
     if (a->ops != NULL && a->ops->free != NULL)
         a->ops->free(a->priv);
+    kms_auth_info_clear(&a->info_cache);
+    pthread_mutex_destroy(&a->info_mu);
     free(a);
 }
 
@@ -93,6 +97,34 @@ out:
     return rc;
 }
 
+static long long mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int info_copy(const struct kms_auth_info *src, struct kms_auth_info *dst)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->is_dev = src->is_dev;
+    dst->chain_id = src->chain_id;
+#define DUP(f)                                                                                     \
+    do {                                                                                           \
+        if (src->f != NULL && (dst->f = strdup(src->f)) == NULL) {                                 \
+            kms_auth_info_clear(dst);                                                              \
+            return kms_err_set(KMS_ERR_NOMEM, "out of memory");                                    \
+        }                                                                                          \
+    } while (0)
+    DUP(status);
+    DUP(kms_contract_addr);
+    DUP(gateway_app_id);
+    DUP(app_implementation);
+#undef DUP
+    return 0;
+}
+
 int kms_auth_info(struct kms_auth *a, struct kms_auth_info *out)
 {
     int rc = 0;
@@ -101,7 +133,26 @@ int kms_auth_info(struct kms_auth *a, struct kms_auth_info *out)
         memset(out, 0, sizeof(*out));
     KMS_ENSURE(a != NULL && a->ops != NULL && a->ops->info != NULL && out != NULL, KMS_ERR_INVAL,
                "kms_auth_info: missing argument");
+    pthread_mutex_lock(&a->info_mu);
+    if (a->info_expiry_ms > mono_ms()) {
+        rc = info_copy(&a->info_cache, out);
+        pthread_mutex_unlock(&a->info_mu);
+        goto out;
+    }
+    pthread_mutex_unlock(&a->info_mu);
     rc = a->ops->info(a->priv, out);
+    if (rc == 0) {
+        struct kms_auth_info copy;
+
+        /* Only answers are cached, never failures. */
+        if (info_copy(out, &copy) == 0) {
+            pthread_mutex_lock(&a->info_mu);
+            kms_auth_info_clear(&a->info_cache);
+            a->info_cache = copy;
+            a->info_expiry_ms = mono_ms() + KMS_AUTH_INFO_TTL_MS;
+            pthread_mutex_unlock(&a->info_mu);
+        }
+    }
 out:
     if (rc < 0 && out != NULL)
         kms_auth_info_clear(out);

@@ -12,6 +12,8 @@
 #ifndef KMS_CHAIN_INTERNAL_H
 #define KMS_CHAIN_INTERNAL_H
 
+#include <pthread.h>
+
 #include "chain/auth.h"
 
 struct kms_auth_ops {
@@ -27,10 +29,17 @@ struct kms_auth_ops {
     void (*free)(void *priv);
 };
 
+/* GetMeta asks for the backend info on every call; a short cache keeps unauthenticated
+ * callers from turning GetMeta into one outbound request each (bounded staleness). */
+#define KMS_AUTH_INFO_TTL_MS 2000
+
 struct kms_auth {
     const struct kms_auth_ops *ops;
     void *priv;
     int is_dev;
+    pthread_mutex_t info_mu;
+    struct kms_auth_info info_cache; /* valid until info_expiry_ms (monotonic) */
+    long long info_expiry_ms;
 };
 
 /* Wraps backend state in a new handle (*out, caller frees with kms_auth_free). On success

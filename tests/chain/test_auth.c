@@ -780,6 +780,17 @@ static void test_webhook_info(void)
     CHECK(info.app_implementation != NULL && strcmp(info.app_implementation, "0x02") == 0);
     kms_auth_info_clear(&info);
     CHECK(info.status == NULL);
+    /* A second GetMeta within KMS_AUTH_INFO_TTL_MS is answered from the short cache: no new
+     * outbound request, same values. */
+    {
+        int before = srv.hits;
+
+        CHECK_OK(kms_auth_info(a, &info));
+        CHECK(srv.hits == before);
+        CHECK(info.gateway_app_id != NULL && strcmp(info.gateway_app_id, "gw-9") == 0);
+        CHECK(info.chain_id == 31337);
+        kms_auth_info_clear(&info);
+    }
     kms_auth_free(a);
 }
 
