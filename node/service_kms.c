@@ -294,6 +294,8 @@ static void get_env_pubkey(struct kms_node *n, json_t *body, struct kms_http_res
     json_t *o;
     int rc = 0;
 
+    /* As upstream's enforce_self_authorization: a KMS refused by its own policy signs nothing. */
+    KMS_GUARD(kms_node_require_serving(n));
     KMS_GUARD(kms_prpc_get_bytes(body, "app_id", &app_id, &len));
     KMS_ENSURE(len == 20, KMS_ERR_INVAL, "app_id must be 20 bytes, got %zu", len);
     KMS_GUARD(kms_derive_env_pubkey(n->keys.root_ca_key, n->keys.root_k256, app_id, len,
@@ -353,7 +355,14 @@ static void get_meta(struct kms_node *n, struct kms_http_resp *resp)
 
 static void get_temp_ca_cert(struct kms_node *n, struct kms_http_resp *resp)
 {
-    json_t *o = json_object();
+    json_t *o;
+
+    /* As upstream's enforce_self_authorization: no client flow starts at an unauthorized KMS. */
+    if (kms_node_require_serving(n) < 0) {
+        kms_prpc_error(resp, kms_err_detail());
+        return;
+    }
+    o = json_object();
 
     json_object_set_new(o, "temp_ca_cert", json_string(n->keys.tmp_ca_pem));
     /* Public on purpose (as the reference): trust comes from the attestation, not this CA. */

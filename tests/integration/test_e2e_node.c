@@ -169,6 +169,7 @@ out:
 /* ---- a real auth-api webhook (in-process HTTP server) */
 
 static volatile int hook_mode; /* 0 allow, 1 deny, 2 slow */
+static volatile int hook_kms_deny; /* bootAuth/kms answers "KMS not registered" */
 static volatile int hook_app_calls;
 
 static enum MHD_Result hook(void *cls, struct MHD_Connection *c, const char *url,
@@ -194,7 +195,9 @@ static enum MHD_Result hook(void *cls, struct MHD_Connection *c, const char *url
         body = "{\"status\":\"ok\",\"kmsContractAddr\":\"0x00\",\"gatewayAppId\":\"gw\","
                "\"chainId\":1,\"appImplementation\":\"0x00\"}";
     } else if (strstr(url, "bootAuth/kms") != NULL) {
-        body = "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
+        body = hook_kms_deny
+                   ? "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"KMS not registered\"}"
+                   : "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
     } else {
         hook_app_calls++;
         if (hook_mode == 2)
@@ -357,6 +360,52 @@ static void test_node_webhook(void)
     kmstest_kmsd_stop(pid);
 }
 
+/* A node whose own policy refuses it (bootAuth/kms) at start stays up as not-authorized:
+ * /health 403 with the reason, GetMeta answers, but nothing that starts or serves a key flow
+ * (GetTempCaCert, GetAppEnvEncryptPubKey) — as upstream's enforce_self_authorization. */
+static void test_not_authorized(void)
+{
+    unsigned port = kmstest_free_port(), hport = kmstest_free_port();
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+                                                MHD_USE_THREAD_PER_CONNECTION,
+                                            (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
+    char hook_url[64], ob[64], url[64];
+    const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, NULL};
+    json_t *r = NULL;
+    long st = 0;
+    pid_t pid;
+
+    CHECK(d != NULL);
+    snprintf(hook_url, sizeof(hook_url), "http://127.0.0.1:%u", hport);
+    snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
+    hook_kms_deny = 0;
+    pid = kmstest_kmsd_start(g_tmp, "n-unauth", g_sim, port, extra);
+    CHECK_OK(kmstest_call0(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
+    CHECK_OK(kmstest_call0(ob, "Finish", NULL));
+    CHECK_OK(kmstest_wait_serving(url));
+    kmstest_kmsd_stop(pid);
+    hook_kms_deny = 1;
+    pid = kmstest_kmsd_start(g_tmp, "n-unauth", g_sim, port, extra);
+    for (int i = 0; i < 100 && st != 403; i++) {
+        st = kmstest_health(url);
+        if (st != 403)
+            usleep(100000);
+    }
+    CHECK(st == 403);
+    CHECK_OK(kmstest_call(url, "GetMeta", NULL, &r));
+    json_decref(r);
+    CHECK_RC(kmstest_call0(url, "GetTempCaCert", NULL), KMS_ERR_REPL_RPC);
+    CHECK_DETAIL("KMS is not authorized by its own policy: KMS not registered");
+    CHECK_RC(kmstest_call0(url, "GetAppEnvEncryptPubKey",
+                           "{\"app_id\":\"0x4242424242424242424242424242424242424242\"}"),
+             KMS_ERR_REPL_RPC);
+    CHECK_DETAIL("KMS is not authorized by its own policy");
+    kmstest_kmsd_stop(pid);
+    hook_kms_deny = 0;
+    MHD_stop_daemon(d);
+}
+
 /* Write a dstack key directory from raw scalars (OpenSSL-encoded PEM, raw k256). */
 static void write_dstack_dir(const char *dir, const uint8_t ca_d[32], const uint8_t k256[32])
 {
@@ -459,6 +508,7 @@ int main(void)
         return 1;
     }
     RUN(test_node_webhook);
+    RUN(test_not_authorized);
     RUN(test_import_vectors);
     kms_sim_free(g_simh);
     kmstest_tmp_finish(g_tmp, kms_test_failures);
