@@ -87,6 +87,14 @@ const char *kms_http_query_arg(const struct kms_http_req *req, const char *key)
                                        key);
 }
 
+/* admin: Authorization / X-Admin-Token of the Admin service */
+const char *kms_http_header(const struct kms_http_req *req, const char *name)
+{
+    if (req->conn == NULL)
+        return NULL;
+    return MHD_lookup_connection_value((struct MHD_Connection *)req->conn, MHD_HEADER_KIND, name);
+}
+
 struct query_iter {
     void (*fn)(void *arg, const char *key, const char *value);
     void *arg;
@@ -307,7 +315,7 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
         s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                                      MHD_OPTION_THREAD_POOL_SIZE, 4u,
                                      MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                     MHD_OPTION_CONNECTION_LIMIT, 256u,
+                                     MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
                                      MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                      MHD_OPTION_END);
     } else {
@@ -322,14 +330,14 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
                 flags | MHD_USE_TLS, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_HTTPS_MEM_KEY, s->key_pem, MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
                 MHD_OPTION_HTTPS_MEM_TRUST, s->ca_pem, MHD_OPTION_THREAD_POOL_SIZE, 4u,
-                MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 256u,
+                MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
         } else {
             s->daemon = MHD_start_daemon(
                 flags | MHD_USE_TLS, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_HTTPS_MEM_KEY, s->key_pem, MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
                 MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                 MHD_OPTION_END);
         }
     }

@@ -1,7 +1,8 @@
 /*
  * HTTP(S) serving on libmicrohttpd (GnuTLS underneath). The client certificate, when a client
  * presents one, is handed to the handler as an OpenSSL X509 (verified by the handler; the TLS
- * layer only requests it). Limits: request bodies above KMS_HTTP_MAX_BODY are refused with 400.
+ * layer only requests it). Limits: request bodies above KMS_HTTP_MAX_BODY are refused with 400;
+ * at most 256 connections, 64 per client IP, each closed after 30 s idle.
  */
 #ifndef KMS_NODE_HTTP_H
 #define KMS_NODE_HTTP_H
@@ -28,6 +29,8 @@ struct kms_http_req {
 
 /* A query-string argument of the request, or NULL (borrowed). */
 const char *kms_http_query_arg(const struct kms_http_req *req, const char *key);
+/* A request header (case-insensitive name), or NULL (borrowed). admin: token headers. */
+const char *kms_http_header(const struct kms_http_req *req, const char *name);
 /* Calls fn for each query-string argument (value "" when absent). */
 void kms_http_query_each(const struct kms_http_req *req,
                          void (*fn)(void *arg, const char *key, const char *value), void *arg);
