@@ -27,6 +27,8 @@ int kms_cli_attest(int argc, char **argv) __attribute__((weak));
 /* `backup` and `audit` (cli/backup_cmd.c, disaster recovery), same convention. */
 int kms_cli_backup(int argc, char **argv) __attribute__((weak));
 int kms_cli_audit(int argc, char **argv) __attribute__((weak));
+/* admin: `admin` (cli/admin_cmd.c), the Admin service, same convention. */
+int kms_cli_admin(int argc, char **argv) __attribute__((weak));
 
 static int die(const char *what)
 {
@@ -548,7 +550,8 @@ static const char main_usage[] =
     "  attest          verify evidence (attest verify --evidence FILE)\n"
     /* disaster recovery (cli/backup_cmd.c) */
     "  backup          encrypted identity backup with M-of-N recovery shares; restore\n"
-    "  audit           verify / show the keystore's hash-chained audit log\n";
+    "  audit           verify / show the keystore's hash-chained audit log\n"
+    "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n";
 
 int main(int argc, char **argv)
 {
@@ -580,6 +583,8 @@ int main(int argc, char **argv)
         rc = kms_cli_backup(argc - 1, argv + 1);
     else if (strcmp(argv[1], "audit") == 0 && kms_cli_audit != NULL)
         rc = kms_cli_audit(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "admin") == 0 && kms_cli_admin != NULL) /* admin */
+        rc = kms_cli_admin(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;

@@ -95,6 +95,14 @@ static void metrics(struct kms_node *n, struct kms_http_resp *resp)
     EMIT("kmsd_attested_rpc_seconds_sum %.6f\nkmsd_attested_rpc_seconds_count %lu\n", sum, count);
     EMIT("# TYPE kmsd_state gauge\nkmsd_state{state=\"%s\"} 1\n",
          kms_node_state_name(kms_repl_effective_state(n)));
+    /* admin: the Admin listener's calls and token refusals */
+    EMIT("# HELP kmsd_admin_requests_total Admin calls with a valid token.\n"
+         "# TYPE kmsd_admin_requests_total counter\nkmsd_admin_requests_total %lu\n"
+         "# HELP kmsd_admin_unauthorized_total Admin calls refused for a missing or wrong "
+         "token.\n# TYPE kmsd_admin_unauthorized_total counter\n"
+         "kmsd_admin_unauthorized_total %lu\n",
+         __atomic_load_n(&n->m.admin_requests, __ATOMIC_RELAXED),
+         __atomic_load_n(&n->m.admin_unauthorized, __ATOMIC_RELAXED));
     EMIT("# TYPE kmsd_insecure_simulation gauge\nkmsd_insecure_simulation %d\n",
          n->cfg.insecure_sim ? 1 : 0);
 #undef EMIT

@@ -96,6 +96,15 @@ static const char usage_text[] =
     "  --nitro-root FILE        AWS Nitro root (default: embedded AWS Nitro Enclaves Root G1)\n"
     "  --nitro-device-id quirk|fixed  Nitro device_id: reference quirk sha256(\"i\") (default)\n"
     "                           or the corrected per-instance derivation\n"
+    "  --admin-listen HOST:PORT Admin service (plain HTTP, pRPC JSON: ListPeers, AddPeer,\n"
+    "                           RemovePeer, AuditHead, ClearImageCache) once serving; off by\n"
+    "                           default; loopback addresses only (e.g. 127.0.0.1:8001)\n"
+    "  --admin-token-file FILE  the admin token (one line, 16..1024 visible characters), sent\n"
+    "                           as `Authorization: Bearer <token>` or `X-Admin-Token`; required\n"
+    "                           with --admin-listen; the file must be mode 0600 or stricter;\n"
+    "                           kmsd keeps only its SHA-256\n"
+    "  --admin-allow-remote     allow a non-loopback --admin-listen (the token then crosses the\n"
+    "                           network in clear: put a TLS proxy in front)\n"
     "  --log-level LEVEL        debug|info|warn|error (default info)\n"
     "  --config FILE            read options from FILE first: one `name = value` per line\n"
     "                           (long option names without --; \"quoted\" values; flags take\n"
@@ -135,6 +144,7 @@ enum {
     OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
     OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
     OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, OPT_GCP_PCR0, /* aia, gcp image */
+    OPT_ADMIN_LISTEN, OPT_ADMIN_TOKEN_FILE, OPT_ADMIN_ALLOW_REMOTE, /* admin */
     OPT_CONFIG,
 };
 
@@ -323,6 +333,9 @@ int main(int argc, char **argv)
         {"nitro-root", required_argument, NULL, OPT_NITRO_ROOT},
         {"nitro-device-id", required_argument, NULL, OPT_NITRO_DEVICE_ID},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},         /* admin */
+        {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE}, /* admin */
+        {"admin-allow-remote", no_argument, NULL, OPT_ADMIN_ALLOW_REMOTE},   /* admin */
         {"config", required_argument, NULL, OPT_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -455,6 +468,9 @@ int main(int argc, char **argv)
             }
             kms_log_set_level((enum kms_log_level)lvl);
             break;
+        case OPT_ADMIN_LISTEN: cfg.admin_listen = optarg; break;          /* admin */
+        case OPT_ADMIN_TOKEN_FILE: cfg.admin_token_file = optarg; break;  /* admin */
+        case OPT_ADMIN_ALLOW_REMOTE: cfg.admin_allow_remote = 1; break;   /* admin */
         case OPT_CONFIG: break; /* loaded above */
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs("Try 'kmsd --help'.\n", stderr); return 2;

@@ -14,6 +14,7 @@
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
+#include "node/admin.h" /* admin */
 #include "node/crypto.h"
 #include "node/http.h"
 #include "replication/replication.h"
@@ -519,6 +520,7 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
         n->cfg.onboard_listen = n->cfg.listen;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
+    KMS_GUARD(kms_admin_new(&n->cfg, &n->admin)); /* admin: refuse a bad setup at start */
     KMS_GUARD(kms_mkdir_p(cfg->data_dir, 0700));
     memset(&seal, 0, sizeof(seal));
     seal.provider = cfg->seal_provider;
@@ -556,6 +558,7 @@ void kms_node_free(struct kms_node *n)
 {
     if (n == NULL)
         return;
+    kms_admin_free(n->admin); /* admin: first, its handler uses the store and the peers */
     kms_http_stop(n->onboard_srv);
     kms_http_stop(n->kms_srv);
     kms_repl_stop(n);
@@ -703,6 +706,7 @@ int kms_node_run(struct kms_node *n)
     }
     KMS_INFO("KMS service (HTTPS) on %s, domain %s", n->cfg.listen, n->keys.domain);
     KMS_GUARD(kms_repl_start(n));
+    KMS_GUARD(kms_admin_start(n)); /* admin: once the KMS service is serving */
     pthread_mutex_lock(&n->lock);
     while (!n->stop_requested)
         pthread_cond_wait(&n->cond, &n->lock);

@@ -76,6 +76,11 @@ struct kms_node_cfg {
     size_t n_gcp_pcr0;
     int gcp_pcr0_any;        /* --gcp-pcr0 any */
     /* ---- end aia ---- */
+    /* ---- admin (owner: admin, node/admin.c): the Admin service listener ---- */
+    const char *admin_listen;     /* --admin-listen HOST:PORT (NULL: no admin listener) */
+    const char *admin_token_file; /* --admin-token-file FILE (required with --admin-listen) */
+    int admin_allow_remote;       /* --admin-allow-remote: a non-loopback --admin-listen */
+    /* ---- end admin ---- */
 };
 
 enum kms_node_state {
@@ -102,10 +107,13 @@ struct kms_node_metrics {
     unsigned long latency_bucket[8];
     double latency_sum_s;
     unsigned long latency_count;
+    unsigned long admin_requests;     /* admin: authorized Admin calls */
+    unsigned long admin_unauthorized; /* admin: refused for a missing or wrong token */
 };
 
 struct kms_http_server;
 struct kms_sim;
+struct kms_admin; /* admin: node/admin.h */
 
 /* Serving keys, loaded once identity exists. All owned by the node. */
 struct kms_node_keys {
@@ -149,6 +157,7 @@ struct kms_node {
     char sim_dir_buf[4096];
     struct kms_collateral_source *sim_coll; /* --sim-collateral, --pccs-url, --collateral-file;
                                                owned */
+    struct kms_admin *admin; /* admin: token hash and listener; owned (node/admin.h) */
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).

@@ -382,6 +382,195 @@ void kms_repl_peer_joined(struct kms_node *n, const char *peer_url)
     KMS_INFO("peer %s onboarded from this node", norm);
 }
 
+/* ---------------------------------------------------------------- admin: add / remove */
+
+#define META_REMOVED "peers_removed"
+#define REMOVED_MAX (2 * KMS_REPL_MAX_PEERS) /* oldest removals are forgotten beyond this */
+
+/* The persisted set of removed peer URLs (normalized strings); an empty array when absent or
+ * unreadable. NULL only when out of memory. Caller owns it. */
+static json_t *removed_load(struct kms_store *st)
+{
+    json_t *out = json_array();
+    json_t *arr = NULL, *e;
+    char *txt = NULL;
+    size_t i;
+
+    if (out == NULL || kms_store_meta_get(st, META_REMOVED, &txt) < 0)
+        return out;
+    if (strlen(txt) <= META_PEERS_MAX)
+        arr = json_loads(txt, 0, NULL);
+    free(txt);
+    if (!json_is_array(arr)) {
+        KMS_WARN("persisted list of removed peers is unreadable: ignored");
+        json_decref(arr);
+        return out;
+    }
+    json_array_foreach(arr, i, e)
+    {
+        char norm[KMS_REPL_URL_MAX];
+
+        if (json_is_string(e) && json_array_size(out) < REMOVED_MAX &&
+            kms_repl_peer_url_normalize(json_string_value(e), norm) == 0)
+            json_array_append_new(out, json_string(norm));
+    }
+    json_decref(arr);
+    return out;
+}
+
+/* Index of url (normalized by the caller) in the removed set, or -1. */
+static long removed_find(json_t *set, const char *norm)
+{
+    json_t *e;
+    size_t i;
+
+    json_array_foreach(set, i, e)
+    {
+        if (json_is_string(e) && strcmp(json_string_value(e), norm) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+/* 1 if url (any spelling) was removed by an operator and must not come back from config. */
+static int removed_has(json_t *set, const char *url)
+{
+    char norm[KMS_REPL_URL_MAX];
+
+    if (set == NULL || kms_repl_peer_url_normalize(url, norm) < 0)
+        return 0;
+    return removed_find(set, norm) >= 0;
+}
+
+static int removed_persist(struct kms_store *st, json_t *set)
+{
+    char *txt = json_dumps(set, JSON_COMPACT);
+    int rc = 0;
+
+    KMS_GUARD_PTR(txt);
+    KMS_GUARD(kms_store_meta_set(st, META_REMOVED, txt));
+out:
+    free(txt);
+    return rc;
+}
+
+/* The list to change: the live one (r->mu taken, *live = 1) or, before kms_repl_start, a copy
+ * of the persisted one in *tmp (caller frees). g_repl_mu held by the caller. */
+static struct repl *admin_list(struct kms_node *n, struct repl **tmp, int *live)
+{
+    struct repl *r = n->peers;
+
+    *live = 0;
+    if (r != NULL) {
+        pthread_mutex_lock(&r->mu);
+        *live = 1;
+        return r;
+    }
+    *tmp = calloc(1, sizeof(**tmp));
+    if (*tmp == NULL)
+        return NULL;
+    if (!n->have_keys || kms_repl_self_url(n, n->keys.domain, (*tmp)->self_url) < 0)
+        (*tmp)->self_url[0] = '\0';
+    list_load_meta(*tmp, n->store);
+    return *tmp;
+}
+
+int kms_repl_peer_add(struct kms_node *n, const char *url, char norm_out[KMS_REPL_URL_MAX])
+{
+    char norm[KMS_REPL_URL_MAX];
+    struct repl *r, *tmp = NULL;
+    json_t *removed = NULL;
+    int live = 0, added = 0;
+    long idx;
+    int rc;
+
+    rc = kms_repl_peer_url_normalize(url, norm);
+    if (rc < 0)
+        return rc;
+    if (norm_out != NULL)
+        memcpy(norm_out, norm, sizeof(norm));
+    pthread_mutex_lock(&g_repl_mu);
+    r = admin_list(n, &tmp, &live);
+    KMS_GUARD_PTR(r);
+    KMS_ENSURE(strcmp(norm, r->self_url) != 0, KMS_ERR_INVAL,
+               "%s is this node's own URL, not a peer", norm);
+    for (size_t i = 0; i < r->n && !added; i++)
+        added = strcmp(r->p[i].url, norm) == 0 ? -1 : 0;
+    if (added == 0) {
+        KMS_ENSURE(r->n < KMS_REPL_MAX_PEERS, KMS_ERR_TOOBIG,
+                   "the peer list is full (%d peers): remove one first", KMS_REPL_MAX_PEERS);
+        added = list_add(r, norm, "admin");
+        KMS_GUARD(list_persist(r, n->store));
+    } else {
+        added = 0;
+    }
+    /* An explicit add undoes an earlier removal. */
+    removed = removed_load(n->store);
+    KMS_GUARD_PTR(removed);
+    idx = removed_find(removed, norm);
+    if (idx >= 0) {
+        json_array_remove(removed, (size_t)idx);
+        KMS_GUARD(removed_persist(n->store, removed));
+    }
+    if (live)
+        pthread_cond_broadcast(&r->cv); /* check the newcomer now */
+    rc = added;
+out:
+    if (live)
+        pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&g_repl_mu);
+    free(tmp);
+    json_decref(removed);
+    if (rc == 1)
+        KMS_INFO("peer %s added by an operator", norm);
+    return rc;
+}
+
+int kms_repl_peer_remove(struct kms_node *n, const char *url, char norm_out[KMS_REPL_URL_MAX])
+{
+    char norm[KMS_REPL_URL_MAX];
+    struct repl *r, *tmp = NULL;
+    json_t *removed = NULL;
+    size_t i;
+    int live = 0;
+    int rc;
+
+    rc = kms_repl_peer_url_normalize(url, norm);
+    if (rc < 0)
+        return rc;
+    if (norm_out != NULL)
+        memcpy(norm_out, norm, sizeof(norm));
+    pthread_mutex_lock(&g_repl_mu);
+    r = admin_list(n, &tmp, &live);
+    KMS_GUARD_PTR(r);
+    for (i = 0; i < r->n; i++) {
+        if (strcmp(r->p[i].url, norm) == 0)
+            break;
+    }
+    KMS_ENSURE(i < r->n, KMS_ERR_NOTFOUND, "peer %s is not in the peer list", norm);
+    /* Remembered first: a --peer or onboarded-from peer must not return at the next start. */
+    removed = removed_load(n->store);
+    KMS_GUARD_PTR(removed);
+    if (removed_find(removed, norm) < 0) {
+        if (json_array_size(removed) >= REMOVED_MAX)
+            json_array_remove(removed, 0);
+        json_array_append_new(removed, json_string(norm));
+        KMS_GUARD(removed_persist(n->store, removed));
+    }
+    memmove(&r->p[i], &r->p[i + 1], (r->n - i - 1) * sizeof(r->p[0]));
+    r->n--;
+    KMS_GUARD(list_persist(r, n->store));
+out:
+    if (live)
+        pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&g_repl_mu);
+    free(tmp);
+    json_decref(removed);
+    if (rc == 0)
+        KMS_INFO("peer %s removed by an operator", norm);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the check loop */
 
 struct job {
@@ -501,6 +690,7 @@ int kms_repl_start(struct kms_node *n)
 {
     struct repl *r;
     char *from = NULL;
+    json_t *removed;
     int rc = 0;
 
     if (!n->have_keys)
@@ -511,13 +701,19 @@ int kms_repl_start(struct kms_node *n)
     pthread_cond_init(&r->cv, NULL);
     if (kms_repl_self_url(n, n->keys.domain, r->self_url) < 0)
         r->self_url[0] = '\0';
-    for (size_t i = 0; i < n->cfg.n_peers; i++)
-        list_add(r, n->cfg.peers[i], "config");
     pthread_mutex_lock(&g_repl_mu);
+    /* admin: peers an operator removed stay removed, also when configured */
+    removed = removed_load(n->store);
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        if (!removed_has(removed, n->cfg.peers[i]))
+            list_add(r, n->cfg.peers[i], "config");
+    }
     if (kms_store_meta_get(n->store, "onboarded_from", &from) == 0) {
-        list_add(r, from, "onboarded-from");
+        if (!removed_has(removed, from))
+            list_add(r, from, "onboarded-from");
         free(from);
     }
+    json_decref(removed);
     list_load_meta(r, n->store);
     if (list_persist(r, n->store) < 0)
         KMS_WARN("cannot persist the peer list: %s", kms_err_detail());

@@ -132,6 +132,20 @@ KMS_WUR int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MA
  * persists the list (store meta "peers"). Safe from any thread, also before kms_repl_start. */
 void kms_repl_peer_joined(struct kms_node *n, const char *peer_url);
 
+/* ---- admin (node/admin.c): operator-managed peers ---- */
+/* Admin.AddPeer: adds url (normalized into norm, may be NULL) with origin "admin" and persists
+ * the list (meta "peers"); also forgets an earlier removal. Returns 1 when added, 0 when it was
+ * already listed; KMS_ERR_INVAL for a bad URL or this node's own URL, KMS_ERR_TOOBIG when the
+ * list is full. Safe from any thread, also before kms_repl_start. */
+KMS_WUR int kms_repl_peer_add(struct kms_node *n, const char *url, char norm[KMS_REPL_URL_MAX]);
+/* Admin.RemovePeer: drops url from the list and persists it; the URL is also remembered in
+ * meta "peers_removed" so that a --peer option or the onboarded-from source does not bring it
+ * back at the next start (a later AddPeer undoes that). KMS_ERR_NOTFOUND when not listed,
+ * KMS_ERR_INVAL for a bad URL. Safe from any thread, also before kms_repl_start. */
+KMS_WUR int kms_repl_peer_remove(struct kms_node *n, const char *url,
+                                 char norm[KMS_REPL_URL_MAX]);
+/* ---- end admin ---- */
+
 /* The URL this node advertises to the source when onboarding ("https://DOMAIN:PORT", PORT
  * from --listen). KMS_ERR_INVAL if it cannot be formed. */
 KMS_WUR int kms_repl_self_url(const struct kms_node *n, const char *domain,

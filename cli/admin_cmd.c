@@ -1,0 +1,279 @@
+/* kmsctl admin: the Admin service of a node (node/admin.h) over its token-protected listener. */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/file.h"
+#include "replication/replication.h"
+
+#define ADMIN_MAX_BODY (1024u * 1024u)
+#define ADMIN_TOKEN_FILE_MAX 1100u /* the node accepts tokens of up to 1024 characters */
+
+int kms_cli_admin(int argc, char **argv);
+
+static const char admin_usage[] =
+    "Usage: kmsctl admin peers       --admin URL --token-file FILE [--json]\n"
+    "       kmsctl admin add-peer    URL --admin URL --token-file FILE [--json]\n"
+    "       kmsctl admin remove-peer URL --admin URL --token-file FILE [--json]\n"
+    "       kmsctl admin audit-head  --admin URL --token-file FILE [--json]\n"
+    "\n"
+    "Calls the Admin service of a node (kmsd --admin-listen, --admin-token-file):\n"
+    "  peers        the node's peer list with the status of each peer's last check\n"
+    "  add-peer     add a peer KMS (https://host:port) to check; kept across restarts\n"
+    "  remove-peer  stop checking a peer; kept across restarts, also for --peer options\n"
+    "  audit-head   the audit log's row count and last row hash (anchor it elsewhere)\n"
+    "Every call, refused ones included, is recorded in the node's audit log.\n"
+    "  --admin URL         the admin listener, e.g. http://127.0.0.1:8001\n"
+    "  --token-file FILE   file holding the admin token (sent as Authorization: Bearer)\n"
+    "  --json              print the node's JSON answer\n"
+    "  --timeout-ms MS     timeout of the request (default 10000)\n"
+    "Exit status: 0 on success, 1 when the node refused or failed, 2 on usage errors.\n";
+
+struct sink {
+    struct kms_buf b;
+    int overflow;
+};
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = sz * nm;
+
+    if (ADMIN_MAX_BODY - s->b.len < n || kms_buf_put(&s->b, p, n) < 0) {
+        s->overflow = 1;
+        return 0;
+    }
+    return n;
+}
+
+/* The token from path with a trailing newline removed; caller frees with kms_free_secret. */
+static int read_token(const char *path, char **out)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0, flen = 0;
+    int rc = 0;
+
+    KMS_GUARD(kms_file_read(path, ADMIN_TOKEN_FILE_MAX, &buf, &flen));
+    len = flen;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    KMS_ENSURE(len > 0 && memchr(buf, '\n', len) == NULL && memchr(buf, '\0', len) == NULL,
+               KMS_ERR_INVAL, "%s must hold one line: the admin token", path);
+    *out = malloc(len + 1);
+    KMS_GUARD_PTR(*out);
+    memcpy(*out, buf, len);
+    (*out)[len] = '\0';
+out:
+    if (buf != NULL)
+        kms_free_secret(buf, flen);
+    return rc;
+}
+
+/* POST base/prpc/Admin.<method>?json with body; *res the JSON answer (caller owns), *status
+ * the HTTP code. */
+static int admin_call(const char *base, const char *token, long timeout_ms, const char *method,
+                      const char *body, long *status, json_t **res)
+{
+    char url[KMS_REPL_URL_MAX + 64];
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *hdr = NULL;
+    char *auth = NULL;
+    struct sink s;
+    size_t ul = strlen(base);
+    json_error_t jerr;
+    CURL *c = NULL;
+    CURLcode cc;
+    int rc = 0;
+
+    memset(&s, 0, sizeof(s));
+    *res = NULL;
+    while (ul > 0 && base[ul - 1] == '/')
+        ul--;
+    KMS_ENSURE(strncmp(base, "http://", 7) == 0 || strncmp(base, "https://", 8) == 0,
+               KMS_ERR_INVAL, "--admin must be an http:// or https:// URL");
+    KMS_ENSURE(ul < KMS_REPL_URL_MAX, KMS_ERR_INVAL, "--admin URL too long");
+    snprintf(url, sizeof(url), "%.*s/prpc/Admin.%s?json", (int)ul, base, method);
+    auth = malloc(strlen(token) + 32);
+    KMS_GUARD_PTR(auth);
+    snprintf(auth, strlen(token) + 32, "Authorization: Bearer %s", token);
+    hdr = curl_slist_append(hdr, auth);
+    KMS_GUARD_PTR(hdr);
+    KMS_ENSURE(curl_slist_append(hdr, "Content-Type: application/json") != NULL, KMS_ERR_NOMEM,
+               "out of memory");
+    c = curl_easy_init();
+    KMS_GUARD_PTR(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? body : "{}");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    cc = curl_easy_perform(c);
+    KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms",
+               base, timeout_ms);
+    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "answer larger than %u bytes", ADMIN_MAX_BODY);
+    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", base,
+               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    *res = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len,
+                      JSON_DECODE_ANY, &jerr);
+    KMS_ENSURE(*res != NULL, KMS_ERR_PARSE, "%s answered HTTP %ld without JSON", base, *status);
+    if (*status != 200) {
+        json_t *e = json_object_get(*res, "error");
+
+        rc = kms_err_set(*status == 401 ? KMS_ERR_DENIED : KMS_ERR_REPL_RPC, "%s (HTTP %ld)",
+                         json_is_string(e) ? json_string_value(e) : "error", *status);
+    }
+out:
+    if (rc < 0) {
+        json_decref(*res);
+        *res = NULL;
+    }
+    for (struct curl_slist *h = hdr; h != NULL; h = h->next)
+        OPENSSL_cleanse(h->data, strlen(h->data));
+    curl_slist_free_all(hdr);
+    if (auth != NULL)
+        kms_free_secret(auth, strlen(auth));
+    kms_buf_free(&s.b);
+    if (c != NULL)
+        curl_easy_cleanup(c);
+    return rc;
+}
+
+static const char *str_or(json_t *o, const char *k, const char *dflt)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static void print_peers(json_t *res)
+{
+    json_t *peers = json_object_get(res, "peers");
+    json_t *p;
+    size_t i;
+
+    if (json_array_size(peers) == 0) {
+        printf("no peers\n");
+        return;
+    }
+    printf("%-40s %-13s %-15s %s\n", "PEER", "STATUS", "ORIGIN", "REASON");
+    json_array_foreach(peers, i, p)
+    {
+        printf("%-40s %-13s %-15s %s\n", str_or(p, "url", "?"), str_or(p, "status", "?"),
+               str_or(p, "origin", "?"), str_or(p, "reason", ""));
+    }
+}
+
+int kms_cli_admin(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"admin", required_argument, NULL, 'a'},  {"token-file", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},         {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *admin = NULL, *token_file = NULL, *sub, *method, *arg = NULL;
+    long timeout_ms = 10000, status = 0;
+    char *token = NULL, *body = NULL;
+    json_t *res = NULL;
+    int as_json = 0, c, rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(admin_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    sub = argv[1];
+    if (strcmp(sub, "peers") == 0)
+        method = "ListPeers";
+    else if (strcmp(sub, "add-peer") == 0)
+        method = "AddPeer";
+    else if (strcmp(sub, "remove-peer") == 0)
+        method = "RemovePeer";
+    else if (strcmp(sub, "audit-head") == 0)
+        method = "AuditHead";
+    else {
+        fprintf(stderr, "kmsctl admin: unknown subcommand '%s'\n%s", sub, admin_usage);
+        return 2;
+    }
+    optind = 1;
+    while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'a': admin = optarg; break;
+        case 't': token_file = optarg; break;
+        case 'j': as_json = 1; break;
+        case 'T': {
+            char *end = NULL;
+
+            timeout_ms = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || timeout_ms <= 0 || timeout_ms > 600000) {
+                fprintf(stderr, "kmsctl admin: --timeout-ms must be 1..600000\n");
+                return 2;
+            }
+            break;
+        }
+        case 'h': fputs(admin_usage, stdout); return 0;
+        default: fputs(admin_usage, stderr); return 2;
+        }
+    }
+    if (strcmp(method, "AddPeer") == 0 || strcmp(method, "RemovePeer") == 0) {
+        if (optind + 1 != argc - 1) {
+            fprintf(stderr, "kmsctl admin %s: give exactly one peer URL\n", sub);
+            return 2;
+        }
+        arg = argv[1 + optind];
+    } else if (optind != argc - 1) {
+        fprintf(stderr, "kmsctl admin %s: unexpected argument '%s'\n", sub, argv[1 + optind]);
+        return 2;
+    }
+    if (admin == NULL || token_file == NULL) {
+        fprintf(stderr, "kmsctl admin %s: --admin URL and --token-file FILE are required\n", sub);
+        return 2;
+    }
+    if (arg != NULL) {
+        json_t *o = json_pack("{s:s}", "url", arg);
+
+        body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (body == NULL) {
+            fprintf(stderr, "kmsctl admin: out of memory\n");
+            return 1;
+        }
+    }
+    rc = read_token(token_file, &token);
+    if (rc == 0)
+        rc = admin_call(admin, token, timeout_ms, method, body, &status, &res);
+    if (token != NULL)
+        kms_free_secret(token, strlen(token));
+    free(body);
+    if (rc < 0) {
+        fprintf(stderr, "kmsctl admin %s: %s\n", sub, kms_err_detail());
+        return 1;
+    }
+    if (as_json) {
+        char *s = json_dumps(res, JSON_INDENT(2) | JSON_ENCODE_ANY);
+
+        printf("%s\n", s != NULL ? s : "null");
+        free(s);
+    } else if (strcmp(method, "ListPeers") == 0) {
+        print_peers(res);
+    } else if (strcmp(method, "AddPeer") == 0) {
+        printf("%s %s\n", json_is_true(json_object_get(res, "added")) ? "added" : "already listed:",
+               str_or(res, "url", arg));
+    } else if (strcmp(method, "RemovePeer") == 0) {
+        printf("removed %s\n", str_or(res, "url", arg));
+    } else {
+        printf("count %lld\nlast_hash %s\n",
+               (long long)json_integer_value(json_object_get(res, "count")),
+               str_or(res, "last_hash", "?"));
+    }
+    json_decref(res);
+    return 0;
+}
