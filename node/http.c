@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -303,7 +304,8 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
 {
     struct sockaddr_in sa;
     struct kms_http_server *s = NULL;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* ITC: needed to quiesce (stop accepting) before stopping; see kms_http_stop. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC;
     int rc = 0;
 
     KMS_GUARD(kms_http_parse_listen(listen, &sa));
@@ -357,11 +359,30 @@ unsigned kms_http_port(const struct kms_http_server *s)
     return di != NULL ? di->port : 0;
 }
 
+/* Graceful stop: accept nothing new, let the connections in flight finish (at most 2 s; e.g.
+ * the one that carried Finish, whose completion triggered this stop), then stop. Stopping
+ * while a worker was still finishing such a connection crashed libmicrohttpd 0.9.75 now and
+ * then. */
 void kms_http_stop(struct kms_http_server *s)
 {
+    MHD_socket lfd = MHD_INVALID_SOCKET;
+
     if (s == NULL)
         return;
-    if (s->daemon != NULL)
+    if (s->daemon != NULL) {
+        lfd = MHD_quiesce_daemon(s->daemon);
+        for (int i = 0; i < 100; i++) {
+            const union MHD_DaemonInfo *di =
+                MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+            if (di == NULL || di->num_connections == 0)
+                break;
+            usleep(20000);
+        }
         MHD_stop_daemon(s->daemon);
+        /* MHD hands the quiesced listen socket to us: close it after the daemon is gone. */
+        if (lfd != MHD_INVALID_SOCKET)
+            close(lfd);
+    }
     free_server(s);
 }
