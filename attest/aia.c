@@ -192,8 +192,7 @@ static int host_allowed(const struct kms_aia *a, const char *url)
     return 0;
 }
 
-int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes,
-                                 size_t n)
+int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes, size_t n)
 {
     struct kms_aia *a = ctx->aia;
 
@@ -205,7 +204,8 @@ int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *
         size_t l = suffixes[i] != NULL ? strlen(suffixes[i]) : 0;
 
         if (l == 0 || l > AIA_MAX_HOST_LEN ||
-            strspn(suffixes[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != l ||
+            strspn(suffixes[i],
+                   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") != l ||
             suffixes[i][0] == '.')
             return kms_err_set(KMS_ERR_INVAL, "AIA host '%s' is not a DNS name or suffix",
                                suffixes[i] != NULL ? suffixes[i] : "");
@@ -223,8 +223,8 @@ int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *
 /* The first caIssuers URI of cert that kms_aia_url_allowed accepts (copied into url), else
  * *refused receives the first caIssuers URI present (printable part, for the message).
  * Returns 1 when url was filled. */
-static int ca_issuers_url(const struct kms_aia *a, X509 *cert, char *url, size_t cap,
-                          char *refused, size_t rcap)
+static int ca_issuers_url(const struct kms_aia *a, X509 *cert, char *url, size_t cap, char *refused,
+                          size_t rcap)
 {
     AUTHORITY_INFO_ACCESS *aia = X509_get_ext_d2i(cert, NID_info_access, NULL, NULL);
     int found = 0;
@@ -418,7 +418,7 @@ static void name_of(X509 *x, char *out, size_t cap)
 }
 
 /* The top of the partial path leaf → issuers in untrusted (bounded walk). */
-static X509 *path_top(X509 *leaf, STACK_OF(X509) *untrusted)
+static X509 *path_top(X509 *leaf, STACK_OF(X509) * untrusted)
 {
     X509 *top = leaf;
 
@@ -453,7 +453,7 @@ static int path_ends(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, 
 }
 
 int kms_aia_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
-                         STACK_OF(X509) *intermediates, const char *what, int *is_sim)
+                         STACK_OF(X509) * intermediates, const char *what, int *is_sim)
 {
     struct kms_aia *a = ctx->aia;
     STACK_OF(X509) *untrusted = NULL;

@@ -210,8 +210,8 @@ struct kms_attest_ctx *kms_attest_ctx_new(void);
 void kms_attest_ctx_free(struct kms_attest_ctx *ctx);
 /* Adds a trust anchor (the ctx takes its own reference). is_sim marks a simulation root:
  * evidence verified through it is flagged `sim` in the result. */
-KMS_WUR int kms_attest_ctx_add_root(struct kms_attest_ctx *ctx, enum kms_root_kind kind,
-                                    X509 *root, int is_sim);
+KMS_WUR int kms_attest_ctx_add_root(struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *root,
+                                    int is_sim);
 /* Loads PEM roots from a file (one or more certs). */
 KMS_WUR int kms_attest_ctx_add_root_file(struct kms_attest_ctx *ctx, enum kms_root_kind kind,
                                          const char *path, int is_sim);
@@ -246,9 +246,9 @@ struct kms_tdx_quote {
     struct kms_tdx_report report;
     const uint8_t *signed_data; /* header || body */
     size_t signed_len;
-    const uint8_t *sig;        /* 64: r||s */
-    const uint8_t *attest_key; /* 64: X||Y */
-    const uint8_t *qe_report;  /* 384 */
+    const uint8_t *sig;           /* 64: r||s */
+    const uint8_t *attest_key;    /* 64: X||Y */
+    const uint8_t *qe_report;     /* 384 */
     const uint8_t *qe_report_sig; /* 64 */
     const uint8_t *qe_auth;
     size_t qe_auth_len;
@@ -266,27 +266,27 @@ KMS_WUR int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quo
 /* What verification established. */
 struct kms_verified {
     enum kms_att_mode mode;
-    int sim;                   /* verified through a simulation root */
-    struct kms_tdx_report td;  /* TDX, GCP_TDX */
-    uint8_t ppid[64];          /* from the PCK certificate (TDX, GCP_TDX) */
+    int sim;                  /* verified through a simulation root */
+    struct kms_tdx_report td; /* TDX, GCP_TDX */
+    uint8_t ppid[64];         /* from the PCK certificate (TDX, GCP_TDX) */
     size_t ppid_len;
-    char tcb_status[48];       /* "" when not evaluated (no collateral) or Nitro; 48 holds
-                                  "ConfigurationAndSWHardeningNeeded" (collateral) */
+    char tcb_status[48]; /* "" when not evaluated (no collateral) or Nitro; 48 holds
+                            "ConfigurationAndSWHardeningNeeded" (collateral) */
     char **advisory_ids;
     size_t n_advisory_ids;
-    uint8_t pcr[3][48];        /* NITRO: PCR0..2 (48 B); GCP: PCR0, PCR2, PCR14 (32 B) */
-    char module_id[128];       /* NITRO */
+    uint8_t pcr[3][48];  /* NITRO: PCR0..2 (48 B); GCP: PCR0, PCR2, PCR14 (32 B) */
+    char module_id[128]; /* NITRO */
 };
 
 void kms_verified_free(struct kms_verified *v);
 
-/* The Intel SGX Root CA (pinned TDX PCK root), compiled in; also attest/roots/intel-sgx-root-ca.pem.
- * Caller frees with X509_free; NULL on allocation failure. */
+/* The Intel SGX Root CA (pinned TDX PCK root), compiled in; also
+ * attest/roots/intel-sgx-root-ca.pem. Caller frees with X509_free; NULL on allocation failure. */
 X509 *kms_attest_intel_root(void);
 
 /* Verifies a quote's signatures and PCK chain (no event-log checks). */
-KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
-                                 size_t len, struct kms_verified *out);
+KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
+                                 struct kms_verified *out);
 /* Full verification per mode (quote, chain, replay, report_data consistency, TCB policy). */
 KMS_WUR int kms_attest_verify(const struct kms_attest_ctx *ctx, const struct kms_attestation *att,
                               struct kms_verified *out);
@@ -681,14 +681,14 @@ enum {
 
 /* One collateral set (one FMSPC), the layout of dcap-qvl's QuoteCollateralV3. Owns everything. */
 struct kms_collateral {
-    char *pck_crl_issuer_chain;          /* PEM: PCK platform/processor CA, root */
-    struct kms_bytes root_ca_crl;        /* DER */
-    struct kms_bytes pck_crl;            /* DER */
-    char *tcb_info_issuer_chain;         /* PEM: TCB signing certificate, root */
-    char *tcb_info;                      /* exact signed text of the "tcbInfo" value */
-    struct kms_bytes tcb_info_signature; /* 64 bytes r || s */
-    char *qe_identity_issuer_chain;      /* PEM */
-    char *qe_identity;                   /* exact signed text of the "enclaveIdentity" value */
+    char *pck_crl_issuer_chain;             /* PEM: PCK platform/processor CA, root */
+    struct kms_bytes root_ca_crl;           /* DER */
+    struct kms_bytes pck_crl;               /* DER */
+    char *tcb_info_issuer_chain;            /* PEM: TCB signing certificate, root */
+    char *tcb_info;                         /* exact signed text of the "tcbInfo" value */
+    struct kms_bytes tcb_info_signature;    /* 64 bytes r || s */
+    char *qe_identity_issuer_chain;         /* PEM */
+    char *qe_identity;                      /* exact signed text of the "enclaveIdentity" value */
     struct kms_bytes qe_identity_signature; /* 64 bytes r || s */
 };
 
@@ -742,7 +742,8 @@ struct kms_collateral_source_opts {
 
 /* Sets from collateral_file (and kms_collateral_source_add) are used first: without a PCCS a
  * single set is used for every platform (its FMSPC is then checked), else the set whose tcbInfo
- * FMSPC is the PCK certificate's; otherwise the PCCS is asked. Caller frees *out with kms_collateral_source_free (after every ctx using it). */
+ * FMSPC is the PCK certificate's; otherwise the PCCS is asked. Caller frees *out with
+ * kms_collateral_source_free (after every ctx using it). */
 KMS_WUR int kms_collateral_source_new(const struct kms_collateral_source_opts *o,
                                       struct kms_collateral_source **out);
 void kms_collateral_source_free(struct kms_collateral_source *src);
@@ -782,18 +783,18 @@ KMS_WUR int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, co
  * platform (FMSPC 90c06f000000, PCE-ID 0000, the sim's SVNs and QE); the CRLs are signed by
  * sim-pck-ca.key and sim-root.key. NULL/0 fields take the defaults in brackets. */
 struct kms_sim_collateral_opts {
-    time_t now;                   /* reference time [time(NULL)] */
-    time_t issue_date;            /* [now - 1 h] */
-    time_t next_update;           /* TCB info / QE identity nextUpdate [now + 30 d] */
-    time_t crl_next_update;       /* both CRLs [next_update] */
-    const char *fmspc_hex;        /* tcbInfo fmspc [the sim's] */
-    const char *pce_id_hex;       /* tcbInfo pceId ["0000"] */
-    const char *tcb_levels_json;  /* tcbInfo tcbLevels array [one UpToDate level = the sim] */
+    time_t now;                         /* reference time [time(NULL)] */
+    time_t issue_date;                  /* [now - 1 h] */
+    time_t next_update;                 /* TCB info / QE identity nextUpdate [now + 30 d] */
+    time_t crl_next_update;             /* both CRLs [next_update] */
+    const char *fmspc_hex;              /* tcbInfo fmspc [the sim's] */
+    const char *pce_id_hex;             /* tcbInfo pceId ["0000"] */
+    const char *tcb_levels_json;        /* tcbInfo tcbLevels array [one UpToDate level = the sim] */
     const char *module_identities_json; /* tdxModuleIdentities [TDX_02, isvsvn 2, UpToDate] */
     const char *qe_tcb_levels_json;     /* QE identity tcbLevels [isvsvn 8 UpToDate] */
-    const char *qe_mrsigner_hex;  /* QE identity mrsigner [the sim QE's] */
-    int revoke_pck;               /* 1: PCK CRL lists the sim PCK certificate */
-    int revoke_pck_ca;            /* 1: root CA CRL lists the sim PCK CA */
+    const char *qe_mrsigner_hex;        /* QE identity mrsigner [the sim QE's] */
+    int revoke_pck;                     /* 1: PCK CRL lists the sim PCK certificate */
+    int revoke_pck_ca;                  /* 1: root CA CRL lists the sim PCK CA */
 };
 /* Builds one set for the simulation directory sim_dir (made by kms_sim_open). *out is zeroed by
  * the call and caller-owned (kms_collateral_clear). */
@@ -801,11 +802,11 @@ KMS_WUR int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collate
                                struct kms_collateral *out);
 /* Signs msg with the key sim_dir/name ("sim-tcb-signing.key", ...): ECDSA P-256 SHA-256,
  * r || s. For tests that re-sign edited collateral. */
-KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg,
-                             size_t len, uint8_t sig[64]);
+KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg, size_t len,
+                             uint8_t sig[64]);
 
-/* ================================================================ AIA fetching for the GCP AK chain
- * (aia.c; owner: aia)
+/* ================================================================ AIA fetching for the GCP AK
+ * chain (aia.c; owner: aia)
  *
  * Real GCP AK certificates are issued by an intermediate ("EK/AK CA Intermediate") that the
  * evidence does not carry. When enabled, a GCP AK certificate that does not verify with the

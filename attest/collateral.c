@@ -103,8 +103,7 @@ static int parse_rfc3339(const char *s, const char *what, time_t *out)
     } else {
         goto bad;
     }
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || oh > 23 ||
-        om > 59)
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || oh > 23 || om > 59)
         goto bad;
     t = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400LL + h * 3600LL + mi * 60LL + sec;
     t -= sign * (oh * 3600LL + om * 60LL);
@@ -351,8 +350,8 @@ static int json_bytes(json_t *o, const char *key, int crl, struct kms_bytes *out
     KMS_ENSURE(v != NULL, KMS_ERR_ATT_COLLATERAL, "collateral lacks \"%s\"", key);
     if (json_is_string(v)) {
         if (crl) {
-            KMS_GUARD(crl_to_der((const uint8_t *)json_string_value(v), json_string_length(v), key,
-                                 out));
+            KMS_GUARD(
+                crl_to_der((const uint8_t *)json_string_value(v), json_string_length(v), key, out));
         } else if (kms_hex_decode(json_string_value(v), &out->p, &out->len) < 0) {
             rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "collateral \"%s\" is not hex", key);
             goto out;
@@ -640,7 +639,8 @@ out:
 }
 
 /* {"<key>":{...},"signature":"hex"} → exact inner text + 64-byte signature. */
-static int split_signed(const struct kms_buf *b, const char *key, char **text, struct kms_bytes *sig)
+static int split_signed(const struct kms_buf *b, const char *key, char **text,
+                        struct kms_bytes *sig)
 {
     char *sig_text = NULL;
     json_t *sj = NULL;
@@ -649,8 +649,7 @@ static int split_signed(const struct kms_buf *b, const char *key, char **text, s
     KMS_GUARD(json_raw_member((const char *)b->data, b->len, key, text));
     KMS_GUARD(json_raw_member((const char *)b->data, b->len, "signature", &sig_text));
     sj = json_loads(sig_text, JSON_DECODE_ANY, NULL);
-    KMS_ENSURE(json_is_string(sj) &&
-                   kms_hex_decode(json_string_value(sj), &sig->p, &sig->len) == 0,
+    KMS_ENSURE(json_is_string(sj) && kms_hex_decode(json_string_value(sj), &sig->p, &sig->len) == 0,
                KMS_ERR_ATT_COLLATERAL, "\"signature\" beside \"%s\" is not a hex string", key);
 out:
     json_decref(sj);
@@ -674,7 +673,8 @@ int kms_collateral_fetch(const char *pccs_url, const char *fmspc, const char *ca
 
     memset(out, 0, sizeof(*out));
     KMS_ENSURE(pccs_url != NULL && pccs_url[0] != '\0', KMS_ERR_INVAL, "no PCCS URL configured");
-    KMS_ENSURE(fmspc != NULL && strlen(fmspc) == 12 && strspn(fmspc, "0123456789abcdefABCDEF") == 12,
+    KMS_ENSURE(fmspc != NULL && strlen(fmspc) == 12 &&
+                   strspn(fmspc, "0123456789abcdefABCDEF") == 12,
                KMS_ERR_INVAL, "FMSPC must be 12 hex digits");
     KMS_ENSURE(ca != NULL && (strcmp(ca, "platform") == 0 || strcmp(ca, "processor") == 0),
                KMS_ERR_INVAL, "PCK CA must be \"platform\" or \"processor\"");
@@ -701,8 +701,8 @@ int kms_collateral_fetch(const char *pccs_url, const char *fmspc, const char *ca
     snprintf(url, sizeof(url), "%s/tdx/certification/v4/qe/identity", base);
     KMS_GUARD(fetch_item(url, timeout_ms, qe_hdr, "SGX-Enclave-Identity-Issuer-Chain", &body,
                          &out->qe_identity_issuer_chain));
-    KMS_GUARD(split_signed(&body, "enclaveIdentity", &out->qe_identity,
-                           &out->qe_identity_signature));
+    KMS_GUARD(
+        split_signed(&body, "enclaveIdentity", &out->qe_identity, &out->qe_identity_signature));
     kms_buf_free(&body);
 
     snprintf(url, sizeof(url), "%s/sgx/certification/v4/pckcrl?ca=%s&encoding=der", base, ca);
@@ -739,10 +739,13 @@ enum tcb_status {
 };
 
 /* Ordered by severity: merging keeps the worse. */
-static const char *const status_names[ST_COUNT] = {
-    "UpToDate",  "SWHardeningNeeded",           "ConfigurationNeeded",
-    "ConfigurationAndSWHardeningNeeded",        "OutOfDate",
-    "OutOfDateConfigurationNeeded",             "Revoked"};
+static const char *const status_names[ST_COUNT] = {"UpToDate",
+                                                   "SWHardeningNeeded",
+                                                   "ConfigurationNeeded",
+                                                   "ConfigurationAndSWHardeningNeeded",
+                                                   "OutOfDate",
+                                                   "OutOfDateConfigurationNeeded",
+                                                   "Revoked"};
 
 struct level {
     uint8_t sgx[16];
@@ -1231,11 +1234,11 @@ static X509 *chain_top(STACK_OF(X509) * chain)
 struct coll_verified {
     struct tcb_info ti;
     struct qe_identity qe;
-    X509 *anchor;         /* the root all collateral chains reached */
-    X509_CRL *root_crl;   /* signed by anchor */
-    X509_CRL *pck_crl;    /* signed by pck_crl_ca */
-    X509 *pck_crl_ca;     /* PCK platform/processor CA from the CRL issuer chain */
-    time_t not_before;    /* validity window of the whole set */
+    X509 *anchor;       /* the root all collateral chains reached */
+    X509_CRL *root_crl; /* signed by anchor */
+    X509_CRL *pck_crl;  /* signed by pck_crl_ca */
+    X509 *pck_crl_ca;   /* PCK platform/processor CA from the CRL issuer chain */
+    time_t not_before;  /* validity window of the whole set */
     time_t not_after;
 };
 
@@ -1270,15 +1273,16 @@ static int load_crl(const struct kms_bytes *der, X509 *issuer, time_t now, const
                "%s is missing", what);
     crl = d2i_X509_CRL(NULL, &p, (long)der->len);
     ERR_clear_error();
-    KMS_ENSURE(crl != NULL && p == der->p + der->len, KMS_ERR_ATT_COLLATERAL,
-               "%s is not a DER CRL", what);
+    KMS_ENSURE(crl != NULL && p == der->p + der->len, KMS_ERR_ATT_COLLATERAL, "%s is not a DER CRL",
+               what);
     KMS_ENSURE(X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) == 0,
                KMS_ERR_ATT_COLLATERAL_SIG,
                "%s is not issued by the CA of the verified chain (another root or CA)", what);
     if (X509_CRL_verify(crl, X509_get0_pubkey(issuer)) != 1) {
         ERR_clear_error();
-        rc = kms_err_set(KMS_ERR_ATT_COLLATERAL_SIG, "%s signature does not verify with its "
-                                                     "issuer's key",
+        rc = kms_err_set(KMS_ERR_ATT_COLLATERAL_SIG,
+                         "%s signature does not verify with its "
+                         "issuer's key",
                          what);
         goto out;
     }
@@ -1384,8 +1388,8 @@ static int verify_collateral(const struct kms_collateral *c, X509 *anchor, time_
     cv->not_after = (time_t)INT64_MAX;
     KMS_GUARD_OSSL(X509_up_ref(anchor), "X509_up_ref");
     cv->anchor = anchor;
-    KMS_GUARD(load_crl(&c->root_ca_crl, anchor, now, "root CA CRL", &cv->root_crl,
-                       &cv->not_before, &cv->not_after));
+    KMS_GUARD(load_crl(&c->root_ca_crl, anchor, now, "root CA CRL", &cv->root_crl, &cv->not_before,
+                       &cv->not_after));
 
     KMS_GUARD(verify_signed_item(anchor, cv->root_crl, c->tcb_info_issuer_chain, c->tcb_info,
                                  &c->tcb_info_signature, now, "TCB info", &cv->not_before,
@@ -1393,9 +1397,9 @@ static int verify_collateral(const struct kms_collateral *c, X509 *anchor, time_
     KMS_GUARD(parse_tcb_info(c->tcb_info, &cv->ti));
     KMS_GUARD(check_dates(cv->ti.issue, cv->ti.next, now, "TCB info"));
 
-    KMS_GUARD(verify_signed_item(anchor, cv->root_crl, c->qe_identity_issuer_chain,
-                                 c->qe_identity, &c->qe_identity_signature, now, "QE identity",
-                                 &cv->not_before, &cv->not_after));
+    KMS_GUARD(verify_signed_item(anchor, cv->root_crl, c->qe_identity_issuer_chain, c->qe_identity,
+                                 &c->qe_identity_signature, now, "QE identity", &cv->not_before,
+                                 &cv->not_after));
     KMS_GUARD(parse_qe_identity(c->qe_identity, &cv->qe));
     KMS_GUARD(check_dates(cv->qe.issue, cv->qe.next, now, "QE identity"));
 
@@ -1409,8 +1413,8 @@ static int verify_collateral(const struct kms_collateral *c, X509 *anchor, time_
         KMS_GUARD(check_revoked(cv->root_crl, sk_X509_value(chain, i), "PCK CA certificate"));
     cv->pck_crl_ca = sk_X509_value(chain, 0);
     KMS_GUARD_OSSL(X509_up_ref(cv->pck_crl_ca), "X509_up_ref");
-    KMS_GUARD(load_crl(&c->pck_crl, cv->pck_crl_ca, now, "PCK CRL", &cv->pck_crl,
-                       &cv->not_before, &cv->not_after));
+    KMS_GUARD(load_crl(&c->pck_crl, cv->pck_crl_ca, now, "PCK CRL", &cv->pck_crl, &cv->not_before,
+                       &cv->not_after));
 
     if (cv->ti.issue > cv->not_before)
         cv->not_before = cv->ti.issue;
@@ -1470,12 +1474,11 @@ int kms_collateral_source_new(const struct kms_collateral_source_opts *o,
     if (o != NULL && o->collateral_file != NULL && o->collateral_file[0] != '\0')
         KMS_GUARD(kms_collateral_load_file(o->collateral_file, &s->sets, &s->n_sets));
     if (!s->no_cache) {
-        s->coll_cache = kms_lru_new(o != NULL && o->max_entries > 0 ? o->max_entries
-                                                                    : DEFAULT_MAX_ENTRIES,
-                                    coll_verified_free);
-        s->chain_cache = kms_lru_new(o != NULL && o->max_chains > 0 ? o->max_chains
-                                                                    : DEFAULT_MAX_CHAINS,
-                                     chain_entry_free);
+        s->coll_cache =
+            kms_lru_new(o != NULL && o->max_entries > 0 ? o->max_entries : DEFAULT_MAX_ENTRIES,
+                        coll_verified_free);
+        s->chain_cache = kms_lru_new(
+            o != NULL && o->max_chains > 0 ? o->max_chains : DEFAULT_MAX_CHAINS, chain_entry_free);
         KMS_GUARD_PTR(s->coll_cache);
         KMS_GUARD_PTR(s->chain_cache);
     }
@@ -1522,8 +1525,7 @@ void kms_collateral_source_flush(struct kms_collateral_source *src)
     kms_lru_flush(src->chain_cache);
 }
 
-void kms_collateral_source_stats(struct kms_collateral_source *src,
-                                 struct kms_collateral_stats *st)
+void kms_collateral_source_stats(struct kms_collateral_source *src, struct kms_collateral_stats *st)
 {
     pthread_mutex_lock(&src->mu);
     *st = src->st;
@@ -1638,9 +1640,8 @@ out:
     return rc;
 }
 
-static int get_collateral(struct kms_collateral_source *src, const uint8_t fmspc[6],
-                          const char *ca, X509 *anchor, time_t now, struct coll_verified **out,
-                          void **ref)
+static int get_collateral(struct kms_collateral_source *src, const uint8_t fmspc[6], const char *ca,
+                          X509 *anchor, time_t now, struct coll_verified **out, void **ref)
 {
     struct kms_collateral raw = {0};
     uint8_t key[32];
@@ -1779,8 +1780,8 @@ static int parse_pck_ext(X509 *leaf, struct pck_ext *e)
                    KMS_ERR_ATT_FORMAT, "malformed SGX extension entry in PCK certificate");
         val = sk_ASN1_TYPE_value(inner, 1);
         if (strcmp(sfx, "1") == 0) {
-            KMS_ENSURE(octets(val, e->ppid, sizeof(e->ppid), &e->ppid_len) == 0,
-                       KMS_ERR_ATT_FORMAT, "PPID in PCK certificate is malformed");
+            KMS_ENSURE(octets(val, e->ppid, sizeof(e->ppid), &e->ppid_len) == 0, KMS_ERR_ATT_FORMAT,
+                       "PPID in PCK certificate is malformed");
         } else if (strcmp(sfx, "3") == 0) {
             KMS_ENSURE(octets(val, e->pce_id, 2, NULL) == 0, KMS_ERR_ATT_FORMAT,
                        "PCE-ID in PCK certificate is malformed");
@@ -1830,8 +1831,7 @@ static int parse_pck_ext(X509 *leaf, struct pck_ext *e)
         sk_ASN1_TYPE_pop_free(inner, ASN1_TYPE_free);
         inner = NULL;
     }
-    KMS_ENSURE(e->have == 15, KMS_ERR_ATT_COLLATERAL,
-               "PCK certificate SGX extension lacks %s",
+    KMS_ENSURE(e->have == 15, KMS_ERR_ATT_COLLATERAL, "PCK certificate SGX extension lacks %s",
                !(e->have & 1)   ? "TCB component SVNs"
                : !(e->have & 2) ? "the PCESVN"
                : !(e->have & 4) ? "the PCE-ID"
@@ -1897,8 +1897,7 @@ static int check_qe(const struct qe_identity *qi, const uint8_t *rep, struct sta
     uint32_t want_misc = (uint32_t)qi->miscselect[0] | (uint32_t)qi->miscselect[1] << 8 |
                          (uint32_t)qi->miscselect[2] << 16 | (uint32_t)qi->miscselect[3] << 24;
     uint32_t mask = (uint32_t)qi->miscselect_mask[0] | (uint32_t)qi->miscselect_mask[1] << 8 |
-                    (uint32_t)qi->miscselect_mask[2] << 16 |
-                    (uint32_t)qi->miscselect_mask[3] << 24;
+                    (uint32_t)qi->miscselect_mask[2] << 16 | (uint32_t)qi->miscselect_mask[3] << 24;
     unsigned prod = (unsigned)rep[256] | (unsigned)rep[257] << 8;
     unsigned svn = (unsigned)rep[258] | (unsigned)rep[259] << 8;
     const struct level *l;
@@ -1958,9 +1957,8 @@ static int check_module(const struct tcb_info *ti, const struct kms_tdx_report *
     if (ident != NULL) {
         const struct level *l = isv_level(ident->levels, ident->n_levels, td->tee_tcb_svn[0]);
 
-        KMS_ENSURE(l != NULL, KMS_ERR_ATT_TCB,
-                   "TDX module ISVSVN %u is below every %s TCB level", td->tee_tcb_svn[0],
-                   ident->id);
+        KMS_ENSURE(l != NULL, KMS_ERR_ATT_TCB, "TDX module ISVSVN %u is below every %s TCB level",
+                   td->tee_tcb_svn[0], ident->id);
         KMS_GUARD(merge(acc, l));
     }
 out:

@@ -332,8 +332,8 @@ int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collateral_opts
     out->pck_crl_issuer_chain = (char *)kms_buf_steal(&chain, NULL);
     KMS_GUARD(make_crl(ca, ca_key, d.revoke_pck ? pck : NULL, d.issue_date, d.crl_next_update,
                        &out->pck_crl));
-    KMS_GUARD(make_crl(root, root_key, d.revoke_pck_ca ? ca : NULL, d.issue_date,
-                       d.crl_next_update, &out->root_ca_crl));
+    KMS_GUARD(make_crl(root, root_key, d.revoke_pck_ca ? ca : NULL, d.issue_date, d.crl_next_update,
+                       &out->root_ca_crl));
 out:
     if (rc < 0)
         kms_collateral_clear(out);

@@ -79,13 +79,12 @@ time_t kms_attest_now(const struct kms_attest_ctx *ctx)
     return ctx->now != 0 ? ctx->now : time(NULL);
 }
 
-int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind,
-                            X509 *leaf, STACK_OF(X509) *intermediates, const char *what,
-                            int *is_sim)
+int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
+                            STACK_OF(X509) * intermediates, const char *what, int *is_sim)
 {
     X509_STORE *store = NULL;
     X509_STORE_CTX *sctx = NULL;
-    STACK_OF(X509) *chain;
+    STACK_OF(X509) * chain;
     X509 *top;
     int rc = 0;
     int err;
@@ -110,10 +109,9 @@ int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind
                              what, X509_STORE_CTX_get_error_depth(sctx),
                              X509_verify_cert_error_string(err));
         else
-            rc = kms_err_set(KMS_ERR_ATT_CHAIN,
-                             "%s does not verify to the pinned root: %s (depth %d)", what,
-                             X509_verify_cert_error_string(err),
-                             X509_STORE_CTX_get_error_depth(sctx));
+            rc = kms_err_set(
+                KMS_ERR_ATT_CHAIN, "%s does not verify to the pinned root: %s (depth %d)", what,
+                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(sctx));
         goto out;
     }
     chain = X509_STORE_CTX_get0_chain(sctx);

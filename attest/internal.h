@@ -33,9 +33,8 @@ time_t kms_attest_now(const struct kms_attest_ctx *ctx);
  * at kms_attest_now(ctx). *is_sim is set when the anchor is a simulation root.
  * KMS_ERR_ATT_EXPIRED when a certificate is outside its validity, else KMS_ERR_ATT_CHAIN;
  * `what` names the chain in the detail ("PCK chain", "Nitro chain", ...). */
-int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind,
-                            X509 *leaf, STACK_OF(X509) *intermediates, const char *what,
-                            int *is_sim);
+int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
+                            STACK_OF(X509) * intermediates, const char *what, int *is_sim);
 
 /* Nitro (nitro.c): verifies a COSE_Sign1 NSM document: alg ES384, chain to the Nitro root,
  * signature, digest SHA384, PCR sizes, user_data == report_data. Fills mode, pcr[0..2] (48 B),
@@ -114,7 +113,7 @@ int kms_aia_url_allowed(const char *url);
  * those of kms_attest_verify_chain; KMS_ERR_ATT_CHAIN with a detail naming the URL and why when
  * a fetch is refused, fails, times out, or answers something that is not the issuer. */
 int kms_aia_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
-                         STACK_OF(X509) *intermediates, const char *what, int *is_sim);
+                         STACK_OF(X509) * intermediates, const char *what, int *is_sim);
 /* ---- end aia ---- */
 
 /* dst = a malloc'd copy of the n bytes at p (at least 1 byte allocated, so p may be NULL when
@@ -158,8 +157,7 @@ struct kms_simf_pair {
  * and unless another process made the pair meanwhile, generates it and writes the key before the
  * certificate (so a present certificate always has its key). A key that does not match its
  * certificate is KMS_ERR_STATE. Caller frees *cert and *key (both NULL on error). */
-int kms_simf_load_pair(const char *dir, const struct kms_simf_pair *p, X509 **cert,
-                       EVP_PKEY **key);
+int kms_simf_load_pair(const char *dir, const struct kms_simf_pair *p, X509 **cert, EVP_PKEY **key);
 
 /* Adds the X509v3 extension nid = value (OpenSSL config syntax) in the context of issuer. */
 int kms_simf_add_ext(X509 *cert, X509 *issuer, int nid, const char *value);

@@ -20,20 +20,20 @@
 #include "attest/internal.h"
 #include "common/buf.h"
 
-#define NITRO_MAX_DEPTH 8u        /* COSE and the NSM document nest at most 3 deep */
-#define NITRO_SIG_LEN 96u         /* ES384 r||s */
-#define NITRO_PCR_LEN 48u         /* SHA-384 PCRs */
-#define NITRO_MAX_PCRS 32u        /* NSM exposes PCR0..31 */
-#define NITRO_MAX_CERT 4096u      /* AWS spec: DER 1..1024; leave room */
+#define NITRO_MAX_DEPTH 8u   /* COSE and the NSM document nest at most 3 deep */
+#define NITRO_SIG_LEN 96u    /* ES384 r||s */
+#define NITRO_PCR_LEN 48u    /* SHA-384 PCRs */
+#define NITRO_MAX_PCRS 32u   /* NSM exposes PCR0..31 */
+#define NITRO_MAX_CERT 4096u /* AWS spec: DER 1..1024; leave room */
 #define NITRO_MAX_CABUNDLE 16u
-#define NITRO_MAX_USER_DATA 512u  /* AWS spec */
-#define NITRO_MAX_NONCE 512u      /* AWS spec */
-#define NITRO_MAX_PUBKEY 1024u    /* AWS spec */
-#define NITRO_MAX_MODULE_ID 127u  /* fits kms_verified.module_id */
+#define NITRO_MAX_USER_DATA 512u /* AWS spec */
+#define NITRO_MAX_NONCE 512u     /* AWS spec */
+#define NITRO_MAX_PUBKEY 1024u   /* AWS spec */
+#define NITRO_MAX_MODULE_ID 127u /* fits kms_verified.module_id */
 #define COSE_TAG_SIGN1 18u
 #define COSE_HDR_ALG 1u
 #define COSE_HDR_CRIT 2u
-#define COSE_ALG_ES384_NEG 34u    /* -35 is stored as negint 34 */
+#define COSE_ALG_ES384_NEG 34u /* -35 is stored as negint 34 */
 
 /* What a parsed document gives the verifier; pointers borrow from the libcbor trees. */
 struct nitro_doc {
@@ -57,8 +57,7 @@ struct nitro_doc {
 /* ---------------------------------------------------------------- CBOR well-formedness */
 
 /* Reads one item head. *indef is set for additional info 31 (only legal for major 2..5, 7). */
-static int cbor_head(struct kms_reader *r, uint8_t *major, uint8_t *ai, uint64_t *val,
-                     int *indef)
+static int cbor_head(struct kms_reader *r, uint8_t *major, uint8_t *ai, uint64_t *val, int *indef)
 {
     uint8_t ib, b8;
     uint16_t b16;
@@ -309,10 +308,10 @@ static int parse_cose(const cbor_item_t *arr, struct nitro_doc *d)
     KMS_ENSURE(cbor_isa_array(arr) && cbor_array_size(arr) == 4, KMS_ERR_ATT_FORMAT,
                "Nitro document is not a COSE_Sign1 array of 4 elements");
     el = cbor_array_handle(arr);
-    KMS_GUARD(get_bstr(el[0], 0, NITRO_MAX_CERT, "COSE protected header", &d->prot,
-                       &d->prot_len));
+    KMS_GUARD(get_bstr(el[0], 0, NITRO_MAX_CERT, "COSE protected header", &d->prot, &d->prot_len));
     KMS_GUARD(parse_protected(d->prot, d->prot_len));
-    KMS_ENSURE(cbor_isa_map(el[1]), KMS_ERR_ATT_FORMAT, "Nitro COSE unprotected header is not a map");
+    KMS_ENSURE(cbor_isa_map(el[1]), KMS_ERR_ATT_FORMAT,
+               "Nitro COSE unprotected header is not a map");
     KMS_GUARD(get_bstr(el[2], 1, KMS_ATT_MAX_BYTES, "COSE payload", &d->payload, &d->payload_len));
     KMS_GUARD(get_bstr(el[3], 0, KMS_ATT_MAX_BYTES, "COSE signature", &sig, &sig_len));
     KMS_ENSURE(sig_len == NITRO_SIG_LEN, KMS_ERR_ATT_FORMAT,
@@ -347,10 +346,9 @@ static int parse_pcrs(const cbor_item_t *m, struct nitro_doc *d)
         KMS_ENSURE((seen & (1u << idx)) == 0, KMS_ERR_ATT_FORMAT, "Nitro PCR%llu appears twice",
                    (unsigned long long)idx);
         seen |= 1u << idx;
-        KMS_ENSURE(cbor_isa_bytestring(pairs[i].value) &&
-                       cbor_bytestring_is_definite(pairs[i].value),
-                   KMS_ERR_ATT_FORMAT, "Nitro PCR%llu is not a byte string",
-                   (unsigned long long)idx);
+        KMS_ENSURE(
+            cbor_isa_bytestring(pairs[i].value) && cbor_bytestring_is_definite(pairs[i].value),
+            KMS_ERR_ATT_FORMAT, "Nitro PCR%llu is not a byte string", (unsigned long long)idx);
         vlen = cbor_bytestring_length(pairs[i].value);
         v = cbor_bytestring_handle(pairs[i].value);
         KMS_ENSURE(vlen == NITRO_PCR_LEN, KMS_ERR_ATT_FORMAT,
@@ -398,8 +396,8 @@ static int parse_field(unsigned flag, const cbor_item_t *v, struct nitro_doc *d)
                    "Nitro module_id is not a text string");
         n = cbor_string_length(v);
         p = cbor_string_handle(v);
-        KMS_ENSURE(n > 0 && n <= NITRO_MAX_MODULE_ID && memchr(p, 0, n) == NULL,
-                   KMS_ERR_ATT_FORMAT, "Nitro module_id is empty, too long or contains NUL");
+        KMS_ENSURE(n > 0 && n <= NITRO_MAX_MODULE_ID && memchr(p, 0, n) == NULL, KMS_ERR_ATT_FORMAT,
+                   "Nitro module_id is empty, too long or contains NUL");
         memcpy(d->module_id, p, n);
         d->module_id[n] = '\0';
         break;
@@ -432,8 +430,8 @@ static int parse_field(unsigned flag, const cbor_item_t *v, struct nitro_doc *d)
         KMS_GUARD(get_opt_bstr(v, NITRO_MAX_PUBKEY, "public_key", &p, &n));
         break;
     case F_USER_DATA:
-        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_USER_DATA, "user_data", &d->user_data,
-                               &d->user_data_len));
+        KMS_GUARD(
+            get_opt_bstr(v, NITRO_MAX_USER_DATA, "user_data", &d->user_data, &d->user_data_len));
         break;
     default: /* F_NONCE */
         KMS_GUARD(get_opt_bstr(v, NITRO_MAX_NONCE, "nonce", &p, &n));
@@ -508,8 +506,8 @@ static int verify_chain(const struct kms_attest_ctx *ctx, const struct nitro_doc
         KMS_ENSURE(sk_X509_push(inter, c) > 0, KMS_ERR_NOMEM, "out of memory");
         c = NULL;
     }
-    KMS_GUARD(kms_attest_verify_chain(ctx, KMS_ROOT_NITRO, *leaf, inter,
-                                      "Nitro certificate chain", is_sim));
+    KMS_GUARD(kms_attest_verify_chain(ctx, KMS_ROOT_NITRO, *leaf, inter, "Nitro certificate chain",
+                                      is_sim));
 out:
     X509_free(c);
     sk_X509_pop_free(inter, X509_free);

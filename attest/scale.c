@@ -127,8 +127,7 @@ static int get_body(struct kms_reader *r, size_t max, const char *what, const ch
     return 0;
 }
 
-int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what,
-                        struct kms_bytes *out)
+int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what, struct kms_bytes *out)
 {
     const uint8_t *p;
     size_t n;

@@ -52,14 +52,14 @@ static int make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issu
     KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
                                               (const unsigned char *)"kmsd simulation", -1, -1, 0),
                    "X509_NAME_add_entry_by_txt");
-    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                              (const unsigned char *)cn, -1, -1, 0),
-                   "X509_NAME_add_entry_by_txt");
+    KMS_GUARD_OSSL(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0),
+        "X509_NAME_add_entry_by_txt");
     KMS_GUARD_OSSL(X509_set_subject_name(x, name), "X509_set_subject_name");
     KMS_GUARD_OSSL(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name),
                    "X509_set_issuer_name");
-    KMS_ENSURE(X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &not_before) != NULL,
-               KMS_ERR_CRYPTO, "cannot set notBefore");
+    KMS_ENSURE(X509_time_adj_ex(X509_getm_notBefore(x), 0, 0, &not_before) != NULL, KMS_ERR_CRYPTO,
+               "cannot set notBefore");
     KMS_ENSURE(X509_time_adj_ex(X509_getm_notAfter(x), 0, lifetime_secs, &not_before) != NULL,
                KMS_ERR_CRYPTO, "cannot set notAfter");
     KMS_GUARD_OSSL(X509_set_pubkey(x, key), "X509_set_pubkey");
@@ -177,9 +177,9 @@ static int build_payload(const uint8_t pcrs[3][48], const uint8_t report_data[64
     clock_gettime(CLOCK_REALTIME, &ts);
     KMS_GUARD(map_put(m, cbor_build_string("module_id"), cbor_build_string(SIM_NITRO_MODULE_ID)));
     KMS_GUARD(map_put(m, cbor_build_string("digest"), cbor_build_string("SHA384")));
-    KMS_GUARD(map_put(m, cbor_build_string("timestamp"),
-                      cbor_build_uint64((uint64_t)ts.tv_sec * 1000u +
-                                        (uint64_t)ts.tv_nsec / 1000000u)));
+    KMS_GUARD(
+        map_put(m, cbor_build_string("timestamp"),
+                cbor_build_uint64((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u)));
     pm = cbor_new_definite_map(SIM_NITRO_NPCRS);
     KMS_GUARD_PTR(pm);
     for (unsigned i = 0; i < SIM_NITRO_NPCRS; i++)
@@ -187,16 +187,17 @@ static int build_payload(const uint8_t pcrs[3][48], const uint8_t report_data[64
                           cbor_build_bytestring(i < 3 ? pcrs[i] : zero_pcr, 48)));
     KMS_GUARD(map_put(m, cbor_build_string("pcrs"), pm));
     pm = NULL;
-    KMS_GUARD(map_put(m, cbor_build_string("certificate"), cbor_build_bytestring(leaf_der, leaf_len)));
+    KMS_GUARD(
+        map_put(m, cbor_build_string("certificate"), cbor_build_bytestring(leaf_der, leaf_len)));
     cab = cbor_new_definite_array(1);
     KMS_GUARD_PTR(cab);
     KMS_GUARD(arr_push(cab, cbor_build_bytestring(root_der, root_len)));
     KMS_GUARD(map_put(m, cbor_build_string("cabundle"), cab));
     cab = NULL;
     KMS_GUARD(map_put(m, cbor_build_string("public_key"), cbor_new_null()));
-    KMS_GUARD(map_put(m, cbor_build_string("user_data"),
-                      report_data != NULL ? cbor_build_bytestring(report_data, 64)
-                                          : cbor_new_null()));
+    KMS_GUARD(
+        map_put(m, cbor_build_string("user_data"),
+                report_data != NULL ? cbor_build_bytestring(report_data, 64) : cbor_new_null()));
     KMS_GUARD(map_put(m, cbor_build_string("nonce"), cbor_new_null()));
     KMS_GUARD(serialize(m, out, len));
 out:
@@ -253,8 +254,8 @@ out:
     return rc;
 }
 
-static int build_cose(EVP_PKEY *leaf_key, const uint8_t *payload, size_t payload_len,
-                      uint8_t **out, size_t *len)
+static int build_cose(EVP_PKEY *leaf_key, const uint8_t *payload, size_t payload_len, uint8_t **out,
+                      size_t *len)
 {
     static const uint8_t prot[] = {0xa1, 0x01, 0x38, 0x22}; /* {1: -35} */
     cbor_item_t *a = cbor_new_definite_array(4);

@@ -230,8 +230,7 @@ out:
     return rc;
 }
 
-int kms_tcg_log_to_tpm_events(const struct kms_tcg_log *log, struct kms_tpm_event **out,
-                              size_t *n)
+int kms_tcg_log_to_tpm_events(const struct kms_tcg_log *log, struct kms_tpm_event **out, size_t *n)
 {
     struct kms_tpm_event *ev = NULL;
     size_t k = 0;

@@ -25,8 +25,8 @@
 #define TPM_ST_ATTEST_QUOTE 0x8018u
 #define TPM_ALG_RSASSA 0x0014u
 #define TPM_ALG_ECDSA 0x0018u
-#define TPM2B_NAME_MAX 66u   /* sizeof(TPMU_NAME) = sizeof(TPMT_HA) */
-#define TPM2B_DATA_MAX 64u   /* sizeof(TPMT_HA) minus the alg id */
+#define TPM2B_NAME_MAX 66u /* sizeof(TPMU_NAME) = sizeof(TPMT_HA) */
+#define TPM2B_DATA_MAX 64u /* sizeof(TPMT_HA) minus the alg id */
 #define TPM2B_DIGEST_MAX 64u
 #define TPM_RSA_SIG_MAX 512u /* RSA-4096 */
 #define TPM_ECC_PARAM_MAX 66u
@@ -143,8 +143,7 @@ int kms_tpms_attest_parse(const uint8_t *p, size_t len, struct kms_tpms_attest *
             }
         }
     }
-    KMS_GUARD(rd_tpm2b(&r, TPM2B_DIGEST_MAX, "pcrDigest", &out->pcr_digest,
-                       &out->pcr_digest_len));
+    KMS_GUARD(rd_tpm2b(&r, TPM2B_DIGEST_MAX, "pcrDigest", &out->pcr_digest, &out->pcr_digest_len));
     KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_ATT_FORMAT, "TPMS_ATTEST: %zu trailing bytes",
                kms_rd_left(&r));
 out:
@@ -226,12 +225,13 @@ static int verify_signature(EVP_PKEY *ak, const uint8_t *msg, size_t msg_len, co
                          "TPM quote signature scheme 0x%04x is neither RSASSA nor ECDSA", sig_alg);
         goto out;
     }
-    KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_ATT_TPM_SIG,
-               "TPMT_SIGNATURE has %zu trailing bytes", kms_rd_left(&r));
+    KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_ATT_TPM_SIG, "TPMT_SIGNATURE has %zu trailing bytes",
+               kms_rd_left(&r));
     mctx = EVP_MD_CTX_new();
     KMS_GUARD_PTR(mctx);
     /* RSA keys default to PKCS#1 v1.5 padding, which is what RSASSA is */
-    KMS_GUARD_OSSL(EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, ak), "EVP_DigestVerifyInit");
+    KMS_GUARD_OSSL(EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, ak),
+                   "EVP_DigestVerifyInit");
     if (EVP_DigestVerify(mctx, check, check_len, msg, msg_len) != 1) {
         ERR_clear_error();
         rc = kms_err_set(KMS_ERR_ATT_TPM_SIG,
@@ -307,8 +307,7 @@ static int check_pcrs(const struct kms_tpm_quote *q, const struct kms_tpms_attes
     for (size_t i = 0; i < q->n_pcrs; i++)
         KMS_GUARD_OSSL(EVP_DigestUpdate(mctx, q->pcrs[i].value.p, 32), "EVP_DigestUpdate");
     KMS_GUARD_OSSL(EVP_DigestFinal_ex(mctx, digest, NULL), "EVP_DigestFinal_ex");
-    KMS_ENSURE(a->pcr_digest_len == 32 && memcmp(a->pcr_digest, digest, 32) == 0,
-               KMS_ERR_ATT_PCR,
+    KMS_ENSURE(a->pcr_digest_len == 32 && memcmp(a->pcr_digest, digest, 32) == 0, KMS_ERR_ATT_PCR,
                "TPM quote pcrDigest does not equal SHA-256 of the %zu pcr_values", q->n_pcrs);
     for (size_t i = 0; i < q->n_pcrs; i++) {
         const struct kms_pcr_value *v = &q->pcrs[i];
@@ -316,8 +315,7 @@ static int check_pcrs(const struct kms_tpm_quote *q, const struct kms_tpms_attes
         KMS_GUARD(replay_pcr(q, v->index, replay, &n_ev));
         /* PCRs without logged events (PCR 14: runtime events) are checked by the caller */
         KMS_ENSURE(n_ev == 0 || memcmp(replay, v->value.p, 32) == 0, KMS_ERR_ATT_PCR,
-                   "replay of %zu event-log entries does not match quoted PCR %u", n_ev,
-                   v->index);
+                   "replay of %zu event-log entries does not match quoted PCR %u", n_ev, v->index);
         for (int k = 0; k < 3; k++) {
             if (v->index == want[k]) {
                 memcpy(out->pcr[k], v->value.p, 32);
@@ -351,12 +349,12 @@ int kms_tpm_verify(const struct kms_attest_ctx *ctx, const struct kms_tpm_quote 
         goto out;
     }
     /* trust the key first, then the signature, and only then look inside the signed message */
-    KMS_GUARD(kms_aia_verify_chain(ctx, KMS_ROOT_GCP, ak, NULL, "TPM AK certificate chain",
-                                   &is_sim));
+    KMS_GUARD(
+        kms_aia_verify_chain(ctx, KMS_ROOT_GCP, ak, NULL, "TPM AK certificate chain", &is_sim));
     key = X509_get_pubkey(ak);
     KMS_ENSURE(key != NULL, KMS_ERR_ATT_TPM_SIG, "TPM AK certificate key cannot be decoded");
-    KMS_GUARD(verify_signature(key, q->message.p, q->message.len, q->signature.p,
-                               q->signature.len));
+    KMS_GUARD(
+        verify_signature(key, q->message.p, q->message.len, q->signature.p, q->signature.len));
     KMS_GUARD(kms_tpms_attest_parse(q->message.p, q->message.len, &a));
     KMS_GUARD(check_pcrs(q, &a, out));
     KMS_ENSURE(a.extra_data_len == qd_len &&

@@ -85,7 +85,8 @@ static void sha256_policy_selection(TPML_PCR_SELECTION *sel, uint32_t only)
         return;
     }
     for (size_t i = 0; i < 3; i++)
-        sel->pcrSelections[0].pcrSelect[policy_pcrs[i] / 8] |= (uint8_t)(1u << (policy_pcrs[i] % 8));
+        sel->pcrSelections[0].pcrSelect[policy_pcrs[i] / 8] |=
+            (uint8_t)(1u << (policy_pcrs[i] % 8));
 }
 
 /* TPM2B_PUBLIC of the AK → EVP_PKEY. */
@@ -109,12 +110,12 @@ static int public_to_pkey(const TPM2B_PUBLIC *pub, EVP_PKEY **out)
         point[0] = 0x04;
         memcpy(point + 1 + 32 - q->x.size, q->x.buffer, q->x.size);
         memcpy(point + 33 + 32 - q->y.size, q->y.buffer, q->y.size);
-        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
-                                                       "prime256v1", 0),
-                       "OSSL_PARAM_BLD_push_utf8_string");
-        KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point,
-                                                        sizeof(point)),
-                       "OSSL_PARAM_BLD_push_octet_string");
+        KMS_GUARD_OSSL(
+            OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0),
+            "OSSL_PARAM_BLD_push_utf8_string");
+        KMS_GUARD_OSSL(
+            OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point)),
+            "OSSL_PARAM_BLD_push_octet_string");
         pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     } else if (pub->publicArea.type == TPM2_ALG_RSA) {
         uint32_t exp = pub->publicArea.parameters.rsaDetail.exponent;
@@ -167,9 +168,8 @@ int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, EVP_PKEY 
     tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
     /* an attestation key: restricted signing, never leaves this TPM */
     tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                       TPMA_OBJECT_SENSITIVEDATAORIGIN |
-                                       TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED |
-                                       TPMA_OBJECT_SIGN_ENCRYPT;
+                                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
+                                       TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
     if (kind == KMS_VTPM_AK_ECC) {
         TPMS_ECC_PARMS *e = &tmpl.publicArea.parameters.eccDetail;
 
@@ -190,8 +190,8 @@ int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, EVP_PKEY 
         r->exponent = 0;
     }
     TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle,
-                                 &pub, &cdata, &chash, &ticket),
+                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle, &pub,
+                                 &cdata, &chash, &ticket),
               "creating the attestation key (Esys_CreatePrimary)");
     if (ak_pub != NULL)
         KMS_GUARD(public_to_pkey(pub, ak_pub));
@@ -268,8 +268,7 @@ out:
     return rc;
 }
 
-int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
-                   struct kms_tpm_quote *out)
+int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len, struct kms_tpm_quote *out)
 {
     TPM2B_DATA qdata;
     TPMT_SIG_SCHEME scheme;
@@ -363,9 +362,9 @@ static int nv_read(struct kms_vtpm *t, uint32_t index, uint8_t **out, size_t *ou
         rc = kms_err_set(KMS_ERR_NOTFOUND, "TPM: NV index 0x%08x is not defined", index);
         goto out;
     }
-    TSS_GUARD(Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub,
-                                 &name),
-              "Esys_NV_ReadPublic");
+    TSS_GUARD(
+        Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, &name),
+        "Esys_NV_ReadPublic");
     size = pub->nvPublic.dataSize;
     KMS_ENSURE(size > 0 && size <= NV_MAX, KMS_ERR_IO, "TPM: NV index 0x%08x holds %zu bytes",
                index, size);
@@ -437,8 +436,8 @@ int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t
                    KMS_ERR_PARSE, "TPM: AK template in NV 0x%08x is not a TPMT_PUBLIC", tmpl_idx);
     }
     TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle,
-                                 &pub, &cdata, &chash, &ticket),
+                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle, &pub,
+                                 &cdata, &chash, &ticket),
               "recreating the GCP AK from its NV template (Esys_CreatePrimary)");
     KMS_GUARD(public_to_pkey(pub, &key));
     KMS_GUARD(nv_read(t, cert_idx, cert, cert_len));
@@ -496,12 +495,13 @@ static int make_cert(X509 *cert, const char *cn, EVP_PKEY *pub, X509 *issuer, lo
     KMS_GUARD_PTR(bn);
     KMS_ENSURE(BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) != NULL, KMS_ERR_CRYPTO,
                "BN_to_ASN1_INTEGER failed");
-    KMS_GUARD_OSSL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn,
-                                              -1, -1, 0),
-                   "X509_NAME_add_entry_by_txt");
+    KMS_GUARD_OSSL(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0),
+        "X509_NAME_add_entry_by_txt");
     KMS_GUARD_OSSL(X509_set_subject_name(cert, name), "X509_set_subject_name");
-    KMS_GUARD_OSSL(X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name),
-                   "X509_set_issuer_name");
+    KMS_GUARD_OSSL(
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name),
+        "X509_set_issuer_name");
     KMS_ENSURE(X509_gmtime_adj(X509_getm_notBefore(cert), -3600) != NULL, KMS_ERR_CRYPTO,
                "X509_gmtime_adj failed");
     KMS_ENSURE(X509_time_adj_ex(X509_getm_notAfter(cert), (int)days, 0, NULL) != NULL,

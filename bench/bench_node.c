@@ -170,8 +170,8 @@ int main(int argc, char **argv)
     printf("iterations                 %d\n", iters);
     printf("baseline GetMeta (TLS)     %.1f ops/s\n", iters / t_meta);
     printf("RA-TLS GetAppKey flow      %.1f ops/s\n", iters / t_key);
-    printf("ratio GetAppKey/GetMeta    %.3f (time per op: %.2fx the baseline)\n",
-           t_meta / t_key, t_key / t_meta);
+    printf("ratio GetAppKey/GetMeta    %.3f (time per op: %.2fx the baseline)\n", t_meta / t_key,
+           t_key / t_meta);
     printf("kmsd RSS idle / after load %ld kB / %ld kB (ratio %.2f)\n", rss_idle, rss_load,
            rss_idle > 0 ? (double)rss_load / (double)rss_idle : 0.0);
     kill(pid, SIGTERM);

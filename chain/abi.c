@@ -64,8 +64,8 @@ int kms_eth_boot_info_from(const struct kms_boot_info *bi, struct kms_eth_boot_i
     KMS_GUARD(kms_eth_pad("appId", bi->app_id.p, bi->app_id.len, out->app_id, 20));
     KMS_GUARD(kms_eth_pad("composeHash", bi->compose_hash.p, bi->compose_hash.len,
                           out->compose_hash, 32));
-    KMS_GUARD(kms_eth_pad("instanceId", bi->instance_id.p, bi->instance_id.len, out->instance_id,
-                          20));
+    KMS_GUARD(
+        kms_eth_pad("instanceId", bi->instance_id.p, bi->instance_id.len, out->instance_id, 20));
     memcpy(out->device_id, bi->device_id, 32);
     memcpy(out->mr_aggregated, bi->mr_aggregated, 32);
     memcpy(out->mr_system, bi->mr_system, 32);
@@ -388,9 +388,13 @@ void kms_eth_revert_describe(const uint8_t *p, size_t n, char *buf, size_t cap)
 {
     /* Custom errors our contracts (and OpenZeppelin's) raise, for readable admin output. */
     static const char *const known[] = {
-        "OwnableUnauthorizedAccount(address)", "OwnableInvalidOwner(address)",
-        "InvalidInitialization()", "NotInitializing()", "UUPSUnauthorizedCallContext()",
-        "UUPSUnsupportedProxiableUUID(bytes32)", "ERC1967InvalidImplementation(address)",
+        "OwnableUnauthorizedAccount(address)",
+        "OwnableInvalidOwner(address)",
+        "InvalidInitialization()",
+        "NotInitializing()",
+        "UUPSUnauthorizedCallContext()",
+        "UUPSUnsupportedProxiableUUID(bytes32)",
+        "ERC1967InvalidImplementation(address)",
     };
     static const uint8_t err_sel[4] = {0x08, 0xc3, 0x79, 0xa0};   /* Error(string) */
     static const uint8_t panic_sel[4] = {0x4e, 0x48, 0x7b, 0x71}; /* Panic(uint256) */

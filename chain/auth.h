@@ -27,9 +27,9 @@ enum {
 };
 
 struct kms_auth_cfg {
-    const char *type;             /* "dev" | "webhook" | "eth" */
-    const char *webhook_url;      /* base URL, e.g. http://127.0.0.1:8001; no query */
-    long timeout_ms;              /* per call; 0 = 5000; at most 600000 */
+    const char *type;               /* "dev" | "webhook" | "eth" */
+    const char *webhook_url;        /* base URL, e.g. http://127.0.0.1:8001; no query */
+    long timeout_ms;                /* per call; 0 = 5000; at most 600000 */
     const char *dev_gateway_app_id; /* default "any" */
     /* type "eth": native Ethereum backend (chain/eth.c). Strings are borrowed for the call. */
     const char *const *eth_rpc_urls; /* JSON-RPC endpoints (node or light client); >= 1 */

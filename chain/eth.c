@@ -181,8 +181,7 @@ static void note(char *msg, size_t cap, const char *label, const char *text)
 
     if (used + 8 >= cap)
         return;
-    snprintf(msg + used, cap - used, "%s%s: %.*s", used > 0 ? "; " : "", label, SUMMARY_MAX,
-             text);
+    snprintf(msg + used, cap - used, "%s%s: %.*s", used > 0 ? "; " : "", label, SUMMARY_MAX, text);
 }
 
 static int cmp_u64_desc(const void *a, const void *b)
@@ -319,8 +318,10 @@ static int read_string_view(struct eth_state *st, const char *url, const char *b
     KMS_GUARD(kms_eth_call(url, &st->o, st->contract, sel, 4, block, &ret, &ret_len));
     rc = kms_eth_abi_decode_string(ret, ret_len, s);
     if (rc < 0)
-        rc = kms_err_wrap(KMS_ERR_AUTH_RESPONSE, "%s returned undecodable data (is %s a "
-                          "DstackKms contract?)", sig, st->contract_str);
+        rc = kms_err_wrap(KMS_ERR_AUTH_RESPONSE,
+                          "%s returned undecodable data (is %s a "
+                          "DstackKms contract?)",
+                          sig, st->contract_str);
 out:
     free(ret);
     return rc;
@@ -612,8 +613,8 @@ int kms_auth_eth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
         st->quorum = 1;
         st->k = cfg->eth_quorum_k != 0 ? cfg->eth_quorum_k : (unsigned)(st->n / 2 + 1);
         KMS_ENSURE(st->k <= st->n, KMS_ERR_INVAL,
-                   "auth_api eth: quorum of %u needs at least that many RPC URLs (have %zu)",
-                   st->k, st->n);
+                   "auth_api eth: quorum of %u needs at least that many RPC URLs (have %zu)", st->k,
+                   st->n);
     } else {
         KMS_ENSURE(strcmp(policy, "failover") == 0, KMS_ERR_INVAL,
                    "auth_api eth: unknown RPC policy \"%.32s\"; use \"failover\" or \"quorum\"",

@@ -110,23 +110,23 @@ KMS_WUR int kms_rlp_put_list(struct kms_buf *out, const uint8_t *payload, size_t
 /* ---------------------------------------------------------------- transactions (tx.c) */
 
 struct kms_eth_tx {
-    int legacy;                 /* 1: EIP-155 legacy; 0: EIP-1559 (type 2) */
+    int legacy; /* 1: EIP-155 legacy; 0: EIP-1559 (type 2) */
     uint64_t chain_id;
     uint64_t nonce;
     uint64_t gas_limit;
-    uint64_t gas_price;         /* legacy */
-    uint64_t max_priority_fee;  /* EIP-1559 */
-    uint64_t max_fee;           /* EIP-1559 */
-    int create;                 /* 1: contract creation (no `to`) */
+    uint64_t gas_price;        /* legacy */
+    uint64_t max_priority_fee; /* EIP-1559 */
+    uint64_t max_fee;          /* EIP-1559 */
+    int create;                /* 1: contract creation (no `to`) */
     uint8_t to[20];
-    const uint8_t *data;        /* borrowed */
+    const uint8_t *data; /* borrowed */
     size_t data_len;
 };
 
 /* Signs tx with key (32 bytes, not kept) using RFC 6979 nonces; appends the raw signed
  * transaction to raw and writes its hash (the transaction id). */
-KMS_WUR int kms_eth_tx_sign(const struct kms_eth_tx *tx, const uint8_t key[32],
-                            struct kms_buf *raw, uint8_t txhash[32]);
+KMS_WUR int kms_eth_tx_sign(const struct kms_eth_tx *tx, const uint8_t key[32], struct kms_buf *raw,
+                            uint8_t txhash[32]);
 /* The address of a private key. */
 KMS_WUR int kms_eth_key_address(const uint8_t key[32], uint8_t addr[20]);
 
@@ -159,8 +159,8 @@ KMS_WUR int kms_eth_call(const char *url, const struct kms_eth_rpc_opts *o, cons
                          size_t *ret_len);
 /* The number of the block a tag names: eth_blockNumber for "latest", else
  * eth_getBlockByNumber(tag).number. */
-KMS_WUR int kms_eth_block_number(const char *url, const struct kms_eth_rpc_opts *o,
-                                 const char *tag, uint64_t *num);
+KMS_WUR int kms_eth_block_number(const char *url, const struct kms_eth_rpc_opts *o, const char *tag,
+                                 uint64_t *num);
 KMS_WUR int kms_eth_chain_id(const char *url, const struct kms_eth_rpc_opts *o, uint64_t *id);
 
 /* Writes a hex quantity "0x.." of v into out (at least 19 bytes). */

@@ -100,8 +100,8 @@ static int post_once(const char *url, const char *label, const struct kms_eth_rp
     }
     if (cc != CURLE_OK) {
         *retry = 1;
-        rc = kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "Ethereum RPC %s unreachable for %s: %s",
-                         label, method, curl_easy_strerror(cc));
+        rc = kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "Ethereum RPC %s unreachable for %s: %s", label,
+                         method, curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -131,8 +131,8 @@ static void describe_error(const json_t *err, char *buf, size_t cap)
     for (; msg[i] != '\0' && i < sizeof(clean) - 1; i++)
         clean[i] = (msg[i] >= 0x20 && msg[i] < 0x7f) ? msg[i] : '?';
     clean[i] = '\0';
-    snprintf(buf, cap, "error %lld: %s", json_is_integer(code) ? (long long)json_integer_value(code) : 0LL,
-             clean);
+    snprintf(buf, cap, "error %lld: %s",
+             json_is_integer(code) ? (long long)json_integer_value(code) : 0LL, clean);
 }
 
 int kms_eth_rpc(const char *url, const struct kms_eth_rpc_opts *o, const char *method,
@@ -191,8 +191,8 @@ int kms_eth_rpc(const char *url, const struct kms_eth_rpc_opts *o, const char *m
         goto out;
     }
     v = json_object_get(rep, "result");
-    KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE,
-               "Ethereum RPC %s answered %s without a result", label, method);
+    KMS_ENSURE(v != NULL, KMS_ERR_AUTH_RESPONSE, "Ethereum RPC %s answered %s without a result",
+               label, method);
     *result = json_incref(v);
 out:
     json_decref(params);

@@ -76,8 +76,8 @@ int kms_eth_tx_sign(const struct kms_eth_tx *tx, const uint8_t key[32], struct k
     KMS_ENSURE(ctx != NULL, KMS_ERR_CRYPTO, "secp256k1 context creation failed");
     KMS_ENSURE(secp256k1_ec_seckey_verify(ctx, key) == 1, KMS_ERR_CRYPTO,
                "the Ethereum private key is not a valid secp256k1 key");
-    KMS_ENSURE(secp256k1_ecdsa_sign_recoverable(ctx, &sig, h, key, NULL, NULL) == 1,
-               KMS_ERR_CRYPTO, "secp256k1 signing failed");
+    KMS_ENSURE(secp256k1_ecdsa_sign_recoverable(ctx, &sig, h, key, NULL, NULL) == 1, KMS_ERR_CRYPTO,
+               "secp256k1 signing failed");
     KMS_ENSURE(secp256k1_ecdsa_recoverable_signature_serialize_compact(ctx, rs, &recid, &sig) == 1,
                KMS_ERR_CRYPTO, "secp256k1 signature serialization failed");
 

@@ -94,8 +94,8 @@ static int admin_call(const char *base, const char *token, long timeout_ms, cons
     *res = NULL;
     while (ul > 0 && base[ul - 1] == '/')
         ul--;
-    KMS_ENSURE(strncmp(base, "http://", 7) == 0 || strncmp(base, "https://", 8) == 0,
-               KMS_ERR_INVAL, "--admin must be an http:// or https:// URL");
+    KMS_ENSURE(strncmp(base, "http://", 7) == 0 || strncmp(base, "https://", 8) == 0, KMS_ERR_INVAL,
+               "--admin must be an http:// or https:// URL");
     KMS_ENSURE(ul < KMS_REPL_URL_MAX, KMS_ERR_INVAL, "--admin URL too long");
     snprintf(url, sizeof(url), "%.*s/prpc/Admin.%s?json", (int)ul, base, method);
     auth = malloc(strlen(token) + 32);
@@ -123,8 +123,8 @@ static int admin_call(const char *base, const char *token, long timeout_ms, cons
     KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", base,
                errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    *res = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len,
-                      JSON_DECODE_ANY, &jerr);
+    *res =
+        json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, JSON_DECODE_ANY, &jerr);
     KMS_ENSURE(*res != NULL, KMS_ERR_PARSE, "%s answered HTTP %ld without JSON", base, *status);
     if (*status != 200) {
         json_t *e = json_object_get(*res, "error");
@@ -176,9 +176,9 @@ static void print_peers(json_t *res)
 int kms_cli_admin(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"admin", required_argument, NULL, 'a'},  {"token-file", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},         {"timeout-ms", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"admin", required_argument, NULL, 'a'}, {"token-file", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},        {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
     const char *admin = NULL, *token_file = NULL, *sub, *method, *arg = NULL;
     long timeout_ms = 10000, status = 0;
@@ -206,9 +206,15 @@ int kms_cli_admin(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'a': admin = optarg; break;
-        case 't': token_file = optarg; break;
-        case 'j': as_json = 1; break;
+        case 'a':
+            admin = optarg;
+            break;
+        case 't':
+            token_file = optarg;
+            break;
+        case 'j':
+            as_json = 1;
+            break;
         case 'T': {
             char *end = NULL;
 
@@ -219,8 +225,12 @@ int kms_cli_admin(int argc, char **argv)
             }
             break;
         }
-        case 'h': fputs(admin_usage, stdout); return 0;
-        default: fputs(admin_usage, stderr); return 2;
+        case 'h':
+            fputs(admin_usage, stdout);
+            return 0;
+        default:
+            fputs(admin_usage, stderr);
+            return 2;
         }
     }
     if (strcmp(method, "AddPeer") == 0 || strcmp(method, "RemovePeer") == 0) {

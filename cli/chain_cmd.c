@@ -35,8 +35,7 @@ int kms_cli_chain(int argc, char **argv);
 struct opts {
     const char *rpc, *contract, *key_file, *block, *app_id, *device, *hash, *owner;
     const char *artifacts, *app_bin, *kms_bin, *proxy_bin, *boot_info;
-    const char *bi_app_id, *bi_compose, *bi_instance, *bi_device, *bi_mra, *bi_mrs, *bi_os,
-        *bi_tcb;
+    const char *bi_app_id, *bi_compose, *bi_instance, *bi_device, *bi_mra, *bi_mrs, *bi_os, *bi_tcb;
     const char *adv[MAX_ADV];
     size_t nadv;
     int legacy, allow_any, disable_upgrades, help;
@@ -188,8 +187,8 @@ static int check_chain(struct ctx *c, uint64_t *id)
 
     KMS_GUARD(kms_eth_chain_id(c->o.rpc, &c->ro, id));
     KMS_ENSURE(c->o.chain_id == 0 || c->o.chain_id == *id, KMS_ERR_ETH_CHAIN_ID,
-               "the RPC serves chain %llu but --chain-id %llu was given",
-               (unsigned long long)*id, (unsigned long long)c->o.chain_id);
+               "the RPC serves chain %llu but --chain-id %llu was given", (unsigned long long)*id,
+               (unsigned long long)c->o.chain_id);
 out:
     return rc;
 }
@@ -384,20 +383,20 @@ static int send_tx(struct ctx *c, const uint8_t *to, const uint8_t *data, size_t
     } else {
         tx.create = 1;
     }
-    KMS_GUARD(rpc_u64(c, "eth_getTransactionCount", json_pack("[s, s]", from_hex, "pending"),
-                      &tx.nonce));
+    KMS_GUARD(
+        rpc_u64(c, "eth_getTransactionCount", json_pack("[s, s]", from_hex, "pending"), &tx.nonce));
 
     /* Estimate first: a call that would revert is reported with its reason, and not sent. */
-    params = to != NULL ? json_pack("[{s:s, s:s, s:s}]", "from", from_hex, "to", to_hex, "data",
-                                    data_hex)
-                        : json_pack("[{s:s, s:s}]", "from", from_hex, "data", data_hex);
+    params = to != NULL
+                 ? json_pack("[{s:s, s:s, s:s}]", "from", from_hex, "to", to_hex, "data", data_hex)
+                 : json_pack("[{s:s, s:s}]", "from", from_hex, "data", data_hex);
     KMS_GUARD_PTR(params);
     rc = kms_eth_rpc(c->o.rpc, &c->ro, "eth_estimateGas", params, &res, &err);
     params = NULL;
     if (rc == KMS_ERR_ETH_RPC && err != NULL) {
         revert_reason(err, why, sizeof(why));
-        rc = kms_err_set(KMS_ERR_ETH_REVERT, "the transaction would revert: %s (nothing sent)",
-                         why);
+        rc =
+            kms_err_set(KMS_ERR_ETH_REVERT, "the transaction would revert: %s (nothing sent)", why);
         goto out;
     }
     KMS_GUARD(rc);
@@ -558,20 +557,37 @@ out:
     return rc;
 }
 
-static int cmd_add_image(struct ctx *c) { return one_hash_cmd(c, "addOsImageHash(bytes32)", "os image hash"); }
-static int cmd_remove_image(struct ctx *c) { return one_hash_cmd(c, "removeOsImageHash(bytes32)", "os image hash"); }
-static int cmd_add_mr(struct ctx *c) { return one_hash_cmd(c, "addKmsAggregatedMr(bytes32)", "aggregated MR"); }
-static int cmd_remove_mr(struct ctx *c) { return one_hash_cmd(c, "removeKmsAggregatedMr(bytes32)", "aggregated MR"); }
-static int cmd_add_device(struct ctx *c) { return one_hash_cmd(c, "addKmsDevice(bytes32)", "device id"); }
-static int cmd_remove_device(struct ctx *c) { return one_hash_cmd(c, "removeKmsDevice(bytes32)", "device id"); }
+static int cmd_add_image(struct ctx *c)
+{
+    return one_hash_cmd(c, "addOsImageHash(bytes32)", "os image hash");
+}
+static int cmd_remove_image(struct ctx *c)
+{
+    return one_hash_cmd(c, "removeOsImageHash(bytes32)", "os image hash");
+}
+static int cmd_add_mr(struct ctx *c)
+{
+    return one_hash_cmd(c, "addKmsAggregatedMr(bytes32)", "aggregated MR");
+}
+static int cmd_remove_mr(struct ctx *c)
+{
+    return one_hash_cmd(c, "removeKmsAggregatedMr(bytes32)", "aggregated MR");
+}
+static int cmd_add_device(struct ctx *c)
+{
+    return one_hash_cmd(c, "addKmsDevice(bytes32)", "device id");
+}
+static int cmd_remove_device(struct ctx *c)
+{
+    return one_hash_cmd(c, "removeKmsDevice(bytes32)", "device id");
+}
 
 static int one_address_cmd(struct ctx *c, const char *sig)
 {
     uint8_t a[20], w[32];
     int rc = 0;
 
-    KMS_ENSURE(c->o.npos == 2, KMS_ERR_INVAL, "%s takes exactly one address argument",
-               c->o.pos[0]);
+    KMS_ENSURE(c->o.npos == 2, KMS_ERR_INVAL, "%s takes exactly one address argument", c->o.pos[0]);
     KMS_GUARD(kms_eth_parse_address(c->o.pos[1], a));
     kms_eth_word_address(a, w);
     {
@@ -583,8 +599,14 @@ out:
     return rc;
 }
 
-static int cmd_register_app(struct ctx *c) { return one_address_cmd(c, "registerApp(address)"); }
-static int cmd_set_app_impl(struct ctx *c) { return one_address_cmd(c, "setAppImplementation(address)"); }
+static int cmd_register_app(struct ctx *c)
+{
+    return one_address_cmd(c, "registerApp(address)");
+}
+static int cmd_set_app_impl(struct ctx *c)
+{
+    return one_address_cmd(c, "setAppImplementation(address)");
+}
 
 static int cmd_set_gateway(struct ctx *c)
 {
@@ -649,12 +671,12 @@ static int cmd_create_app(struct ctx *c)
     kms_eth_word_u64((uint64_t)c->o.allow_any, w_any);
     {
         const struct kms_eth_abi_arg a[5] = {
-            {KMS_ABI_WORD, w_owner, 32}, {KMS_ABI_WORD, w_dis, 32}, {KMS_ABI_WORD, w_any, 32},
+            {KMS_ABI_WORD, w_owner, 32}, {KMS_ABI_WORD, w_dis, 32},  {KMS_ABI_WORD, w_any, 32},
             {KMS_ABI_WORD, w_dev, 32},   {KMS_ABI_WORD, w_hash, 32},
         };
 
-        KMS_GUARD(call_tx(c, NULL, "deployAndRegisterApp(address,bool,bool,bytes32,bytes32)", a,
-                          5, &rcpt));
+        KMS_GUARD(call_tx(c, NULL, "deployAndRegisterApp(address,bool,bool,bytes32,bytes32)", a, 5,
+                          &rcpt));
     }
     KMS_GUARD(find_app_id(rcpt, app));
     kms_eth_addr_checksum(app, sum);
@@ -671,8 +693,8 @@ static int app_cmd(struct ctx *c, const char *sig, const char *what, int is_bool
     int rc = 0;
 
     KMS_ENSURE(c->o.app_id != NULL, KMS_ERR_INVAL, "app %s needs --app-id ADDR", c->o.pos[1]);
-    KMS_ENSURE(c->o.npos == 3, KMS_ERR_INVAL, "app %s takes exactly one %s argument",
-               c->o.pos[1], what);
+    KMS_ENSURE(c->o.npos == 3, KMS_ERR_INVAL, "app %s takes exactly one %s argument", c->o.pos[1],
+               what);
     KMS_GUARD(kms_eth_parse_address(c->o.app_id, app));
     if (is_bool) {
         const char *v = c->o.pos[2];
@@ -692,11 +714,26 @@ out:
     return rc;
 }
 
-static int cmd_app_add_hash(struct ctx *c) { return app_cmd(c, "addComposeHash(bytes32)", "compose hash", 0); }
-static int cmd_app_remove_hash(struct ctx *c) { return app_cmd(c, "removeComposeHash(bytes32)", "compose hash", 0); }
-static int cmd_app_add_device(struct ctx *c) { return app_cmd(c, "addDevice(bytes32)", "device id", 0); }
-static int cmd_app_remove_device(struct ctx *c) { return app_cmd(c, "removeDevice(bytes32)", "device id", 0); }
-static int cmd_app_set_any(struct ctx *c) { return app_cmd(c, "setAllowAnyDevice(bool)", "flag", 1); }
+static int cmd_app_add_hash(struct ctx *c)
+{
+    return app_cmd(c, "addComposeHash(bytes32)", "compose hash", 0);
+}
+static int cmd_app_remove_hash(struct ctx *c)
+{
+    return app_cmd(c, "removeComposeHash(bytes32)", "compose hash", 0);
+}
+static int cmd_app_add_device(struct ctx *c)
+{
+    return app_cmd(c, "addDevice(bytes32)", "device id", 0);
+}
+static int cmd_app_remove_device(struct ctx *c)
+{
+    return app_cmd(c, "removeDevice(bytes32)", "device id", 0);
+}
+static int cmd_app_set_any(struct ctx *c)
+{
+    return app_cmd(c, "setAllowAnyDevice(bool)", "flag", 1);
+}
 
 /* JSON string field (first of two spellings) decoded from hex; empty when absent. */
 static int json_hex_field(const json_t *o, const char *k1, const char *k2, uint8_t **p, size_t *n)
@@ -831,8 +868,8 @@ static int boot_info_from_opts(struct ctx *c, struct kms_eth_boot_info *b, json_
 
         KMS_GUARD(kms_file_read(c->o.boot_info, 1024u * 1024u, &file, &flen));
         j = json_loadb((const char *)file, flen, JSON_REJECT_DUPLICATES, &je);
-        KMS_ENSURE(json_is_object(j), KMS_ERR_PARSE, "%s: not a JSON object (%s)",
-                   c->o.boot_info, je.text);
+        KMS_ENSURE(json_is_object(j), KMS_ERR_PARSE, "%s: not a JSON object (%s)", c->o.boot_info,
+                   je.text);
 #define FROM_JSON(var, key)                                                                        \
     if (var == NULL)                                                                               \
     var = json_string_value(json_object_get(j, key))
@@ -921,8 +958,14 @@ out:
 
 static int denied_flag;
 
-static int cmd_is_kms_allowed(struct ctx *c) { return is_allowed_cmd(c, 1, &denied_flag); }
-static int cmd_is_app_allowed(struct ctx *c) { return is_allowed_cmd(c, 0, &denied_flag); }
+static int cmd_is_kms_allowed(struct ctx *c)
+{
+    return is_allowed_cmd(c, 1, &denied_flag);
+}
+static int cmd_is_app_allowed(struct ctx *c)
+{
+    return is_allowed_cmd(c, 0, &denied_flag);
+}
 
 /* Reads a solc .bin (hex text) file. */
 static int read_bin(const char *path, struct kms_buf *out)
@@ -950,8 +993,7 @@ out:
     return rc;
 }
 
-static int deploy_one(struct ctx *c, const char *what, const struct kms_buf *code,
-                      uint8_t addr[20])
+static int deploy_one(struct ctx *c, const char *what, const struct kms_buf *code, uint8_t addr[20])
 {
     json_t *rcpt = NULL;
     char sum[43];
@@ -984,12 +1026,12 @@ static int cmd_deploy(struct ctx *c)
     if (c->o.artifacts != NULL) {
         snprintf(path[0], sizeof(path[0]), "%s/DstackApp_sol_DstackApp.bin", c->o.artifacts);
         snprintf(path[1], sizeof(path[1]), "%s/DstackKms_sol_DstackKms.bin", c->o.artifacts);
-        snprintf(path[2], sizeof(path[2]), "%s/ERC1967Proxy_sol_ERC1967Proxy.bin",
-                 c->o.artifacts);
+        snprintf(path[2], sizeof(path[2]), "%s/ERC1967Proxy_sol_ERC1967Proxy.bin", c->o.artifacts);
     }
     KMS_ENSURE(c->o.artifacts != NULL ||
                    (c->o.app_bin != NULL && c->o.kms_bin != NULL && c->o.proxy_bin != NULL),
-               KMS_ERR_INVAL, "deploy needs --artifacts DIR or --app-bin, --kms-bin and --proxy-bin");
+               KMS_ERR_INVAL,
+               "deploy needs --artifacts DIR or --app-bin, --kms-bin and --proxy-bin");
     KMS_GUARD(read_bin(c->o.app_bin != NULL ? c->o.app_bin : path[0], &app));
     KMS_GUARD(read_bin(c->o.kms_bin != NULL ? c->o.kms_bin : path[1], &kms));
     KMS_GUARD(read_bin(c->o.proxy_bin != NULL ? c->o.proxy_bin : path[2], &proxy));
@@ -1039,26 +1081,60 @@ static const struct cmd cmds[] = {
      "solc output (DstackApp_sol_DstackApp.bin, DstackKms_sol_DstackKms.bin,\n"
      "ERC1967Proxy_sol_ERC1967Proxy.bin). The owner defaults to the signer.\n",
      cmd_deploy},
-    {"add-image", "usage: kmsctl chain add-image OS_IMAGE_HASH\nDstackKms.addOsImageHash (owner only).\n", cmd_add_image},
-    {"remove-image", "usage: kmsctl chain remove-image OS_IMAGE_HASH\nDstackKms.removeOsImageHash (owner only).\n", cmd_remove_image},
-    {"add-mr", "usage: kmsctl chain add-mr MR_AGGREGATED\nDstackKms.addKmsAggregatedMr (owner only).\n", cmd_add_mr},
-    {"remove-mr", "usage: kmsctl chain remove-mr MR_AGGREGATED\nDstackKms.removeKmsAggregatedMr (owner only).\n", cmd_remove_mr},
-    {"add-device", "usage: kmsctl chain add-device DEVICE_ID\nDstackKms.addKmsDevice (owner only).\n", cmd_add_device},
-    {"remove-device", "usage: kmsctl chain remove-device DEVICE_ID\nDstackKms.removeKmsDevice (owner only).\n", cmd_remove_device},
-    {"register-app", "usage: kmsctl chain register-app APP_ADDR\nDstackKms.registerApp (anyone may call it).\n", cmd_register_app},
-    {"set-app-impl", "usage: kmsctl chain set-app-impl IMPL_ADDR\nDstackKms.setAppImplementation (owner only).\n", cmd_set_app_impl},
+    {"add-image",
+     "usage: kmsctl chain add-image OS_IMAGE_HASH\nDstackKms.addOsImageHash (owner only).\n",
+     cmd_add_image},
+    {"remove-image",
+     "usage: kmsctl chain remove-image OS_IMAGE_HASH\nDstackKms.removeOsImageHash (owner only).\n",
+     cmd_remove_image},
+    {"add-mr",
+     "usage: kmsctl chain add-mr MR_AGGREGATED\nDstackKms.addKmsAggregatedMr (owner only).\n",
+     cmd_add_mr},
+    {"remove-mr",
+     "usage: kmsctl chain remove-mr MR_AGGREGATED\nDstackKms.removeKmsAggregatedMr (owner only).\n",
+     cmd_remove_mr},
+    {"add-device",
+     "usage: kmsctl chain add-device DEVICE_ID\nDstackKms.addKmsDevice (owner only).\n",
+     cmd_add_device},
+    {"remove-device",
+     "usage: kmsctl chain remove-device DEVICE_ID\nDstackKms.removeKmsDevice (owner only).\n",
+     cmd_remove_device},
+    {"register-app",
+     "usage: kmsctl chain register-app APP_ADDR\nDstackKms.registerApp (anyone may call it).\n",
+     cmd_register_app},
+    {"set-app-impl",
+     "usage: kmsctl chain set-app-impl IMPL_ADDR\nDstackKms.setAppImplementation (owner only).\n",
+     cmd_set_app_impl},
     {"create-app",
      "usage: kmsctl chain create-app [--allow-any-device] [--device D] [--hash H] [--owner A] "
      "[--disable-upgrades]\n"
-     "DstackKms.deployAndRegisterApp(owner, disableUpgrades, allowAnyDevice, D|0, H|0); prints the\n"
+     "DstackKms.deployAndRegisterApp(owner, disableUpgrades, allowAnyDevice, D|0, H|0); prints "
+     "the\n"
      "new App ID. The owner defaults to the signer.\n",
      cmd_create_app},
-    {"app add-hash", "usage: kmsctl chain app add-hash --app-id A COMPOSE_HASH\nDstackApp(A).addComposeHash (app owner only).\n", cmd_app_add_hash},
-    {"app remove-hash", "usage: kmsctl chain app remove-hash --app-id A COMPOSE_HASH\nDstackApp(A).removeComposeHash (app owner only).\n", cmd_app_remove_hash},
-    {"app add-device", "usage: kmsctl chain app add-device --app-id A DEVICE_ID\nDstackApp(A).addDevice (app owner only).\n", cmd_app_add_device},
-    {"app remove-device", "usage: kmsctl chain app remove-device --app-id A DEVICE_ID\nDstackApp(A).removeDevice (app owner only).\n", cmd_app_remove_device},
-    {"app set-allow-any-device", "usage: kmsctl chain app set-allow-any-device --app-id A true|false\nDstackApp(A).setAllowAnyDevice (app owner only).\n", cmd_app_set_any},
-    {"set-gateway", "usage: kmsctl chain set-gateway GATEWAY_APP_ID\nDstackKms.setGatewayAppId (owner only).\n", cmd_set_gateway},
+    {"app add-hash",
+     "usage: kmsctl chain app add-hash --app-id A COMPOSE_HASH\nDstackApp(A).addComposeHash (app "
+     "owner only).\n",
+     cmd_app_add_hash},
+    {"app remove-hash",
+     "usage: kmsctl chain app remove-hash --app-id A COMPOSE_HASH\nDstackApp(A).removeComposeHash "
+     "(app owner only).\n",
+     cmd_app_remove_hash},
+    {"app add-device",
+     "usage: kmsctl chain app add-device --app-id A DEVICE_ID\nDstackApp(A).addDevice (app owner "
+     "only).\n",
+     cmd_app_add_device},
+    {"app remove-device",
+     "usage: kmsctl chain app remove-device --app-id A DEVICE_ID\nDstackApp(A).removeDevice (app "
+     "owner only).\n",
+     cmd_app_remove_device},
+    {"app set-allow-any-device",
+     "usage: kmsctl chain app set-allow-any-device --app-id A "
+     "true|false\nDstackApp(A).setAllowAnyDevice (app owner only).\n",
+     cmd_app_set_any},
+    {"set-gateway",
+     "usage: kmsctl chain set-gateway GATEWAY_APP_ID\nDstackKms.setGatewayAppId (owner only).\n",
+     cmd_set_gateway},
     {"set-info",
      "usage: kmsctl chain set-info FILE.json\nDstackKms.setKmsInfo from a JSON object with hex "
      "fields k256Pubkey, caPubkey, quote, eventlog\n(snake_case accepted; missing = empty).\n",

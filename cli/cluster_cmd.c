@@ -118,8 +118,7 @@ static int get_health(const char *base, long timeout_ms, long *status, json_t **
     cc = curl_easy_perform(c);
     KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms",
                url, timeout_ms);
-    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "/health answer larger than %u bytes",
-               HEALTH_MAX_BODY);
+    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "/health answer larger than %u bytes", HEALTH_MAX_BODY);
     KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", url,
                errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
@@ -192,11 +191,21 @@ static int cmd_status(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'k': url = optarg; break;
-        case 'j': as_json = 1; break;
-        case 'T': timeout_ms = parse_timeout(optarg); break;
-        case 'h': fputs(status_usage, stdout); return 0;
-        default: fputs(status_usage, stderr); return 2;
+        case 'k':
+            url = optarg;
+            break;
+        case 'j':
+            as_json = 1;
+            break;
+        case 'T':
+            timeout_ms = parse_timeout(optarg);
+            break;
+        case 'h':
+            fputs(status_usage, stdout);
+            return 0;
+        default:
+            fputs(status_usage, stderr);
+            return 2;
         }
     }
     if (url == NULL || optind != argc || timeout_ms <= 0) {
@@ -258,8 +267,7 @@ static int field_exact(json_t *o, const char *field, uint8_t *out, size_t want)
     size_t n = 0;
     int rc = 0;
 
-    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE, "answer lacks %s",
-               field);
+    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE, "answer lacks %s", field);
     KMS_GUARD(kms_prpc_get_bytes(o, field, &b, &n));
     KMS_ENSURE(n == want, KMS_ERR_PARSE, "%s is %zu bytes, want %zu", field, n, want);
     memcpy(out, b, want);
@@ -362,12 +370,24 @@ static int cmd_verify(int argc, char **argv)
             }
             a[n++].url = optarg;
             break;
-        case 'I': insecure = 1; break;
-        case 's': sim_dir = optarg; break;
-        case 'S': skip = 1; break;
-        case 'T': timeout_ms = parse_timeout(optarg); break;
-        case 'h': fputs(verify_usage, stdout); return 0;
-        default: fputs(verify_usage, stderr); return 2;
+        case 'I':
+            insecure = 1;
+            break;
+        case 's':
+            sim_dir = optarg;
+            break;
+        case 'S':
+            skip = 1;
+            break;
+        case 'T':
+            timeout_ms = parse_timeout(optarg);
+            break;
+        case 'h':
+            fputs(verify_usage, stdout);
+            return 0;
+        default:
+            fputs(verify_usage, stderr);
+            return 2;
         }
     }
     if (n == 0 || optind != argc || timeout_ms <= 0 || (insecure != (sim_dir != NULL))) {
@@ -376,8 +396,7 @@ static int cmd_verify(int argc, char **argv)
     }
     actx = verify_ctx(skip, insecure, sim_dir);
     if (!skip && actx == NULL) {
-        fprintf(stderr, "kmsctl: cannot set up attestation verification: %s\n",
-                kms_err_detail());
+        fprintf(stderr, "kmsctl: cannot set up attestation verification: %s\n", kms_err_detail());
         return 1;
     }
     if (RAND_bytes(app_id, sizeof(app_id)) != 1) {

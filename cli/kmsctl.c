@@ -59,7 +59,8 @@ static void print_json(json_t *j)
 /* ---------------------------------------------------------------- keystore import-dstack */
 
 static const char import_usage[] =
-    "Usage: kmsctl keystore import-dstack --data-dir DIR [--domain NAME] [--kek-file PATH] SRC_DIR\n"
+    "Usage: kmsctl keystore import-dstack --data-dir DIR [--domain NAME] [--kek-file PATH] "
+    "SRC_DIR\n"
     "\n"
     "Imports the root keys of a dstack KMS (root-ca.key, tmp-ca.key, root-k256.key, and\n"
     "rpc-domain / bootstrap-info.json when present) from SRC_DIR into the kmsd keystore in\n"
@@ -83,11 +84,21 @@ static int cmd_import(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': data_dir = optarg; break;
-        case 'n': domain = optarg; break;
-        case 'k': kek = optarg; break;
-        case 'h': fputs(import_usage, stdout); return 0;
-        default: fputs(import_usage, stderr); return 2;
+        case 'd':
+            data_dir = optarg;
+            break;
+        case 'n':
+            domain = optarg;
+            break;
+        case 'k':
+            kek = optarg;
+            break;
+        case 'h':
+            fputs(import_usage, stdout);
+            return 0;
+        default:
+            fputs(import_usage, stderr);
+            return 2;
         }
     }
     if (data_dir == NULL || optind + 1 != argc) {
@@ -162,12 +173,24 @@ static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'u': url = optarg; break;
-        case 'd': domain = optarg; break;
-        case 's': source = optarg; break;
-        case 'n': no_finish = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
+        case 'u':
+            url = optarg;
+            break;
+        case 'd':
+            domain = optarg;
+            break;
+        case 's':
+            source = optarg;
+            break;
+        case 'n':
+            no_finish = 1;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            return 0;
+        default:
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (url == NULL || domain == NULL || (onboard && source == NULL) || optind != argc) {
@@ -203,9 +226,14 @@ static int cmd_meta(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'k': url = optarg; break;
-        case 'h': puts("Usage: kmsctl meta --kms URL\n\nPrints KMS.GetMeta of the node."); return 0;
-        default: return 2;
+        case 'k':
+            url = optarg;
+            break;
+        case 'h':
+            puts("Usage: kmsctl meta --kms URL\n\nPrints KMS.GetMeta of the node.");
+            return 0;
+        default:
+            return 2;
         }
     }
     if (url == NULL) {
@@ -269,8 +297,8 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
     ev[3].payload.len = a->instance_len;
     ev[4].event = (char *)"boot-mr-done";
     /* evidence: empty --vm-config lets sim-gcp describe its own image */
-    return kms_platform_attest(a->platform, rd, ev, 5, a->vm_config[0] != '\0' ? a->vm_config : NULL,
-                               out);
+    return kms_platform_attest(a->platform, rd, ev, 5,
+                               a->vm_config[0] != '\0' ? a->vm_config : NULL, out);
 }
 
 static int kms_cert_check(void *arg, X509 *leaf)
@@ -313,8 +341,8 @@ static int budget(const struct timespec *deadline, const char *url, long total, 
     struct timespec now;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    *left = (long)(deadline->tv_sec - now.tv_sec) * 1000 +
-            (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    *left =
+        (long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
     if (*left <= 0)
         return kms_err_set(KMS_ERR_TIMEOUT, "%s did not serve the keys within %ld ms", url, total);
     return 0;
@@ -396,8 +424,9 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
     json_object_set_new(out, "k256_key", plain_hex(key, "k256_key", 32));
     json_object_set_new(out, "k256_signature", plain_hex(key, "k256_signature", 65));
     KMS_ENSURE(json_object_size(out) == 4, KMS_ERR_PARSE, "GetAppKey response is incomplete");
-    json_object_set_new(out, "gateway_app_id",
-                        json_string(jstr(key, "gateway_app_id") != NULL ? jstr(key, "gateway_app_id") : ""));
+    json_object_set_new(
+        out, "gateway_app_id",
+        json_string(jstr(key, "gateway_app_id") != NULL ? jstr(key, "gateway_app_id") : ""));
     json_object_set_new(out, "ca_cert", json_string(ca_cert));
     snprintf(prpc_url, sizeof(prpc_url), "%s/prpc", url);
     kp = json_pack("{s:{s:s,s:s,s:s,s:s}}", "Kms", "url", prpc_url, "pubkey", spki_hex,
@@ -461,17 +490,39 @@ static int cmd_get_keys(int argc, char **argv)
             }
             urls[n_urls++] = optarg;
             break;
-        case 'a': app_hex = optarg; break;
-        case 'i': inst_hex = optarg; break;
-        case 'c': compose_hex = optarg; break;
-        case 'v': a.vm_config = optarg; break;
-        case 'o': out_path = optarg; break;
-        case 't': tee = optarg; break;
-        case 'I': insecure = 1; break;
-        case 's': sim_dir = optarg; break;
-        case 'T': timeout_ms = strtol(optarg, NULL, 10); break;
-        case 'h': fputs(getkeys_usage, stdout); return 0;
-        default: fputs(getkeys_usage, stderr); return 2;
+        case 'a':
+            app_hex = optarg;
+            break;
+        case 'i':
+            inst_hex = optarg;
+            break;
+        case 'c':
+            compose_hex = optarg;
+            break;
+        case 'v':
+            a.vm_config = optarg;
+            break;
+        case 'o':
+            out_path = optarg;
+            break;
+        case 't':
+            tee = optarg;
+            break;
+        case 'I':
+            insecure = 1;
+            break;
+        case 's':
+            sim_dir = optarg;
+            break;
+        case 'T':
+            timeout_ms = strtol(optarg, NULL, 10);
+            break;
+        case 'h':
+            fputs(getkeys_usage, stdout);
+            return 0;
+        default:
+            fputs(getkeys_usage, stderr);
+            return 2;
         }
     }
     if (n_urls == 0 || app_hex == NULL || out_path == NULL || optind != argc || timeout_ms <= 0) {

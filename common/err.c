@@ -62,20 +62,35 @@ void kms_err_clear(void)
 const char *kms_err_name(int code)
 {
     switch (code) {
-    case KMS_OK: return "ok";
-    case KMS_ERR_NOMEM: return "out of memory";
-    case KMS_ERR_INVAL: return "invalid input";
-    case KMS_ERR_PARSE: return "malformed data";
-    case KMS_ERR_IO: return "I/O error";
-    case KMS_ERR_CRYPTO: return "cryptographic failure";
-    case KMS_ERR_VERIFY: return "verification failed";
-    case KMS_ERR_DENIED: return "denied";
-    case KMS_ERR_NET: return "network error";
-    case KMS_ERR_TIMEOUT: return "timed out";
-    case KMS_ERR_STATE: return "wrong state";
-    case KMS_ERR_NOTFOUND: return "not found";
-    case KMS_ERR_EXISTS: return "already exists";
-    case KMS_ERR_TOOBIG: return "too large";
-    default: return "error";
+    case KMS_OK:
+        return "ok";
+    case KMS_ERR_NOMEM:
+        return "out of memory";
+    case KMS_ERR_INVAL:
+        return "invalid input";
+    case KMS_ERR_PARSE:
+        return "malformed data";
+    case KMS_ERR_IO:
+        return "I/O error";
+    case KMS_ERR_CRYPTO:
+        return "cryptographic failure";
+    case KMS_ERR_VERIFY:
+        return "verification failed";
+    case KMS_ERR_DENIED:
+        return "denied";
+    case KMS_ERR_NET:
+        return "network error";
+    case KMS_ERR_TIMEOUT:
+        return "timed out";
+    case KMS_ERR_STATE:
+        return "wrong state";
+    case KMS_ERR_NOTFOUND:
+        return "not found";
+    case KMS_ERR_EXISTS:
+        return "already exists";
+    case KMS_ERR_TOOBIG:
+        return "too large";
+    default:
+        return "error";
     }
 }

@@ -16,19 +16,19 @@
 
 enum {
     KMS_OK = 0,
-    KMS_ERR_NOMEM = -1,    /* allocation failed */
-    KMS_ERR_INVAL = -2,    /* bad argument or input */
-    KMS_ERR_PARSE = -3,    /* malformed encoding */
-    KMS_ERR_IO = -4,       /* file or OS error */
-    KMS_ERR_CRYPTO = -5,   /* OpenSSL / libsecp256k1 failure */
-    KMS_ERR_VERIFY = -6,   /* a signature or binding did not verify */
-    KMS_ERR_DENIED = -7,   /* policy refused */
-    KMS_ERR_NET = -8,      /* network failure */
-    KMS_ERR_TIMEOUT = -9,  /* network timeout */
-    KMS_ERR_STATE = -10,   /* operation not allowed in this state */
+    KMS_ERR_NOMEM = -1,   /* allocation failed */
+    KMS_ERR_INVAL = -2,   /* bad argument or input */
+    KMS_ERR_PARSE = -3,   /* malformed encoding */
+    KMS_ERR_IO = -4,      /* file or OS error */
+    KMS_ERR_CRYPTO = -5,  /* OpenSSL / libsecp256k1 failure */
+    KMS_ERR_VERIFY = -6,  /* a signature or binding did not verify */
+    KMS_ERR_DENIED = -7,  /* policy refused */
+    KMS_ERR_NET = -8,     /* network failure */
+    KMS_ERR_TIMEOUT = -9, /* network timeout */
+    KMS_ERR_STATE = -10,  /* operation not allowed in this state */
     KMS_ERR_NOTFOUND = -11,
     KMS_ERR_EXISTS = -12,
-    KMS_ERR_TOOBIG = -13,  /* input exceeds a stated maximum */
+    KMS_ERR_TOOBIG = -13, /* input exceeds a stated maximum */
     KMS_ERR_INTERNAL = -14,
 };
 

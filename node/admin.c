@@ -19,7 +19,7 @@
 #include "node/http.h"
 #include "replication/replication.h"
 
-#define ADMIN_METHOD_MAX 48 /* longest method name put into an audit event */
+#define ADMIN_METHOD_MAX 48    /* longest method name put into an audit event */
 #define ADMIN_HASH_ARG_MAX 128 /* longest hex image_hash / config_hash */
 
 struct kms_admin {
@@ -287,8 +287,8 @@ static int cache_key(json_t *body, const char *field, char *detail, size_t dl)
         return kms_err_set(KMS_ERR_INVAL,
                            "field %s must be empty, \"all\" or a hex hash of at most %d digits",
                            field, ADMIN_HASH_ARG_MAX);
-    snprintf(detail + strlen(detail), dl - strlen(detail), "%s%s=%s", detail[0] ? " " : "",
-             field, n == 0 ? "\"\"" : s);
+    snprintf(detail + strlen(detail), dl - strlen(detail), "%s%s=%s", detail[0] ? " " : "", field,
+             n == 0 ? "\"\"" : s);
     return 0;
 }
 

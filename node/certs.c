@@ -234,8 +234,8 @@ static int add_key_ids(X509 *cert, X509 *issuer_cert)
     int rc = 0;
 
     KMS_GUARD(key_id_of(cert, &ski));
-    KMS_GUARD(add_ext_i2d(cert, NID_subject_key_identifier, ski, 0,
-                          "subjectKeyIdentifier extension"));
+    KMS_GUARD(
+        add_ext_i2d(cert, NID_subject_key_identifier, ski, 0, "subjectKeyIdentifier extension"));
     akid = AUTHORITY_KEYID_new();
     KMS_GUARD_PTR(akid);
     if (issuer_cert == NULL) {
@@ -268,8 +268,9 @@ int kms_cert_issue(const struct kms_cert_params *p, EVP_PKEY *subject_key, EVP_P
 
     *out = NULL;
     KMS_ENSURE(p != NULL && p->cn != NULL && subject_key != NULL && issuer_key != NULL,
-               KMS_ERR_INVAL, "certificate needs parameters with a CN, a subject key and an "
-                              "issuer key");
+               KMS_ERR_INVAL,
+               "certificate needs parameters with a CN, a subject key and an "
+               "issuer key");
     KMS_ENSURE(p->app_id == NULL || p->app_id_len > 0, KMS_ERR_INVAL,
                "app id extension given with zero length");
     KMS_ENSURE(!p->is_ca || p->path_len >= -1, KMS_ERR_INVAL, "pathLen must be -1 or >= 0");
@@ -289,9 +290,8 @@ int kms_cert_issue(const struct kms_cert_params *p, EVP_PKEY *subject_key, EVP_P
     KMS_GUARD(set_serial(cert));
     KMS_GUARD(build_subject(p, &subject));
     KMS_GUARD_OSSL(X509_set_subject_name(cert, subject), "certificate subject");
-    KMS_GUARD_OSSL(X509_set_issuer_name(cert, issuer_cert != NULL
-                                                  ? X509_get_subject_name(issuer_cert)
-                                                  : subject),
+    KMS_GUARD_OSSL(X509_set_issuer_name(
+                       cert, issuer_cert != NULL ? X509_get_subject_name(issuer_cert) : subject),
                    "certificate issuer");
     nb = p->not_before != 0 ? p->not_before : time(NULL) - 3600;
     na = p->not_after != 0 ? p->not_after : nb + (time_t)DEFAULT_DAYS * 86400;

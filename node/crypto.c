@@ -29,14 +29,14 @@
 #define PEM_KEY_MAX (16u * 1024u)
 
 static const uint8_t PKCS8_PREFIX[] = {
-    0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce,
-    0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04,
-    0x6d, 0x30, 0x6b, 0x02, 0x01, 0x01, 0x04, 0x20,
+    0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86,
+    0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+    0x03, 0x01, 0x07, 0x04, 0x6d, 0x30, 0x6b, 0x02, 0x01, 0x01, 0x04, 0x20,
 };
 static const uint8_t PKCS8_PUB_HDR[] = {0xa1, 0x44, 0x03, 0x42, 0x00};
 
 /* Like KMS_GUARD_PTR, for OpenSSL constructors whose NULL means a crypto failure. */
-#define GUARD_OSSL_PTR(ptr, what)                                                                 \
+#define GUARD_OSSL_PTR(ptr, what)                                                                  \
     do {                                                                                           \
         if ((ptr) == NULL) {                                                                       \
             rc = kms_err_ossl(KMS_ERR_CRYPTO, (what));                                             \
@@ -77,8 +77,8 @@ int kms_kdf_derive(const uint8_t *ikm, size_t ikm_len, const struct kms_slice *c
     KMS_GUARD_PTR(kctx);
     params[np++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
     params[np++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
-    params[np++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
-                                                     sizeof(salt) - 1);
+    params[np++] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, sizeof(salt) - 1);
     params[np++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, info_len);
     params[np] = OSSL_PARAM_construct_end();
     KMS_GUARD_OSSL(EVP_KDF_derive(kctx, out, out_len, params), "HKDF-SHA256 derivation failed");
@@ -146,14 +146,14 @@ int kms_p256_from_scalar(const uint8_t d[32], EVP_PKEY **out)
                KMS_ERR_CRYPTO, "P-256 point encoding failed");
     bld = OSSL_PARAM_BLD_new();
     KMS_GUARD_PTR(bld);
-    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1",
-                                                   0),
-                   "P-256 key parameters");
+    KMS_GUARD_OSSL(
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0),
+        "P-256 key parameters");
     KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv),
                    "P-256 key parameters");
-    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub65,
-                                                    sizeof(pub65)),
-                   "P-256 key parameters");
+    KMS_GUARD_OSSL(
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub65, sizeof(pub65)),
+        "P-256 key parameters");
     params = OSSL_PARAM_BLD_to_param(bld);
     KMS_GUARD_PTR(params);
     pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
@@ -313,8 +313,7 @@ int kms_pkey_from_pem(const char *pem, EVP_PKEY **out)
     *out = NULL;
     KMS_ENSURE(pem != NULL, KMS_ERR_INVAL, "no PEM private key given");
     len = strnlen(pem, PEM_KEY_MAX + 1);
-    KMS_ENSURE(len <= PEM_KEY_MAX, KMS_ERR_TOOBIG, "PEM private key exceeds %u bytes",
-               PEM_KEY_MAX);
+    KMS_ENSURE(len <= PEM_KEY_MAX, KMS_ERR_TOOBIG, "PEM private key exceeds %u bytes", PEM_KEY_MAX);
     bio = BIO_new_mem_buf(pem, (int)len);
     KMS_GUARD_PTR(bio);
     *out = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
@@ -429,8 +428,8 @@ int kms_k256_pubkey_uncompressed(const uint8_t sk[32], uint8_t pub64[64])
     int rc = 0;
 
     KMS_GUARD(k256_pub(sk, &pk));
-    KMS_ENSURE(secp256k1_ec_pubkey_serialize(k256(), pub65, &n, &pk,
-                                             SECP256K1_EC_UNCOMPRESSED) == 1 &&
+    KMS_ENSURE(secp256k1_ec_pubkey_serialize(k256(), pub65, &n, &pk, SECP256K1_EC_UNCOMPRESSED) ==
+                       1 &&
                    n == sizeof(pub65),
                KMS_ERR_CRYPTO, "secp256k1 public key encoding failed");
     memcpy(pub64, pub65 + 1, 64);
@@ -467,8 +466,7 @@ int kms_k256_recover(const uint8_t sig65[65], const uint8_t digest[32], uint8_t 
     int rc = 0;
 
     KMS_ENSURE(ctx != NULL, KMS_ERR_CRYPTO, "secp256k1 context unavailable");
-    KMS_ENSURE(sig65[64] <= 3, KMS_ERR_VERIFY, "signature recovery id %u is not 0..3",
-               sig65[64]);
+    KMS_ENSURE(sig65[64] <= 3, KMS_ERR_VERIFY, "signature recovery id %u is not 0..3", sig65[64]);
     KMS_ENSURE(secp256k1_ecdsa_recoverable_signature_parse_compact(ctx, &sig, sig65, sig65[64]) ==
                    1,
                KMS_ERR_VERIFY, "signature r or s is out of range");
@@ -555,21 +553,19 @@ static int env_crypt_key(const EVP_PKEY *root_ca, const uint8_t *app_id, size_t 
     return kms_derive_dh_secret(root_ca, ctx, 2, key);
 }
 
-int kms_derive_app_keys(const EVP_PKEY *root_ca, const uint8_t root_k256[32],
-                        const uint8_t *app_id, size_t app_id_len, const uint8_t *instance_id,
-                        size_t instance_id_len, struct kms_app_keys *out)
+int kms_derive_app_keys(const EVP_PKEY *root_ca, const uint8_t root_k256[32], const uint8_t *app_id,
+                        size_t app_id_len, const uint8_t *instance_id, size_t instance_id_len,
+                        struct kms_app_keys *out)
 {
-    struct kms_slice disk_ctx[3] = {{app_id, app_id_len},
-                                    {instance_id, instance_id_len},
-                                    SLICE_STR("app-disk-crypt-key")};
+    struct kms_slice disk_ctx[3] = {
+        {app_id, app_id_len}, {instance_id, instance_id_len}, SLICE_STR("app-disk-crypt-key")};
     struct kms_slice k256_ctx_parts[2] = {{app_id, app_id_len}, SLICE_STR("app-key")};
     uint8_t digest[32];
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
     KMS_ENSURE(app_id != NULL || app_id_len == 0, KMS_ERR_INVAL, "app id missing");
-    KMS_ENSURE(instance_id != NULL || instance_id_len == 0, KMS_ERR_INVAL,
-               "instance id missing");
+    KMS_ENSURE(instance_id != NULL || instance_id_len == 0, KMS_ERR_INVAL, "instance id missing");
     KMS_GUARD(kms_derive_dh_secret(root_ca, disk_ctx, 3, out->disk_crypt_key));
     KMS_GUARD(env_crypt_key(root_ca, app_id, app_id_len, out->env_crypt_key));
     KMS_GUARD(kms_kdf_derive(root_k256, 32, k256_ctx_parts, 2, out->k256_key, 32));

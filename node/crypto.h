@@ -34,11 +34,11 @@ KMS_WUR int kms_p256_scalar(const EVP_PKEY *key, uint8_t d[32]);
 /* The 138-byte unencrypted PKCS#8 DER (prefix 308187..., d, a144034200, 04||X||Y). */
 KMS_WUR int kms_p256_pkcs8_der(const EVP_PKEY *key, uint8_t out[138]);
 /* derive_p256_key_pair: d' = HKDF(d, ctx, 32). */
-KMS_WUR int kms_p256_derive_child(const EVP_PKEY *parent, const struct kms_slice *ctx,
-                                  size_t n_ctx, EVP_PKEY **out);
+KMS_WUR int kms_p256_derive_child(const EVP_PKEY *parent, const struct kms_slice *ctx, size_t n_ctx,
+                                  EVP_PKEY **out);
 /* derive_dh_secret: SHA-256(PKCS#8 DER of the child key). */
-KMS_WUR int kms_derive_dh_secret(const EVP_PKEY *parent, const struct kms_slice *ctx,
-                                 size_t n_ctx, uint8_t out[32]);
+KMS_WUR int kms_derive_dh_secret(const EVP_PKEY *parent, const struct kms_slice *ctx, size_t n_ctx,
+                                 uint8_t out[32]);
 
 /* ---- key encodings */
 /* PEM PKCS#8 "PRIVATE KEY"; caller frees *pem with kms_free_secret(pem, strlen(pem)). */
@@ -53,8 +53,7 @@ KMS_WUR int kms_k256_pubkey(const uint8_t sk[32], uint8_t pub33[33]);
 /* sig65 = r || s || recid (0/1), RFC 6979, low-S. */
 KMS_WUR int kms_k256_sign(const uint8_t sk[32], const uint8_t digest[32], uint8_t sig65[65]);
 /* Recovers the compressed public key; KMS_ERR_VERIFY if the signature is invalid. */
-KMS_WUR int kms_k256_recover(const uint8_t sig65[65], const uint8_t digest[32],
-                             uint8_t pub33[33]);
+KMS_WUR int kms_k256_recover(const uint8_t sig65[65], const uint8_t digest[32], uint8_t pub33[33]);
 /* Recovers and compares with expect_pub33; KMS_ERR_VERIFY if the signature is invalid or
  * recovers to another key. */
 KMS_WUR int kms_k256_verify_recover(const uint8_t sig65[65], const uint8_t digest[32],
@@ -97,8 +96,8 @@ struct kms_env_pubkey {
 KMS_WUR int kms_derive_env_pubkey(const EVP_PKEY *root_ca, const uint8_t root_k256[32],
                                   const uint8_t *app_id, size_t app_id_len, uint64_t timestamp,
                                   struct kms_env_pubkey *out);
-KMS_WUR int kms_derive_app_ca_key(const EVP_PKEY *root_ca, const uint8_t *app_id,
-                                  size_t app_id_len, EVP_PKEY **out);
+KMS_WUR int kms_derive_app_ca_key(const EVP_PKEY *root_ca, const uint8_t *app_id, size_t app_id_len,
+                                  EVP_PKEY **out);
 
 /* Bootstrap attestation report_data (keccak256 of "dstack-kms-genereted-keys-v1:" ...) || 0^32. */
 KMS_WUR int kms_bootstrap_report_data(const uint8_t *ca_spki, size_t ca_spki_len,
@@ -106,20 +105,20 @@ KMS_WUR int kms_bootstrap_report_data(const uint8_t *ca_spki, size_t ca_spki_len
 
 /* ---- certificates (rcgen-like; ECDSA-SHA256) */
 struct kms_cert_params {
-    const char *org;         /* O=, optional */
-    const char *cn;          /* CN= */
+    const char *org; /* O=, optional */
+    const char *cn;  /* CN= */
     const char *const *san_dns;
     size_t n_san;
     int is_ca;
-    int path_len;            /* when is_ca; -1 = none */
+    int path_len; /* when is_ca; -1 = none */
     int eku_server_auth;
     int eku_client_auth;
-    const char *usage;       /* special usage ext .1.4 (e.g. "kms:rpc"), optional */
-    const uint8_t *app_id;   /* app id ext .1.3, optional */
+    const char *usage;     /* special usage ext .1.4 (e.g. "kms:rpc"), optional */
+    const uint8_t *app_id; /* app id ext .1.3, optional */
     size_t app_id_len;
     const struct kms_attestation *att; /* attestation ext(s), optional */
-    time_t not_before;       /* 0 = now - 1 h */
-    time_t not_after;        /* 0 = not_before + 3650 days */
+    time_t not_before;                 /* 0 = now - 1 h */
+    time_t not_after;                  /* 0 = not_before + 3650 days */
 };
 
 /* Issues a certificate for subject_key (public part used) signed by issuer_key; issuer_cert

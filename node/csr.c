@@ -99,8 +99,8 @@ static int rd_config(struct kms_reader *r, int v2, struct kms_csr_config *c)
     KMS_GUARD(rd_string(r, "subject", &c->subject));
     KMS_GUARD(csr_err(kms_scale_get_compact(r, &n)));
     if (n > KMS_CSR_MAX_SAN) {
-        rc = kms_err_set(KMS_ERR_TOOBIG, "Failed to parse csr: %zu subject_alt_names, above %u",
-                         n, KMS_CSR_MAX_SAN);
+        rc = kms_err_set(KMS_ERR_TOOBIG, "Failed to parse csr: %zu subject_alt_names, above %u", n,
+                         KMS_CSR_MAX_SAN);
         goto out;
     }
     if (n > 0) {
@@ -129,11 +129,11 @@ int kms_csr_decode(int api_version, const uint8_t *p, size_t len, struct kms_csr
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
-    KMS_ENSURE(api_version == 1 || api_version == 2, KMS_ERR_INVAL,
-               "Unsupported API version: %d", api_version);
+    KMS_ENSURE(api_version == 1 || api_version == 2, KMS_ERR_INVAL, "Unsupported API version: %d",
+               api_version);
     KMS_ENSURE(p != NULL || len == 0, KMS_ERR_INVAL, "no csr bytes");
-    KMS_ENSURE(len <= KMS_CSR_MAX_BYTES, KMS_ERR_TOOBIG,
-               "Failed to parse csr: %zu bytes, above %u", len, KMS_CSR_MAX_BYTES);
+    KMS_ENSURE(len <= KMS_CSR_MAX_BYTES, KMS_ERR_TOOBIG, "Failed to parse csr: %zu bytes, above %u",
+               len, KMS_CSR_MAX_BYTES);
     out->version = api_version;
     kms_rd_init(&r, p, len);
     KMS_GUARD(rd_string(&r, "confirm", &out->confirm));
@@ -142,8 +142,8 @@ int kms_csr_decode(int api_version, const uint8_t *p, size_t len, struct kms_csr
     if (api_version == 1) {
         KMS_GUARD(rd_vec(&r, KMS_ATT_MAX_BYTES, "quote", &out->quote));
         KMS_GUARD(rd_vec(&r, KMS_ATT_MAX_BYTES, "event_log", &out->event_log));
-        KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_PARSE,
-                   "Failed to parse csr: %zu trailing bytes", kms_rd_left(&r));
+        KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_PARSE, "Failed to parse csr: %zu trailing bytes",
+                   kms_rd_left(&r));
     } else {
         /* The attestation is the last field: attest decodes the rest strictly. */
         rc = kms_att_decode(p + r.off, kms_rd_left(&r), &out->att);
@@ -187,8 +187,8 @@ int kms_csr_encode(const struct kms_csr *csr, uint8_t **out, size_t *len)
     memset(&b, 0, sizeof(b));
     *out = NULL;
     *len = 0;
-    KMS_ENSURE(csr->version == 1 || csr->version == 2, KMS_ERR_INVAL,
-               "Unsupported API version: %d", csr->version);
+    KMS_ENSURE(csr->version == 1 || csr->version == 2, KMS_ERR_INVAL, "Unsupported API version: %d",
+               csr->version);
     KMS_ENSURE(csr->version == 1 || csr->att != NULL, KMS_ERR_INVAL,
                "a V2 csr needs an attestation");
     KMS_GUARD(put_string(&b, csr->confirm));

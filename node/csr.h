@@ -28,15 +28,15 @@
 
 /* CertConfigV2; a V1 CertConfig is the same without ext_app_info and validity (zero). */
 struct kms_csr_config {
-    char *org_name;           /* Option<String>: NULL = None */
+    char *org_name; /* Option<String>: NULL = None */
     char *subject;
-    char **san;               /* subject_alt_names */
+    char **san; /* subject_alt_names */
     size_t n_san;
     int usage_server_auth;
     int usage_client_auth;
     int ext_quote;
-    int ext_app_info;         /* V2 only */
-    int has_not_before;       /* V2 only: Option<u64> unix seconds */
+    int ext_app_info;   /* V2 only */
+    int has_not_before; /* V2 only: Option<u64> unix seconds */
     uint64_t not_before;
     int has_not_after;
     uint64_t not_after;
@@ -49,8 +49,8 @@ struct kms_csr {
     char *confirm;
     struct kms_bytes pubkey; /* SPKI DER */
     struct kms_csr_config config;
-    struct kms_bytes quote;     /* V1 */
-    struct kms_bytes event_log; /* V1: JSON */
+    struct kms_bytes quote;      /* V1 */
+    struct kms_bytes event_log;  /* V1: JSON */
     struct kms_attestation *att; /* V2 (or V1 after kms_csr_upgrade) */
 };
 

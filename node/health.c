@@ -14,12 +14,18 @@
 static int state_http_code(enum kms_node_state s)
 {
     switch (s) {
-    case KMS_STATE_SERVING: return 200;
-    case KMS_STATE_DEGRADED: return 207;
-    case KMS_STATE_UNINITIALIZED: return 503;
-    case KMS_STATE_ONBOARDING: return 425;
-    case KMS_STATE_NOT_AUTHORIZED: return 403;
-    case KMS_STATE_SEALED: return 423;
+    case KMS_STATE_SERVING:
+        return 200;
+    case KMS_STATE_DEGRADED:
+        return 207;
+    case KMS_STATE_UNINITIALIZED:
+        return 503;
+    case KMS_STATE_ONBOARDING:
+        return 425;
+    case KMS_STATE_NOT_AUTHORIZED:
+        return 403;
+    case KMS_STATE_SEALED:
+        return 423;
     }
     return 500;
 }
@@ -48,8 +54,7 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
 
 static void metrics(struct kms_node *n, struct kms_http_resp *resp)
 {
-    static const char *bounds[8] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-                                    "+Inf"};
+    static const char *bounds[8] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "+Inf"};
     struct kms_buf b = {0};
     char line[512];
     unsigned long cum = 0;

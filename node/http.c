@@ -116,8 +116,8 @@ void kms_http_query_each(const struct kms_http_req *req,
 {
     struct query_iter it = {fn, arg};
 
-    MHD_get_connection_values((struct MHD_Connection *)req->conn, MHD_GET_ARGUMENT_KIND,
-                              query_cb, &it);
+    MHD_get_connection_values((struct MHD_Connection *)req->conn, MHD_GET_ARGUMENT_KIND, query_cb,
+                              &it);
 }
 
 static X509 *client_cert_of(struct MHD_Connection *conn)
@@ -197,9 +197,8 @@ static int json_arg_set(struct MHD_Connection *conn)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct kms_http_server *s = cls;
     struct req_ctx *rc = *con_cls;
@@ -314,12 +313,11 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
     s->handler = handler;
     s->arg = arg;
     if (tls == NULL) {
-        s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
-                                     MHD_OPTION_THREAD_POOL_SIZE, 4u,
-                                     MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                     MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
-                                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                     MHD_OPTION_END);
+        s->daemon =
+            MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
+                             MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                             MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                             64u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     } else {
         s->key_pem = strdup(tls->key_pem);
         s->cert_pem = strdup(tls->cert_pem);
@@ -332,15 +330,16 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
                 flags | MHD_USE_TLS, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_HTTPS_MEM_KEY, s->key_pem, MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
                 MHD_OPTION_HTTPS_MEM_TRUST, s->ca_pem, MHD_OPTION_THREAD_POOL_SIZE, 4u,
-                MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
-                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+                MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_CONNECTION_LIMIT, 256u,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                s, MHD_OPTION_END);
         } else {
             s->daemon = MHD_start_daemon(
                 flags | MHD_USE_TLS, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_HTTPS_MEM_KEY, s->key_pem, MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
                 MHD_OPTION_THREAD_POOL_SIZE, 4u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                MHD_OPTION_END);
+                MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_PER_IP_CONNECTION_LIMIT, 64u,
+                MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
         }
     }
     KMS_ENSURE(s->daemon != NULL, KMS_ERR_IO,

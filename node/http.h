@@ -23,8 +23,8 @@ struct kms_http_req {
     const char *content_type; /* may be NULL */
     const uint8_t *body;      /* NUL-terminated; may be empty */
     size_t body_len;
-    X509 *client_cert;        /* borrowed; NULL when none was presented */
-    void *conn;               /* for kms_http_query_arg */
+    X509 *client_cert; /* borrowed; NULL when none was presented */
+    void *conn;        /* for kms_http_query_arg */
 };
 
 /* A query-string argument of the request, or NULL (borrowed). */

@@ -135,16 +135,47 @@ static void *signal_thread(void *arg)
 }
 
 enum {
-    OPT_DATA_DIR = 1000, OPT_LISTEN, OPT_ONBOARD_LISTEN, OPT_NAME, OPT_TEE, OPT_INSECURE_SIM,
-    OPT_SIM_DIR, OPT_TRUST_SIM_ROOT, OPT_AUTH, OPT_AUTH_URL, OPT_AUTH_TIMEOUT, OPT_GATEWAY,
-    OPT_AUTO_BOOTSTRAP, OPT_SEAL, OPT_KEK, OPT_EXPECT_K256, OPT_EXPECT_SPKI, OPT_PEER,
-    OPT_PEER_INTERVAL, OPT_NITRO_ROOT, OPT_NITRO_DEVICE_ID, OPT_LOG_LEVEL,
-    OPT_ETH_RPC, OPT_ETH_POLICY, OPT_ETH_QUORUM, OPT_KMS_CONTRACT, OPT_ETH_BLOCK, /* --auth eth */
-    OPT_ETH_CHAIN_ID, OPT_ETH_CACHE_TTL, OPT_SIM_COLLATERAL,
-    OPT_TPM_TCTI, OPT_SEAL_PCRS, /* --seal tpm */
-    OPT_PCCS_URL, OPT_COLLATERAL_FILE, /* collateral */
-    OPT_AIA_FETCH, OPT_AIA_HOST, OPT_GCP_ROOT, OPT_GCP_PCR0, /* aia, gcp image */
-    OPT_ADMIN_LISTEN, OPT_ADMIN_TOKEN_FILE, OPT_ADMIN_ALLOW_REMOTE, /* admin */
+    OPT_DATA_DIR = 1000,
+    OPT_LISTEN,
+    OPT_ONBOARD_LISTEN,
+    OPT_NAME,
+    OPT_TEE,
+    OPT_INSECURE_SIM,
+    OPT_SIM_DIR,
+    OPT_TRUST_SIM_ROOT,
+    OPT_AUTH,
+    OPT_AUTH_URL,
+    OPT_AUTH_TIMEOUT,
+    OPT_GATEWAY,
+    OPT_AUTO_BOOTSTRAP,
+    OPT_SEAL,
+    OPT_KEK,
+    OPT_EXPECT_K256,
+    OPT_EXPECT_SPKI,
+    OPT_PEER,
+    OPT_PEER_INTERVAL,
+    OPT_NITRO_ROOT,
+    OPT_NITRO_DEVICE_ID,
+    OPT_LOG_LEVEL,
+    OPT_ETH_RPC,
+    OPT_ETH_POLICY,
+    OPT_ETH_QUORUM,
+    OPT_KMS_CONTRACT,
+    OPT_ETH_BLOCK, /* --auth eth */
+    OPT_ETH_CHAIN_ID,
+    OPT_ETH_CACHE_TTL,
+    OPT_SIM_COLLATERAL,
+    OPT_TPM_TCTI,
+    OPT_SEAL_PCRS, /* --seal tpm */
+    OPT_PCCS_URL,
+    OPT_COLLATERAL_FILE, /* collateral */
+    OPT_AIA_FETCH,
+    OPT_AIA_HOST,
+    OPT_GCP_ROOT,
+    OPT_GCP_PCR0, /* aia, gcp image */
+    OPT_ADMIN_LISTEN,
+    OPT_ADMIN_TOKEN_FILE,
+    OPT_ADMIN_ALLOW_REMOTE, /* admin */
     OPT_CONFIG,
 };
 
@@ -169,8 +200,7 @@ static unsigned long long parse_uint(const char *s, const char *opt, unsigned lo
 
     errno = 0;
     v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || end == s || *end != '\0' || errno != 0 || v < min ||
-        v > max) {
+    if (s[0] < '0' || s[0] > '9' || end == s || *end != '\0' || errno != 0 || v < min || v > max) {
         fprintf(stderr, "kmsd: %s must be a number from %llu to %llu\n", opt, min, max);
         exit(2);
     }
@@ -369,17 +399,39 @@ int main(int argc, char **argv)
     }
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_DATA_DIR: cfg.data_dir = optarg; break;
-        case OPT_LISTEN: cfg.listen = optarg; break;
-        case OPT_ONBOARD_LISTEN: cfg.onboard_listen = optarg; break;
-        case OPT_NAME: cfg.name = optarg; break;
-        case OPT_TEE: cfg.tee = optarg; break;
-        case OPT_INSECURE_SIM: cfg.insecure_sim = 1; break;
-        case OPT_SIM_DIR: cfg.sim_dir = optarg; break;
-        case OPT_TRUST_SIM_ROOT: cfg.trust_sim_root = optarg; break;
-        case OPT_AUTH: cfg.auth_type = optarg; break;
-        case OPT_AUTH_URL: cfg.auth_url = optarg; break;
-        case OPT_AUTH_TIMEOUT: cfg.auth_timeout_ms = parse_ms(optarg, "--auth-timeout-ms"); break;
+        case OPT_DATA_DIR:
+            cfg.data_dir = optarg;
+            break;
+        case OPT_LISTEN:
+            cfg.listen = optarg;
+            break;
+        case OPT_ONBOARD_LISTEN:
+            cfg.onboard_listen = optarg;
+            break;
+        case OPT_NAME:
+            cfg.name = optarg;
+            break;
+        case OPT_TEE:
+            cfg.tee = optarg;
+            break;
+        case OPT_INSECURE_SIM:
+            cfg.insecure_sim = 1;
+            break;
+        case OPT_SIM_DIR:
+            cfg.sim_dir = optarg;
+            break;
+        case OPT_TRUST_SIM_ROOT:
+            cfg.trust_sim_root = optarg;
+            break;
+        case OPT_AUTH:
+            cfg.auth_type = optarg;
+            break;
+        case OPT_AUTH_URL:
+            cfg.auth_url = optarg;
+            break;
+        case OPT_AUTH_TIMEOUT:
+            cfg.auth_timeout_ms = parse_ms(optarg, "--auth-timeout-ms");
+            break;
         /* ---- --auth eth (validated with the other settings in kms_node_new) ---- */
         case OPT_ETH_RPC:
             if (cfg.n_eth_rpc_urls >= KMS_NODE_MAX_ETH_RPC) {
@@ -388,12 +440,19 @@ int main(int argc, char **argv)
             }
             cfg.eth_rpc_urls[cfg.n_eth_rpc_urls++] = optarg;
             break;
-        case OPT_ETH_POLICY: cfg.eth_policy = optarg; break;
-        case OPT_ETH_QUORUM:
-            cfg.eth_quorum_k = (unsigned)parse_uint(optarg, "--eth-quorum", 1, KMS_NODE_MAX_ETH_RPC);
+        case OPT_ETH_POLICY:
+            cfg.eth_policy = optarg;
             break;
-        case OPT_KMS_CONTRACT: cfg.kms_contract = optarg; break;
-        case OPT_ETH_BLOCK: cfg.eth_block_tag = optarg; break;
+        case OPT_ETH_QUORUM:
+            cfg.eth_quorum_k =
+                (unsigned)parse_uint(optarg, "--eth-quorum", 1, KMS_NODE_MAX_ETH_RPC);
+            break;
+        case OPT_KMS_CONTRACT:
+            cfg.kms_contract = optarg;
+            break;
+        case OPT_ETH_BLOCK:
+            cfg.eth_block_tag = optarg;
+            break;
         case OPT_ETH_CHAIN_ID:
             cfg.eth_chain_id = parse_uint(optarg, "--eth-chain-id", 1, UINT64_MAX);
             break;
@@ -403,9 +462,15 @@ int main(int argc, char **argv)
             if (cfg.eth_cache_ttl_ms == 0)
                 cfg.eth_cache_ttl_ms = -1;
             break;
-        case OPT_SIM_COLLATERAL: cfg.sim_collateral = 1; break;
-        case OPT_PCCS_URL: cfg.pccs_url = optarg; break;               /* collateral */
-        case OPT_COLLATERAL_FILE: cfg.collateral_file = optarg; break; /* collateral */
+        case OPT_SIM_COLLATERAL:
+            cfg.sim_collateral = 1;
+            break;
+        case OPT_PCCS_URL:
+            cfg.pccs_url = optarg;
+            break; /* collateral */
+        case OPT_COLLATERAL_FILE:
+            cfg.collateral_file = optarg;
+            break;          /* collateral */
         case OPT_AIA_FETCH: /* aia */
             if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
                 fprintf(stderr, "kmsd: --aia-fetch must be on or off\n");
@@ -420,7 +485,9 @@ int main(int argc, char **argv)
             }
             cfg.aia_hosts[cfg.n_aia_hosts++] = optarg;
             break;
-        case OPT_GCP_ROOT: cfg.gcp_root = optarg; break;
+        case OPT_GCP_ROOT:
+            cfg.gcp_root = optarg;
+            break;
         case OPT_GCP_PCR0:
             if (strcmp(optarg, "any") == 0) {
                 cfg.gcp_pcr0_any = 1;
@@ -435,14 +502,30 @@ int main(int argc, char **argv)
             }
             break;
         /* ---- end --auth eth ---- */
-        case OPT_GATEWAY: cfg.gateway_app_id = optarg; break;
-        case OPT_AUTO_BOOTSTRAP: cfg.auto_bootstrap_domain = optarg; break;
-        case OPT_SEAL: cfg.seal_provider = optarg; break;
-        case OPT_KEK: cfg.kek_path = optarg; break;
-        case OPT_TPM_TCTI: cfg.tpm_tcti = optarg; break;
-        case OPT_SEAL_PCRS: cfg.seal_pcrs = optarg; break;
-        case OPT_EXPECT_K256: cfg.expect_k256_pubkey = optarg; break;
-        case OPT_EXPECT_SPKI: cfg.expect_ca_spki = optarg; break;
+        case OPT_GATEWAY:
+            cfg.gateway_app_id = optarg;
+            break;
+        case OPT_AUTO_BOOTSTRAP:
+            cfg.auto_bootstrap_domain = optarg;
+            break;
+        case OPT_SEAL:
+            cfg.seal_provider = optarg;
+            break;
+        case OPT_KEK:
+            cfg.kek_path = optarg;
+            break;
+        case OPT_TPM_TCTI:
+            cfg.tpm_tcti = optarg;
+            break;
+        case OPT_SEAL_PCRS:
+            cfg.seal_pcrs = optarg;
+            break;
+        case OPT_EXPECT_K256:
+            cfg.expect_k256_pubkey = optarg;
+            break;
+        case OPT_EXPECT_SPKI:
+            cfg.expect_ca_spki = optarg;
+            break;
         case OPT_PEER:
             if (cfg.n_peers >= KMS_NODE_MAX_PEERS) {
                 fprintf(stderr, "kmsd: at most %d --peer options\n", KMS_NODE_MAX_PEERS);
@@ -450,8 +533,12 @@ int main(int argc, char **argv)
             }
             cfg.peers[cfg.n_peers++] = optarg;
             break;
-        case OPT_PEER_INTERVAL: cfg.peer_interval_ms = parse_ms(optarg, "--peer-interval-ms"); break;
-        case OPT_NITRO_ROOT: cfg.nitro_root = optarg; break;
+        case OPT_PEER_INTERVAL:
+            cfg.peer_interval_ms = parse_ms(optarg, "--peer-interval-ms");
+            break;
+        case OPT_NITRO_ROOT:
+            cfg.nitro_root = optarg;
+            break;
         case OPT_NITRO_DEVICE_ID:
             if (strcmp(optarg, "fixed") == 0) {
                 cfg.nitro_device_id_fixed = 1;
@@ -468,12 +555,23 @@ int main(int argc, char **argv)
             }
             kms_log_set_level((enum kms_log_level)lvl);
             break;
-        case OPT_ADMIN_LISTEN: cfg.admin_listen = optarg; break;          /* admin */
-        case OPT_ADMIN_TOKEN_FILE: cfg.admin_token_file = optarg; break;  /* admin */
-        case OPT_ADMIN_ALLOW_REMOTE: cfg.admin_allow_remote = 1; break;   /* admin */
-        case OPT_CONFIG: break; /* loaded above */
-        case 'h': fputs(usage_text, stdout); return 0;
-        default: fputs("Try 'kmsd --help'.\n", stderr); return 2;
+        case OPT_ADMIN_LISTEN:
+            cfg.admin_listen = optarg;
+            break; /* admin */
+        case OPT_ADMIN_TOKEN_FILE:
+            cfg.admin_token_file = optarg;
+            break; /* admin */
+        case OPT_ADMIN_ALLOW_REMOTE:
+            cfg.admin_allow_remote = 1;
+            break; /* admin */
+        case OPT_CONFIG:
+            break; /* loaded above */
+        case 'h':
+            fputs(usage_text, stdout);
+            return 0;
+        default:
+            fputs("Try 'kmsd --help'.\n", stderr);
+            return 2;
         }
     }
     if (optind < argc) {

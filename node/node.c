@@ -22,12 +22,18 @@
 const char *kms_node_state_name(enum kms_node_state s)
 {
     switch (s) {
-    case KMS_STATE_UNINITIALIZED: return "uninitialized";
-    case KMS_STATE_ONBOARDING: return "onboarding";
-    case KMS_STATE_SERVING: return "serving";
-    case KMS_STATE_NOT_AUTHORIZED: return "not-authorized";
-    case KMS_STATE_SEALED: return "sealed";
-    case KMS_STATE_DEGRADED: return "degraded";
+    case KMS_STATE_UNINITIALIZED:
+        return "uninitialized";
+    case KMS_STATE_ONBOARDING:
+        return "onboarding";
+    case KMS_STATE_SERVING:
+        return "serving";
+    case KMS_STATE_NOT_AUTHORIZED:
+        return "not-authorized";
+    case KMS_STATE_SEALED:
+        return "sealed";
+    case KMS_STATE_DEGRADED:
+        return "degraded";
     }
     return "unknown";
 }
@@ -103,8 +109,7 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
     return rc;
 }
 
-int kms_node_attest(struct kms_node *n, const uint8_t report_data[64],
-                    struct kms_attestation **out)
+int kms_node_attest(struct kms_node *n, const uint8_t report_data[64], struct kms_attestation **out)
 {
     /* evidence: hardware producers quote what the guest measured (runtime_events.log) */
     if (n->platform != NULL && (kms_platform_get_kind(n->platform) == KMS_PLATFORM_TDX ||
@@ -141,8 +146,7 @@ int kms_node_self_authorize(struct kms_node *n)
     }
     if (!res.allowed) {
         snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", res.reason);
-        rc = kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s",
-                         res.reason);
+        rc = kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s", res.reason);
         goto out;
     }
     n->self_auth_reason[0] = '\0';
@@ -356,8 +360,8 @@ static int eth_auth_cfg(const struct kms_node_cfg *cfg, struct kms_auth_cfg *acf
                "--auth eth needs at least one --eth-rpc URL (an Ethereum node or light client)");
     KMS_ENSURE(cfg->kms_contract != NULL, KMS_ERR_NODE_CONFIG,
                "--auth eth needs --kms-contract ADDR (the DstackKms proxy address)");
-    KMS_ENSURE(cfg->eth_quorum_k == 0 || (cfg->eth_policy != NULL &&
-                                          strcmp(cfg->eth_policy, "quorum") == 0),
+    KMS_ENSURE(cfg->eth_quorum_k == 0 ||
+                   (cfg->eth_policy != NULL && strcmp(cfg->eth_policy, "quorum") == 0),
                KMS_ERR_NODE_CONFIG, "--eth-quorum applies to --eth-policy quorum only");
     acfg->eth_rpc_urls = cfg->eth_rpc_urls;
     acfg->eth_n_rpc_urls = cfg->n_eth_rpc_urls;
@@ -456,8 +460,8 @@ static int setup_attest_ctx(struct kms_node *n)
         if (kms_file_exists(path))
             KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_GCP, path, 1));
         if (n->cfg.trust_sim_root != NULL)
-            KMS_GUARD(kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_TDX, n->cfg.trust_sim_root,
-                                                   1));
+            KMS_GUARD(
+                kms_attest_ctx_add_root_file(n->actx, KMS_ROOT_TDX, n->cfg.trust_sim_root, 1));
         KMS_WARN("INSECURE: simulated TEE enabled (--insecure-sim); simulation roots from %s are "
                  "trusted. Never use this in production.",
                  n->cfg.sim_dir);
@@ -597,8 +601,7 @@ static int run_onboard(struct kms_node *n)
     int stop;
 
     set_state(n, KMS_STATE_UNINITIALIZED);
-    KMS_GUARD(kms_http_start(n->cfg.onboard_listen, NULL, kms_onboard_handle, n,
-                             &n->onboard_srv));
+    KMS_GUARD(kms_http_start(n->cfg.onboard_listen, NULL, kms_onboard_handle, n, &n->onboard_srv));
     KMS_INFO("no keys yet: Onboard service (plain HTTP) on %s; call Bootstrap or Onboard, then "
              "Finish",
              n->cfg.onboard_listen);

@@ -26,40 +26,40 @@ enum {
 #define KMS_NODE_MAX_ETH_RPC 16 /* = the eth backend's limit */
 
 struct kms_node_cfg {
-    const char *data_dir;          /* --data-dir */
-    const char *listen;            /* --listen: KMS HTTPS */
-    const char *onboard_listen;    /* --onboard-listen: Onboard HTTP (default: --listen) */
-    const char *tee;               /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
-    const char *sim_dir;           /* --sim-dir (default <data_dir>/sim) */
-    int insecure_sim;              /* --insecure-sim */
-    const char *auth_type;         /* --auth: dev | webhook | eth */
-    const char *auth_url;          /* --auth-url (webhook) */
-    long auth_timeout_ms;          /* --auth-timeout-ms */
-    const char *gateway_app_id;    /* --gateway-app-id (dev) */
-    const char *auto_bootstrap_domain; /* --auto-bootstrap-domain */
-    const char *seal_provider;     /* --seal: file */
-    const char *kek_path;          /* --kek-file */
-    const char *log_level;         /* --log-level */
-    const char *name;              /* --name: log tag */
-    const char *expect_k256_pubkey; /* --expect-k256-pubkey (onboard pin, hex 33 B) */
-    const char *expect_ca_spki;     /* --expect-ca-spki (onboard pin, hex SPKI DER) */
+    const char *data_dir;                  /* --data-dir */
+    const char *listen;                    /* --listen: KMS HTTPS */
+    const char *onboard_listen;            /* --onboard-listen: Onboard HTTP (default: --listen) */
+    const char *tee;                       /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
+    const char *sim_dir;                   /* --sim-dir (default <data_dir>/sim) */
+    int insecure_sim;                      /* --insecure-sim */
+    const char *auth_type;                 /* --auth: dev | webhook | eth */
+    const char *auth_url;                  /* --auth-url (webhook) */
+    long auth_timeout_ms;                  /* --auth-timeout-ms */
+    const char *gateway_app_id;            /* --gateway-app-id (dev) */
+    const char *auto_bootstrap_domain;     /* --auto-bootstrap-domain */
+    const char *seal_provider;             /* --seal: file */
+    const char *kek_path;                  /* --kek-file */
+    const char *log_level;                 /* --log-level */
+    const char *name;                      /* --name: log tag */
+    const char *expect_k256_pubkey;        /* --expect-k256-pubkey (onboard pin, hex 33 B) */
+    const char *expect_ca_spki;            /* --expect-ca-spki (onboard pin, hex SPKI DER) */
     const char *peers[KMS_NODE_MAX_PEERS]; /* --peer URL (repeatable) */
     size_t n_peers;
-    long peer_interval_ms;          /* --peer-interval-ms */
-    const char *nitro_root;        /* --nitro-root PEM (default: embedded AWS root) */
-    const char *gcp_root;          /* --gcp-root PEM (default: embedded Google root) */
-    const char *trust_sim_root;    /* --trust-sim-root PEM: extra simulation root */
-    int nitro_device_id_fixed;     /* --nitro-device-id=fixed */
+    long peer_interval_ms;      /* --peer-interval-ms */
+    const char *nitro_root;     /* --nitro-root PEM (default: embedded AWS root) */
+    const char *gcp_root;       /* --gcp-root PEM (default: embedded Google root) */
+    const char *trust_sim_root; /* --trust-sim-root PEM: extra simulation root */
+    int nitro_device_id_fixed;  /* --nitro-device-id=fixed */
     /* ---- --auth eth (chain/eth.c); see struct kms_auth_cfg for the semantics ---- */
     const char *eth_rpc_urls[KMS_NODE_MAX_ETH_RPC]; /* --eth-rpc URL (repeatable) */
     size_t n_eth_rpc_urls;
-    const char *eth_policy;        /* --eth-policy failover|quorum */
-    unsigned eth_quorum_k;         /* --eth-quorum K (0 = majority) */
-    const char *kms_contract;      /* --kms-contract ADDR (DstackKms) */
-    const char *eth_block_tag;     /* --eth-block latest|safe|finalized */
-    uint64_t eth_chain_id;         /* --eth-chain-id N (0 = not checked) */
-    long eth_cache_ttl_ms;         /* --eth-cache-ttl-ms (0 = default, < 0 = no cache) */
-    int sim_collateral;            /* --sim-collateral: TCB of sim quotes from sim collateral */
+    const char *eth_policy;    /* --eth-policy failover|quorum */
+    unsigned eth_quorum_k;     /* --eth-quorum K (0 = majority) */
+    const char *kms_contract;  /* --kms-contract ADDR (DstackKms) */
+    const char *eth_block_tag; /* --eth-block latest|safe|finalized */
+    uint64_t eth_chain_id;     /* --eth-chain-id N (0 = not checked) */
+    long eth_cache_ttl_ms;     /* --eth-cache-ttl-ms (0 = default, < 0 = no cache) */
+    int sim_collateral;        /* --sim-collateral: TCB of sim quotes from sim collateral */
     /* ---- end --auth eth ---- */
     /* --seal tpm (storage/seal_tpm.c) */
     const char *tpm_tcti;  /* --tpm-tcti (default device:/dev/tpmrm0) */
@@ -69,12 +69,12 @@ struct kms_node_cfg {
     const char *collateral_file; /* --collateral-file: air-gapped collateral JSON */
     /* ---- end collateral ---- */
     /* ---- aia (owner: aia): GCP AK intermediates fetched through AIA caIssuers ---- */
-    const char *aia_fetch; /* --aia-fetch on|off (NULL: on, off with --insecure-sim) */
+    const char *aia_fetch;    /* --aia-fetch on|off (NULL: on, off with --insecure-sim) */
     const char *aia_hosts[8]; /* --aia-host SUFFIX (repeatable; default googleapis.com) */
     size_t n_aia_hosts;
     const char *gcp_pcr0[8]; /* --gcp-pcr0 HEX (repeatable; default the reference's OVMF v2) */
     size_t n_gcp_pcr0;
-    int gcp_pcr0_any;        /* --gcp-pcr0 any */
+    int gcp_pcr0_any; /* --gcp-pcr0 any */
     /* ---- end aia ---- */
     /* ---- admin (owner: admin, node/admin.c): the Admin service listener ---- */
     const char *admin_listen;     /* --admin-listen HOST:PORT (NULL: no admin listener) */
@@ -87,9 +87,9 @@ enum kms_node_state {
     KMS_STATE_UNINITIALIZED = 0, /* no keys; Onboard service running */
     KMS_STATE_ONBOARDING,        /* onboarding from a peer in progress */
     KMS_STATE_SERVING,
-    KMS_STATE_NOT_AUTHORIZED,    /* self-authorization refused */
-    KMS_STATE_SEALED,            /* keystore cannot be unsealed */
-    KMS_STATE_DEGRADED,          /* serving, but a peer is inconsistent/unreachable */
+    KMS_STATE_NOT_AUTHORIZED, /* self-authorization refused */
+    KMS_STATE_SEALED,         /* keystore cannot be unsealed */
+    KMS_STATE_DEGRADED,       /* serving, but a peer is inconsistent/unreachable */
 };
 
 const char *kms_node_state_name(enum kms_node_state s);
@@ -194,8 +194,7 @@ KMS_WUR int kms_node_check_os_image(const struct kms_node *n, const struct kms_a
  * frees with kms_boot_info_free, also on error); res has the gateway app id. */
 KMS_WUR int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
                                const struct kms_verified *v, int is_kms, const char *vm_config,
-                               int boottime, struct kms_boot_info *bi,
-                               struct kms_auth_result *res);
+                               int boottime, struct kms_boot_info *bi, struct kms_auth_result *res);
 /* Appends the released/refused decision for ev (app id, reason) to the store's audit log. */
 void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi);
 
@@ -206,7 +205,8 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
 void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp);
 /* SignCert (node/sign_cert.c). */
 struct json_t;
-void kms_sign_cert(struct kms_node *n, int has_cert, struct json_t *body, struct kms_http_resp *resp);
+void kms_sign_cert(struct kms_node *n, int has_cert, struct json_t *body,
+                   struct kms_http_resp *resp);
 /* GET /health and /metrics (both listeners). Returns 1 if handled. */
 int kms_node_handle_common(struct kms_node *n, const struct kms_http_req *req,
                            struct kms_http_resp *resp);

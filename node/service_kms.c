@@ -212,8 +212,8 @@ static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
                KMS_ERR_INVAL, "Unsupported API version");
     KMS_GUARD(require_attested(c));
     KMS_GUARD(kms_node_require_serving(n));
-    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 0,
-                                 vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 0, vmc != NULL ? json_string_value(vmc) : NULL,
+                                 0, &bi, &res));
     KMS_GUARD(kms_derive_app_keys(n->keys.root_ca_key, n->keys.root_k256, bi.app_id.p,
                                   bi.app_id.len, bi.instance_id.p, bi.instance_id.len, &keys));
     o = json_object();
@@ -225,7 +225,8 @@ static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
     json_object_set_new(o, "k256_signature", kms_prpc_bytes(keys.k256_signature, 65));
     json_object_set_new(o, "tproxy_app_id", json_string(res.gateway_app_id));
     json_object_set_new(o, "gateway_app_id", json_string(res.gateway_app_id));
-    json_object_set_new(o, "os_image_hash", kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
+    json_object_set_new(o, "os_image_hash",
+                        kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
     __atomic_add_fetch(&n->m.keys_released, 1, __ATOMIC_RELAXED);
 out:
     kms_node_audit(n, "GetAppKey", rc, &bi);
@@ -255,8 +256,8 @@ static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
     /* Always attested and authorized: no switch hands root keys to an unattested caller. */
     KMS_GUARD(require_attested(c));
     KMS_GUARD(kms_node_require_serving(n));
-    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 1,
-                                 vmc != NULL ? json_string_value(vmc) : NULL, 0, &bi, &res));
+    KMS_GUARD(kms_node_authorize(n, c->att, &c->v, 1, vmc != NULL ? json_string_value(vmc) : NULL,
+                                 0, &bi, &res));
     KMS_GUARD(kms_pkey_to_pem(n->keys.root_ca_key, &ca_pem));
     o = json_object();
     arr = json_array();
@@ -373,8 +374,7 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_http_resp *resp)
 
 static int is_attested_method(const char *m)
 {
-    return strcmp(m, "GetAppKey") == 0 || strcmp(m, "GetKmsKey") == 0 ||
-           strcmp(m, "SignCert") == 0;
+    return strcmp(m, "GetAppKey") == 0 || strcmp(m, "GetKmsKey") == 0 || strcmp(m, "SignCert") == 0;
 }
 
 static void observe(struct kms_node *n, const char *m, int status, double secs)

@@ -105,7 +105,8 @@ static void do_attestation_info(struct kms_node *n, struct kms_http_resp *resp)
     o = json_object();
     json_object_set_new(o, "device_id", kms_prpc_bytes(bi.device_id, 32));
     json_object_set_new(o, "mr_aggregated", kms_prpc_bytes(bi.mr_aggregated, 32));
-    json_object_set_new(o, "os_image_hash", kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
+    json_object_set_new(o, "os_image_hash",
+                        kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
     json_object_set_new(o, "tee_variant", json_string(kms_att_mode_name(bi.mode)));
     json_object_set_new(o, "site_name", json_string(n->cfg.name != NULL ? n->cfg.name : ""));
     json_object_set_new(o, "eth_rpc_url", json_string(""));

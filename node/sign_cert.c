@@ -20,7 +20,7 @@
 #include "node/node.h"
 
 #define DEFAULT_VALIDITY_SECS (3650LL * 86400LL) /* the reference: now + 10 * 365 days */
-#define MAX_CERT_TIME 253402300799ULL           /* 9999-12-31T23:59:59Z, the X.509 maximum */
+#define MAX_CERT_TIME 253402300799ULL            /* 9999-12-31T23:59:59Z, the X.509 maximum */
 
 void kms_sign_cert_result_clear(struct kms_sign_cert_result *r)
 {
@@ -233,8 +233,8 @@ int kms_sign_cert_run(struct kms_node *n, long long api_version, const uint8_t *
     memset(&csr, 0, sizeof(csr));
     memset(&v, 0, sizeof(v));
     memset(&res, 0, sizeof(res));
-    KMS_ENSURE(api_version == 1 || api_version == 2, KMS_ERR_INVAL,
-               "Unsupported API version: %lld", api_version);
+    KMS_ENSURE(api_version == 1 || api_version == 2, KMS_ERR_INVAL, "Unsupported API version: %lld",
+               api_version);
     KMS_GUARD(kms_node_require_serving(n));
     KMS_GUARD(kms_csr_decode((int)api_version, csr_bytes, csr_len, &csr));
     KMS_GUARD(kms_csr_verify(&csr, csr_bytes, csr_len, sig, sig_len));

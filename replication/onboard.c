@@ -54,11 +54,9 @@ static int check_source(void *arg, X509 *leaf)
     KMS_GUARD(kms_check_kms_cert(sc->n->actx, leaf, &att, &v));
     /* A TDX RA-TLS certificate carries no vm_config: as the reference, take the os_image_hash
      * from our own vm_config then (mr_aggregated still binds the source's image). */
-    KMS_GUARD(kms_boot_info_derive(sc->n->actx, att, &v,
-                                   att->config == NULL || att->config[0] == '\0'
-                                       ? sc->own_vm_config
-                                       : NULL,
-                                   0, &bi));
+    KMS_GUARD(kms_boot_info_derive(
+        sc->n->actx, att, &v,
+        att->config == NULL || att->config[0] == '\0' ? sc->own_vm_config : NULL, 0, &bi));
     rc = kms_auth_check(sc->n->auth, 1, &bi, &res);
     if (rc < 0) {
         kms_err_wrap(rc, "cannot check the source KMS against this node's policy");
@@ -146,10 +144,11 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     rc = kms_store_has_identity(n->store);
     KMS_GUARD(rc);
     KMS_ENSURE(rc == 0, KMS_ERR_EXISTS, "this node already has keys: onboarding refused");
-    KMS_ENSURE(domain != NULL && domain[0] != '\0' && strlen(domain) <= 253 &&
-                   strspn(domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") ==
-                       strlen(domain),
-               KMS_ERR_INVAL, "domain may contain only letters, digits, '-' and '.'");
+    KMS_ENSURE(
+        domain != NULL && domain[0] != '\0' && strlen(domain) <= 253 &&
+            strspn(domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") ==
+                strlen(domain),
+        KMS_ERR_INVAL, "domain may contain only letters, digits, '-' and '.'");
     KMS_ENSURE(source_url != NULL && strncmp(source_url, "https://", 8) == 0, KMS_ERR_INVAL,
                "source_url must be an https:// URL of a running KMS");
     KMS_GUARD(kms_node_self_authorize(n));
@@ -165,8 +164,8 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     tmp_cert_pem = jstr(tmp, "temp_ca_cert");
     tmp_key_pem = jstr(tmp, "temp_ca_key");
     ca_cert_pem = jstr(tmp, "ca_cert");
-    KMS_ENSURE(tmp_cert_pem != NULL && tmp_key_pem != NULL && ca_cert_pem != NULL,
-               KMS_ERR_PARSE, "source GetTempCaCert response lacks temp_ca_cert/key or ca_cert");
+    KMS_ENSURE(tmp_cert_pem != NULL && tmp_key_pem != NULL && ca_cert_pem != NULL, KMS_ERR_PARSE,
+               "source GetTempCaCert response lacks temp_ca_cert/key or ca_cert");
     KMS_GUARD(kms_cert_from_pem(ca_cert_pem, &src_ca));
     src_spki_len = i2d_PUBKEY(X509_get0_pubkey(src_ca), &src_spki);
     KMS_ENSURE(src_spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the source root CA key");
@@ -178,10 +177,10 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
      * ignores unknown request fields). */
     {
         char self_url[KMS_REPL_URL_MAX];
-        json_t *req = kms_repl_self_url(n, domain, self_url) == 0
-                          ? json_pack("{s:s,s:s}", "vm_config", sc.own_vm_config,
-                                      "kmsd_peer_url", self_url)
-                          : json_pack("{s:s}", "vm_config", sc.own_vm_config);
+        json_t *req =
+            kms_repl_self_url(n, domain, self_url) == 0
+                ? json_pack("{s:s,s:s}", "vm_config", sc.own_vm_config, "kmsd_peer_url", self_url)
+                : json_pack("{s:s}", "vm_config", sc.own_vm_config);
 
         KMS_GUARD_PTR(req);
         vm_body = json_dumps(req, JSON_COMPACT);

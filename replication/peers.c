@@ -43,10 +43,14 @@ static pthread_mutex_t g_repl_mu = PTHREAD_MUTEX_INITIALIZER;
 const char *kms_peer_status_name(enum kms_peer_status s)
 {
     switch (s) {
-    case KMS_PEER_UNKNOWN: return "unknown";
-    case KMS_PEER_UP: return "up";
-    case KMS_PEER_DOWN: return "down";
-    case KMS_PEER_INCONSISTENT: return "inconsistent";
+    case KMS_PEER_UNKNOWN:
+        return "unknown";
+    case KMS_PEER_UP:
+        return "up";
+    case KMS_PEER_DOWN:
+        return "down";
+    case KMS_PEER_INCONSISTENT:
+        return "inconsistent";
     }
     return "unknown";
 }
@@ -145,8 +149,8 @@ static int get_exact(json_t *o, const char *field, uint8_t *out, size_t want)
     size_t n = 0;
     int rc = 0;
 
-    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE,
-               "peer answer lacks %s", field);
+    KMS_ENSURE(json_is_string(json_object_get(o, field)), KMS_ERR_PARSE, "peer answer lacks %s",
+               field);
     KMS_GUARD(kms_prpc_get_bytes(o, field, &b, &n));
     KMS_ENSURE(n == want, KMS_ERR_PARSE, "peer %s is %zu bytes, want %zu", field, n, want);
     memcpy(out, b, want);
@@ -324,8 +328,8 @@ static void list_load_meta(struct repl *r, struct kms_store *st)
         json_t *o = json_object_get(e, "origin");
 
         if (json_is_string(u))
-            list_add(r, json_string_value(u), json_is_string(o) ? json_string_value(o)
-                                                                : "persisted");
+            list_add(r, json_string_value(u),
+                     json_is_string(o) ? json_string_value(o) : "persisted");
     }
     json_decref(arr);
 }
@@ -338,8 +342,8 @@ static int list_persist(struct repl *r, struct kms_store *st)
 
     KMS_GUARD_PTR(arr);
     for (size_t i = 0; i < r->n; i++)
-        json_array_append_new(arr, json_pack("{s:s,s:s}", "url", r->p[i].url, "origin",
-                                             r->p[i].origin));
+        json_array_append_new(arr,
+                              json_pack("{s:s,s:s}", "url", r->p[i].url, "origin", r->p[i].origin));
     txt = json_dumps(arr, JSON_COMPACT);
     KMS_GUARD_PTR(txt);
     KMS_GUARD(kms_store_meta_set(st, META_PEERS, txt));
@@ -765,8 +769,7 @@ enum kms_node_state kms_repl_effective_state(struct kms_node *n)
     if (r != NULL) {
         pthread_mutex_lock(&r->mu);
         for (size_t i = 0; i < r->n; i++) {
-            if (r->p[i].res.status == KMS_PEER_DOWN ||
-                r->p[i].res.status == KMS_PEER_INCONSISTENT)
+            if (r->p[i].res.status == KMS_PEER_DOWN || r->p[i].res.status == KMS_PEER_INCONSISTENT)
                 s = KMS_STATE_DEGRADED;
         }
         pthread_mutex_unlock(&r->mu);
@@ -796,15 +799,14 @@ json_t *kms_repl_peers_json(struct kms_node *n)
             json_object_set_new(o, "origin", json_string(p->origin));
             json_object_set_new(o, "status", json_string(kms_peer_status_name(p->res.status)));
             json_object_set_new(o, "reason", json_string(p->res.reason));
-            json_object_set_new(o, "last_check", p->last_check != 0
-                                                     ? json_integer((json_int_t)p->last_check)
-                                                     : json_null());
-            json_object_set_new(o, "latency_ms", p->last_check != 0
-                                                     ? json_integer(p->res.latency_ms)
-                                                     : json_null());
-            json_object_set_new(o, "k256_pubkey", p->res.have_k256
-                                                      ? kms_prpc_bytes(p->res.k256_pubkey, 33)
-                                                      : json_null());
+            json_object_set_new(o, "last_check",
+                                p->last_check != 0 ? json_integer((json_int_t)p->last_check)
+                                                   : json_null());
+            json_object_set_new(o, "latency_ms",
+                                p->last_check != 0 ? json_integer(p->res.latency_ms) : json_null());
+            json_object_set_new(o, "k256_pubkey",
+                                p->res.have_k256 ? kms_prpc_bytes(p->res.k256_pubkey, 33)
+                                                 : json_null());
             json_object_set_new(o, "peer_state", json_string(p->res.peer_state));
             json_array_append_new(arr, o);
         }

@@ -41,8 +41,9 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
     X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
 
     if (cc->o->ca_pem != NULL && X509_verify_cert(sctx) != 1) {
-        cc->rc = kms_err_set(KMS_ERR_VERIFY, "server certificate does not chain to the pinned CA: %s",
-                             X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx)));
+        cc->rc =
+            kms_err_set(KMS_ERR_VERIFY, "server certificate does not chain to the pinned CA: %s",
+                        X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx)));
         snprintf(cc->detail, sizeof(cc->detail), "%s", kms_err_detail());
         return 0;
     }
@@ -87,8 +88,8 @@ static int server_leaf(CURL *c, X509 **out)
     return rc;
 }
 
-int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *body,
-                 json_t **resp, X509 **server_cert)
+int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *body, json_t **resp,
+                 X509 **server_cert)
 {
     CURL *c = NULL;
     struct curl_slist *hdr = NULL;
@@ -167,8 +168,8 @@ int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *b
         goto out;
     }
     if (cc == CURLE_OPERATION_TIMEDOUT) {
-        rc = kms_err_set(KMS_ERR_TIMEOUT, "%s: no answer from %.*s within %ld ms", method,
-                         (int)ul, o->url, timeout);
+        rc = kms_err_set(KMS_ERR_TIMEOUT, "%s: no answer from %.*s within %ld ms", method, (int)ul,
+                         o->url, timeout);
         goto out;
     }
     KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "%s: response larger than %u bytes", method,
@@ -176,14 +177,13 @@ int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *b
     KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "%s: cannot reach %.*s: %s", method, (int)ul, o->url,
                errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    j = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len,
-                   JSON_DECODE_ANY, &jerr);
+    j = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, JSON_DECODE_ANY, &jerr);
     if (status == 400 && json_is_object(j) && json_is_string(json_object_get(j, "error"))) {
         rc = kms_err_set(KMS_ERR_REPL_RPC, "%s", json_string_value(json_object_get(j, "error")));
         goto out;
     }
-    KMS_ENSURE(status == 200, KMS_ERR_NET, "%s: HTTP status %ld from %.*s", method, status,
-               (int)ul, o->url);
+    KMS_ENSURE(status == 200, KMS_ERR_NET, "%s: HTTP status %ld from %.*s", method, status, (int)ul,
+               o->url);
     KMS_ENSURE(j != NULL, KMS_ERR_PARSE, "%s: invalid JSON response: %s", method, jerr.text);
     if (server_cert != NULL)
         KMS_GUARD(server_leaf(c, server_cert));

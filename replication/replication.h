@@ -26,7 +26,7 @@ enum {
  * With ca_pem, the hostname is checked. client_* give an mTLS certificate. */
 struct kms_rpc_opts {
     const char *url;
-    long timeout_ms;            /* total; 0 = 10000 */
+    long timeout_ms; /* total; 0 = 10000 */
     const char *ca_pem;
     const char *client_cert_pem;
     const char *client_key_pem; /* secret */
@@ -86,11 +86,11 @@ const char *kms_peer_status_name(enum kms_peer_status s);
 struct kms_peer_self {
     const struct kms_attest_ctx *actx; /* verifies the peer's RPC certificate attestation */
     EVP_PKEY *root_ca_key;
-    const uint8_t *root_k256;  /* 32 bytes */
+    const uint8_t *root_k256;   /* 32 bytes */
     const uint8_t *k256_pubkey; /* 33 bytes, compressed */
-    const uint8_t *ca_spki;    /* root CA SubjectPublicKeyInfo DER */
+    const uint8_t *ca_spki;     /* root CA SubjectPublicKeyInfo DER */
     size_t ca_spki_len;
-    long timeout_ms;           /* per RPC (connect + TLS + answer) */
+    long timeout_ms; /* per RPC (connect + TLS + answer) */
 };
 
 /* Outcome of one peer check. */
@@ -99,8 +99,8 @@ struct kms_peer_result {
     char reason[512];        /* "" when up; never holds secrets */
     uint8_t k256_pubkey[33]; /* what the peer reported (valid when have_k256) */
     int have_k256;
-    long latency_ms;         /* wall time of the whole check */
-    char peer_state[32];     /* the peer's own GetMeta.state, "" if not reported */
+    long latency_ms;     /* wall time of the whole check */
+    char peer_state[32]; /* the peer's own GetMeta.state, "" if not reported */
 };
 
 /* One health check of the peer at url: GetMeta and GetAppEnvEncryptPubKey, each on a fresh
@@ -142,8 +142,7 @@ KMS_WUR int kms_repl_peer_add(struct kms_node *n, const char *url, char norm[KMS
  * meta "peers_removed" so that a --peer option or the onboarded-from source does not bring it
  * back at the next start (a later AddPeer undoes that). KMS_ERR_NOTFOUND when not listed,
  * KMS_ERR_INVAL for a bad URL. Safe from any thread, also before kms_repl_start. */
-KMS_WUR int kms_repl_peer_remove(struct kms_node *n, const char *url,
-                                 char norm[KMS_REPL_URL_MAX]);
+KMS_WUR int kms_repl_peer_remove(struct kms_node *n, const char *url, char norm[KMS_REPL_URL_MAX]);
 /* ---- end admin ---- */
 
 /* The URL this node advertises to the source when onboarding ("https://DOMAIN:PORT", PORT

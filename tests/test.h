@@ -19,7 +19,7 @@ int kms_test_failures;
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
-            fprintf(stderr, "  FAIL %s:%d: %s (detail: %s)\n", __FILE__, __LINE__, #cond,         \
+            fprintf(stderr, "  FAIL %s:%d: %s (detail: %s)\n", __FILE__, __LINE__, #cond,          \
                     kms_err_detail());                                                             \
             kms_test_failures++;                                                                   \
         }                                                                                          \

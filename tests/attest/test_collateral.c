@@ -83,7 +83,8 @@ static struct kms_collateral_source *src_of(const struct kms_collateral *c, int 
     struct kms_collateral_source_opts so = {.no_cache = no_cache};
     struct kms_collateral_source *src = NULL;
 
-    if (kms_collateral_source_new(&so, &src) < 0 || (c != NULL && kms_collateral_source_add(src, c) < 0))
+    if (kms_collateral_source_new(&so, &src) < 0 ||
+        (c != NULL && kms_collateral_source_add(src, c) < 0))
         exit(2);
     return src;
 }
@@ -245,8 +246,11 @@ static void test_out_of_date_advisories(void)
 /* Every non-revoked status is reported verbatim. */
 static void test_all_statuses(void)
 {
-    static const char *const st[] = {"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
-                                     "ConfigurationAndSWHardeningNeeded", "OutOfDate",
+    static const char *const st[] = {"UpToDate",
+                                     "SWHardeningNeeded",
+                                     "ConfigurationNeeded",
+                                     "ConfigurationAndSWHardeningNeeded",
+                                     "OutOfDate",
                                      "OutOfDateConfigurationNeeded"};
     struct kms_sim_collateral_opts o = {.now = T0};
     struct kms_verified v;
@@ -475,7 +479,8 @@ static void test_fmspc_pceid_mismatch(void)
     CHECK_DETAIL("PCE-ID mismatch");
 }
 
-/* QE report checked against the QE identity: MRSIGNER, ISVPRODID, MISCSELECT, ATTRIBUTES, ISVSVN. */
+/* QE report checked against the QE identity: MRSIGNER, ISVPRODID, MISCSELECT, ATTRIBUTES, ISVSVN.
+ */
 static void test_qe_identity(void)
 {
     struct kms_sim_collateral_opts o = {.now = T0};
@@ -613,8 +618,7 @@ static void test_quote_checks_on_collateral_path(void)
              KMS_ERR_ATT_QUOTE_SIG);
     q[636] ^= 1;
     q[770 + 100] ^= 1; /* QE report body (636 + 64 + 64 + 2 + 4 = 770) */
-    CHECK_RC(kms_tdx_quote_verify_collateral(ctx, q, att->tdx_quote.len, &v),
-             KMS_ERR_ATT_QE_SIG);
+    CHECK_RC(kms_tdx_quote_verify_collateral(ctx, q, att->tdx_quote.len, &v), KMS_ERR_ATT_QE_SIG);
     q[770 + 100] ^= 1;
     CHECK_OK(kms_tdx_quote_verify_collateral(ctx, q, att->tdx_quote.len, &v));
     kms_verified_free(&v);
@@ -756,8 +760,8 @@ static void test_set_selection(void)
  * file's set is re-verified and found expired); flush empties the caches. */
 static void test_cache_hit_and_expiry(void)
 {
-    struct kms_sim_collateral_opts o = {.now = T0, .next_update = T0 + DAY,
-                                        .crl_next_update = T0 + 10 * DAY};
+    struct kms_sim_collateral_opts o = {
+        .now = T0, .next_update = T0 + DAY, .crl_next_update = T0 + 10 * DAY};
     struct kms_collateral c;
     struct kms_collateral_source *src;
     struct kms_attest_ctx *ctx;
@@ -973,8 +977,7 @@ static enum MHD_Result pccs_handler(void *cls, struct MHD_Connection *conn, cons
 
         body_len = strlen(s->c.qe_identity) + 256;
         body = malloc(body_len);
-        body_len = (size_t)snprintf(body, body_len,
-                                    "{\"enclaveIdentity\":%s,\"signature\":\"%s\"}",
+        body_len = (size_t)snprintf(body, body_len, "{\"enclaveIdentity\":%s,\"signature\":\"%s\"}",
                                     s->c.qe_identity, hx);
         free(hx);
         hdr_name = "SGX-Enclave-Identity-Issuer-Chain";

@@ -26,11 +26,14 @@
 #define PROD_MODULE "i-0827e799ec9232d44-enc019b5640fdf630d6"
 #define DEBUG_MODULE "i-0fd3fdaad4e904e69-enc019b54988b2d89ba"
 #define PROD_PCR0                                                                                  \
-    "eb7d0dab08ff41546d7e5659aee883af7b32bb2e58e46815b719f9f7bfae7b880188a10d86317e6509923740526cf74a"
+    "eb7d0dab08ff41546d7e5659aee883af7b32bb2e58e46815b719f9f7bfae7b880188a10d86317e6509923740526c" \
+    "f74a"
 #define PROD_PCR1                                                                                  \
-    "0343b056cd8485ca7890ddd833476d78460aed2aa161548e4e26bedf321726696257d623e8805f3f605946b3d8b0c6aa"
+    "0343b056cd8485ca7890ddd833476d78460aed2aa161548e4e26bedf321726696257d623e8805f3f605946b3d8b0" \
+    "c6aa"
 #define PROD_PCR2                                                                                  \
-    "d7b0a76788c1be24898bd148117ea1239578ba0e72f5d87a33a6c6476026675b6f996940f062e0e3f0b5edd2ddf78811"
+    "d7b0a76788c1be24898bd148117ea1239578ba0e72f5d87a33a6c6476026675b6f996940f062e0e3f0b5edd2ddf7" \
+    "8811"
 #define PROD_PCR_HASH "1894b0b29e94a9db16e88a2914f0923e52bb16c08bf3bb484df786a147e2eb79"
 #define DEBUG_PCR_HASH "81c611f35bff79491538b2f7cf201c7597a661a5c549633541c62bdc8af1613f"
 #define AWS_ROOT_FP "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
@@ -263,7 +266,8 @@ static void test_pinned_root(void)
     hex_to(AWS_ROOT_FP, want, 32);
     CHECK_MEM(fp, want, 32);
     OPENSSL_free(der);
-    snprintf(paths[0], sizeof(paths[0]), "%s", kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"));
+    snprintf(paths[0], sizeof(paths[0]), "%s",
+             kms_test_fixture("roots/aws-nitro-enclaves-root-g1.pem"));
     snprintf(paths[1], sizeof(paths[1]), "%s/attest/roots/aws-nitro-enclaves-root-g1.pem",
              src != NULL ? src : ".");
     for (int i = 0; i < 2; i++) {
@@ -598,12 +602,12 @@ static void test_protected_header(void)
         int want;
         const char *detail;
     } cases[] = {
-        {{0xa1, 0x01, 0x26}, 3, KMS_ERR_ATT_FORMAT, "not ES384"},           /* {1: -7} ES256 */
-        {{0xa1, 0x01, 0x38, 0x23}, 4, KMS_ERR_ATT_FORMAT, "not ES384"},     /* {1: -36} ES512 */
+        {{0xa1, 0x01, 0x26}, 3, KMS_ERR_ATT_FORMAT, "not ES384"},             /* {1: -7} ES256 */
+        {{0xa1, 0x01, 0x38, 0x23}, 4, KMS_ERR_ATT_FORMAT, "not ES384"},       /* {1: -36} ES512 */
         {{0xa1, 0x01, 0x78, 0x01, 0x41}, 5, KMS_ERR_ATT_FORMAT, "not ES384"}, /* {1: "A"} */
-        {{0xa0}, 1, KMS_ERR_ATT_FORMAT, "no alg"},                         /* {} */
-        {{0}, 0, KMS_ERR_ATT_FORMAT, "not valid CBOR"},                    /* empty bstr */
-        {{0x80}, 1, KMS_ERR_ATT_FORMAT, "not a map"},                      /* [] */
+        {{0xa0}, 1, KMS_ERR_ATT_FORMAT, "no alg"},                            /* {} */
+        {{0}, 0, KMS_ERR_ATT_FORMAT, "not valid CBOR"},                       /* empty bstr */
+        {{0x80}, 1, KMS_ERR_ATT_FORMAT, "not a map"},                         /* [] */
         {{0xa2, 0x01, 0x38, 0x22, 0x01, 0x26}, 6, KMS_ERR_ATT_FORMAT, "repeats alg"},
         /* crit [4] (kid): a critical parameter this verifier does not understand */
         {{0xa2, 0x01, 0x38, 0x22, 0x02, 0x81, 0x04}, 7, KMS_ERR_ATT_FORMAT, "crit"},
@@ -718,7 +722,11 @@ static void test_document_fields(void)
     hex_to(PROD_PCR0, pcr0, 48);
 
     /* digest "SHA256" */
-    payload_edit(&f, STR("\x66" "digest\x66SHA384"), STR("\x66" "digest\x66SHA256"),
+    payload_edit(&f,
+                 STR("\x66"
+                     "digest\x66SHA384"),
+                 STR("\x66"
+                     "digest\x66SHA256"),
                  KMS_ERR_ATT_FORMAT, "SHA384");
     /* PCR0 of 47 bytes: 00 58 30 <48> → 00 58 2f <47> */
     from[0] = 0x00, from[1] = 0x58, from[2] = 0x30;
@@ -761,7 +769,11 @@ static void test_document_fields(void)
         for (size_t i = 0; i + 5 <= pl_len; i++) {
             if (off == SIZE_MAX && memcmp(pl + i, "\x64pcrs", 5) == 0)
                 off = i + 5;
-            if (end == SIZE_MAX && i + 12 <= pl_len && memcmp(pl + i, "\x6b" "certificate", 12) == 0)
+            if (end == SIZE_MAX && i + 12 <= pl_len &&
+                memcmp(pl + i,
+                       "\x6b"
+                       "certificate",
+                       12) == 0)
                 end = i;
         }
         CHECK(off != SIZE_MAX && end != SIZE_MAX && end > off);
@@ -781,8 +793,8 @@ static void test_document_fields(void)
         }
     }
     /* module_id as a byte string: 69 module_id 78 27 → 58 27 */
-    payload_edit(&f, STR("\x69module_id\x78\x27"), STR("\x69module_id\x58\x27"),
-                 KMS_ERR_ATT_FORMAT, "module_id is not a text string");
+    payload_edit(&f, STR("\x69module_id\x78\x27"), STR("\x69module_id\x58\x27"), KMS_ERR_ATT_FORMAT,
+                 "module_id is not a text string");
     /* timestamp negative: 1b → 3b */
     payload_edit(&f, STR("\x69timestamp\x1b"), STR("\x69timestamp\x3b"), KMS_ERR_ATT_FORMAT,
                  "timestamp is not an unsigned integer");
@@ -793,8 +805,12 @@ static void test_document_fields(void)
     field_replace(&f, "certificate", -1, 3, STR("\x40"), KMS_ERR_ATT_FORMAT,
                   "certificate is 0 bytes");
     /* cabundle as a map of 2 (4 entries become 2 pairs) */
-    payload_edit(&f, STR("\x68" "cabundle\x84"), STR("\x68" "cabundle\xa2"), KMS_ERR_ATT_FORMAT,
-                 "cabundle is not an array");
+    payload_edit(&f,
+                 STR("\x68"
+                     "cabundle\x84"),
+                 STR("\x68"
+                     "cabundle\xa2"),
+                 KMS_ERR_ATT_FORMAT, "cabundle is not an array");
     /* cabundle entry as text (even cabundle[0], which is otherwise unused, must be a bstr) */
     field_replace(&f, "cabundle", 0, 3, STR("\x61x"), KMS_ERR_ATT_FORMAT,
                   "cabundle entry is not a byte string");
@@ -816,8 +832,12 @@ static void test_document_fields(void)
     /* a duplicated field: timestamp renamed module_id */
     payload_edit(&f, STR("\x69timestamp"), STR("\x69module_id"), KMS_ERR_ATT_FORMAT, "repeats");
     /* a missing required field: certificate renamed (unknown keys are ignored) */
-    payload_edit(&f, STR("\x6b" "certificate"), STR("\x6b" "certificatX"), KMS_ERR_ATT_FORMAT,
-                 "lacks a required field");
+    payload_edit(&f,
+                 STR("\x6b"
+                     "certificate"),
+                 STR("\x6b"
+                     "certificatX"),
+                 KMS_ERR_ATT_FORMAT, "lacks a required field");
     /* a non-text key */
     payload_edit(&f, STR("\x65nonce\xf6"), STR("\x05\xf6"), KMS_ERR_ATT_FORMAT,
                  "key is not a text string");

@@ -283,8 +283,7 @@ static void test_gcp_root(void)
         CHECK(f != NULL && X509_cmp(x, f) == 0);
         X509_free(f);
     }
-    snprintf(path, sizeof(path), "%s/attest/roots/gcp-ek-ak-root-ca.pem",
-             src != NULL ? src : "..");
+    snprintf(path, sizeof(path), "%s/attest/roots/gcp-ek-ak-root-ca.pem", src != NULL ? src : "..");
     fh = fopen(path, "r");
     CHECK(fh != NULL);
     if (fh != NULL) {
@@ -622,7 +621,8 @@ static void put_be16(struct kms_buf *b, uint16_t v)
     CHECK_OK(kms_buf_put_u16be(b, v));
 }
 
-/* pcrs: indices of a single selection in bank alg; values: 32 bytes each, value i = i+1 repeated. */
+/* pcrs: indices of a single selection in bank alg; values: 32 bytes each, value i = i+1 repeated.
+ */
 static void soft_build(struct soft *s, uint16_t alg, const uint32_t *pcrs, size_t n,
                        const uint8_t *extra, size_t extra_len)
 {
@@ -691,8 +691,7 @@ static void soft_build(struct soft *s, uint16_t alg, const uint32_t *pcrs, size_
     }
     s->q.n_pcrs = n;
     s->q.platform = 1;
-    CHECK_OK(kms_vtpm_issue_ak_cert(s->key, s->ca, s->ca_key, &s->q.ak_cert.p,
-                                    &s->q.ak_cert.len));
+    CHECK_OK(kms_vtpm_issue_ak_cert(s->key, s->ca, s->ca_key, &s->q.ak_cert.p, &s->q.ak_cert.len));
 }
 
 static const uint32_t policy[3] = {0, 2, 14};
@@ -819,8 +818,8 @@ static int nv_provision(ESYS_CONTEXT *e, uint32_t index, const uint8_t *data, si
     memset(&pub, 0, sizeof(pub));
     pub.nvPublic.nvIndex = index;
     pub.nvPublic.nameAlg = TPM2_ALG_SHA256;
-    pub.nvPublic.attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD |
-                              TPMA_NV_NO_DA;
+    pub.nvPublic.attributes =
+        TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD | TPMA_NV_NO_DA;
     pub.nvPublic.dataSize = (UINT16)size;
     if (Esys_NV_DefineSpace(e, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
                             &auth, &pub, &nv) != TSS2_RC_SUCCESS) {

@@ -184,12 +184,12 @@ static void bi_fill(struct kms_boot_info *bi)
 }
 
 /* Expects a decision (rc 0) with the given allowed flag and reason. */
-#define EXPECT(a, is_kms, bi, want_allowed, want_reason)                                          \
+#define EXPECT(a, is_kms, bi, want_allowed, want_reason)                                           \
     do {                                                                                           \
         struct kms_auth_result r_;                                                                 \
         CHECK_OK(kms_auth_check((a), (is_kms), (bi), &r_));                                        \
         CHECK(r_.allowed == (want_allowed));                                                       \
-        if (strcmp(r_.reason, (want_reason)) != 0) {                                              \
+        if (strcmp(r_.reason, (want_reason)) != 0) {                                               \
             fprintf(stderr, "  FAIL %s:%d: reason \"%s\", want \"%s\"\n", __FILE__, __LINE__,      \
                     r_.reason, (want_reason));                                                     \
             kms_test_failures++;                                                                   \
@@ -269,8 +269,7 @@ static void test_app_flow(void)
     CHECK(strstr(out, "ComposeHashRemoved(" COMPOSE ")") != NULL);
     EXPECT(a, 0, &bi, 0, "Compose hash not allowed");
     snprintf(args, sizeof(args),
-             "is-app-allowed --app-id %s --compose-hash " COMPOSE " --os-image-hash " OS_HASH,
-             app);
+             "is-app-allowed --app-id %s --compose-hash " COMPOSE " --os-image-hash " OS_HASH, app);
     CHECK(cli(out, sizeof(out), g_rpc[0], NULL, args) == 3);
     CHECK(strstr(out, "denied: Compose hash not allowed") != NULL);
 
@@ -304,9 +303,9 @@ static void test_kms_flow(void)
     CHECK(cli(out, sizeof(out), g_rpc[0], DEV_KEY, "add-device " DEVICE " --legacy") == 0);
     CHECK(strstr(out, "legacy EIP-155") != NULL);
     EXPECT(a, 1, &bi, 1, "");
-    CHECK(cli(out, sizeof(out), g_rpc[0], NULL, "is-kms-allowed --tcb-status UpToDate "
-                                                "--os-image-hash " OS_HASH
-                                                " --mr-aggregated " MR_AGG " --device-id " DEVICE) == 0);
+    CHECK(cli(out, sizeof(out), g_rpc[0], NULL,
+              "is-kms-allowed --tcb-status UpToDate "
+              "--os-image-hash " OS_HASH " --mr-aggregated " MR_AGG " --device-id " DEVICE) == 0);
     CHECK(cli(out, sizeof(out), g_rpc[0], DEV_KEY, "remove-mr " MR_AGG) == 0);
     EXPECT(a, 1, &bi, 0, "Aggregated MR not allowed");
 

@@ -37,7 +37,7 @@ struct fake {
     uint64_t block;
     int stall_ms;
     int requests;
-    int calls; /* eth_call count */
+    int calls;           /* eth_call count */
     char last_block[32]; /* block parameter of the last eth_call */
 };
 
@@ -189,8 +189,9 @@ static void serve_one(struct fake *f, int cfd)
                      ? json_string_value(json_array_get(json_object_get(req, "params"), 1))
                      : "?");
         if (f->mode == M_RPCERR) {
-            snprintf(out, sizeof(out), "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32000,"
-                                       "\"message\":\"header not found\"}}");
+            snprintf(out, sizeof(out),
+                     "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32000,"
+                     "\"message\":\"header not found\"}}");
         } else if (f->mode == M_REVERT && !is_gw) {
             char *h = abi_hex_bool_string(-1, "boom");
 
@@ -209,8 +210,9 @@ static void serve_one(struct fake *f, int cfd)
                      result != NULL ? result : "0x");
         }
     } else {
-        snprintf(out, sizeof(out), "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601,"
-                                   "\"message\":\"method not found\"}}");
+        snprintf(out, sizeof(out),
+                 "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32601,"
+                 "\"message\":\"method not found\"}}");
     }
     reply(cfd, 200, out);
 done:

@@ -16,9 +16,9 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const methods[][2] = {
-        {"KMS", "GetAppKey"}, {"KMS", "GetKmsKey"}, {"KMS", "GetAppEnvEncryptPubKey"},
-        {"KMS", "SignCert"}, {"Onboard", "Bootstrap"}, {"Onboard", "Onboard"},
-        {"KMS", "GetMeta"}, {"KMS", "GetTempCaCert"},
+        {"KMS", "GetAppKey"}, {"KMS", "GetKmsKey"},     {"KMS", "GetAppEnvEncryptPubKey"},
+        {"KMS", "SignCert"},  {"Onboard", "Bootstrap"}, {"Onboard", "Onboard"},
+        {"KMS", "GetMeta"},   {"KMS", "GetTempCaCert"},
     };
     const struct kms_pb_method *m;
     const struct kms_pb_msg *msg;

@@ -80,8 +80,7 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
 }
 
 /* Runs the client flow; returns rc of GetAppKey, *resp on success. ca: foreign CA if set. */
-static int get_app_key(const char *url, struct app *a, int no_cert, int foreign_ca,
-                       json_t **resp)
+static int get_app_key(const char *url, struct app *a, int no_cert, int foreign_ca, json_t **resp)
 {
     json_t *tmp = NULL;
     struct kms_rpc_opts o;
@@ -168,7 +167,7 @@ out:
 
 /* ---- a real auth-api webhook (in-process HTTP server) */
 
-static volatile int hook_mode; /* 0 allow, 1 deny, 2 slow */
+static volatile int hook_mode;     /* 0 allow, 1 deny, 2 slow */
 static volatile int hook_kms_deny; /* bootAuth/kms answers "KMS not registered" */
 static volatile int hook_app_calls;
 
@@ -236,7 +235,8 @@ static void check_transport(const char *base)
     jb = json_loads(b, 0, NULL);
     CHECK(ja != NULL && jb != NULL &&
           json_equal(json_object_get(ja, "k256_pubkey"), json_object_get(jb, "k256_pubkey")));
-    CHECK(ja != NULL && strncmp(json_string_value(json_object_get(ja, "k256_pubkey")), "0x", 2) == 0);
+    CHECK(ja != NULL &&
+          strncmp(json_string_value(json_object_get(ja, "k256_pubkey")), "0x", 2) == 0);
     json_decref(ja);
     json_decref(jb);
     snprintf(url, sizeof(url), "%s/prpc/GetAppEnvEncryptPubKey?json&app_id=%s", base, app);
@@ -270,13 +270,13 @@ static void check_transport(const char *base)
 static void test_node_webhook(void)
 {
     unsigned port = kmstest_free_port(), hport = kmstest_free_port();
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-                                                MHD_USE_THREAD_PER_CONNECTION,
-                                            (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+                         (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
     char hook_url[64], ob[64], url[64], raw[128], out[4096];
     char to[16] = "1000";
-    const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, "--auth-timeout-ms", to,
-                           NULL};
+    const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, "--auth-timeout-ms",
+                           to,       NULL};
     json_t *r1 = NULL, *r2 = NULL, *resp = NULL;
     struct app a;
     struct timespec t0, t1;
@@ -307,7 +307,8 @@ static void test_node_webhook(void)
     hook_mode = 0;
     CHECK_OK(get_app_key(url, &a, 0, 0, &resp));
     CHECK(resp != NULL && json_is_string(json_object_get(resp, "disk_crypt_key")));
-    CHECK(resp != NULL && strcmp(json_string_value(json_object_get(resp, "gateway_app_id")), "gw") == 0);
+    CHECK(resp != NULL &&
+          strcmp(json_string_value(json_object_get(resp, "gateway_app_id")), "gw") == 0);
     json_decref(resp);
 
     expect_refused(get_app_key(url, &a, 1, 0, &resp), "No attestation provided");
@@ -322,7 +323,8 @@ static void test_node_webhook(void)
     a.t = T_PCK;
     expect_refused(get_app_key(url, &a, 0, 0, &resp), "PCK chain");
     a.t = T_EXPIRED;
-    expect_refused(get_app_key(url, &a, 0, 0, &resp), "client certificate is expired or not yet valid");
+    expect_refused(get_app_key(url, &a, 0, 0, &resp),
+                   "client certificate is expired or not yet valid");
     a.t = T_NONE;
 
     hook_mode = 1;
@@ -366,9 +368,9 @@ static void test_node_webhook(void)
 static void test_not_authorized(void)
 {
     unsigned port = kmstest_free_port(), hport = kmstest_free_port();
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-                                                MHD_USE_THREAD_PER_CONNECTION,
-                                            (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+                         (uint16_t)hport, NULL, NULL, hook, NULL, MHD_OPTION_END);
     char hook_url[64], ob[64], url[64];
     const char *extra[] = {"--auth", "webhook", "--auth-url", hook_url, NULL};
     json_t *r = NULL;
@@ -463,31 +465,39 @@ static void test_import_vectors(void)
         snprintf(name, sizeof(name), "n-import%zu", i);
         snprintf(src, sizeof(src), "%s/dstack%zu", g_tmp, i);
         snprintf(data, sizeof(data), "%s/%s", g_tmp, name);
-        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_ca_scalar")), ca_d, 32));
-        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_k256_scalar")), k256, 32));
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_ca_scalar")), ca_d,
+                                      32));
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "root_k256_scalar")),
+                                      k256, 32));
         write_dstack_dir(src, ca_d, k256);
-        snprintf(cmd, sizeof(cmd), "%s/cli/kmsctl keystore import-dstack --data-dir %s %s >/dev/null",
+        snprintf(cmd, sizeof(cmd),
+                 "%s/cli/kmsctl keystore import-dstack --data-dir %s %s >/dev/null",
                  getenv("KMS_BIN_DIR"), data, src);
         CHECK(system(cmd) == 0);
         /* importing twice is refused */
-        snprintf(cmd, sizeof(cmd), "%s/cli/kmsctl keystore import-dstack --data-dir %s %s 2>/dev/null",
+        snprintf(cmd, sizeof(cmd),
+                 "%s/cli/kmsctl keystore import-dstack --data-dir %s %s 2>/dev/null",
                  getenv("KMS_BIN_DIR"), data, src);
         CHECK(system(cmd) != 0);
         pid = kmstest_kmsd_start(g_tmp, name, g_sim, port, NULL);
         snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
         CHECK_OK(kmstest_wait_serving(url));
         memset(&a, 0, sizeof(a));
-        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(v, "app_id")), a.app_id, 20));
+        CHECK_OK(
+            kms_hex_decode_exact(json_string_value(json_object_get(v, "app_id")), a.app_id, 20));
         if (inst != NULL && inst[0] != '\0') {
             CHECK_OK(kms_hex_decode_exact(inst, a.inst, 20));
             a.inst_len = 20;
         }
         CHECK_OK(get_app_key(url, &a, 0, 0, &resp));
         if (resp != NULL) {
-            check_field(resp, "disk_crypt_key", json_string_value(json_object_get(v, "disk_crypt_key")));
-            check_field(resp, "env_crypt_key", json_string_value(json_object_get(v, "env_crypt_key")));
+            check_field(resp, "disk_crypt_key",
+                        json_string_value(json_object_get(v, "disk_crypt_key")));
+            check_field(resp, "env_crypt_key",
+                        json_string_value(json_object_get(v, "env_crypt_key")));
             check_field(resp, "k256_key", json_string_value(json_object_get(v, "k256_key")));
-            check_field(resp, "k256_signature", json_string_value(json_object_get(v, "k256_signature")));
+            check_field(resp, "k256_signature",
+                        json_string_value(json_object_get(v, "k256_signature")));
         }
         json_decref(resp);
         kmstest_kmsd_stop(pid);

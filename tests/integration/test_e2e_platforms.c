@@ -310,7 +310,8 @@ static void test_gcp_client(const char *url)
                    "SHA-256 replay of 4 runtime events does not match TPM PCR14");
     /* A vm_config claiming another image than the UKI measured in PCR2 (checked before policy). */
     c.t = T_NONE;
-    c.vm_config = "{\"os_image_hash\":\"00000000000000000000000000000000000000000000000000000000000000ff\"}";
+    c.vm_config =
+        "{\"os_image_hash\":\"00000000000000000000000000000000000000000000000000000000000000ff\"}";
     expect_refused(get_app_key(url, &c, &resp), "is not the UKI measured as the third PCR2 event");
     c.vm_config = NULL;
     kms_platform_free(c.p);

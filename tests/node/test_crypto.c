@@ -85,8 +85,8 @@ static void test_kdf_concat(void)
 {
     const uint8_t ikm[32] = {1, 2, 3};
     struct kms_slice one[1] = {{(const uint8_t *)"abcdef", 6}};
-    struct kms_slice three[3] = {{(const uint8_t *)"ab", 2}, {(const uint8_t *)"", 0},
-                                 {(const uint8_t *)"cdef", 4}};
+    struct kms_slice three[3] = {
+        {(const uint8_t *)"ab", 2}, {(const uint8_t *)"", 0}, {(const uint8_t *)"cdef", 4}};
     struct kms_slice other[1] = {{(const uint8_t *)"abcdeg", 6}};
     uint8_t a[42], b[42], c[42];
 
@@ -220,9 +220,10 @@ static void test_scalar_edges(void)
     uint8_t d[32] = {0}, back[32], der[138];
     unsigned char *ossl = NULL;
     EVP_PKEY *k = NULL;
-    static const uint8_t n_order[32] = {
-        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+    static const uint8_t n_order[32] = {0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+                                        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                        0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84,
+                                        0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
 
     d[31] = 7;
     CHECK_OK(kms_p256_from_scalar(d, &k));
@@ -279,9 +280,9 @@ static void test_key_input_errors(void)
         CHECK_RC(kms_pkey_from_pem(huge, &back), KMS_ERR_TOOBIG);
         free(huge);
     }
-    CHECK_RC(kms_pkey_from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-                               &back),
-             KMS_ERR_PARSE);
+    CHECK_RC(
+        kms_pkey_from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", &back),
+        KMS_ERR_PARSE);
     CHECK_DETAIL("cannot parse PEM private key");
     CHECK_OK(kms_p256_generate(&k));
     CHECK(bio != NULL && PEM_write_bio_PKCS8PrivateKey(bio, k, EVP_aes_256_cbc(), NULL, 0, NULL,
@@ -363,10 +364,10 @@ static void test_k256_recover(void)
 
         CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(c, "root_k256_scalar")),
                                       root_sk, 32));
-        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(c, "k256_signature")),
-                                      sig, 65));
-        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(c, "k256_pubkey")),
-                                      app_pub, 33));
+        CHECK_OK(
+            kms_hex_decode_exact(json_string_value(json_object_get(c, "k256_signature")), sig, 65));
+        CHECK_OK(kms_hex_decode_exact(json_string_value(json_object_get(c, "k256_pubkey")), app_pub,
+                                      33));
         CHECK_OK(kms_k256_pubkey(root_sk, root_pub));
         kms_k256_issued_digest(app, app_len, app_pub, digest);
         CHECK_OK(kms_k256_recover(sig, digest, got));
@@ -397,9 +398,10 @@ static void test_k256_recover(void)
 /* Signatures are low-S (s <= n/2) and the uncompressed key matches the compressed one. */
 static void test_k256_low_s(void)
 {
-    static const uint8_t half_n[32] = {
-        0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0};
+    static const uint8_t half_n[32] = {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                       0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d,
+                                       0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0};
     uint8_t sk[32], pub33[33], pub64[64], digest[32], sig[65];
 
     CHECK_OK(kms_k256_random(sk));
@@ -544,11 +546,16 @@ static int make_chain(EVP_PKEY **ca_key, X509 **ca, EVP_PKEY **leaf_key, X509 **
 {
     static const uint8_t app_id[20] = {0xaa, 0xbb, 0xcc};
     static const char *const san[] = {"kms.example.com", "alt.example.com"};
-    struct kms_cert_params cap = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
-                                  .path_len = 1};
-    struct kms_cert_params lp = {.cn = "kms.example.com", .san_dns = san, .n_san = 2,
-                                 .path_len = -1, .usage = "kms:rpc", .app_id = app_id,
-                                 .app_id_len = sizeof(app_id), .eku_server_auth = 1};
+    struct kms_cert_params cap = {
+        .org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1, .path_len = 1};
+    struct kms_cert_params lp = {.cn = "kms.example.com",
+                                 .san_dns = san,
+                                 .n_san = 2,
+                                 .path_len = -1,
+                                 .usage = "kms:rpc",
+                                 .app_id = app_id,
+                                 .app_id_len = sizeof(app_id),
+                                 .eku_server_auth = 1};
 
     *ca_key = *leaf_key = NULL;
     *ca = *leaf = NULL;
@@ -587,8 +594,8 @@ static void test_cert_chain(void)
     EVP_PKEY *ca_key, *leaf_key, *other_key = NULL;
     X509 *ca, *leaf, *other_ca = NULL;
     int err;
-    struct kms_cert_params cap = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
-                                  .path_len = 1};
+    struct kms_cert_params cap = {
+        .org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1, .path_len = 1};
 
     CHECK(make_chain(&ca_key, &ca, &leaf_key, &leaf) == 0);
     CHECK(ossl_verify(ca, leaf, &err));
@@ -627,13 +634,12 @@ static void test_cert_fields(void)
     CHECK(X509_get_version(ca) == X509_VERSION_3);
     /* DN: O then CN, UTF8String */
     CHECK(X509_NAME_entry_count(X509_get_subject_name(ca)) == 2);
-    CHECK(OBJ_obj2nid(X509_NAME_ENTRY_get_object(X509_NAME_get_entry(X509_get_subject_name(ca),
-                                                                        0))) ==
-          NID_organizationName);
+    CHECK(OBJ_obj2nid(X509_NAME_ENTRY_get_object(
+              X509_NAME_get_entry(X509_get_subject_name(ca), 0))) == NID_organizationName);
     CHECK(ASN1_STRING_type(X509_NAME_ENTRY_get_data(
               X509_NAME_get_entry(X509_get_subject_name(ca), 1))) == V_ASN1_UTF8STRING);
-    CHECK(X509_NAME_get_text_by_NID(X509_get_subject_name(ca), NID_commonName, buf,
-                                    sizeof(buf)) > 0 &&
+    CHECK(X509_NAME_get_text_by_NID(X509_get_subject_name(ca), NID_commonName, buf, sizeof(buf)) >
+              0 &&
           strcmp(buf, "Dstack KMS CA") == 0);
     CHECK(X509_NAME_cmp(X509_get_issuer_name(leaf), X509_get_subject_name(ca)) == 0);
     CHECK(X509_NAME_entry_count(X509_get_subject_name(leaf)) == 1);
@@ -693,8 +699,8 @@ static void test_cert_fields(void)
     }
     /* key ids: leaf AKID = CA SKID */
     CHECK(X509_get0_subject_key_id(ca) != NULL && X509_get0_authority_key_id(leaf) != NULL &&
-          ASN1_OCTET_STRING_cmp(X509_get0_subject_key_id(ca),
-                                X509_get0_authority_key_id(leaf)) == 0);
+          ASN1_OCTET_STRING_cmp(X509_get0_subject_key_id(ca), X509_get0_authority_key_id(leaf)) ==
+              0);
     X509_free(leaf);
     EVP_PKEY_free(leaf_key);
     X509_free(ca);
@@ -799,8 +805,8 @@ static void test_cert_issue_rejects(void)
     EVP_PKEY *a = NULL, *b = NULL;
     X509 *ca = NULL, *x = NULL;
     struct kms_cert_params p = {.cn = "x", .is_ca = 1, .path_len = 0};
-    struct kms_cert_params bad_time = {.cn = "x", .path_len = -1, .not_before = 2000000000,
-                                       .not_after = 1000000000};
+    struct kms_cert_params bad_time = {
+        .cn = "x", .path_len = -1, .not_before = 2000000000, .not_after = 1000000000};
     struct kms_cert_params no_cn = {.path_len = -1};
 
     CHECK_OK(kms_p256_generate(&a));
@@ -921,10 +927,13 @@ static void test_app_ca_cert(void)
     static const uint8_t app_id[20] = {1, 2, 3, 4};
     EVP_PKEY *root_key = NULL, *app_key = NULL, *app_key2 = NULL;
     X509 *root = NULL, *c1 = NULL, *c2 = NULL;
-    struct kms_cert_params rp = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1,
-                                 .path_len = 1};
-    struct kms_cert_params ap = {.org = "Dstack", .cn = "Dstack App CA", .is_ca = 1,
-                                 .path_len = 0, .usage = "app:ca", .app_id = app_id,
+    struct kms_cert_params rp = {.org = "Dstack", .cn = "Dstack KMS CA", .is_ca = 1, .path_len = 1};
+    struct kms_cert_params ap = {.org = "Dstack",
+                                 .cn = "Dstack App CA",
+                                 .is_ca = 1,
+                                 .path_len = 0,
+                                 .usage = "app:ca",
+                                 .app_id = app_id,
                                  .app_id_len = sizeof(app_id)};
     int err;
 
@@ -948,7 +957,6 @@ out:
     EVP_PKEY_free(app_key2);
     EVP_PKEY_free(root_key);
 }
-
 
 int main(void)
 {

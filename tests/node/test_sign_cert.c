@@ -316,8 +316,7 @@ static struct kms_attestation *app_att(const uint8_t *spki, size_t spki_len, enu
     kms_report_data("ratls-cert", spki, spki_len, rd);
     if (t == T_UNBOUND)
         rd[0] ^= 1;
-    if (kms_sim_attest(g_sim, NULL, rd, ev, 6, "{\"os_image_hash\":\"" OS_HASH_HEX "\"}", &att) <
-        0)
+    if (kms_sim_attest(g_sim, NULL, rd, ev, 6, "{\"os_image_hash\":\"" OS_HASH_HEX "\"}", &att) < 0)
         return NULL;
     if (t == T_QUOTE)
         att->tdx_quote.p[48 + 150] ^= 1; /* a byte of MRTD: the quote signature breaks */
@@ -850,8 +849,9 @@ static enum MHD_Result hook(void *cls, struct MHD_Connection *c, const char *url
     }
     if (strstr(url, "bootAuth/app") != NULL)
         hook_app_calls++;
-    body = hook_deny ? "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"App not registered\"}"
-                     : "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
+    body = hook_deny
+               ? "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"App not registered\"}"
+               : "{\"isAllowed\":true,\"gatewayAppId\":\"gw\",\"reason\":\"\"}";
     r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);

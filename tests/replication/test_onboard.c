@@ -173,8 +173,8 @@ static void fake_source(void *arg, const struct kms_http_req *req, struct kms_ht
 
     (void)arg;
     if (m != NULL && strcmp(m, "GetTempCaCert") == 0) {
-        kms_prpc_ok(resp, json_pack("{s:s,s:s,s:s}", "temp_ca_cert", g_fake_tmp_cert,
-                                    "temp_ca_key", g_fake_tmp_key, "ca_cert", g_fake_ca));
+        kms_prpc_ok(resp, json_pack("{s:s,s:s,s:s}", "temp_ca_cert", g_fake_tmp_cert, "temp_ca_key",
+                                    g_fake_tmp_key, "ca_cert", g_fake_ca));
     } else {
         /* Root keys must never be requested from an unattested source. */
         kms_prpc_ok(resp, json_pack("{s:s,s:[]}", "temp_ca_key", "x", "keys"));
@@ -243,8 +243,7 @@ static struct kms_http_server *start_unattested_source(char url[64])
 static struct node g_src; /* the cluster: bootstrapped, dev auth */
 static char g_src_k256[80];
 
-static void bootstrap(struct node *nd, const char *name, const char *sim,
-                      const char *const *extra)
+static void bootstrap(struct node *nd, const char *name, const char *sim, const char *const *extra)
 {
     spawn(nd, name, sim, extra, NULL);
     CHECK_OK(kmstest_call0(nd->http, "Bootstrap", "{\"domain\":\"127.0.0.1\"}"));
@@ -322,10 +321,12 @@ static void test_caller_denied_by_source(void)
 static void test_pinned_mismatch(void)
 {
     const char *pin_k[] = {"--expect-k256-pubkey",
-                           "02" "1111111111111111111111111111111111111111111111111111111111111111",
+                           "02"
+                           "1111111111111111111111111111111111111111111111111111111111111111",
                            NULL};
-    const char *pin_c[] = {"--expect-ca-spki", "3059301306072a8648ce3d020106082a8648ce3d03010703"
-                                               "4200041111",
+    const char *pin_c[] = {"--expect-ca-spki",
+                           "3059301306072a8648ce3d020106082a8648ce3d03010703"
+                           "4200041111",
                            NULL};
     const char *pin_ok[] = {"--expect-k256-pubkey", g_src_k256 + 2, NULL};
     struct node a, b, c;

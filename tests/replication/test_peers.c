@@ -164,8 +164,8 @@ static struct kms_http_server *fake_start(enum cert_kind kind, char url[64])
     CHECK_OK(kms_p256_generate(&key));
     CHECK_OK(kms_report_data_for_pkey(key, rd));
     if (kind != C_NO_ATTESTATION)
-        CHECK_OK(kms_sim_attest(kind == C_FOREIGN_ROOT ? g_sim_other : g_sim, NULL, rd, NULL, 0,
-                                "", &att));
+        CHECK_OK(kms_sim_attest(kind == C_FOREIGN_ROOT ? g_sim_other : g_sim, NULL, rd, NULL, 0, "",
+                                &att));
     p.cn = "127.0.0.1";
     p.san_dns = san;
     p.n_san = 1;
@@ -426,7 +426,8 @@ int main(void)
         return 1;
     }
     g_actx = kms_attest_ctx_new();
-    CHECK(g_actx != NULL && kms_attest_ctx_add_root(g_actx, KMS_ROOT_TDX, kms_sim_root(g_sim), 1) == 0);
+    CHECK(g_actx != NULL &&
+          kms_attest_ctx_add_root(g_actx, KMS_ROOT_TDX, kms_sim_root(g_sim), 1) == 0);
     ident_new(&g_x);
     ident_new(&g_y);
     RUN(test_url_normalize);
