@@ -132,6 +132,17 @@ static int cmd_import(int argc, char **argv)
     return 0;
 }
 
+/* `keystore SUBCOMMAND`: import-dstack is the only one so far. */
+static int cmd_keystore(int argc, char **argv)
+{
+    int help = argc >= 2 && strcmp(argv[1], "--help") == 0;
+
+    if (argc >= 2 && strcmp(argv[1], "import-dstack") == 0)
+        return cmd_import(argc - 1, argv + 1);
+    fputs(import_usage, help ? stdout : stderr);
+    return help ? 0 : 2;
+}
+
 /* ---------------------------------------------------------------- bootstrap / onboard */
 
 static const char bootstrap_usage[] =
@@ -614,8 +625,8 @@ int main(int argc, char **argv)
     }
     kms_secmem_install_jansson();
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (strcmp(argv[1], "keystore") == 0 && argc >= 3 && strcmp(argv[2], "import-dstack") == 0)
-        rc = cmd_import(argc - 2, argv + 2);
+    if (strcmp(argv[1], "keystore") == 0)
+        rc = cmd_keystore(argc - 1, argv + 1);
     else if (strcmp(argv[1], "bootstrap") == 0)
         rc = cmd_bootstrap_onboard(argc - 1, argv + 1, 0);
     else if (strcmp(argv[1], "onboard") == 0)
