@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "attest/attest.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -414,12 +415,7 @@ out:
 
 int kms_cli_attest(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "verify") == 0)
-        return verify_cmd(argc - 1, argv + 1);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        fputs(attest_usage, stdout);
-        return 0;
-    }
-    fputs(attest_usage, stderr);
-    return 2;
+    static const struct kms_cli_sub subs[] = {{"verify", verify_cmd}};
+
+    return kms_cli_subcommands("attest", attest_usage, subs, 1, argc, argv);
 }

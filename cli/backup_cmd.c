@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -618,18 +619,10 @@ out:
 
 int kms_cli_backup(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(backup_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "create") == 0)
-        return cmd_create(argc - 1, argv + 1);
-    if (strcmp(argv[1], "inspect") == 0)
-        return cmd_inspect(argc - 1, argv + 1);
-    if (strcmp(argv[1], "restore") == 0)
-        return cmd_restore(argc - 1, argv + 1);
-    fprintf(stderr, "kmsctl: unknown backup command '%s'\n%s", argv[1], backup_usage);
-    return 2;
+    static const struct kms_cli_sub subs[] = {
+        {"create", cmd_create}, {"inspect", cmd_inspect}, {"restore", cmd_restore}};
+
+    return kms_cli_subcommands("backup", backup_usage, subs, 3, argc, argv);
 }
 
 /* ---------------------------------------------------------------- audit */
@@ -824,14 +817,7 @@ static int cmd_show(int argc, char **argv)
 
 int kms_cli_audit(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(audit_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "verify") == 0)
-        return cmd_verify(argc - 1, argv + 1);
-    if (strcmp(argv[1], "show") == 0)
-        return cmd_show(argc - 1, argv + 1);
-    fprintf(stderr, "kmsctl: unknown audit command '%s'\n%s", argv[1], audit_usage);
-    return 2;
+    static const struct kms_cli_sub subs[] = {{"verify", cmd_verify}, {"show", cmd_show}};
+
+    return kms_cli_subcommands("audit", audit_usage, subs, 2, argc, argv);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "common/buf.h"
 #include "common/hex.h"
 #include "node/crypto.h"
@@ -451,14 +452,7 @@ static int cmd_verify(int argc, char **argv)
 
 int kms_cli_cluster(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(cluster_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    if (strcmp(argv[1], "status") == 0)
-        return cmd_status(argc - 1, argv + 1);
-    if (strcmp(argv[1], "verify") == 0)
-        return cmd_verify(argc - 1, argv + 1);
-    fprintf(stderr, "kmsctl: unknown cluster command '%s'\n%s", argv[1], cluster_usage);
-    return 2;
+    static const struct kms_cli_sub subs[] = {{"status", cmd_status}, {"verify", cmd_verify}};
+
+    return kms_cli_subcommands("cluster", cluster_usage, subs, 2, argc, argv);
 }
