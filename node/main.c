@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 
 static struct kms_node *g_node;
 
-static const char usage_text[] =
+static const char usage_head[] =
     "Usage: kmsd [OPTIONS]\n"
     "\n"
     "kmsd is a key management node for confidential computing, wire-compatible with the dstack\n"
@@ -28,88 +29,9 @@ static const char usage_text[] =
     "  kmsd --data-dir /tmp/kms1 --tee sim --insecure-sim --auth dev --listen 127.0.0.1:8001\n"
     "  kmsctl bootstrap --onboard-url http://127.0.0.1:8001 --domain localhost\n"
     "\n"
-    "Options:\n"
-    "  --data-dir DIR           keystore directory (SQLite kms.db, KEK file); required\n"
-    "  --listen HOST:PORT       KMS HTTPS listener (default 0.0.0.0:8000)\n"
-    "  --onboard-listen H:P     Onboard HTTP listener before keys exist (default: --listen)\n"
-    "  --name NAME              node name for logs and GetAttestationInfo.site_name\n"
-    "  --tee TEE                evidence producer (default sim):\n"
-    "                             auto     detect as dstack does (/dev/nsm: Nitro, refused;\n"
-    "                                      GCE DMI + /dev/tdx_guest: gcp-tdx; /dev/tdx_guest\n"
-    "                                      or configfs-tsm: tdx)\n"
-    "                             tdx      TDX quotes via configfs-tsm (/sys/kernel/config/tsm/\n"
-    "                                      report), else the /dev/tdx_guest ioctl; runtime\n"
-    "                                      events from /run/log/dstack/runtime_events.log\n"
-    "                             gcp-tdx  tdx plus a vTPM quote (GCP AK from NV, /dev/tpmrm0)\n"
-    "                             sim | sim-nitro | sim-gcp  simulated TDX / Nitro Enclave /\n"
-    "                                      GCP TDX+vTPM evidence (needs --insecure-sim)\n"
-    "  --insecure-sim           accept the simulated TEE and trust its simulation roots\n"
-    "                           (development only; reported in logs, /health and GetMeta)\n"
-    "  --sim-dir DIR            simulated TEE directory (default DATA_DIR/sim); share it between\n"
-    "                           nodes and clients of one local cluster\n"
-    "  --trust-sim-root FILE    also trust this simulation TDX root (PEM)\n"
-    "  --sim-collateral         with --insecure-sim: evaluate the TCB of simulated TDX quotes\n"
-    "                           against collateral made for --sim-dir, so they report tcbStatus\n"
-    "                           \"UpToDate\" (what DstackKms.isKmsAllowed requires)\n"
-    "  --pccs-url URL           evaluate the TCB of TDX quotes with Intel collateral (TCB info,\n"
-    "                           QE identity, CRLs) from this PCCS or Intel PCS (v4 API), cached\n"
-    "                           until its nextUpdate (default: env PCCS_URL; neither: no TCB\n"
-    "                           evaluation, tcbStatus \"\")\n"
-    "  --collateral-file FILE   air-gapped TCB evaluation: collateral from a JSON file (see the\n"
-    "                           operator guide), used before --pccs-url\n"
-    "  --aia-fetch on|off       GCP vTPM: fetch the AK certificate's issuer (Google's EK/AK CA\n"
-    "                           Intermediate, not in the evidence) from its AIA caIssuers URL\n"
-    "                           (http/https, 5 s, 3 hops, cached); the anchor stays the pinned\n"
-    "                           Google root (default on; off with --insecure-sim)\n"
-    "  --aia-host SUFFIX        hosts AIA fetching may contact: SUFFIX or its subdomains\n"
-    "                           (repeatable, at most 8; default googleapis.com)\n"
-    "  --gcp-root FILE          GCP vTPM AK roots (PEM; default: embedded Google EK/AK CA Root)\n"
-    "  --gcp-pcr0 HEX|any       GCP: allowed TPM PCR0 (firmware) values, checked with the UKI\n"
-    "                           (third PCR2 event) == os_image_hash before authorization\n"
-    "                           (repeatable; default the reference's GCP OVMF v2 value)\n"
-    "  --auth dev|webhook|eth   authorization backend (default dev)\n"
-    "  --auth-url URL           auth-api base URL for --auth webhook\n"
-    "  --eth-rpc URL            --auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
-    "                           repeatable, at most 16\n"
-    "  --eth-policy P           failover (default: first healthy URL) | quorum (K answers for\n"
-    "                           the same block must agree, else fail closed)\n"
-    "  --eth-quorum K           answers that must agree under quorum (default: majority)\n"
-    "  --kms-contract ADDR      --auth eth: DstackKms (proxy) address, 0x + 40 hex; required\n"
-    "  --eth-block TAG          block the contract is read at: latest (default), safe, finalized\n"
-    "  --eth-chain-id N         refuse an RPC that serves another chain (default: not checked)\n"
-    "  --eth-cache-ttl-ms MS    how long an allow decision is reused (default 2000; 0 = never);\n"
-    "                           denials are never cached\n"
-    "  --auth-timeout-ms MS     timeout of each authorization call (default 5000)\n"
-    "  --gateway-app-id ID      gateway app id reported in dev mode (default \"any\")\n"
-    "  --auto-bootstrap-domain D  bootstrap at start with domain D when no keys exist\n"
-    "  --seal file|tpm          KEK seal provider (default file: a 0600 key file, development\n"
-    "                           only; tpm: the KEK is sealed by the TPM to PCR values)\n"
-    "  --kek-file PATH          KEK file for --seal file (default DATA_DIR/kek.bin)\n"
-    "  --tpm-tcti TCTI          TPM for --seal tpm (default device:/dev/tpmrm0; a simulator:\n"
-    "                           swtpm:host=127.0.0.1,port=2321); sealed KEK: DATA_DIR/kek.tpm\n"
-    "  --seal-pcrs SPEC         PCRs a new KEK is sealed to (default sha256:0,2,14; banks joined\n"
-    "                           with +, e.g. sha1:0+sha256:0,7); fixed once the KEK is sealed\n"
-    "  --expect-k256-pubkey HEX onboarding: refuse a source whose k256 public key differs\n"
-    "  --expect-ca-spki HEX     onboarding: refuse a source whose root CA SPKI differs\n"
-    "  --peer URL               a peer KMS to health-check (repeatable)\n"
-    "  --peer-interval-ms MS    peer check interval (default 5000)\n"
-    "  --nitro-root FILE        AWS Nitro root (default: embedded AWS Nitro Enclaves Root G1)\n"
-    "  --nitro-device-id quirk|fixed  Nitro device_id: reference quirk sha256(\"i\") (default)\n"
-    "                           or the corrected per-instance derivation\n"
-    "  --admin-listen HOST:PORT Admin service (plain HTTP, pRPC JSON: ListPeers, AddPeer,\n"
-    "                           RemovePeer, AuditHead, ClearImageCache) once serving; off by\n"
-    "                           default; loopback addresses only (e.g. 127.0.0.1:8001)\n"
-    "  --admin-token-file FILE  the admin token (one line, 16..1024 visible characters), sent\n"
-    "                           as `Authorization: Bearer <token>` or `X-Admin-Token`; required\n"
-    "                           with --admin-listen; the file must be mode 0600 or stricter;\n"
-    "                           kmsd keeps only its SHA-256\n"
-    "  --admin-allow-remote     allow a non-loopback --admin-listen (the token then crosses the\n"
-    "                           network in clear: put a TLS proxy in front)\n"
-    "  --log-level LEVEL        debug|info|warn|error (default info)\n"
-    "  --config FILE            read options from FILE first: one `name = value` per line\n"
-    "                           (long option names without --; \"quoted\" values; flags take\n"
-    "                           true/false; # comments); the command line overrides it\n"
-    "  -h, --help               show this help\n"
+    "Options:\n";
+
+static const char usage_tail[] =
     "\n"
     "HTTP endpoints: /prpc/<Method>?json (pRPC JSON, also with the KMS./Onboard. prefix),\n"
     "GET /health (state with distinct status codes), GET /metrics (Prometheus).\n";
@@ -134,77 +56,353 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-enum {
-    OPT_DATA_DIR = 1000,
-    OPT_LISTEN,
-    OPT_ONBOARD_LISTEN,
-    OPT_NAME,
-    OPT_TEE,
-    OPT_INSECURE_SIM,
-    OPT_SIM_DIR,
-    OPT_TRUST_SIM_ROOT,
-    OPT_AUTH,
-    OPT_AUTH_URL,
-    OPT_AUTH_TIMEOUT,
-    OPT_GATEWAY,
-    OPT_AUTO_BOOTSTRAP,
-    OPT_SEAL,
-    OPT_KEK,
-    OPT_EXPECT_K256,
-    OPT_EXPECT_SPKI,
-    OPT_PEER,
-    OPT_PEER_INTERVAL,
-    OPT_NITRO_ROOT,
-    OPT_NITRO_DEVICE_ID,
-    OPT_LOG_LEVEL,
-    OPT_ETH_RPC,
-    OPT_ETH_POLICY,
-    OPT_ETH_QUORUM,
-    OPT_KMS_CONTRACT,
-    OPT_ETH_BLOCK, /* --auth eth */
-    OPT_ETH_CHAIN_ID,
-    OPT_ETH_CACHE_TTL,
-    OPT_SIM_COLLATERAL,
-    OPT_TPM_TCTI,
-    OPT_SEAL_PCRS, /* --seal tpm */
-    OPT_PCCS_URL,
-    OPT_COLLATERAL_FILE, /* collateral */
-    OPT_AIA_FETCH,
-    OPT_AIA_HOST,
-    OPT_GCP_ROOT,
-    OPT_GCP_PCR0, /* aia, gcp image */
-    OPT_ADMIN_LISTEN,
-    OPT_ADMIN_TOKEN_FILE,
-    OPT_ADMIN_ALLOW_REMOTE, /* admin */
-    OPT_CONFIG,
+/*
+ * One row per option: the getopt table, --help and the --config file parser are all made
+ * from it, so they cannot disagree. An option takes a value exactly when it has a placeholder
+ * (arg) for --help. A setter returns 0, 1 to stop with exit status 0 (--help), or -1 after
+ * printing why the value is refused (exit status 2).
+ */
+struct opt {
+    const char *name; /* the long option, without "--" */
+    char short_name;  /* -X as well; 0 for none */
+    const char *arg;  /* the value's placeholder in --help; NULL: a flag without value */
+    const char *conf; /* its name in a --config file; NULL: command line only */
+    int (*set)(struct kms_node_cfg *cfg, const struct opt *o, const char *arg);
+    size_t off;       /* the struct kms_node_cfg field of set_str, set_flag, set_ms */
+    const char *help; /* lines after the first are indented under the first */
 };
 
-static long parse_ms(const char *s, const char *opt)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
+static void usage(void);
 
-    if (end == s || *end != '\0' || v <= 0 || v > 600000) {
-        fprintf(stderr, "kmsd: %s must be a number of milliseconds (1..600000)\n", opt);
-        exit(2);
-    }
-    return v;
+static int set_str(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    *(const char **)(void *)((char *)cfg + o->off) = arg;
+    return 0;
 }
 
-/* --auth eth: unsigned decimal in [min, max], else exit 2. */
-static unsigned long long parse_uint(const char *s, const char *opt, unsigned long long min,
-                                     unsigned long long max)
+static int set_flag(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)arg;
+    *(int *)(void *)((char *)cfg + o->off) = 1;
+    return 0;
+}
+
+static int set_ms(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
 {
     char *end = NULL;
-    unsigned long long v;
+    long v = strtol(arg, &end, 10);
+
+    if (end == arg || *end != '\0' || v <= 0 || v > 600000) {
+        fprintf(stderr, "kmsd: --%s must be a number of milliseconds (1..600000)\n", o->name);
+        return -1;
+    }
+    *(long *)(void *)((char *)cfg + o->off) = v;
+    return 0;
+}
+
+/* Unsigned decimal in [min, max] into *v. */
+static int parse_uint(const char *s, const struct opt *o, unsigned long long min,
+                      unsigned long long max, unsigned long long *v)
+{
+    char *end = NULL;
 
     errno = 0;
-    v = strtoull(s, &end, 10);
-    if (s[0] < '0' || s[0] > '9' || end == s || *end != '\0' || errno != 0 || v < min || v > max) {
-        fprintf(stderr, "kmsd: %s must be a number from %llu to %llu\n", opt, min, max);
-        exit(2);
+    *v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || end == s || *end != '\0' || errno != 0 || *v < min ||
+        *v > max) {
+        fprintf(stderr, "kmsd: --%s must be a number from %llu to %llu\n", o->name, min, max);
+        return -1;
     }
-    return v;
+    return 0;
+}
+
+/* Appends arg to a repeatable option's list of at most max values. */
+static int add_value(const char **list, size_t *n, size_t max, const struct opt *o, const char *arg)
+{
+    if (*n >= max) {
+        fprintf(stderr, "kmsd: at most %zu --%s options\n", max, o->name);
+        return -1;
+    }
+    list[(*n)++] = arg;
+    return 0;
+}
+
+static int set_eth_rpc(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    return add_value(cfg->eth_rpc_urls, &cfg->n_eth_rpc_urls, KMS_NODE_MAX_ETH_RPC, o, arg);
+}
+
+static int set_aia_host(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    return add_value(cfg->aia_hosts, &cfg->n_aia_hosts, 8, o, arg);
+}
+
+static int set_peer(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    return add_value(cfg->peers, &cfg->n_peers, KMS_NODE_MAX_PEERS, o, arg);
+}
+
+static int set_eth_quorum(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    unsigned long long v;
+
+    if (parse_uint(arg, o, 1, KMS_NODE_MAX_ETH_RPC, &v) < 0)
+        return -1;
+    cfg->eth_quorum_k = (unsigned)v;
+    return 0;
+}
+
+static int set_eth_chain_id(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    unsigned long long v;
+
+    if (parse_uint(arg, o, 1, UINT64_MAX, &v) < 0)
+        return -1;
+    cfg->eth_chain_id = v;
+    return 0;
+}
+
+static int set_eth_cache_ttl(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    unsigned long long v;
+
+    if (parse_uint(arg, o, 0, 600000, &v) < 0)
+        return -1;
+    /* 0 on the command line disables the cache (the backend's "< 0") */
+    cfg->eth_cache_ttl_ms = v == 0 ? -1 : (long)v;
+    return 0;
+}
+
+static int set_aia_fetch(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0) {
+        fprintf(stderr, "kmsd: --aia-fetch must be on or off\n");
+        return -1;
+    }
+    return set_str(cfg, o, arg);
+}
+
+static int set_gcp_pcr0(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)o;
+    if (strcmp(arg, "any") == 0) {
+        cfg->gcp_pcr0_any = 1;
+        return 0;
+    }
+    if (strlen(arg) != 64 || strspn(arg, "0123456789abcdefABCDEF") != 64) {
+        fprintf(stderr, "kmsd: --gcp-pcr0 must be 64 hex digits or any\n");
+        return -1;
+    }
+    if (cfg->n_gcp_pcr0 >= 8) {
+        fprintf(stderr, "kmsd: at most 8 --gcp-pcr0 values\n");
+        return -1;
+    }
+    cfg->gcp_pcr0[cfg->n_gcp_pcr0++] = arg;
+    return 0;
+}
+
+static int set_nitro_device_id(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)o;
+    if (strcmp(arg, "fixed") == 0) {
+        cfg->nitro_device_id_fixed = 1;
+    } else if (strcmp(arg, "quirk") != 0) {
+        fprintf(stderr, "kmsd: --nitro-device-id must be quirk or fixed\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_log_level(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    int lvl = kms_log_parse_level(arg);
+
+    (void)cfg;
+    (void)o;
+    if (lvl < 0) {
+        fprintf(stderr, "kmsd: --log-level must be debug, info, warn or error\n");
+        return -1;
+    }
+    kms_log_set_level((enum kms_log_level)lvl);
+    return 0;
+}
+
+/* --config is read before the other options (load_config). */
+static int set_config(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)cfg;
+    (void)o;
+    (void)arg;
+    return 0;
+}
+
+static int set_help(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)cfg;
+    (void)o;
+    (void)arg;
+    usage();
+    return 1;
+}
+
+#define FIELD(f) offsetof(struct kms_node_cfg, f)
+
+/* In --help order. */
+static const struct opt options[] = {
+    {"data-dir", 0, "DIR", "data-dir", set_str, FIELD(data_dir),
+     "keystore directory (SQLite kms.db, KEK file); required"},
+    {"listen", 0, "HOST:PORT", "listen", set_str, FIELD(listen),
+     "KMS HTTPS listener (default 0.0.0.0:8000)"},
+    {"onboard-listen", 0, "H:P", "onboard-listen", set_str, FIELD(onboard_listen),
+     "Onboard HTTP listener before keys exist (default: --listen)"},
+    {"name", 0, "NAME", "name", set_str, FIELD(name),
+     "node name for logs and GetAttestationInfo.site_name"},
+    {"tee", 0, "TEE", "tee", set_str, FIELD(tee),
+     "evidence producer (default sim):\n"
+     "  auto     detect as dstack does (/dev/nsm: Nitro, refused;\n"
+     "           GCE DMI + /dev/tdx_guest: gcp-tdx; /dev/tdx_guest\n"
+     "           or configfs-tsm: tdx)\n"
+     "  tdx      TDX quotes via configfs-tsm (/sys/kernel/config/tsm/\n"
+     "           report), else the /dev/tdx_guest ioctl; runtime\n"
+     "           events from /run/log/dstack/runtime_events.log\n"
+     "  gcp-tdx  tdx plus a vTPM quote (GCP AK from NV, /dev/tpmrm0)\n"
+     "  sim | sim-nitro | sim-gcp  simulated TDX / Nitro Enclave /\n"
+     "           GCP TDX+vTPM evidence (needs --insecure-sim)"},
+    {"insecure-sim", 0, NULL, "insecure-sim", set_flag, FIELD(insecure_sim),
+     "accept the simulated TEE and trust its simulation roots\n"
+     "(development only; reported in logs, /health and GetMeta)"},
+    {"sim-dir", 0, "DIR", "sim-dir", set_str, FIELD(sim_dir),
+     "simulated TEE directory (default DATA_DIR/sim); share it between\n"
+     "nodes and clients of one local cluster"},
+    {"trust-sim-root", 0, "FILE", "trust-sim-root", set_str, FIELD(trust_sim_root),
+     "also trust this simulation TDX root (PEM)"},
+    {"sim-collateral", 0, NULL, "sim-collateral", set_flag, FIELD(sim_collateral),
+     "with --insecure-sim: evaluate the TCB of simulated TDX quotes\n"
+     "against collateral made for --sim-dir, so they report tcbStatus\n"
+     "\"UpToDate\" (what DstackKms.isKmsAllowed requires)"},
+    {"pccs-url", 0, "URL", "pccs-url", set_str, FIELD(pccs_url),
+     "evaluate the TCB of TDX quotes with Intel collateral (TCB info,\n"
+     "QE identity, CRLs) from this PCCS or Intel PCS (v4 API), cached\n"
+     "until its nextUpdate (default: env PCCS_URL; neither: no TCB\n"
+     "evaluation, tcbStatus \"\")"},
+    {"collateral-file", 0, "FILE", "collateral-file", set_str, FIELD(collateral_file),
+     "air-gapped TCB evaluation: collateral from a JSON file (see the\n"
+     "operator guide), used before --pccs-url"},
+    {"aia-fetch", 0, "on|off", "aia-fetch", set_aia_fetch, FIELD(aia_fetch),
+     "GCP vTPM: fetch the AK certificate's issuer (Google's EK/AK CA\n"
+     "Intermediate, not in the evidence) from its AIA caIssuers URL\n"
+     "(http/https, 5 s, 3 hops, cached); the anchor stays the pinned\n"
+     "Google root (default on; off with --insecure-sim)"},
+    {"aia-host", 0, "SUFFIX", "aia-host", set_aia_host, 0,
+     "hosts AIA fetching may contact: SUFFIX or its subdomains\n"
+     "(repeatable, at most 8; default googleapis.com)"},
+    {"gcp-root", 0, "FILE", "gcp-root", set_str, FIELD(gcp_root),
+     "GCP vTPM AK roots (PEM; default: embedded Google EK/AK CA Root)"},
+    {"gcp-pcr0", 0, "HEX|any", "gcp-pcr0", set_gcp_pcr0, 0,
+     "GCP: allowed TPM PCR0 (firmware) values, checked with the UKI\n"
+     "(third PCR2 event) == os_image_hash before authorization\n"
+     "(repeatable; default the reference's GCP OVMF v2 value)"},
+    {"auth", 0, "dev|webhook|eth", "auth", set_str, FIELD(auth_type),
+     "authorization backend (default dev)"},
+    {"auth-url", 0, "URL", "auth-url", set_str, FIELD(auth_url),
+     "auth-api base URL for --auth webhook"},
+    {"eth-rpc", 0, "URL", "eth-rpc", set_eth_rpc, 0,
+     "--auth eth: Ethereum JSON-RPC endpoint (node or light client);\n"
+     "repeatable, at most 16"},
+    {"eth-policy", 0, "P", "eth-policy", set_str, FIELD(eth_policy),
+     "failover (default: first healthy URL) | quorum (K answers for\n"
+     "the same block must agree, else fail closed)"},
+    {"eth-quorum", 0, "K", "eth-quorum", set_eth_quorum, 0,
+     "answers that must agree under quorum (default: majority)"},
+    {"kms-contract", 0, "ADDR", "kms-contract", set_str, FIELD(kms_contract),
+     "--auth eth: DstackKms (proxy) address, 0x + 40 hex; required"},
+    {"eth-block", 0, "TAG", "eth-block", set_str, FIELD(eth_block_tag),
+     "block the contract is read at: latest (default), safe, finalized"},
+    {"eth-chain-id", 0, "N", "eth-chain-id", set_eth_chain_id, 0,
+     "refuse an RPC that serves another chain (default: not checked)"},
+    {"eth-cache-ttl-ms", 0, "MS", "eth-cache-ttl-ms", set_eth_cache_ttl, 0,
+     "how long an allow decision is reused (default 2000; 0 = never);\n"
+     "denials are never cached"},
+    {"auth-timeout-ms", 0, "MS", "auth-timeout-ms", set_ms, FIELD(auth_timeout_ms),
+     "timeout of each authorization call (default 5000)"},
+    {"gateway-app-id", 0, "ID", "gateway-app-id", set_str, FIELD(gateway_app_id),
+     "gateway app id reported in dev mode (default \"any\")"},
+    {"auto-bootstrap-domain", 0, "D", "auto-bootstrap-domain", set_str,
+     FIELD(auto_bootstrap_domain), "bootstrap at start with domain D when no keys exist"},
+    {"seal", 0, "file|tpm", "seal", set_str, FIELD(seal_provider),
+     "KEK seal provider (default file: a 0600 key file, development\n"
+     "only; tpm: the KEK is sealed by the TPM to PCR values)"},
+    {"kek-file", 0, "PATH", "kek-file", set_str, FIELD(kek_path),
+     "KEK file for --seal file (default DATA_DIR/kek.bin)"},
+    {"tpm-tcti", 0, "TCTI", "tpm-tcti", set_str, FIELD(tpm_tcti),
+     "TPM for --seal tpm (default device:/dev/tpmrm0; a simulator:\n"
+     "swtpm:host=127.0.0.1,port=2321); sealed KEK: DATA_DIR/kek.tpm"},
+    {"seal-pcrs", 0, "SPEC", "seal-pcrs", set_str, FIELD(seal_pcrs),
+     "PCRs a new KEK is sealed to (default sha256:0,2,14; banks joined\n"
+     "with +, e.g. sha1:0+sha256:0,7); fixed once the KEK is sealed"},
+    {"expect-k256-pubkey", 0, "HEX", "expect-k256-pubkey", set_str, FIELD(expect_k256_pubkey),
+     "onboarding: refuse a source whose k256 public key differs"},
+    {"expect-ca-spki", 0, "HEX", "expect-ca-spki", set_str, FIELD(expect_ca_spki),
+     "onboarding: refuse a source whose root CA SPKI differs"},
+    {"peer", 0, "URL", "peer", set_peer, 0, "a peer KMS to health-check (repeatable)"},
+    {"peer-interval-ms", 0, "MS", "peer-interval-ms", set_ms, FIELD(peer_interval_ms),
+     "peer check interval (default 5000)"},
+    {"nitro-root", 0, "FILE", "nitro-root", set_str, FIELD(nitro_root),
+     "AWS Nitro root (default: embedded AWS Nitro Enclaves Root G1)"},
+    {"nitro-device-id", 0, "quirk|fixed", "nitro-device-id", set_nitro_device_id, 0,
+     "Nitro device_id: reference quirk sha256(\"i\") (default)\n"
+     "or the corrected per-instance derivation"},
+    {"admin-listen", 0, "HOST:PORT", "admin-listen", set_str, FIELD(admin_listen),
+     "Admin service (plain HTTP, pRPC JSON: ListPeers, AddPeer,\n"
+     "RemovePeer, AuditHead, ClearImageCache) once serving; off by\n"
+     "default; loopback addresses only (e.g. 127.0.0.1:8001)"},
+    {"admin-token-file", 0, "FILE", "admin-token-file", set_str, FIELD(admin_token_file),
+     "the admin token (one line, 16..1024 visible characters), sent\n"
+     "as `Authorization: Bearer <token>` or `X-Admin-Token`; required\n"
+     "with --admin-listen; the file must be mode 0600 or stricter;\n"
+     "kmsd keeps only its SHA-256"},
+    {"admin-allow-remote", 0, NULL, "admin-allow-remote", set_flag, FIELD(admin_allow_remote),
+     "allow a non-loopback --admin-listen (the token then crosses the\n"
+     "network in clear: put a TLS proxy in front)"},
+    {"log-level", 0, "LEVEL", "log-level", set_log_level, 0,
+     "debug|info|warn|error (default info)"},
+    {"config", 0, "FILE", NULL, set_config, 0,
+     "read options from FILE first: one `name = value` per line\n"
+     "(long option names without --; \"quoted\" values; flags take\n"
+     "true/false; # comments); the command line overrides it"},
+    {"help", 'h', NULL, NULL, set_help, 0, "show this help"},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+/* --help: "  --name ARG" padded to column 27 (two spaces after a longer label), the help text's
+ * further lines indented to the same column. */
+static void usage(void)
+{
+    fputs(usage_head, stdout);
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct opt *o = &options[i];
+        char label[64];
+        const char *h = o->help;
+
+        if (o->short_name != 0)
+            snprintf(label, sizeof(label), "-%c, --%s", o->short_name, o->name);
+        else
+            snprintf(label, sizeof(label), "--%s%s%s", o->name, o->arg != NULL ? " " : "",
+                     o->arg != NULL ? o->arg : "");
+        printf(strlen(label) <= 24 ? "  %-24s " : "  %s  ", label);
+        for (;;) {
+            const char *nl = strchr(h, '\n');
+
+            if (nl == NULL) {
+                printf("%s\n", h);
+                break;
+            }
+            printf("%.*s\n%27s", (int)(nl - h), h, "");
+            h = nl + 1;
+        }
+    }
+    fputs(usage_tail, stdout);
 }
 
 #define CONFIG_MAX_BYTES (64u * 1024u)
@@ -255,8 +453,7 @@ static int unquote(char *v, const char *path, int line)
  * file's options come first, so the command line overrides them. Returns a new argv (kept
  * for the process lifetime) or NULL after printing the error.
  */
-static char **load_config(const char *path, int argc, char **argv, const struct option *opts,
-                          int *out_argc)
+static char **load_config(const char *path, int argc, char **argv, int *out_argc)
 {
     static char *args[CONFIG_MAX_ARGS];
     uint8_t *text = NULL;
@@ -271,7 +468,7 @@ static char **load_config(const char *path, int argc, char **argv, const struct 
     args[n++] = argv[0];
     for (l = strtok_r((char *)text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
         char *eq, *key, *val;
-        const struct option *o = NULL;
+        const struct opt *o = NULL;
 
         line++;
         key = trim(l);
@@ -287,11 +484,11 @@ static char **load_config(const char *path, int argc, char **argv, const struct 
         val = trim(eq + 1);
         if (unquote(val, path, line) < 0)
             return NULL;
-        for (const struct option *p = opts; p->name != NULL; p++) {
-            if (strcmp(p->name, key) == 0)
-                o = p;
+        for (size_t i = 0; i < N_OPTIONS && o == NULL; i++) {
+            if (options[i].conf != NULL && strcmp(options[i].conf, key) == 0)
+                o = &options[i];
         }
-        if (o == NULL || strcmp(key, "help") == 0 || strcmp(key, "config") == 0) {
+        if (o == NULL) {
             fprintf(stderr, "kmsd: %s:%d: unknown option '%s' (see kmsd --help)\n", path, line,
                     key);
             return NULL;
@@ -300,7 +497,7 @@ static char **load_config(const char *path, int argc, char **argv, const struct 
             fprintf(stderr, "kmsd: %s: too many options\n", path);
             return NULL;
         }
-        if (o->has_arg == no_argument) {
+        if (o->arg == NULL) {
             if (strcmp(val, "true") != 0 && strcmp(val, "false") != 0) {
                 fprintf(stderr, "kmsd: %s:%d: %s takes true or false\n", path, line, key);
                 return NULL;
@@ -308,11 +505,11 @@ static char **load_config(const char *path, int argc, char **argv, const struct 
             if (strcmp(val, "false") == 0)
                 continue;
         }
-        args[n] = malloc(strlen(key) + 3);
+        args[n] = malloc(strlen(o->name) + 3);
         if (args[n] == NULL)
             return NULL;
-        snprintf(args[n++], strlen(key) + 3, "--%s", key);
-        if (o->has_arg != no_argument)
+        snprintf(args[n++], strlen(o->name) + 3, "--%s", o->name);
+        if (o->arg != NULL)
             args[n++] = val;
     }
     for (int i = 1; i < argc; i++)
@@ -322,58 +519,28 @@ static char **load_config(const char *path, int argc, char **argv, const struct 
     return args;
 }
 
+/* The getopt table of options[]: val is the short name, else OPT_VAL_BASE + the row. */
+#define OPT_VAL_BASE 1000
+
+static const struct opt *option_of(int val)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (options[i].short_name != 0 ? val == options[i].short_name
+                                       : val == OPT_VAL_BASE + (int)i)
+            return &options[i];
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
-        {"listen", required_argument, NULL, OPT_LISTEN},
-        {"onboard-listen", required_argument, NULL, OPT_ONBOARD_LISTEN},
-        {"name", required_argument, NULL, OPT_NAME},
-        {"tee", required_argument, NULL, OPT_TEE},
-        {"insecure-sim", no_argument, NULL, OPT_INSECURE_SIM},
-        {"sim-dir", required_argument, NULL, OPT_SIM_DIR},
-        {"trust-sim-root", required_argument, NULL, OPT_TRUST_SIM_ROOT},
-        {"auth", required_argument, NULL, OPT_AUTH},
-        {"auth-url", required_argument, NULL, OPT_AUTH_URL},
-        {"auth-timeout-ms", required_argument, NULL, OPT_AUTH_TIMEOUT},
-        {"eth-rpc", required_argument, NULL, OPT_ETH_RPC},
-        {"eth-policy", required_argument, NULL, OPT_ETH_POLICY},
-        {"eth-quorum", required_argument, NULL, OPT_ETH_QUORUM},
-        {"kms-contract", required_argument, NULL, OPT_KMS_CONTRACT},
-        {"eth-block", required_argument, NULL, OPT_ETH_BLOCK},
-        {"eth-chain-id", required_argument, NULL, OPT_ETH_CHAIN_ID},
-        {"eth-cache-ttl-ms", required_argument, NULL, OPT_ETH_CACHE_TTL},
-        {"sim-collateral", no_argument, NULL, OPT_SIM_COLLATERAL},
-        {"pccs-url", required_argument, NULL, OPT_PCCS_URL},               /* collateral */
-        {"collateral-file", required_argument, NULL, OPT_COLLATERAL_FILE}, /* collateral */
-        {"aia-fetch", required_argument, NULL, OPT_AIA_FETCH},             /* aia */
-        {"aia-host", required_argument, NULL, OPT_AIA_HOST},
-        {"gcp-root", required_argument, NULL, OPT_GCP_ROOT},
-        {"gcp-pcr0", required_argument, NULL, OPT_GCP_PCR0},
-        {"gateway-app-id", required_argument, NULL, OPT_GATEWAY},
-        {"auto-bootstrap-domain", required_argument, NULL, OPT_AUTO_BOOTSTRAP},
-        {"seal", required_argument, NULL, OPT_SEAL},
-        {"kek-file", required_argument, NULL, OPT_KEK},
-        {"tpm-tcti", required_argument, NULL, OPT_TPM_TCTI},
-        {"seal-pcrs", required_argument, NULL, OPT_SEAL_PCRS},
-        {"expect-k256-pubkey", required_argument, NULL, OPT_EXPECT_K256},
-        {"expect-ca-spki", required_argument, NULL, OPT_EXPECT_SPKI},
-        {"peer", required_argument, NULL, OPT_PEER},
-        {"peer-interval-ms", required_argument, NULL, OPT_PEER_INTERVAL},
-        {"nitro-root", required_argument, NULL, OPT_NITRO_ROOT},
-        {"nitro-device-id", required_argument, NULL, OPT_NITRO_DEVICE_ID},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"admin-listen", required_argument, NULL, OPT_ADMIN_LISTEN},         /* admin */
-        {"admin-token-file", required_argument, NULL, OPT_ADMIN_TOKEN_FILE}, /* admin */
-        {"admin-allow-remote", no_argument, NULL, OPT_ADMIN_ALLOW_REMOTE},   /* admin */
-        {"config", required_argument, NULL, OPT_CONFIG},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    static struct option longopts[N_OPTIONS + 1];
+    char shortopts[N_OPTIONS + 1];
+    size_t n_short = 0;
     struct kms_node_cfg cfg;
     static sigset_t sigs;
     pthread_t sig_tid;
-    int c, rc, lvl;
+    int c, rc;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.listen = "0.0.0.0:8000";
@@ -382,6 +549,16 @@ int main(int argc, char **argv)
     cfg.seal_provider = "file";
     cfg.peer_interval_ms = 5000;
     cfg.auth_timeout_ms = 5000;
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct opt *o = &options[i];
+
+        longopts[i].name = o->name;
+        longopts[i].has_arg = o->arg != NULL ? required_argument : no_argument;
+        longopts[i].val = o->short_name != 0 ? o->short_name : OPT_VAL_BASE + (int)i;
+        if (o->short_name != 0)
+            shortopts[n_short++] = o->short_name;
+    }
+    shortopts[n_short] = '\0';
     /* --config FILE (first, or anywhere as --config=FILE / --config FILE) */
     for (int i = 1; i < argc; i++) {
         const char *path = NULL;
@@ -391,188 +568,22 @@ int main(int argc, char **argv)
         else if (strncmp(argv[i], "--config=", 9) == 0)
             path = argv[i] + 9;
         if (path != NULL) {
-            argv = load_config(path, argc, argv, opts, &argc);
+            argv = load_config(path, argc, argv, &argc);
             if (argv == NULL)
                 return 2;
             break;
         }
     }
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case OPT_DATA_DIR:
-            cfg.data_dir = optarg;
-            break;
-        case OPT_LISTEN:
-            cfg.listen = optarg;
-            break;
-        case OPT_ONBOARD_LISTEN:
-            cfg.onboard_listen = optarg;
-            break;
-        case OPT_NAME:
-            cfg.name = optarg;
-            break;
-        case OPT_TEE:
-            cfg.tee = optarg;
-            break;
-        case OPT_INSECURE_SIM:
-            cfg.insecure_sim = 1;
-            break;
-        case OPT_SIM_DIR:
-            cfg.sim_dir = optarg;
-            break;
-        case OPT_TRUST_SIM_ROOT:
-            cfg.trust_sim_root = optarg;
-            break;
-        case OPT_AUTH:
-            cfg.auth_type = optarg;
-            break;
-        case OPT_AUTH_URL:
-            cfg.auth_url = optarg;
-            break;
-        case OPT_AUTH_TIMEOUT:
-            cfg.auth_timeout_ms = parse_ms(optarg, "--auth-timeout-ms");
-            break;
-        /* ---- --auth eth (validated with the other settings in kms_node_new) ---- */
-        case OPT_ETH_RPC:
-            if (cfg.n_eth_rpc_urls >= KMS_NODE_MAX_ETH_RPC) {
-                fprintf(stderr, "kmsd: at most %d --eth-rpc options\n", KMS_NODE_MAX_ETH_RPC);
-                return 2;
-            }
-            cfg.eth_rpc_urls[cfg.n_eth_rpc_urls++] = optarg;
-            break;
-        case OPT_ETH_POLICY:
-            cfg.eth_policy = optarg;
-            break;
-        case OPT_ETH_QUORUM:
-            cfg.eth_quorum_k =
-                (unsigned)parse_uint(optarg, "--eth-quorum", 1, KMS_NODE_MAX_ETH_RPC);
-            break;
-        case OPT_KMS_CONTRACT:
-            cfg.kms_contract = optarg;
-            break;
-        case OPT_ETH_BLOCK:
-            cfg.eth_block_tag = optarg;
-            break;
-        case OPT_ETH_CHAIN_ID:
-            cfg.eth_chain_id = parse_uint(optarg, "--eth-chain-id", 1, UINT64_MAX);
-            break;
-        case OPT_ETH_CACHE_TTL:
-            /* 0 on the command line disables the cache (the backend's "< 0") */
-            cfg.eth_cache_ttl_ms = (long)parse_uint(optarg, "--eth-cache-ttl-ms", 0, 600000);
-            if (cfg.eth_cache_ttl_ms == 0)
-                cfg.eth_cache_ttl_ms = -1;
-            break;
-        case OPT_SIM_COLLATERAL:
-            cfg.sim_collateral = 1;
-            break;
-        case OPT_PCCS_URL:
-            cfg.pccs_url = optarg;
-            break; /* collateral */
-        case OPT_COLLATERAL_FILE:
-            cfg.collateral_file = optarg;
-            break;          /* collateral */
-        case OPT_AIA_FETCH: /* aia */
-            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
-                fprintf(stderr, "kmsd: --aia-fetch must be on or off\n");
-                return 2;
-            }
-            cfg.aia_fetch = optarg;
-            break;
-        case OPT_AIA_HOST:
-            if (cfg.n_aia_hosts >= 8) {
-                fprintf(stderr, "kmsd: at most 8 --aia-host options\n");
-                return 2;
-            }
-            cfg.aia_hosts[cfg.n_aia_hosts++] = optarg;
-            break;
-        case OPT_GCP_ROOT:
-            cfg.gcp_root = optarg;
-            break;
-        case OPT_GCP_PCR0:
-            if (strcmp(optarg, "any") == 0) {
-                cfg.gcp_pcr0_any = 1;
-            } else if (strlen(optarg) != 64 || strspn(optarg, "0123456789abcdefABCDEF") != 64) {
-                fprintf(stderr, "kmsd: --gcp-pcr0 must be 64 hex digits or any\n");
-                return 2;
-            } else if (cfg.n_gcp_pcr0 >= 8) {
-                fprintf(stderr, "kmsd: at most 8 --gcp-pcr0 values\n");
-                return 2;
-            } else {
-                cfg.gcp_pcr0[cfg.n_gcp_pcr0++] = optarg;
-            }
-            break;
-        /* ---- end --auth eth ---- */
-        case OPT_GATEWAY:
-            cfg.gateway_app_id = optarg;
-            break;
-        case OPT_AUTO_BOOTSTRAP:
-            cfg.auto_bootstrap_domain = optarg;
-            break;
-        case OPT_SEAL:
-            cfg.seal_provider = optarg;
-            break;
-        case OPT_KEK:
-            cfg.kek_path = optarg;
-            break;
-        case OPT_TPM_TCTI:
-            cfg.tpm_tcti = optarg;
-            break;
-        case OPT_SEAL_PCRS:
-            cfg.seal_pcrs = optarg;
-            break;
-        case OPT_EXPECT_K256:
-            cfg.expect_k256_pubkey = optarg;
-            break;
-        case OPT_EXPECT_SPKI:
-            cfg.expect_ca_spki = optarg;
-            break;
-        case OPT_PEER:
-            if (cfg.n_peers >= KMS_NODE_MAX_PEERS) {
-                fprintf(stderr, "kmsd: at most %d --peer options\n", KMS_NODE_MAX_PEERS);
-                return 2;
-            }
-            cfg.peers[cfg.n_peers++] = optarg;
-            break;
-        case OPT_PEER_INTERVAL:
-            cfg.peer_interval_ms = parse_ms(optarg, "--peer-interval-ms");
-            break;
-        case OPT_NITRO_ROOT:
-            cfg.nitro_root = optarg;
-            break;
-        case OPT_NITRO_DEVICE_ID:
-            if (strcmp(optarg, "fixed") == 0) {
-                cfg.nitro_device_id_fixed = 1;
-            } else if (strcmp(optarg, "quirk") != 0) {
-                fprintf(stderr, "kmsd: --nitro-device-id must be quirk or fixed\n");
-                return 2;
-            }
-            break;
-        case OPT_LOG_LEVEL:
-            lvl = kms_log_parse_level(optarg);
-            if (lvl < 0) {
-                fprintf(stderr, "kmsd: --log-level must be debug, info, warn or error\n");
-                return 2;
-            }
-            kms_log_set_level((enum kms_log_level)lvl);
-            break;
-        case OPT_ADMIN_LISTEN:
-            cfg.admin_listen = optarg;
-            break; /* admin */
-        case OPT_ADMIN_TOKEN_FILE:
-            cfg.admin_token_file = optarg;
-            break; /* admin */
-        case OPT_ADMIN_ALLOW_REMOTE:
-            cfg.admin_allow_remote = 1;
-            break; /* admin */
-        case OPT_CONFIG:
-            break; /* loaded above */
-        case 'h':
-            fputs(usage_text, stdout);
-            return 0;
-        default:
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+        const struct opt *o = option_of(c);
+
+        if (o == NULL) {
             fputs("Try 'kmsd --help'.\n", stderr);
             return 2;
         }
+        rc = o->set(&cfg, o, optarg);
+        if (rc != 0)
+            return rc > 0 ? 0 : 2;
     }
     if (optind < argc) {
         fprintf(stderr, "kmsd: unexpected argument '%s'. Try 'kmsd --help'.\n", argv[optind]);
