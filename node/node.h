@@ -219,6 +219,12 @@ const char *kms_prpc_method(const char *path, const char *prefix);
  * kms_prpc_method), recorded in resp. Without this call every helper below speaks JSON. */
 void kms_prpc_begin(const struct kms_http_req *req, struct kms_http_resp *resp, const char *service,
                     const char *method);
+/* Calls the handler of the method kms_prpc_begin recorded in resp (c as for the service's
+ * table); "method not found: <method>" when the service has no such method or does not serve
+ * it. */
+struct kms_rpc_caller;
+void kms_prpc_call(struct kms_node *n, struct kms_rpc_caller *c, const char *method,
+                   struct json_t *body, struct kms_http_resp *resp);
 /* HTTP 400 {"error": msg} (pretty-printed like the reference), or ProtoError{message = msg}
  * as application/octet-stream for a protobuf exchange. */
 void kms_prpc_error(struct kms_http_resp *resp, const char *msg);
@@ -230,8 +236,12 @@ void kms_prpc_ok(struct kms_http_resp *resp, struct json_t *obj);
  * with the method's request schema (every field present with its default; {} for Empty and
  * unknown methods). NULL + error response on failure. */
 struct json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp);
-/* JSON value for bytes: "0x..." */
+/* JSON value for bytes: "0x..." (new reference; NULL when out of memory). p may be secret: the
+ * temporary hex text is wiped before it is freed. */
 struct json_t *kms_prpc_bytes(const uint8_t *p, size_t n);
+/* Frees kms_prpc_bytes' hex text after the wipe; free unless a test replaces it to check that
+ * the block it receives is all zero. */
+extern void (*kms_prpc_free_hex)(void *p);
 /* Reads an optional bytes field ("0x" hex or hex) into a malloc'd buffer. */
 KMS_WUR int kms_prpc_get_bytes(struct json_t *obj, const char *field, uint8_t **out, size_t *len);
 

@@ -477,11 +477,11 @@ int kms_pb_from_json(const struct kms_pb_msg *m, const json_t *obj, struct kms_b
         num, nm, KMS_PB_##type, KMS_PB_OPTIONAL, NULL                                              \
     }
 
-/* Message names as in the .proto. */
+/* Message names as in the .proto; the schema is kms_pb_<name> (proto.h). */
 #define MSG(name, ...)                                                                             \
     static const struct kms_pb_field name##_fields[] = {__VA_ARGS__};                              \
-    static const struct kms_pb_msg name = {#name, name##_fields,                                   \
-                                           sizeof(name##_fields) / sizeof(name##_fields[0])}
+    const struct kms_pb_msg kms_pb_##name = {#name, name##_fields,                                 \
+                                             sizeof(name##_fields) / sizeof(name##_fields[0])}
 
 MSG(BootstrapRequest, F(1, "domain", STRING));
 MSG(BootstrapResponse, F(1, "ca_pubkey", BYTES), F(2, "k256_pubkey", BYTES),
@@ -498,12 +498,12 @@ MSG(AppKeyResponse, F(1, "ca_cert", STRING), F(2, "disk_crypt_key", BYTES),
 MSG(GetKmsKeyRequest, F(1, "vm_config", STRING));
 MSG(KmsKeys, F(1, "ca_key", STRING), F(2, "k256_key", BYTES));
 MSG(KmsKeyResponse, F(1, "temp_ca_key", STRING),
-    {2, "keys", KMS_PB_MESSAGE, KMS_PB_REPEATED, &KmsKeys});
+    {2, "keys", KMS_PB_MESSAGE, KMS_PB_REPEATED, &kms_pb_KmsKeys});
 MSG(AppId, F(1, "app_id", BYTES));
 MSG(PublicKeyResponse, F(1, "public_key", BYTES), F(2, "signature", BYTES),
     F(3, "timestamp", UINT64), F(4, "signature_v1", BYTES));
 MSG(GetMetaResponse, F(1, "ca_cert", STRING), F(2, "allow_any_upgrade", BOOL),
-    F(3, "k256_pubkey", BYTES), {4, "bootstrap_info", KMS_PB_MESSAGE, 0, &BootstrapResponse},
+    F(3, "k256_pubkey", BYTES), {4, "bootstrap_info", KMS_PB_MESSAGE, 0, &kms_pb_BootstrapResponse},
     F(5, "is_dev", BOOL), OPT(6, "gateway_app_id", STRING), OPT(7, "kms_contract_address", STRING),
     OPT(8, "chain_id", UINT64), OPT(9, "app_auth_implementation", STRING));
 MSG(GetTempCaCertResponse, F(1, "temp_ca_cert", STRING), F(2, "temp_ca_key", STRING),
@@ -516,46 +516,6 @@ MSG(ClearImageCacheRequest, F(1, "token", STRING), F(2, "image_hash", STRING),
 
 static const struct kms_pb_field ProtoError_fields[] = {F(1, "message", STRING)};
 const struct kms_pb_msg kms_pb_proto_error = {"ProtoError", ProtoError_fields, 1};
-
-static const struct kms_pb_method kms_methods[] = {
-    {"GetAppKey", &GetAppKeyRequest, &AppKeyResponse},
-    {"GetKmsKey", &GetKmsKeyRequest, &KmsKeyResponse},
-    {"GetAppEnvEncryptPubKey", &AppId, &PublicKeyResponse},
-    {"GetMeta", NULL, &GetMetaResponse},
-    {"GetTempCaCert", NULL, &GetTempCaCertResponse},
-    {"SignCert", &SignCertRequest, &SignCertResponse},
-    {"ClearImageCache", &ClearImageCacheRequest, NULL},
-};
-
-static const struct kms_pb_method onboard_methods[] = {
-    {"Bootstrap", &BootstrapRequest, &BootstrapResponse},
-    {"Onboard", &OnboardRequest, &OnboardResponse},
-    {"Finish", NULL, NULL},
-    {"GetAttestationInfo", NULL, &AttestationInfoResponse},
-};
-
-const struct kms_pb_method *kms_pb_method_find(const char *service, const char *name)
-{
-    const struct kms_pb_method *t;
-    size_t n;
-
-    if (service == NULL || name == NULL)
-        return NULL;
-    if (strcmp(service, "KMS") == 0) {
-        t = kms_methods;
-        n = sizeof(kms_methods) / sizeof(kms_methods[0]);
-    } else if (strcmp(service, "Onboard") == 0) {
-        t = onboard_methods;
-        n = sizeof(onboard_methods) / sizeof(onboard_methods[0]);
-    } else {
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(t[i].name, name) == 0)
-            return &t[i];
-    }
-    return NULL;
-}
 
 int kms_pb_request_is_json(const char *http_method, int has_json_arg, const char *content_type)
 {

@@ -102,15 +102,47 @@ KMS_WUR int kms_pb_from_json(const struct kms_pb_msg *m, const json_t *obj, stru
 
 /* ---- the pRPC services */
 
-/* One RPC; req/resp NULL means google.protobuf.Empty. */
+/* The message schemas of kms_rpc.proto (static storage), for the services' method tables. */
+extern const struct kms_pb_msg kms_pb_BootstrapRequest, kms_pb_BootstrapResponse,
+    kms_pb_OnboardRequest, kms_pb_OnboardResponse, kms_pb_AttestationInfoResponse,
+    kms_pb_GetAppKeyRequest, kms_pb_AppKeyResponse, kms_pb_GetKmsKeyRequest, kms_pb_KmsKeys,
+    kms_pb_KmsKeyResponse, kms_pb_AppId, kms_pb_PublicKeyResponse, kms_pb_GetMetaResponse,
+    kms_pb_GetTempCaCertResponse, kms_pb_SignCertRequest, kms_pb_SignCertResponse,
+    kms_pb_ClearImageCacheRequest;
+
+struct kms_node;
+struct kms_http_resp;
+/* The verified TLS client of a KMS call (node/service_kms.c); NULL on the Onboard service. */
+struct kms_rpc_caller;
+
+/* Answers one call through kms_prpc_ok / kms_prpc_error; body is the decoded request
+ * (borrowed). */
+typedef void (*kms_rpc_handler)(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                                struct kms_http_resp *resp);
+
+/* One RPC of a service: the single row that dispatch, the attestation metrics and the protobuf
+ * codec all read. req/resp NULL means google.protobuf.Empty; handler NULL means the method is
+ * in the .proto but not served ("method not found", after the request was decoded). */
 struct kms_pb_method {
     const char *name;
+    kms_rpc_handler handler;
+    int attested; /* released against an attestation: counted in the attestation metrics */
     const struct kms_pb_msg *req;
     const struct kms_pb_msg *resp;
 };
 
+/* A service's method table (static storage). */
+struct kms_pb_service {
+    const char *name; /* the pRPC path prefix: "KMS" or "Onboard" */
+    const struct kms_pb_method *methods;
+    size_t n_methods;
+};
+
+/* node/service_kms.c and node/service_onboard.c. */
+extern const struct kms_pb_service kms_kms_service, kms_onboard_service;
+
 /* The method `name` (prefix already stripped) of service "KMS" or "Onboard"; NULL if unknown.
- * Static storage. */
+ * Static storage. Defined with the pRPC transport (node/prpc.c). */
 const struct kms_pb_method *kms_pb_method_find(const char *service, const char *name);
 
 /* The error body message ProtoError{string message = 1}. */

@@ -1,6 +1,8 @@
 /* pRPC transport (kms-reference.md §0): paths, JSON or protobuf per request, 0x-hex bytes,
  * HTTP 400 {"error": ...} or ProtoError. */
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +25,26 @@ const char *kms_prpc_method(const char *path, const char *prefix)
     return m;
 }
 
+const struct kms_pb_method *kms_pb_method_find(const char *service, const char *name)
+{
+    static const struct kms_pb_service *const services[] = {&kms_kms_service, &kms_onboard_service};
+
+    if (service == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
+        const struct kms_pb_service *s = services[i];
+
+        if (strcmp(s->name, service) != 0)
+            continue;
+        for (size_t j = 0; j < s->n_methods; j++) {
+            if (strcmp(s->methods[j].name, name) == 0)
+                return &s->methods[j];
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
 void kms_prpc_begin(const struct kms_http_req *req, struct kms_http_resp *resp, const char *service,
                     const char *method)
 {
@@ -37,6 +59,19 @@ static void resp_own_buf(struct kms_http_resp *resp, int status, struct kms_buf 
 
     kms_http_resp_own_len(resp, status, "application/octet-stream", (char *)kms_buf_steal(b, NULL),
                           n);
+}
+
+void kms_prpc_call(struct kms_node *n, struct kms_rpc_caller *c, const char *method, json_t *body,
+                   struct kms_http_resp *resp)
+{
+    char msg[160];
+
+    if (resp->pb_method != NULL && resp->pb_method->handler != NULL) {
+        resp->pb_method->handler(n, c, body, resp);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "method not found: %.100s", method);
+    kms_prpc_error(resp, msg);
 }
 
 void kms_prpc_error(struct kms_http_resp *resp, const char *msg)
@@ -168,6 +203,8 @@ json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp
     return o;
 }
 
+void (*kms_prpc_free_hex)(void *p) = free;
+
 json_t *kms_prpc_bytes(const uint8_t *p, size_t n)
 {
     char *s = kms_hex_dup(p, n, 1);
@@ -176,7 +213,9 @@ json_t *kms_prpc_bytes(const uint8_t *p, size_t n)
     if (s == NULL)
         return NULL;
     j = json_string(s);
-    free(s);
+    /* p may be a key (GetAppKey, GetKmsKey): its hex must not linger in freed memory */
+    OPENSSL_cleanse(s, strlen(s));
+    kms_prpc_free_hex(s);
     return j;
 }
 

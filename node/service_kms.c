@@ -13,17 +13,18 @@
 #include "node/crypto.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "node/proto.h"
 #include "replication/replication.h"
 
 /* The verified caller of one request. */
-struct caller {
+struct kms_rpc_caller {
     struct kms_attestation *att;
     struct kms_verified v;
     int attested;
     int cert_present;
 };
 
-static void caller_clear(struct caller *c)
+static void caller_clear(struct kms_rpc_caller *c)
 {
     kms_att_free(c->att);
     kms_verified_free(&c->v);
@@ -32,7 +33,7 @@ static void caller_clear(struct caller *c)
 
 /* Verifies the client certificate: issued by our temp CA, carrying an attestation bound to
  * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs. */
-static int verify_caller(struct kms_node *n, X509 *cert, struct caller *c)
+static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *c)
 {
     EVP_PKEY *pub;
     uint8_t *spki = NULL;
@@ -66,7 +67,7 @@ out:
     return rc;
 }
 
-static int require_attested(const struct caller *c)
+static int require_attested(const struct kms_rpc_caller *c)
 {
     if (!c->attested)
         return kms_err_set(KMS_ERR_ATT_NONE, "No attestation provided");
@@ -191,7 +192,7 @@ void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms
         KMS_WARN("audit log append failed: %s", kms_err_detail());
 }
 
-static void get_app_key(struct kms_node *n, struct caller *c, json_t *body,
+static void get_app_key(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                         struct kms_http_resp *resp)
 {
     json_t *ver = json_object_get(body, "api_version");
@@ -240,7 +241,7 @@ out:
     kms_boot_info_free(&bi);
 }
 
-static void get_kms_key(struct kms_node *n, struct caller *c, json_t *body,
+static void get_kms_key(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                         struct kms_http_resp *resp)
 {
     json_t *vmc = json_object_get(body, "vm_config");
@@ -287,7 +288,8 @@ out:
     kms_boot_info_free(&bi);
 }
 
-static void get_env_pubkey(struct kms_node *n, json_t *body, struct kms_http_resp *resp)
+static void get_env_pubkey(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                           struct kms_http_resp *resp)
 {
     uint8_t *app_id = NULL;
     size_t len = 0;
@@ -295,6 +297,7 @@ static void get_env_pubkey(struct kms_node *n, json_t *body, struct kms_http_res
     json_t *o;
     int rc = 0;
 
+    (void)c;
     /* As upstream's enforce_self_authorization: a KMS refused by its own policy signs nothing. */
     KMS_GUARD(kms_node_require_serving(n));
     KMS_GUARD(kms_prpc_get_bytes(body, "app_id", &app_id, &len));
@@ -313,12 +316,15 @@ out:
         kms_prpc_error(resp, kms_err_detail());
 }
 
-static void get_meta(struct kms_node *n, struct kms_http_resp *resp)
+static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                     struct kms_http_resp *resp)
 {
     struct kms_auth_info info;
     json_t *o, *bi = json_null();
     int rc;
 
+    (void)c;
+    (void)body;
     memset(&info, 0, sizeof(info));
     rc = kms_auth_info(n->auth, &info);
     if (rc < 0) {
@@ -354,10 +360,13 @@ static void get_meta(struct kms_node *n, struct kms_http_resp *resp)
     kms_prpc_ok(resp, o);
 }
 
-static void get_temp_ca_cert(struct kms_node *n, struct kms_http_resp *resp)
+static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                             struct kms_http_resp *resp)
 {
     json_t *o;
 
+    (void)c;
+    (void)body;
     /* As upstream's enforce_self_authorization: no client flow starts at an unauthorized KMS. */
     if (kms_node_require_serving(n) < 0) {
         kms_prpc_error(resp, kms_err_detail());
@@ -372,16 +381,33 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_http_resp *resp)
     kms_prpc_ok(resp, o);
 }
 
-static int is_attested_method(const char *m)
+/* SignCert (node/sign_cert.c): the attestation travels inside the CSR. */
+static void sign_cert(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                      struct kms_http_resp *resp)
 {
-    return strcmp(m, "GetAppKey") == 0 || strcmp(m, "GetKmsKey") == 0 || strcmp(m, "SignCert") == 0;
+    kms_sign_cert(n, c->att != NULL ? 1 : 0, body, resp);
 }
 
-static void observe(struct kms_node *n, const char *m, int status, double secs)
+/* The KMS service (kms_rpc.proto `service KMS`). ClearImageCache is served by the Admin
+ * listener only (node/admin.c). */
+static const struct kms_pb_method kms_methods[] = {
+    {"GetAppKey", get_app_key, 1, &kms_pb_GetAppKeyRequest, &kms_pb_AppKeyResponse},
+    {"GetKmsKey", get_kms_key, 1, &kms_pb_GetKmsKeyRequest, &kms_pb_KmsKeyResponse},
+    {"GetAppEnvEncryptPubKey", get_env_pubkey, 0, &kms_pb_AppId, &kms_pb_PublicKeyResponse},
+    {"GetMeta", get_meta, 0, NULL, &kms_pb_GetMetaResponse},
+    {"GetTempCaCert", get_temp_ca_cert, 0, NULL, &kms_pb_GetTempCaCertResponse},
+    {"SignCert", sign_cert, 1, &kms_pb_SignCertRequest, &kms_pb_SignCertResponse},
+    {"ClearImageCache", NULL, 0, &kms_pb_ClearImageCacheRequest, NULL},
+};
+
+const struct kms_pb_service kms_kms_service = {"KMS", kms_methods,
+                                               sizeof(kms_methods) / sizeof(kms_methods[0])};
+
+static void observe(struct kms_node *n, const struct kms_pb_method *pm, int status, double secs)
 {
     static const double bounds[8] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1e30};
 
-    if (!is_attested_method(m))
+    if (pm == NULL || !pm->attested)
         return;
     __atomic_add_fetch(&n->m.attestation_requests, 1, __ATOMIC_RELAXED);
     if (status >= 400)
@@ -401,7 +427,7 @@ static void observe(struct kms_node *n, const char *m, int status, double secs)
 void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_node *n = arg;
-    struct caller c;
+    struct kms_rpc_caller c;
     struct timespec t0, t1;
     const char *m;
     json_t *body = NULL;
@@ -433,27 +459,10 @@ void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_r
         __atomic_add_fetch(&n->m.refusals_input, 1, __ATOMIC_RELAXED);
         goto out;
     }
-    if (strcmp(m, "GetAppKey") == 0)
-        get_app_key(n, &c, body, resp);
-    else if (strcmp(m, "GetKmsKey") == 0)
-        get_kms_key(n, &c, body, resp);
-    else if (strcmp(m, "GetAppEnvEncryptPubKey") == 0)
-        get_env_pubkey(n, body, resp);
-    else if (strcmp(m, "GetMeta") == 0)
-        get_meta(n, resp);
-    else if (strcmp(m, "GetTempCaCert") == 0)
-        get_temp_ca_cert(n, resp);
-    else if (strcmp(m, "SignCert") == 0)
-        kms_sign_cert(n, c.att != NULL ? 1 : 0, body, resp);
-    else {
-        char msg[160];
-
-        snprintf(msg, sizeof(msg), "method not found: %.100s", m);
-        kms_prpc_error(resp, msg);
-    }
+    kms_prpc_call(n, &c, m, body, resp);
 out:
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    observe(n, m, resp->status,
+    observe(n, resp->pb_method, resp->status,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     json_decref(body);
     caller_clear(&c);

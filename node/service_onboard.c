@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "node/proto.h"
 #include "replication/replication.h"
 
 static const char onboard_page[] =
@@ -29,13 +30,15 @@ static void request_finish(void *arg)
     pthread_mutex_unlock(&n->lock);
 }
 
-static void do_bootstrap(struct kms_node *n, json_t *body, struct kms_http_resp *resp)
+static void do_bootstrap(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                         struct kms_http_resp *resp)
 {
     json_t *d = json_object_get(body, "domain");
     char *out = NULL;
     json_t *o;
     int rc;
 
+    (void)c;
     if (d != NULL && !json_is_string(d)) {
         kms_prpc_error(resp, "failed to decode request: domain must be a string");
         return;
@@ -55,7 +58,8 @@ static void do_bootstrap(struct kms_node *n, json_t *body, struct kms_http_resp 
     kms_prpc_ok(resp, o);
 }
 
-static void do_onboard(struct kms_node *n, json_t *body, struct kms_http_resp *resp)
+static void do_onboard(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                       struct kms_http_resp *resp)
 {
     json_t *src = json_object_get(body, "source_url");
     json_t *dom = json_object_get(body, "domain");
@@ -63,6 +67,7 @@ static void do_onboard(struct kms_node *n, json_t *body, struct kms_http_resp *r
     json_t *o;
     int rc;
 
+    (void)c;
     if (!json_is_string(src) || !json_is_string(dom)) {
         kms_prpc_error(resp, "failed to decode request: source_url and domain must be strings");
         return;
@@ -78,7 +83,8 @@ static void do_onboard(struct kms_node *n, json_t *body, struct kms_http_resp *r
     kms_prpc_ok(resp, o);
 }
 
-static void do_attestation_info(struct kms_node *n, struct kms_http_resp *resp)
+static void do_attestation_info(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                                struct kms_http_resp *resp)
 {
     uint8_t rd[64] = {0};
     struct kms_attestation *att = NULL;
@@ -88,6 +94,8 @@ static void do_attestation_info(struct kms_node *n, struct kms_http_resp *resp)
     json_t *o;
     int rc;
 
+    (void)c;
+    (void)body;
     memset(&v, 0, sizeof(v));
     memset(&bi, 0, sizeof(bi));
     memset(&info, 0, sizeof(info));
@@ -132,6 +140,30 @@ static int finish_allowed(struct kms_node *n, struct kms_http_resp *resp)
     return 1;
 }
 
+/* Finish: the listener stops once this answer is out. */
+static void do_finish(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
+                      struct kms_http_resp *resp)
+{
+    (void)c;
+    (void)body;
+    if (finish_allowed(n, resp)) {
+        kms_prpc_ok(resp, json_null());
+        resp->on_sent = request_finish;
+        resp->on_sent_arg = n;
+    }
+}
+
+/* The Onboard service (kms_rpc.proto `service Onboard`); none of it is attested. */
+static const struct kms_pb_method onboard_methods[] = {
+    {"Bootstrap", do_bootstrap, 0, &kms_pb_BootstrapRequest, &kms_pb_BootstrapResponse},
+    {"Onboard", do_onboard, 0, &kms_pb_OnboardRequest, &kms_pb_OnboardResponse},
+    {"Finish", do_finish, 0, NULL, NULL},
+    {"GetAttestationInfo", do_attestation_info, 0, NULL, &kms_pb_AttestationInfoResponse},
+};
+
+const struct kms_pb_service kms_onboard_service = {
+    "Onboard", onboard_methods, sizeof(onboard_methods) / sizeof(onboard_methods[0])};
+
 void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_node *n = arg;
@@ -161,23 +193,6 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
     body = kms_prpc_body(req, resp);
     if (body == NULL)
         return;
-    if (strcmp(m, "Bootstrap") == 0) {
-        do_bootstrap(n, body, resp);
-    } else if (strcmp(m, "Onboard") == 0) {
-        do_onboard(n, body, resp);
-    } else if (strcmp(m, "GetAttestationInfo") == 0) {
-        do_attestation_info(n, resp);
-    } else if (strcmp(m, "Finish") == 0) {
-        if (finish_allowed(n, resp)) {
-            kms_prpc_ok(resp, json_null());
-            resp->on_sent = request_finish;
-            resp->on_sent_arg = n;
-        }
-    } else {
-        char msg[160];
-
-        snprintf(msg, sizeof(msg), "method not found: %.100s", m);
-        kms_prpc_error(resp, msg);
-    }
+    kms_prpc_call(n, NULL, m, body, resp);
     json_decref(body);
 }

@@ -627,6 +627,82 @@ static void test_prpc_helpers(void)
     }
 }
 
+/* One table per service drives dispatch, the attestation metrics and the codec: exactly
+ * GetAppKey, GetKmsKey and SignCert are attested; every row is found by name at its own
+ * address; a row without a handler (ClearImageCache) and an unknown method are answered
+ * "method not found". */
+static void test_method_tables(void)
+{
+    const struct kms_pb_service *svcs[] = {&kms_kms_service, &kms_onboard_service};
+    struct kms_http_req req;
+    struct kms_http_resp resp;
+    size_t n_attested = 0;
+
+    for (size_t i = 0; i < 2; i++) {
+        for (size_t j = 0; j < svcs[i]->n_methods; j++) {
+            const struct kms_pb_method *pm = &svcs[i]->methods[j];
+            int want =
+                i == 0 && (strcmp(pm->name, "GetAppKey") == 0 ||
+                           strcmp(pm->name, "GetKmsKey") == 0 || strcmp(pm->name, "SignCert") == 0);
+
+            CHECK(kms_pb_method_find(svcs[i]->name, pm->name) == pm);
+            CHECK(pm->attested == want);
+            n_attested += pm->attested != 0;
+            CHECK((pm->handler == NULL) == (strcmp(pm->name, "ClearImageCache") == 0));
+        }
+    }
+    CHECK(n_attested == 3);
+    CHECK(kms_kms_service.n_methods == 7 && kms_onboard_service.n_methods == 4);
+
+    for (int i = 0; i < 2; i++) {
+        const char *m = i == 0 ? "ClearImageCache" : "NoSuchMethod";
+        char want[100];
+
+        fake_req(&req, "POST", 1, NULL, NULL, 0);
+        memset(&resp, 0, sizeof(resp));
+        kms_prpc_begin(&req, &resp, "KMS", m);
+        CHECK((resp.pb_method != NULL) == (i == 0));
+        kms_prpc_call(NULL, NULL, m, NULL, &resp);
+        snprintf(want, sizeof(want), "{\n  \"error\": \"method not found: %s\"\n}", m);
+        CHECK(resp.status == 400 && resp.body != NULL && strcmp(resp.body, want) == 0);
+        free(resp.body);
+    }
+}
+
+static size_t g_hex_len, g_hex_frees, g_hex_nonzero;
+
+/* Stands in for free in kms_prpc_bytes: counts the bytes of the hex text left unwiped. */
+static void free_checking_wipe(void *p)
+{
+    const unsigned char *b = p;
+
+    g_hex_frees++;
+    for (size_t i = 0; i < g_hex_len; i++)
+        g_hex_nonzero += b[i] != 0;
+    free(p);
+}
+
+/* kms_prpc_bytes (GetAppKey's and GetKmsKey's keys) wipes the whole hex text, "0x" and every
+ * digit, before freeing it; the JSON value still carries the hex. */
+static void test_prpc_bytes_wiped(void)
+{
+    void (*saved)(void *) = kms_prpc_free_hex;
+    uint8_t key[32];
+    json_t *j;
+
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(0xa0 + i);
+    g_hex_len = 2 + 2 * sizeof(key);
+    kms_prpc_free_hex = free_checking_wipe;
+    j = kms_prpc_bytes(key, sizeof(key));
+    kms_prpc_free_hex = saved;
+    CHECK(g_hex_frees == 1);
+    CHECK(g_hex_nonzero == 0);
+    CHECK(j != NULL && strlen(json_string_value(j)) == g_hex_len &&
+          strncmp(json_string_value(j), "0xa0a1a2", 8) == 0);
+    json_decref(j);
+}
+
 int main(void)
 {
     RUN(test_varint_roundtrip);
@@ -640,5 +716,7 @@ int main(void)
     RUN(test_limits);
     RUN(test_encoding_choice);
     RUN(test_prpc_helpers);
+    RUN(test_method_tables);
+    RUN(test_prpc_bytes_wiped);
     TEST_MAIN_END();
 }
