@@ -42,6 +42,18 @@ expect_refused 'insecure-sim = yes' "bad.conf:1: insecure-sim takes true or fals
 expect_refused 'data-dir = "abc' "bad.conf:1: unterminated quoted value"
 expect_refused 'just words' "bad.conf:1: expected \`name = value\`"
 expect_refused 'help = true' "unknown option 'help'"
+# --help and the --config parser come from one option table: every option --help documents
+# (but help and config) is a name the file accepts; "stray" stops kmsd right after parsing.
+opts=$("$BIN/node/kmsd" --help | sed -n 's/^  \(-h, \)\{0,1\}--\([a-z0-9-]*\).*/\2/p')
+[ "$(printf '%s\n' "$opts" | wc -l)" -ge 43 ] || fail "kmsd --help documents too few options: $opts"
+for o in $opts; do
+    case $o in help | config) continue ;; esac
+    printf '%s = x\n' "$o" >"$WORK/one.conf"
+    if "$BIN/node/kmsd" --config "$WORK/one.conf" stray >"$WORK/err" 2>&1; then
+        fail "$o = x with a stray argument accepted"
+    fi
+    grep -q "unknown option" "$WORK/err" && fail "--help documents --$o but --config refuses it"
+done
 if "$BIN/node/kmsd" --config "$WORK/none.conf" 2>"$WORK/err"; then fail "missing file accepted"; fi
 grep -q "cannot open" "$WORK/err" || fail "missing file: $(cat "$WORK/err")"
 echo "config: all checks passed"
