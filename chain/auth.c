@@ -50,7 +50,7 @@ int kms_auth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
     else if (strcmp(cfg->type, "webhook") == 0)
         rc = kms_auth_webhook_new(cfg, out);
     else if (strcmp(cfg->type, "eth") == 0)
-        rc = kms_auth_eth_new(cfg, out); /* chain/eth*.c, or the weak default */
+        rc = kms_auth_eth_new(cfg, out); /* chain/eth.c */
     else
         rc = kms_err_set(KMS_ERR_INVAL,
                          "unknown auth_api.type \"%.64s\"; use \"dev\", \"webhook\" or \"eth\"",

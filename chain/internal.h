@@ -75,12 +75,7 @@ KMS_WUR int kms_webhook_parse_info(const char *body, size_t len, const char *sho
 /* Backend constructors. cfg is validated by the backend; *out as for kms_auth_new. */
 KMS_WUR int kms_auth_dev_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
 KMS_WUR int kms_auth_webhook_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
-/*
- * Native Ethereum backend, implemented in chain/eth*.c. chain/weak_eth.c holds a weak default
- * that fails with "eth backend not built" so the library links without it. The default sits in
- * its own file, which sorts after eth*.c, so that the static-archive linker pulls the real
- * definition first (a weak definition inside auth.o would silently shadow eth.o).
- */
+/* Native Ethereum backend (chain/eth.c). */
 KMS_WUR int kms_auth_eth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out);
 
 #endif

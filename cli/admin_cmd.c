@@ -7,14 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "replication/replication.h"
 
 #define ADMIN_MAX_BODY (1024u * 1024u)
 #define ADMIN_TOKEN_FILE_MAX 1100u /* the node accepts tokens of up to 1024 characters */
-
-int kms_cli_admin(int argc, char **argv);
 
 static const char admin_usage[] =
     "Usage: kmsctl admin peers       --admin URL --token-file FILE [--json]\n"

@@ -19,8 +19,6 @@
 
 #define EVIDENCE_MAX KMS_ATT_MAX_BYTES
 
-int kms_cli_attest(int argc, char **argv);
-
 static const char attest_usage[] =
     "Usage: kmsctl attest verify --evidence FILE [--time UNIX_SECONDS] [--json]\n"
     "                            [--sim-dir DIR --insecure-sim] [--nitro-device-id quirk|fixed]\n"

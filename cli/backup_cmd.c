@@ -22,9 +22,6 @@
 #define MAX_GIVEN_SHARES (4 * KMS_BACKUP_MAX_SHARES)
 #define PATH_LEN 4096
 
-int kms_cli_backup(int argc, char **argv);
-int kms_cli_audit(int argc, char **argv);
-
 static int fail(const char *what)
 {
     fprintf(stderr, "kmsctl: %s: %s\n", what, kms_err_detail());

@@ -18,12 +18,11 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "cli/cli.h"
 #include "chain/eth.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/keccak.h"
-
-int kms_cli_chain(int argc, char **argv);
 
 #define EXIT_ERR 1
 #define EXIT_USAGE 2

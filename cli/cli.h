@@ -14,4 +14,12 @@ struct kms_cli_sub {
 int kms_cli_subcommands(const char *family, const char *usage, const struct kms_cli_sub *subs,
                         size_t n, int argc, char **argv);
 
+/* The command families (argv[0] is the family name; each handles --help). */
+int kms_cli_admin(int argc, char **argv);   /* cli/admin_cmd.c: a node's Admin service */
+int kms_cli_attest(int argc, char **argv);  /* cli/attest_cmd.c: verify evidence */
+int kms_cli_audit(int argc, char **argv);   /* cli/backup_cmd.c: the keystore's audit log */
+int kms_cli_backup(int argc, char **argv);  /* cli/backup_cmd.c: backup and restore */
+int kms_cli_chain(int argc, char **argv);   /* cli/chain_cmd.c: on-chain policy */
+int kms_cli_cluster(int argc, char **argv); /* cli/cluster_cmd.c: cluster status, identity */
+
 #endif

@@ -13,13 +13,11 @@
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/hex.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "replication/replication.h"
 
 #define CLUSTER_MAX_NODES 16
 #define HEALTH_MAX_BODY (1024u * 1024u)
-
-int kms_cli_cluster(int argc, char **argv);
 
 static const char cluster_usage[] =
     "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"

@@ -9,26 +9,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/secmem.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
 
 #define MAX_KMS 16
-
-/* The `chain` admin commands live in cli/chain_cmd.c when the eth backend is built. */
-int kms_cli_chain(int argc, char **argv) __attribute__((weak));
-/* `cluster` (cli/cluster_cmd.c) and `attest` (cli/attest_cmd.c), same convention: argv[0] is
- * the command name; each handles --help. */
-int kms_cli_cluster(int argc, char **argv) __attribute__((weak));
-int kms_cli_attest(int argc, char **argv) __attribute__((weak));
-/* `backup` and `audit` (cli/backup_cmd.c, disaster recovery), same convention. */
-int kms_cli_backup(int argc, char **argv) __attribute__((weak));
-int kms_cli_audit(int argc, char **argv) __attribute__((weak));
-/* admin: `admin` (cli/admin_cmd.c), the Admin service, same convention. */
-int kms_cli_admin(int argc, char **argv) __attribute__((weak));
 
 static int die(const char *what)
 {
@@ -635,17 +624,17 @@ int main(int argc, char **argv)
         rc = cmd_meta(argc - 1, argv + 1);
     else if (strcmp(argv[1], "get-keys") == 0)
         rc = cmd_get_keys(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "chain") == 0 && kms_cli_chain != NULL)
+    else if (strcmp(argv[1], "chain") == 0)
         rc = kms_cli_chain(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "cluster") == 0 && kms_cli_cluster != NULL)
+    else if (strcmp(argv[1], "cluster") == 0)
         rc = kms_cli_cluster(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "attest") == 0 && kms_cli_attest != NULL)
+    else if (strcmp(argv[1], "attest") == 0)
         rc = kms_cli_attest(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "backup") == 0 && kms_cli_backup != NULL) /* disaster recovery */
+    else if (strcmp(argv[1], "backup") == 0) /* disaster recovery */
         rc = kms_cli_backup(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "audit") == 0 && kms_cli_audit != NULL)
+    else if (strcmp(argv[1], "audit") == 0)
         rc = kms_cli_audit(argc - 1, argv + 1);
-    else if (strcmp(argv[1], "admin") == 0 && kms_cli_admin != NULL) /* admin */
+    else if (strcmp(argv[1], "admin") == 0) /* admin */
         rc = kms_cli_admin(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);

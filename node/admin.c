@@ -212,7 +212,7 @@ static int url_field(json_t *body, const char **url)
 
 static int list_peers(struct kms_node *n, json_t **res)
 {
-    json_t *peers = kms_repl_peers_json(n);
+    json_t *peers = kms_repl_peers_json(n->repl);
 
     if (peers == NULL)
         return kms_err_set(KMS_ERR_NOMEM, "out of memory");
@@ -227,7 +227,7 @@ static int add_peer(struct kms_node *n, json_t *body, json_t **res, char *detail
     int rc = 0;
 
     KMS_GUARD(url_field(body, &url));
-    rc = kms_repl_peer_add(n, url, norm);
+    rc = kms_repl_peer_add(n->repl, url, norm);
     KMS_GUARD(rc);
     snprintf(detail, dl, "%s%s", norm, rc == 1 ? "" : " (already listed)");
     *res = json_pack("{s:s,s:b}", "url", norm, "added", rc == 1);
@@ -244,7 +244,7 @@ static int remove_peer(struct kms_node *n, json_t *body, json_t **res, char *det
     int rc = 0;
 
     KMS_GUARD(url_field(body, &url));
-    KMS_GUARD(kms_repl_peer_remove(n, url, norm));
+    KMS_GUARD(kms_repl_peer_remove(n->repl, url, norm));
     snprintf(detail, dl, "%s", norm);
     *res = json_pack("{s:s,s:b}", "url", norm, "removed", 1);
     KMS_GUARD_PTR(*res);

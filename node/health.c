@@ -30,13 +30,27 @@ static int state_http_code(enum kms_node_state s)
     return 500;
 }
 
+/* The node state with peer health folded in: SERVING becomes DEGRADED while a peer's last
+ * completed check said DOWN or INCONSISTENT; every other state is returned unchanged. */
+static enum kms_node_state effective_state(struct kms_node *n)
+{
+    enum kms_node_state s;
+
+    pthread_mutex_lock(&n->lock);
+    s = n->state;
+    pthread_mutex_unlock(&n->lock);
+    if (s == KMS_STATE_SERVING && kms_repl_degraded(n->repl))
+        s = KMS_STATE_DEGRADED;
+    return s;
+}
+
 static void health(struct kms_node *n, struct kms_http_resp *resp)
 {
     json_t *o = json_object();
     enum kms_node_state s;
     char *txt;
 
-    s = kms_repl_effective_state(n);
+    s = effective_state(n);
     json_object_set_new(o, "state", json_string(kms_node_state_name(s)));
     json_object_set_new(o, "insecure_simulation", json_boolean(n->cfg.insecure_sim));
     if (n->have_keys) {
@@ -46,7 +60,7 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
     }
     if (s == KMS_STATE_NOT_AUTHORIZED || s == KMS_STATE_SEALED)
         json_object_set_new(o, "reason", json_string(n->self_auth_reason));
-    json_object_set_new(o, "peers", kms_repl_peers_json(n));
+    json_object_set_new(o, "peers", kms_repl_peers_json(n->repl));
     txt = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
     kms_http_resp_own(resp, state_http_code(s), "application/json", txt);
@@ -99,7 +113,7 @@ static void metrics(struct kms_node *n, struct kms_http_resp *resp)
     pthread_mutex_unlock(&n->lock);
     EMIT("kmsd_attested_rpc_seconds_sum %.6f\nkmsd_attested_rpc_seconds_count %lu\n", sum, count);
     EMIT("# TYPE kmsd_state gauge\nkmsd_state{state=\"%s\"} 1\n",
-         kms_node_state_name(kms_repl_effective_state(n)));
+         kms_node_state_name(effective_state(n)));
     /* admin: the Admin listener's calls and token refusals */
     EMIT("# HELP kmsd_admin_requests_total Admin calls with a valid token.\n"
          "# TYPE kmsd_admin_requests_total counter\nkmsd_admin_requests_total %lu\n"
@@ -111,7 +125,7 @@ static void metrics(struct kms_node *n, struct kms_http_resp *resp)
     EMIT("# TYPE kmsd_insecure_simulation gauge\nkmsd_insecure_simulation %d\n",
          n->cfg.insecure_sim ? 1 : 0);
 #undef EMIT
-    KMS_GUARD(kms_repl_metrics(n, &b));
+    KMS_GUARD(kms_repl_metrics(n->repl, &b));
     KMS_GUARD(kms_buf_put_u8(&b, 0));
     kms_http_resp_own(resp, 200, "text/plain; version=0.0.4", (char *)kms_buf_steal(&b, NULL));
 out:

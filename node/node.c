@@ -11,11 +11,11 @@
 #include <sys/prctl.h>
 
 #include "common/buf.h"
+#include "common/crypto/crypto.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/log.h"
 #include "node/admin.h" /* admin */
-#include "node/crypto.h"
 #include "node/http.h"
 #include "replication/replication.h"
 
@@ -470,6 +470,92 @@ out:
     return rc;
 }
 
+/* ---- replication's callbacks into the node (struct kms_repl_cfg); arg is the node */
+
+static int repl_attest(void *arg, const uint8_t report_data[64], struct kms_attestation **out)
+{
+    return kms_node_attest(arg, report_data, out);
+}
+
+static int repl_self_authorize(void *arg)
+{
+    return kms_node_self_authorize(arg);
+}
+
+/* Onboarding is allowed only from UNINITIALIZED, and only one at a time. */
+static int repl_onboard_begin(void *arg)
+{
+    struct kms_node *n = arg;
+    int busy = 0;
+
+    pthread_mutex_lock(&n->lock);
+    if (n->state != KMS_STATE_UNINITIALIZED)
+        busy = 1;
+    else
+        n->state = KMS_STATE_ONBOARDING;
+    pthread_mutex_unlock(&n->lock);
+    if (busy)
+        return kms_err_set(KMS_ERR_STATE, "onboarding refused: node is %s",
+                           kms_node_state_name(n->state));
+    return 0;
+}
+
+static void repl_onboard_end(void *arg)
+{
+    struct kms_node *n = arg;
+
+    pthread_mutex_lock(&n->lock);
+    if (n->state == KMS_STATE_ONBOARDING)
+        n->state = KMS_STATE_UNINITIALIZED;
+    pthread_mutex_unlock(&n->lock);
+}
+
+static int repl_adopt_identity(void *arg, struct kms_identity *id)
+{
+    return kms_node_adopt_identity(arg, id);
+}
+
+/* Hands replication what it needs from this node (all owned by the node, which outlives it). */
+static int setup_repl(struct kms_node *n)
+{
+    struct kms_repl_cfg rc;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.store = n->store;
+    rc.actx = n->actx;
+    rc.auth = n->auth;
+    rc.listen = n->cfg.listen;
+    rc.peers = n->cfg.peers;
+    rc.n_peers = n->cfg.n_peers;
+    rc.interval_ms = n->cfg.peer_interval_ms;
+    rc.expect_k256_pubkey = n->cfg.expect_k256_pubkey;
+    rc.expect_ca_spki = n->cfg.expect_ca_spki;
+    rc.cb_arg = n;
+    rc.attest = repl_attest;
+    rc.self_authorize = repl_self_authorize;
+    rc.onboard_begin = repl_onboard_begin;
+    rc.onboard_end = repl_onboard_end;
+    rc.adopt_identity = repl_adopt_identity;
+    return kms_repl_new(&rc, &n->repl);
+}
+
+/* Starts the peer checks against this node's identity (its serving keys). */
+static int start_repl(struct kms_node *n)
+{
+    struct kms_repl_identity id;
+
+    if (!n->have_keys)
+        return 0;
+    memset(&id, 0, sizeof(id));
+    id.root_ca_key = n->keys.root_ca_key;
+    id.root_k256 = n->keys.root_k256;
+    id.k256_pubkey = n->keys.k256_pubkey;
+    id.ca_spki = n->keys.ca_spki;
+    id.ca_spki_len = n->keys.ca_spki_len;
+    id.domain = n->keys.domain;
+    return kms_repl_start(n->repl, &id);
+}
+
 int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
 {
     struct kms_node *n = NULL;
@@ -551,6 +637,7 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     KMS_GUARD(eth_auth_cfg(cfg, &acfg));
     KMS_GUARD(kms_auth_new(&acfg, &n->auth));
     KMS_GUARD(setup_attest_ctx(n));
+    KMS_GUARD(setup_repl(n));
     *out = n;
     n = NULL;
 out:
@@ -565,7 +652,7 @@ void kms_node_free(struct kms_node *n)
     kms_admin_free(n->admin); /* admin: first, its handler uses the store and the peers */
     kms_http_stop(n->onboard_srv);
     kms_http_stop(n->kms_srv);
-    kms_repl_stop(n);
+    kms_repl_free(n->repl); /* stops the peer checks, which borrow the keys and the store */
     kms_node_keys_clear(&n->keys);
     kms_store_close(n->store);
     kms_auth_free(n->auth);
@@ -708,7 +795,7 @@ int kms_node_run(struct kms_node *n)
         KMS_GUARD(rc);
     }
     KMS_INFO("KMS service (HTTPS) on %s, domain %s", n->cfg.listen, n->keys.domain);
-    KMS_GUARD(kms_repl_start(n));
+    KMS_GUARD(start_repl(n));
     KMS_GUARD(kms_admin_start(n)); /* admin: once the KMS service is serving */
     pthread_mutex_lock(&n->lock);
     while (!n->stop_requested)

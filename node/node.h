@@ -14,6 +14,7 @@
 #include "attest/attest.h"
 #include "chain/auth.h"
 #include "common/err.h"
+#include "replication/replication.h"
 #include "storage/storage.h"
 
 /* node error codes (-200..-299) */
@@ -153,7 +154,7 @@ struct kms_node {
     struct kms_http_server *kms_srv;
     struct kms_node_metrics m;
     char self_auth_reason[512];
-    void *peers; /* replication state */
+    struct kms_repl *repl; /* peers, onboarding (replication/replication.h); owned */
     char sim_dir_buf[4096];
     struct kms_collateral_source *sim_coll; /* --sim-collateral, --pccs-url, --collateral-file;
                                                owned */
@@ -168,7 +169,7 @@ void kms_node_free(struct kms_node *n);
 KMS_WUR int kms_node_run(struct kms_node *n);
 void kms_node_stop(struct kms_node *n);
 
-/* ---- internal to node/ (used by its files and by replication/) */
+/* ---- internal to node/ */
 
 /* Own attestation over report_data (simulated TEE or hardware). Caller frees *out. */
 KMS_WUR int kms_node_attest(struct kms_node *n, const uint8_t report_data[64],
@@ -236,13 +237,6 @@ void kms_prpc_ok(struct kms_http_resp *resp, struct json_t *obj);
  * with the method's request schema (every field present with its default; {} for Empty and
  * unknown methods). NULL + error response on failure. */
 struct json_t *kms_prpc_body(const struct kms_http_req *req, struct kms_http_resp *resp);
-/* JSON value for bytes: "0x..." (new reference; NULL when out of memory). p may be secret: the
- * temporary hex text is wiped before it is freed. */
-struct json_t *kms_prpc_bytes(const uint8_t *p, size_t n);
-/* Frees kms_prpc_bytes' hex text after the wipe; free unless a test replaces it to check that
- * the block it receives is all zero. */
-extern void (*kms_prpc_free_hex)(void *p);
-/* Reads an optional bytes field ("0x" hex or hex) into a malloc'd buffer. */
-KMS_WUR int kms_prpc_get_bytes(struct json_t *obj, const char *field, uint8_t **out, size_t *len);
+/* kms_prpc_bytes and kms_prpc_get_bytes: replication/replication.h (clients use them too). */
 
 #endif

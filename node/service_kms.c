@@ -10,7 +10,7 @@
 #include "common/buf.h"
 #include "common/hex.h"
 #include "common/log.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "node/http.h"
 #include "node/node.h"
 #include "node/proto.h"
@@ -273,7 +273,7 @@ static void get_kms_key(struct kms_node *n, struct kms_rpc_caller *c, json_t *bo
     json_object_set_new(o, "keys", arr);
     KMS_INFO("root keys released to an attested, authorized KMS");
     /* kmsd extension field: the new node's URL, so it becomes our peer. */
-    kms_repl_peer_joined(n, json_string_value(json_object_get(body, "kmsd_peer_url")));
+    kms_repl_peer_joined(n->repl, json_string_value(json_object_get(body, "kmsd_peer_url")));
 out:
     kms_node_audit(n, "GetKmsKey", rc, &bi);
     if (rc < 0) {

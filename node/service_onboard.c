@@ -72,7 +72,7 @@ static void do_onboard(struct kms_node *n, struct kms_rpc_caller *c, json_t *bod
         kms_prpc_error(resp, "failed to decode request: source_url and domain must be strings");
         return;
     }
-    rc = kms_repl_onboard(n, json_string_value(src), json_string_value(dom), k256_pub);
+    rc = kms_repl_onboard(n->repl, json_string_value(src), json_string_value(dom), k256_pub);
     if (rc < 0) {
         KMS_WARN("Onboard refused: %s", kms_err_detail());
         kms_prpc_error(resp, kms_err_detail());

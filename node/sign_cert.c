@@ -14,10 +14,11 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "node/crypto.h"
-#include "node/csr.h"
+#include "common/crypto/crypto.h"
+#include "common/crypto/csr.h"
 #include "node/http.h"
 #include "node/node.h"
+#include "node/sign_cert.h"
 
 #define DEFAULT_VALIDITY_SECS (3650LL * 86400LL) /* the reference: now + 10 * 365 days */
 #define MAX_CERT_TIME 253402300799ULL            /* 9999-12-31T23:59:59Z, the X.509 maximum */

@@ -8,9 +8,10 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/crypto/crypto.h"
 #include "common/hex.h"
 #include "common/log.h"
-#include "node/crypto.h"
+#include "replication/internal.h"
 #include "replication/replication.h"
 
 #define ONBOARD_TIMEOUT_MS 15000
@@ -29,15 +30,10 @@ static void crash_point(const char *step)
 }
 
 struct source_check {
-    struct kms_node *n;
+    const struct kms_repl_cfg *cfg;
     const char *own_vm_config; /* this node's vm_config (its own attestation's config) */
     int checked;
 };
-
-static int node_attest_cb(void *arg, const uint8_t rd[64], struct kms_attestation **out)
-{
-    return kms_node_attest(arg, rd, out);
-}
 
 /* Runs inside the handshake: attestation of the source and the new node's own KMS policy. */
 static int check_source(void *arg, X509 *leaf)
@@ -51,13 +47,13 @@ static int check_source(void *arg, X509 *leaf)
 
     memset(&v, 0, sizeof(v));
     memset(&bi, 0, sizeof(bi));
-    KMS_GUARD(kms_check_kms_cert(sc->n->actx, leaf, &att, &v));
+    KMS_GUARD(kms_check_kms_cert(sc->cfg->actx, leaf, &att, &v));
     /* A TDX RA-TLS certificate carries no vm_config: as the reference, take the os_image_hash
      * from our own vm_config then (mr_aggregated still binds the source's image). */
     KMS_GUARD(kms_boot_info_derive(
-        sc->n->actx, att, &v,
+        sc->cfg->actx, att, &v,
         att->config == NULL || att->config[0] == '\0' ? sc->own_vm_config : NULL, 0, &bi));
-    rc = kms_auth_check(sc->n->auth, 1, &bi, &res);
+    rc = kms_auth_check(sc->cfg->auth, 1, &bi, &res);
     if (rc < 0) {
         kms_err_wrap(rc, "cannot check the source KMS against this node's policy");
         goto out;
@@ -79,24 +75,24 @@ static const char *jstr(json_t *o, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int check_pins(struct kms_node *n, const uint8_t *spki, size_t spki_len,
+static int check_pins(const struct kms_repl_cfg *cfg, const uint8_t *spki, size_t spki_len,
                       const uint8_t pub33[33])
 {
     int rc = 0;
 
-    if (n->cfg.expect_k256_pubkey != NULL) {
+    if (cfg->expect_k256_pubkey != NULL) {
         uint8_t want[33];
 
-        KMS_GUARD(kms_hex_decode_exact(n->cfg.expect_k256_pubkey, want, 33));
+        KMS_GUARD(kms_hex_decode_exact(cfg->expect_k256_pubkey, want, 33));
         KMS_ENSURE(memcmp(want, pub33, 33) == 0, KMS_ERR_REPL_IDENTITY,
                    "source identity mismatch: k256 public key differs from "
                    "--expect-k256-pubkey");
     }
-    if (n->cfg.expect_ca_spki != NULL) {
+    if (cfg->expect_ca_spki != NULL) {
         uint8_t *want = NULL;
         size_t wl = 0;
 
-        KMS_GUARD(kms_hex_decode(n->cfg.expect_ca_spki, &want, &wl));
+        KMS_GUARD(kms_hex_decode(cfg->expect_ca_spki, &want, &wl));
         rc = (wl == spki_len && memcmp(want, spki, wl) == 0)
                  ? 0
                  : kms_err_set(KMS_ERR_REPL_IDENTITY, "source identity mismatch: root CA key "
@@ -107,9 +103,10 @@ out:
     return rc;
 }
 
-int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *domain,
+int kms_repl_onboard(struct kms_repl *r, const char *source_url, const char *domain,
                      uint8_t k256_pub[33])
 {
+    const struct kms_repl_cfg *cfg = kms_repl_cfg_of(r);
     struct kms_rpc_opts o;
     struct kms_ra_identity ra;
     struct source_check sc;
@@ -125,23 +122,16 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     struct kms_attestation *self_att = NULL;
     uint8_t zero_rd[64] = {0};
     const char *ca_key_pem, *tmp_key_pem, *tmp_cert_pem, *ca_cert_pem;
-    int busy = 0;
     int rc = 0;
 
     memset(&o, 0, sizeof(o));
     memset(&ra, 0, sizeof(ra));
     memset(&id, 0, sizeof(id));
     memset(&sc, 0, sizeof(sc));
-    pthread_mutex_lock(&n->lock);
-    if (n->state != KMS_STATE_UNINITIALIZED)
-        busy = 1;
-    else
-        n->state = KMS_STATE_ONBOARDING;
-    pthread_mutex_unlock(&n->lock);
-    if (busy)
-        return kms_err_set(KMS_ERR_STATE, "onboarding refused: node is %s",
-                           kms_node_state_name(n->state));
-    rc = kms_store_has_identity(n->store);
+    rc = cfg->onboard_begin(cfg->cb_arg);
+    if (rc < 0)
+        return rc;
+    rc = kms_store_has_identity(cfg->store);
     KMS_GUARD(rc);
     KMS_ENSURE(rc == 0, KMS_ERR_EXISTS, "this node already has keys: onboarding refused");
     KMS_ENSURE(
@@ -151,9 +141,9 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
         KMS_ERR_INVAL, "domain may contain only letters, digits, '-' and '.'");
     KMS_ENSURE(source_url != NULL && strncmp(source_url, "https://", 8) == 0, KMS_ERR_INVAL,
                "source_url must be an https:// URL of a running KMS");
-    KMS_GUARD(kms_node_self_authorize(n));
+    KMS_GUARD(cfg->self_authorize(cfg->cb_arg));
     /* Our vm_config, sent in GetKmsKey as the reference does (a TDX cert does not carry it). */
-    KMS_GUARD(kms_node_attest(n, zero_rd, &self_att));
+    KMS_GUARD(cfg->attest(cfg->cb_arg, zero_rd, &self_att));
     sc.own_vm_config = self_att->config != NULL ? self_att->config : "";
 
     /* 1. Temp CA of the source (unauthenticated by design; the attestation is the trust). */
@@ -171,14 +161,14 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     KMS_ENSURE(src_spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the source root CA key");
 
     /* 2. Our RA-TLS client certificate. */
-    KMS_GUARD(kms_ra_identity_new(tmp_cert_pem, tmp_key_pem, node_attest_cb, n, &ra));
+    KMS_GUARD(kms_ra_identity_new(tmp_cert_pem, tmp_key_pem, cfg->attest, cfg->cb_arg, &ra));
     crash_point("client-cert");
     /* kmsd extension: advertise our URL so the source lists us as a peer (the reference
      * ignores unknown request fields). */
     {
         char self_url[KMS_REPL_URL_MAX];
         json_t *req =
-            kms_repl_self_url(n, domain, self_url) == 0
+            kms_repl_self_url(cfg->listen, domain, self_url) == 0
                 ? json_pack("{s:s,s:s}", "vm_config", sc.own_vm_config, "kmsd_peer_url", self_url)
                 : json_pack("{s:s}", "vm_config", sc.own_vm_config);
 
@@ -193,7 +183,7 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     o.no_host_check = 1;
     o.client_cert_pem = ra.cert_pem;
     o.client_key_pem = ra.key_pem;
-    sc.n = n;
+    sc.cfg = cfg;
     o.server_check = check_source;
     o.server_check_arg = &sc;
     KMS_GUARD(kms_rpc_call(&o, "GetKmsKey", vm_body, &keys, NULL));
@@ -216,7 +206,7 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
                KMS_ERR_REPL_IDENTITY,
                "source sent a root CA key that does not match its own root CA certificate");
     KMS_GUARD(kms_k256_pubkey(k256, k256_pub));
-    KMS_GUARD(check_pins(n, spki, spki_len, k256_pub));
+    KMS_GUARD(check_pins(cfg, spki, spki_len, k256_pub));
 
     /* 5. Store in one transaction. */
     id.root_ca_key_pem = strdup(ca_key_pem);
@@ -229,19 +219,16 @@ int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *dom
     KMS_GUARD_PTR(id.domain);
     KMS_GUARD_PTR(id.origin);
     snprintf(id.origin, strlen(source_url) + 10, "onboard %s", source_url);
-    KMS_GUARD(kms_node_adopt_identity(n, &id));
+    KMS_GUARD(cfg->adopt_identity(cfg->cb_arg, &id));
     crash_point("stored");
-    if (kms_store_meta_set(n->store, "onboarded_from", source_url) < 0)
+    if (kms_store_meta_set(cfg->store, "onboarded_from", source_url) < 0)
         KMS_WARN("cannot record the onboarding source: %s", kms_err_detail());
-    if (kms_store_audit(n->store, "Onboard", "ok", source_url) < 0)
+    if (kms_store_audit(cfg->store, "Onboard", "ok", source_url) < 0)
         KMS_WARN("audit log append failed: %s", kms_err_detail());
     KMS_INFO("onboarded from %s", source_url);
     crash_point("done");
 out:
-    pthread_mutex_lock(&n->lock);
-    if (n->state == KMS_STATE_ONBOARDING)
-        n->state = KMS_STATE_UNINITIALIZED;
-    pthread_mutex_unlock(&n->lock);
+    cfg->onboard_end(cfg->cb_arg);
     if (k256 != NULL)
         kms_free_secret(k256, k256_len);
     kms_identity_clear(&id);

@@ -10,9 +10,10 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/crypto/crypto.h"
 #include "common/hex.h"
 #include "common/log.h"
-#include "node/crypto.h"
+#include "replication/internal.h"
 #include "replication/replication.h"
 
 #define META_PEERS "peers"
@@ -25,20 +26,26 @@ struct peer {
     time_t last_check; /* 0: never */
 };
 
-struct repl {
-    pthread_t thr;
-    int running;
-    int stop;
-    pthread_mutex_t mu; /* guards everything below and stop */
-    pthread_cond_t cv;
+/* A peer list: the live one of a started kms_repl, or a copy of the persisted one. */
+struct peer_list {
     struct peer p[KMS_REPL_MAX_PEERS];
     size_t n;
-    char self_url[KMS_REPL_URL_MAX];
+    char self_url[KMS_REPL_URL_MAX]; /* never listed as a peer; "" when unknown */
 };
 
-/* Guards n->peers (the pointer) and read-modify-write of the persisted list, so a peer that
- * joins while the thread starts is never lost. */
-static pthread_mutex_t g_repl_mu = PTHREAD_MUTEX_INITIALIZER;
+struct kms_repl {
+    struct kms_repl_cfg cfg;     /* immutable after kms_repl_new */
+    struct kms_repl_identity id; /* set once by kms_repl_start, before the thread runs */
+    /* Guards everything below and the read-modify-write of the persisted lists, so a peer
+     * that joins while the thread starts is never lost. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started; /* list is live (kms_repl_start ran) */
+    int running; /* thr was created */
+    int stop;
+    pthread_t thr;
+    struct peer_list list;
+};
 
 const char *kms_peer_status_name(enum kms_peer_status s)
 {
@@ -86,9 +93,9 @@ int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX])
     return 0;
 }
 
-int kms_repl_self_url(const struct kms_node *n, const char *domain, char out[KMS_REPL_URL_MAX])
+int kms_repl_self_url(const char *listen, const char *domain, char out[KMS_REPL_URL_MAX])
 {
-    const char *colon = n->cfg.listen != NULL ? strrchr(n->cfg.listen, ':') : NULL;
+    const char *colon = listen != NULL ? strrchr(listen, ':') : NULL;
     char tmp[KMS_REPL_URL_MAX + 16];
     int rc = 0;
 
@@ -274,8 +281,8 @@ out:
 
 /* ---------------------------------------------------------------- peer list */
 
-/* Adds url (normalized) unless present or our own; returns 1 if added. r->mu held. */
-static int list_add(struct repl *r, const char *url, const char *origin)
+/* Adds url (normalized) unless present or our own; returns 1 if added. */
+static int list_add(struct peer_list *r, const char *url, const char *origin)
 {
     char norm[KMS_REPL_URL_MAX];
 
@@ -301,7 +308,7 @@ static int list_add(struct repl *r, const char *url, const char *origin)
 }
 
 /* Parses the persisted list [{url, origin}] with stated limits; bad entries are skipped. */
-static void list_load_meta(struct repl *r, struct kms_store *st)
+static void list_load_meta(struct peer_list *r, struct kms_store *st)
 {
     char *txt = NULL;
     json_t *arr;
@@ -334,7 +341,7 @@ static void list_load_meta(struct repl *r, struct kms_store *st)
     json_decref(arr);
 }
 
-static int list_persist(struct repl *r, struct kms_store *st)
+static int list_persist(const struct peer_list *r, struct kms_store *st)
 {
     json_t *arr = json_array();
     char *txt = NULL;
@@ -353,10 +360,9 @@ out:
     return rc;
 }
 
-void kms_repl_peer_joined(struct kms_node *n, const char *peer_url)
+void kms_repl_peer_joined(struct kms_repl *r, const char *peer_url)
 {
-    struct repl *r;
-    struct repl tmp;
+    struct peer_list tmp;
     char norm[KMS_REPL_URL_MAX];
 
     if (peer_url == NULL) {
@@ -367,22 +373,23 @@ void kms_repl_peer_joined(struct kms_node *n, const char *peer_url)
         KMS_WARN("onboarded KMS advertised an unusable URL: %s", kms_err_detail());
         return;
     }
-    pthread_mutex_lock(&g_repl_mu);
-    r = n->peers;
-    if (r == NULL) {
+    if (r == NULL || r->cfg.store == NULL) {
+        KMS_WARN("peer %s onboarded from this node, but this node keeps no peer list", norm);
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (!r->started) {
         /* Not started yet: amend the persisted list; kms_repl_start reads it under the lock. */
         memset(&tmp, 0, sizeof(tmp));
-        list_load_meta(&tmp, n->store);
-        if (list_add(&tmp, norm, "onboarded-to") && list_persist(&tmp, n->store) < 0)
+        list_load_meta(&tmp, r->cfg.store);
+        if (list_add(&tmp, norm, "onboarded-to") && list_persist(&tmp, r->cfg.store) < 0)
             KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
     } else {
-        pthread_mutex_lock(&r->mu);
-        if (list_add(r, norm, "onboarded-to") && list_persist(r, n->store) < 0)
+        if (list_add(&r->list, norm, "onboarded-to") && list_persist(&r->list, r->cfg.store) < 0)
             KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
         pthread_cond_broadcast(&r->cv); /* check the newcomer now */
-        pthread_mutex_unlock(&r->mu);
     }
-    pthread_mutex_unlock(&g_repl_mu);
+    pthread_mutex_unlock(&r->mu);
     KMS_INFO("peer %s onboarded from this node", norm);
 }
 
@@ -458,33 +465,28 @@ out:
     return rc;
 }
 
-/* The list to change: the live one (r->mu taken, *live = 1) or, before kms_repl_start, a copy
- * of the persisted one in *tmp (caller frees). g_repl_mu held by the caller. */
-static struct repl *admin_list(struct kms_node *n, struct repl **tmp, int *live)
+/* The list to change: the live one, or before kms_repl_start a copy of the persisted one in
+ * *tmp (caller frees). r->mu held by the caller. */
+static struct peer_list *admin_list(struct kms_repl *r, struct peer_list **tmp)
 {
-    struct repl *r = n->peers;
-
-    *live = 0;
-    if (r != NULL) {
-        pthread_mutex_lock(&r->mu);
-        *live = 1;
-        return r;
-    }
+    if (r->started)
+        return &r->list;
     *tmp = calloc(1, sizeof(**tmp));
     if (*tmp == NULL)
         return NULL;
-    if (!n->have_keys || kms_repl_self_url(n, n->keys.domain, (*tmp)->self_url) < 0)
+    if (r->id.domain == NULL ||
+        kms_repl_self_url(r->cfg.listen, r->id.domain, (*tmp)->self_url) < 0)
         (*tmp)->self_url[0] = '\0';
-    list_load_meta(*tmp, n->store);
+    list_load_meta(*tmp, r->cfg.store);
     return *tmp;
 }
 
-int kms_repl_peer_add(struct kms_node *n, const char *url, char norm_out[KMS_REPL_URL_MAX])
+int kms_repl_peer_add(struct kms_repl *r, const char *url, char norm_out[KMS_REPL_URL_MAX])
 {
     char norm[KMS_REPL_URL_MAX];
-    struct repl *r, *tmp = NULL;
+    struct peer_list *l, *tmp = NULL;
     json_t *removed = NULL;
-    int live = 0, added = 0;
+    int added = 0;
     long idx;
     int rc;
 
@@ -493,36 +495,36 @@ int kms_repl_peer_add(struct kms_node *n, const char *url, char norm_out[KMS_REP
         return rc;
     if (norm_out != NULL)
         memcpy(norm_out, norm, sizeof(norm));
-    pthread_mutex_lock(&g_repl_mu);
-    r = admin_list(n, &tmp, &live);
-    KMS_GUARD_PTR(r);
-    KMS_ENSURE(strcmp(norm, r->self_url) != 0, KMS_ERR_INVAL,
+    if (r == NULL || r->cfg.store == NULL)
+        return kms_err_set(KMS_ERR_STATE, "this node keeps no peer list (no keystore)");
+    pthread_mutex_lock(&r->mu);
+    l = admin_list(r, &tmp);
+    KMS_GUARD_PTR(l);
+    KMS_ENSURE(strcmp(norm, l->self_url) != 0, KMS_ERR_INVAL,
                "%s is this node's own URL, not a peer", norm);
-    for (size_t i = 0; i < r->n && !added; i++)
-        added = strcmp(r->p[i].url, norm) == 0 ? -1 : 0;
+    for (size_t i = 0; i < l->n && !added; i++)
+        added = strcmp(l->p[i].url, norm) == 0 ? -1 : 0;
     if (added == 0) {
-        KMS_ENSURE(r->n < KMS_REPL_MAX_PEERS, KMS_ERR_TOOBIG,
+        KMS_ENSURE(l->n < KMS_REPL_MAX_PEERS, KMS_ERR_TOOBIG,
                    "the peer list is full (%d peers): remove one first", KMS_REPL_MAX_PEERS);
-        added = list_add(r, norm, "admin");
-        KMS_GUARD(list_persist(r, n->store));
+        added = list_add(l, norm, "admin");
+        KMS_GUARD(list_persist(l, r->cfg.store));
     } else {
         added = 0;
     }
     /* An explicit add undoes an earlier removal. */
-    removed = removed_load(n->store);
+    removed = removed_load(r->cfg.store);
     KMS_GUARD_PTR(removed);
     idx = removed_find(removed, norm);
     if (idx >= 0) {
         json_array_remove(removed, (size_t)idx);
-        KMS_GUARD(removed_persist(n->store, removed));
+        KMS_GUARD(removed_persist(r->cfg.store, removed));
     }
-    if (live)
+    if (r->started)
         pthread_cond_broadcast(&r->cv); /* check the newcomer now */
     rc = added;
 out:
-    if (live)
-        pthread_mutex_unlock(&r->mu);
-    pthread_mutex_unlock(&g_repl_mu);
+    pthread_mutex_unlock(&r->mu);
     free(tmp);
     json_decref(removed);
     if (rc == 1)
@@ -530,13 +532,12 @@ out:
     return rc;
 }
 
-int kms_repl_peer_remove(struct kms_node *n, const char *url, char norm_out[KMS_REPL_URL_MAX])
+int kms_repl_peer_remove(struct kms_repl *r, const char *url, char norm_out[KMS_REPL_URL_MAX])
 {
     char norm[KMS_REPL_URL_MAX];
-    struct repl *r, *tmp = NULL;
+    struct peer_list *l, *tmp = NULL;
     json_t *removed = NULL;
     size_t i;
-    int live = 0;
     int rc;
 
     rc = kms_repl_peer_url_normalize(url, norm);
@@ -544,30 +545,30 @@ int kms_repl_peer_remove(struct kms_node *n, const char *url, char norm_out[KMS_
         return rc;
     if (norm_out != NULL)
         memcpy(norm_out, norm, sizeof(norm));
-    pthread_mutex_lock(&g_repl_mu);
-    r = admin_list(n, &tmp, &live);
-    KMS_GUARD_PTR(r);
-    for (i = 0; i < r->n; i++) {
-        if (strcmp(r->p[i].url, norm) == 0)
+    if (r == NULL || r->cfg.store == NULL)
+        return kms_err_set(KMS_ERR_STATE, "this node keeps no peer list (no keystore)");
+    pthread_mutex_lock(&r->mu);
+    l = admin_list(r, &tmp);
+    KMS_GUARD_PTR(l);
+    for (i = 0; i < l->n; i++) {
+        if (strcmp(l->p[i].url, norm) == 0)
             break;
     }
-    KMS_ENSURE(i < r->n, KMS_ERR_NOTFOUND, "peer %s is not in the peer list", norm);
+    KMS_ENSURE(i < l->n, KMS_ERR_NOTFOUND, "peer %s is not in the peer list", norm);
     /* Remembered first: a --peer or onboarded-from peer must not return at the next start. */
-    removed = removed_load(n->store);
+    removed = removed_load(r->cfg.store);
     KMS_GUARD_PTR(removed);
     if (removed_find(removed, norm) < 0) {
         if (json_array_size(removed) >= REMOVED_MAX)
             json_array_remove(removed, 0);
         json_array_append_new(removed, json_string(norm));
-        KMS_GUARD(removed_persist(n->store, removed));
+        KMS_GUARD(removed_persist(r->cfg.store, removed));
     }
-    memmove(&r->p[i], &r->p[i + 1], (r->n - i - 1) * sizeof(r->p[0]));
-    r->n--;
-    KMS_GUARD(list_persist(r, n->store));
+    memmove(&l->p[i], &l->p[i + 1], (l->n - i - 1) * sizeof(l->p[0]));
+    l->n--;
+    KMS_GUARD(list_persist(l, r->cfg.store));
 out:
-    if (live)
-        pthread_mutex_unlock(&r->mu);
-    pthread_mutex_unlock(&g_repl_mu);
+    pthread_mutex_unlock(&r->mu);
     free(tmp);
     json_decref(removed);
     if (rc == 0)
@@ -606,7 +607,7 @@ static long check_timeout_ms(long interval)
     return t;
 }
 
-static void record(struct repl *r, const struct job *j, time_t now)
+static void record(struct peer_list *r, const struct job *j, time_t now)
 {
     for (size_t i = 0; i < r->n; i++) {
         struct peer *p = &r->p[i];
@@ -628,23 +629,22 @@ static void record(struct repl *r, const struct job *j, time_t now)
 
 static void *loop(void *arg)
 {
-    struct kms_node *n = arg;
-    struct repl *r = n->peers;
+    struct kms_repl *r = arg;
     struct kms_peer_self self;
     struct job *jobs = calloc(KMS_REPL_MAX_PEERS, sizeof(*jobs));
-    long interval = n->cfg.peer_interval_ms > 0 ? n->cfg.peer_interval_ms : 5000;
+    long interval = r->cfg.interval_ms > 0 ? r->cfg.interval_ms : 5000;
 
     if (jobs == NULL) {
         KMS_ERROR("peer checks disabled: out of memory");
         return NULL;
     }
     memset(&self, 0, sizeof(self));
-    self.actx = n->actx;
-    self.root_ca_key = n->keys.root_ca_key;
-    self.root_k256 = n->keys.root_k256;
-    self.k256_pubkey = n->keys.k256_pubkey;
-    self.ca_spki = n->keys.ca_spki;
-    self.ca_spki_len = n->keys.ca_spki_len;
+    self.actx = r->cfg.actx;
+    self.root_ca_key = r->id.root_ca_key;
+    self.root_k256 = r->id.root_k256;
+    self.k256_pubkey = r->id.k256_pubkey;
+    self.ca_spki = r->id.ca_spki;
+    self.ca_spki_len = r->id.ca_spki_len;
     self.timeout_ms = check_timeout_ms(interval);
     for (;;) {
         struct timespec deadline;
@@ -662,11 +662,11 @@ static void *loop(void *arg)
             pthread_mutex_unlock(&r->mu);
             break;
         }
-        nj = r->n;
+        nj = r->list.n;
         for (size_t i = 0; i < nj; i++) {
             memset(&jobs[i], 0, sizeof(jobs[i]));
             jobs[i].self = &self;
-            memcpy(jobs[i].url, r->p[i].url, sizeof(jobs[i].url));
+            memcpy(jobs[i].url, r->list.p[i].url, sizeof(jobs[i].url));
         }
         pthread_mutex_unlock(&r->mu);
         /* All peers in parallel, so one hanging peer delays nobody else's verdict. */
@@ -680,7 +680,7 @@ static void *loop(void *arg)
         }
         pthread_mutex_lock(&r->mu);
         for (size_t i = 0; i < nj; i++)
-            record(r, &jobs[i], time(NULL));
+            record(&r->list, &jobs[i], time(NULL));
         /* Wait out the interval; a joining peer (broadcast) or stop ends the wait early. */
         if (!r->stop)
             pthread_cond_timedwait(&r->cv, &r->mu, &deadline);
@@ -690,55 +690,70 @@ static void *loop(void *arg)
     return NULL;
 }
 
-int kms_repl_start(struct kms_node *n)
+int kms_repl_new(const struct kms_repl_cfg *cfg, struct kms_repl **out)
 {
-    struct repl *r;
+    struct kms_repl *r;
+
+    *out = NULL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
+    r->cfg = *cfg;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    *out = r;
+    return 0;
+}
+
+const struct kms_repl_cfg *kms_repl_cfg_of(const struct kms_repl *r)
+{
+    return &r->cfg;
+}
+
+int kms_repl_start(struct kms_repl *r, const struct kms_repl_identity *id)
+{
+    struct peer_list *l = &r->list;
     char *from = NULL;
     json_t *removed;
     int rc = 0;
 
-    if (!n->have_keys)
-        return 0;
-    r = calloc(1, sizeof(*r));
-    KMS_GUARD_PTR(r);
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->cv, NULL);
-    if (kms_repl_self_url(n, n->keys.domain, r->self_url) < 0)
-        r->self_url[0] = '\0';
-    pthread_mutex_lock(&g_repl_mu);
+    if (r->cfg.store == NULL)
+        return kms_err_set(KMS_ERR_STATE, "peer checks need the keystore");
+    pthread_mutex_lock(&r->mu);
+    KMS_ENSURE(!r->started, KMS_ERR_STATE, "peer checks already started");
+    r->id = *id;
+    if (kms_repl_self_url(r->cfg.listen, id->domain, l->self_url) < 0)
+        l->self_url[0] = '\0';
     /* admin: peers an operator removed stay removed, also when configured */
-    removed = removed_load(n->store);
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
-        if (!removed_has(removed, n->cfg.peers[i]))
-            list_add(r, n->cfg.peers[i], "config");
+    removed = removed_load(r->cfg.store);
+    for (size_t i = 0; i < r->cfg.n_peers; i++) {
+        if (!removed_has(removed, r->cfg.peers[i]))
+            list_add(l, r->cfg.peers[i], "config");
     }
-    if (kms_store_meta_get(n->store, "onboarded_from", &from) == 0) {
+    if (kms_store_meta_get(r->cfg.store, "onboarded_from", &from) == 0) {
         if (!removed_has(removed, from))
-            list_add(r, from, "onboarded-from");
+            list_add(l, from, "onboarded-from");
         free(from);
     }
     json_decref(removed);
-    list_load_meta(r, n->store);
-    if (list_persist(r, n->store) < 0)
+    list_load_meta(l, r->cfg.store);
+    if (list_persist(l, r->cfg.store) < 0)
         KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
-    n->peers = r;
-    pthread_mutex_unlock(&g_repl_mu);
-    KMS_INFO("checking %zu peer(s) every %ld ms", r->n, n->cfg.peer_interval_ms);
-    rc = pthread_create(&r->thr, NULL, loop, n);
-    KMS_ENSURE(rc == 0, KMS_ERR_INTERNAL, "cannot start the peer check thread");
+    r->started = 1;
+    KMS_INFO("checking %zu peer(s) every %ld ms", l->n, r->cfg.interval_ms);
+    rc = pthread_create(&r->thr, NULL, loop, r);
+    if (rc != 0) {
+        rc = kms_err_set(KMS_ERR_INTERNAL, "cannot start the peer check thread");
+        goto out;
+    }
     r->running = 1;
 out:
+    pthread_mutex_unlock(&r->mu);
     return rc;
 }
 
-void kms_repl_stop(struct kms_node *n)
+void kms_repl_free(struct kms_repl *r)
 {
-    struct repl *r;
-
-    pthread_mutex_lock(&g_repl_mu);
-    r = n->peers;
-    n->peers = NULL;
-    pthread_mutex_unlock(&g_repl_mu);
     if (r == NULL)
         return;
     pthread_mutex_lock(&r->mu);
@@ -754,70 +769,57 @@ void kms_repl_stop(struct kms_node *n)
 
 /* ---------------------------------------------------------------- reporting */
 
-enum kms_node_state kms_repl_effective_state(struct kms_node *n)
+int kms_repl_degraded(struct kms_repl *r)
 {
-    enum kms_node_state s;
-    struct repl *r;
+    int degraded = 0;
 
-    pthread_mutex_lock(&n->lock);
-    s = n->state;
-    pthread_mutex_unlock(&n->lock);
-    if (s != KMS_STATE_SERVING)
-        return s;
-    pthread_mutex_lock(&g_repl_mu);
-    r = n->peers;
-    if (r != NULL) {
-        pthread_mutex_lock(&r->mu);
-        for (size_t i = 0; i < r->n; i++) {
-            if (r->p[i].res.status == KMS_PEER_DOWN || r->p[i].res.status == KMS_PEER_INCONSISTENT)
-                s = KMS_STATE_DEGRADED;
-        }
-        pthread_mutex_unlock(&r->mu);
+    if (r == NULL)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; r->started && i < r->list.n; i++) {
+        if (r->list.p[i].res.status == KMS_PEER_DOWN ||
+            r->list.p[i].res.status == KMS_PEER_INCONSISTENT)
+            degraded = 1;
     }
-    pthread_mutex_unlock(&g_repl_mu);
-    return s;
+    pthread_mutex_unlock(&r->mu);
+    return degraded;
 }
 
-json_t *kms_repl_peers_json(struct kms_node *n)
+json_t *kms_repl_peers_json(struct kms_repl *r)
 {
     json_t *arr = json_array();
-    struct repl *r;
 
-    if (arr == NULL)
-        return NULL;
-    pthread_mutex_lock(&g_repl_mu);
-    r = n->peers;
-    if (r != NULL) {
-        pthread_mutex_lock(&r->mu);
-        for (size_t i = 0; i < r->n; i++) {
-            const struct peer *p = &r->p[i];
-            json_t *o = json_object();
+    if (arr == NULL || r == NULL)
+        return arr;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; r->started && i < r->list.n; i++) {
+        const struct peer *p = &r->list.p[i];
+        json_t *o = json_object();
 
-            if (o == NULL)
-                break;
-            json_object_set_new(o, "url", json_string(p->url));
-            json_object_set_new(o, "origin", json_string(p->origin));
-            json_object_set_new(o, "status", json_string(kms_peer_status_name(p->res.status)));
-            json_object_set_new(o, "reason", json_string(p->res.reason));
-            json_object_set_new(o, "last_check",
-                                p->last_check != 0 ? json_integer((json_int_t)p->last_check)
-                                                   : json_null());
-            json_object_set_new(o, "latency_ms",
-                                p->last_check != 0 ? json_integer(p->res.latency_ms) : json_null());
-            json_object_set_new(o, "k256_pubkey",
-                                p->res.have_k256 ? kms_prpc_bytes(p->res.k256_pubkey, 33)
-                                                 : json_null());
-            json_object_set_new(o, "peer_state", json_string(p->res.peer_state));
-            json_array_append_new(arr, o);
-        }
-        pthread_mutex_unlock(&r->mu);
+        if (o == NULL)
+            break;
+        json_object_set_new(o, "url", json_string(p->url));
+        json_object_set_new(o, "origin", json_string(p->origin));
+        json_object_set_new(o, "status", json_string(kms_peer_status_name(p->res.status)));
+        json_object_set_new(o, "reason", json_string(p->res.reason));
+        json_object_set_new(o, "last_check",
+                            p->last_check != 0 ? json_integer((json_int_t)p->last_check)
+                                               : json_null());
+        json_object_set_new(o, "latency_ms",
+                            p->last_check != 0 ? json_integer(p->res.latency_ms) : json_null());
+        json_object_set_new(o, "k256_pubkey",
+                            p->res.have_k256 ? kms_prpc_bytes(p->res.k256_pubkey, 33)
+                                             : json_null());
+        json_object_set_new(o, "peer_state", json_string(p->res.peer_state));
+        json_array_append_new(arr, o);
     }
-    pthread_mutex_unlock(&g_repl_mu);
+    pthread_mutex_unlock(&r->mu);
     return arr;
 }
 
-/* One gauge family per pass (the exposition format wants each family's samples together). */
-static int metric_family(struct repl *r, struct kms_buf *b, int consistency)
+/* One gauge family per pass (the exposition format wants each family's samples together).
+ * r NULL: the headers only. */
+static int metric_family(const struct peer_list *r, struct kms_buf *b, int consistency)
 {
     char line[KMS_REPL_URL_MAX + 96];
     int rc = 0;
@@ -840,20 +842,20 @@ out:
     return rc;
 }
 
-int kms_repl_metrics(struct kms_node *n, struct kms_buf *b)
+int kms_repl_metrics(struct kms_repl *r, struct kms_buf *b)
 {
-    struct repl *r;
+    const struct peer_list *l = NULL;
     int rc;
 
-    pthread_mutex_lock(&g_repl_mu);
-    r = n->peers;
-    if (r != NULL)
+    if (r != NULL) {
         pthread_mutex_lock(&r->mu);
-    rc = metric_family(r, b, 0);
+        if (r->started)
+            l = &r->list;
+    }
+    rc = metric_family(l, b, 0);
     if (rc == 0)
-        rc = metric_family(r, b, 1);
+        rc = metric_family(l, b, 1);
     if (r != NULL)
         pthread_mutex_unlock(&r->mu);
-    pthread_mutex_unlock(&g_repl_mu);
     return rc;
 }

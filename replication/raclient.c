@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/crypto/crypto.h"
 #include "common/log.h"
-#include "node/crypto.h"
 #include "replication/replication.h"
 
 #define RPC_MAX_RESPONSE (4u * 1024u * 1024u)

@@ -1,6 +1,12 @@
 /*
  * replication: the RA-TLS client (pRPC over mutually attested TLS), onboarding from a peer,
  * peer health and identity-consistency checks (DESIGN.md §3, §8).
+ *
+ * Layering: below node/. The node owns a struct kms_repl, created from a struct kms_repl_cfg
+ * that hands over everything replication needs (store, attestation context, auth policy,
+ * peers, timing) and the callbacks through which it reaches back into the node (its own
+ * attestation, self-authorization, the onboarding state, adopting an identity). Nothing here
+ * includes a node/ header or calls a node function directly.
  */
 #ifndef KMS_REPLICATION_H
 #define KMS_REPLICATION_H
@@ -11,15 +17,31 @@
 #include <jansson.h>
 #include <openssl/x509.h>
 
+#include "attest/attest.h"
+#include "chain/auth.h"
 #include "common/buf.h"
 #include "common/err.h"
-#include "node/node.h"
+#include "storage/storage.h"
 
 /* replication error codes (-500..-599) */
 enum {
     KMS_ERR_REPL_RPC = -500,      /* the remote answered with a pRPC error */
     KMS_ERR_REPL_IDENTITY = -501, /* identity mismatch (pin, peer divergence) */
 };
+
+/* ---- pRPC bytes fields (replication/prpc_bytes.c): server (node/) and clients alike */
+
+/* JSON value for bytes: "0x..." (new reference; NULL when out of memory). p may be secret: the
+ * temporary hex text is wiped before it is freed. */
+json_t *kms_prpc_bytes(const uint8_t *p, size_t n);
+/* Frees kms_prpc_bytes' hex text after the wipe; free unless a test replaces it to check that
+ * the block it receives is all zero. */
+extern void (*kms_prpc_free_hex)(void *p);
+/* Reads an optional bytes field ("0x" hex or hex) of obj into a malloc'd buffer (caller frees
+ * *out; an absent or null field gives an empty one). KMS_ERR_PARSE for a non-string or bad hex. */
+KMS_WUR int kms_prpc_get_bytes(json_t *obj, const char *field, uint8_t **out, size_t *len);
+
+/* ---- the RA-TLS pRPC client (replication/raclient.c) */
 
 /* One pRPC call. url is the KMS base ("https://host:port", with or without "/prpc").
  * ca_pem NULL disables server verification (only for GetTempCaCert, as the reference).
@@ -53,7 +75,8 @@ struct kms_ra_identity {
 };
 
 void kms_ra_identity_clear(struct kms_ra_identity *id);
-/* att_producer builds the attestation over the given report_data. */
+/* An attestation producer: this client's (or node's) attestation over report_data, called
+ * with arg. The caller frees *out. */
 typedef int (*kms_attest_fn)(void *arg, const uint8_t report_data[64],
                              struct kms_attestation **out);
 KMS_WUR int kms_ra_identity_new(const char *tmp_ca_cert_pem, const char *tmp_ca_key_pem,
@@ -127,50 +150,94 @@ KMS_WUR int kms_repl_challenge_verify(const struct kms_peer_self *self,
  * scheme are accepted (they are printed into /metrics labels unescaped). KMS_ERR_INVAL. */
 KMS_WUR int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX]);
 
+/* The URL this node advertises to the source when onboarding ("https://DOMAIN:PORT", PORT
+ * from listen, the --listen HOST:PORT of the KMS service). KMS_ERR_INVAL if it cannot be
+ * formed. */
+KMS_WUR int kms_repl_self_url(const char *listen, const char *domain, char out[KMS_REPL_URL_MAX]);
+
+/* ---- the replication state a node owns (replication/peers.c, replication/onboard.c) */
+
+struct kms_repl;
+
+/* What replication is given. Everything is borrowed and must outlive the kms_repl. */
+struct kms_repl_cfg {
+    struct kms_store *store;           /* peer lists, onboarding record; NULL: sealed node */
+    const struct kms_attest_ctx *actx; /* verifies peers' and sources' attestations */
+    struct kms_auth *auth;             /* this node's bootAuth/kms policy for a source */
+    const char *listen;                /* --listen HOST:PORT: the port of this node's URL */
+    const char *const *peers;          /* --peer URLs */
+    size_t n_peers;
+    long interval_ms;               /* between peer checks (<= 0: 5000 ms) */
+    const char *expect_k256_pubkey; /* onboarding pin: hex of 33 bytes, or NULL */
+    const char *expect_ca_spki;     /* onboarding pin: hex SPKI DER, or NULL */
+    /* Callbacks into the owner, each called with cb_arg. */
+    void *cb_arg;
+    kms_attest_fn attest;             /* own attestation (RA-TLS client cert, vm_config) */
+    int (*self_authorize)(void *arg); /* own bootAuth/kms decision, before onboarding */
+    /* Claims the onboarding state (KMS_ERR_STATE with detail when the node is busy or has
+     * keys); onboard_end releases it after success or failure. */
+    int (*onboard_begin)(void *arg);
+    void (*onboard_end)(void *arg);
+    /* Stores an identity received from a source (one transaction); id stays the caller's. */
+    int (*adopt_identity)(void *arg, struct kms_identity *id);
+};
+
+/* This node's cluster identity, which peers are compared against. All borrowed (the node's
+ * serving keys) until kms_repl_free; root_ca_key and root_k256 are secrets used only to
+ * derive the challenge answer locally. */
+struct kms_repl_identity {
+    EVP_PKEY *root_ca_key;
+    const uint8_t *root_k256;   /* 32 bytes */
+    const uint8_t *k256_pubkey; /* 33 bytes, compressed */
+    const uint8_t *ca_spki;     /* root CA SubjectPublicKeyInfo DER */
+    size_t ca_spki_len;
+    const char *domain; /* this node's URL is https://domain:PORT */
+};
+
+/* Creates the replication state (no thread yet). cfg is copied; what it points to is
+ * borrowed. Caller frees *out with kms_repl_free. */
+KMS_WUR int kms_repl_new(const struct kms_repl_cfg *cfg, struct kms_repl **out);
+/* Starts the peer check thread (serving mode; keys loaded). Peers: cfg->peers, store meta
+ * "onboarded_from", and the persisted list (meta "peers", which it rewrites merged). Every
+ * interval all peers are checked in parallel, each RPC with a timeout of
+ * clamp(interval/2, 200, 5000) ms. id is copied (its pointers borrowed). Once only. */
+KMS_WUR int kms_repl_start(struct kms_repl *r, const struct kms_repl_identity *id);
+/* Stops and joins the thread and frees the state; accepts NULL and a never started r. */
+void kms_repl_free(struct kms_repl *r);
+
+/* Onboard.Onboard: pull the cluster identity from source_url (claims the onboarding state
+ * through cfg->onboard_begin first). k256_pub receives the cluster public key. */
+KMS_WUR int kms_repl_onboard(struct kms_repl *r, const char *source_url, const char *domain,
+                             uint8_t k256_pub[33]);
+
 /* Hook for KMS.GetKmsKey: root keys were just released to an attested, authorized KMS that
  * advertised peer_url (NULL or invalid: ignored with a warning). Adds it to the peer list and
  * persists the list (store meta "peers"). Safe from any thread, also before kms_repl_start. */
-void kms_repl_peer_joined(struct kms_node *n, const char *peer_url);
+void kms_repl_peer_joined(struct kms_repl *r, const char *peer_url);
 
 /* ---- admin (node/admin.c): operator-managed peers ---- */
 /* Admin.AddPeer: adds url (normalized into norm, may be NULL) with origin "admin" and persists
  * the list (meta "peers"); also forgets an earlier removal. Returns 1 when added, 0 when it was
  * already listed; KMS_ERR_INVAL for a bad URL or this node's own URL, KMS_ERR_TOOBIG when the
  * list is full. Safe from any thread, also before kms_repl_start. */
-KMS_WUR int kms_repl_peer_add(struct kms_node *n, const char *url, char norm[KMS_REPL_URL_MAX]);
+KMS_WUR int kms_repl_peer_add(struct kms_repl *r, const char *url, char norm[KMS_REPL_URL_MAX]);
 /* Admin.RemovePeer: drops url from the list and persists it; the URL is also remembered in
  * meta "peers_removed" so that a --peer option or the onboarded-from source does not bring it
  * back at the next start (a later AddPeer undoes that). KMS_ERR_NOTFOUND when not listed,
  * KMS_ERR_INVAL for a bad URL. Safe from any thread, also before kms_repl_start. */
-KMS_WUR int kms_repl_peer_remove(struct kms_node *n, const char *url, char norm[KMS_REPL_URL_MAX]);
+KMS_WUR int kms_repl_peer_remove(struct kms_repl *r, const char *url, char norm[KMS_REPL_URL_MAX]);
 /* ---- end admin ---- */
 
-/* The URL this node advertises to the source when onboarding ("https://DOMAIN:PORT", PORT
- * from --listen). KMS_ERR_INVAL if it cannot be formed. */
-KMS_WUR int kms_repl_self_url(const struct kms_node *n, const char *domain,
-                              char out[KMS_REPL_URL_MAX]);
-
-/* Node-side hooks. */
-/* Starts the peer check thread (serving mode; keys loaded). Peers: --peer URLs, store meta
- * "onboarded_from", and the persisted list (meta "peers", which it rewrites merged). Every
- * cfg.peer_interval_ms all peers are checked in parallel, each RPC with a timeout of
- * clamp(interval/2, 200, 5000) ms. */
-KMS_WUR int kms_repl_start(struct kms_node *n);
-/* Stops and joins the thread and frees the peer state; accepts a node never started. */
-void kms_repl_stop(struct kms_node *n);
-/* Onboard.Onboard: pull the cluster identity from source_url. k256_pub receives the cluster
- * public key. */
-KMS_WUR int kms_repl_onboard(struct kms_node *n, const char *source_url, const char *domain,
-                             uint8_t k256_pub[33]);
-/* The node state with peer health folded in: SERVING becomes DEGRADED while at least one
- * peer's last completed check said DOWN or INCONSISTENT (peers not checked yet, UNKNOWN, do
- * not degrade); every other state is returned unchanged. */
-enum kms_node_state kms_repl_effective_state(struct kms_node *n);
+/* 1 while at least one peer's last completed check said DOWN or INCONSISTENT (peers not
+ * checked yet, UNKNOWN, do not count), else 0; 0 for NULL or before kms_repl_start. The node
+ * folds it into its state (SERVING becomes DEGRADED). */
+int kms_repl_degraded(struct kms_repl *r);
 /* Peer array for /health: [{url, origin, status, reason, last_check (unix s, null before the
- * first check), latency_ms, k256_pubkey ("0x.." or null), peer_state}]. Caller owns it. */
-json_t *kms_repl_peers_json(struct kms_node *n);
+ * first check), latency_ms, k256_pubkey ("0x.." or null), peer_state}]; empty before
+ * kms_repl_start or for NULL. Caller owns it (NULL when out of memory). */
+json_t *kms_repl_peers_json(struct kms_repl *r);
 /* Appends the gauges kmsd_peer_up{peer="URL"} (1: the peer answered its last check, up or
  * inconsistent) and kmsd_peer_identity_consistent{peer="URL"} (1: status up). */
-KMS_WUR int kms_repl_metrics(struct kms_node *n, struct kms_buf *b);
+KMS_WUR int kms_repl_metrics(struct kms_repl *r, struct kms_buf *b);
 
 #endif

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "node/csr.h"
+#include "common/crypto/csr.h"
 
 static int all_zero(const void *p, size_t n)
 {

@@ -27,7 +27,7 @@
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
-#include "node/csr.h"
+#include "common/crypto/csr.h"
 #include "storage/storage.h"
 
 #define DIE(...)                                                                                   \

@@ -16,7 +16,7 @@
 
 #include "common/file.h"
 #include "common/hex.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "replication/replication.h"
 #include "kmstest_proc.h"
 #include "test.h"

@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "common/hex.h"
-#include "node/crypto.h"
-#include "node/csr.h"
+#include "common/crypto/crypto.h"
+#include "common/crypto/csr.h"
 #include "replication/replication.h"
 #include "kmstest_proc.h"
 #include "test.h"

@@ -17,7 +17,7 @@
 #include "common/buf.h"
 #include "common/hex.h"
 #include "common/keccak.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "test.h"
 
 /* ------------------------------------------------------------------ fixture helpers */

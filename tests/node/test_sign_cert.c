@@ -17,9 +17,10 @@
 #include <unistd.h>
 
 #include "common/hex.h"
-#include "node/crypto.h"
-#include "node/csr.h"
+#include "common/crypto/crypto.h"
+#include "common/crypto/csr.h"
 #include "node/node.h"
+#include "node/sign_cert.h"
 #include "test.h"
 
 /* ---------------------------------------------------------------- codec */

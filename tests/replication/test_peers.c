@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "common/hex.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 #include "node/http.h"
 #include "node/node.h"
 #include "replication/replication.h"

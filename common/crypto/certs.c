@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 
 /* Hard limits on what we put in / accept. */
 #define CERT_MAX_SAN 64u

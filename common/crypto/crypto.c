@@ -21,7 +21,7 @@
 #include "common/buf.h"
 #include "common/hex.h"
 #include "common/keccak.h"
-#include "node/crypto.h"
+#include "common/crypto/crypto.h"
 
 /* OpenSSL 3.0 HKDF refuses info longer than 1024 bytes; every ctx we build is far shorter. */
 #define KDF_INFO_MAX 1024u

@@ -1,15 +1,15 @@
 /*
  * SignCert certificate signing requests (kms-reference.md §1.2 "CSR SCALE layouts"):
- * SCALE CertSigningRequestV1 / V2, their ECDSA P-256 signature, the V1 → V2 upgrade, and the
- * SignCert flow itself (verify, authorize, issue [leaf, App CA, root CA]).
+ * SCALE CertSigningRequestV1 / V2, their ECDSA P-256 signature and the V1 → V2 upgrade. The
+ * SignCert flow itself (verify, authorize, issue [leaf, App CA, root CA]) is node/sign_cert.h.
  *
  * Limits: a CSR is at most KMS_CSR_MAX_BYTES; a string field at most KMS_CSR_MAX_STR bytes;
  * at most KMS_CSR_MAX_SAN alt names; the pubkey at most KMS_CSR_MAX_PUBKEY bytes; V1 quote and
  * event_log at most KMS_ATT_MAX_BYTES each (the V2 attestation has attest's own limits).
  * Strings are strict UTF-8 without NUL (kept as C strings).
  */
-#ifndef KMS_NODE_CSR_H
-#define KMS_NODE_CSR_H
+#ifndef KMS_COMMON_CRYPTO_CSR_H
+#define KMS_COMMON_CRYPTO_CSR_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -85,24 +85,5 @@ KMS_WUR int kms_csr_verify(const struct kms_csr *csr, const uint8_t *msg, size_t
 KMS_WUR int kms_csr_app_info_msgpack(const struct kms_boot_info *ai, const uint8_t *instance_id,
                                      size_t instance_id_len, const uint8_t device_id[32],
                                      uint8_t **out, size_t *len);
-
-/* ---- the SignCert flow (node/sign_cert.c) */
-struct kms_node;
-
-/* Result of one SignCert: PEM chain [leaf, App CA, root CA] (owned; kms_sign_cert_result_clear)
- * and the BootInfo used for the decision (for the audit log; may be partly empty on error). */
-struct kms_sign_cert_result {
-    char *chain[3];
-    struct kms_boot_info bi;
-};
-
-void kms_sign_cert_result_clear(struct kms_sign_cert_result *r);
-
-/* Runs SignCert on node n: decode, signature and confirm, upgrade, attestation bound to the CSR
- * pubkey, BootInfo (use_boottime_mr), OS image, bootAuth/app, App CA, leaf. Every refusal
- * returns < 0 with the detail the client sees. vm_config may be NULL. */
-KMS_WUR int kms_sign_cert_run(struct kms_node *n, long long api_version, const uint8_t *csr,
-                              size_t csr_len, const uint8_t *sig, size_t sig_len,
-                              const char *vm_config, struct kms_sign_cert_result *out);
 
 #endif

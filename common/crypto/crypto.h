@@ -4,8 +4,8 @@
  * secp256k1 keys and RFC 6979 low-S recoverable signatures over keccak256.
  * All secret outputs are caller buffers; callers wipe them (OPENSSL_cleanse).
  */
-#ifndef KMS_NODE_CRYPTO_H
-#define KMS_NODE_CRYPTO_H
+#ifndef KMS_COMMON_CRYPTO_CRYPTO_H
+#define KMS_COMMON_CRYPTO_CRYPTO_H
 
 #include <stddef.h>
 #include <stdint.h>

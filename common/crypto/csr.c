@@ -1,4 +1,4 @@
-/* SignCert CSRs: SCALE codec, signature, V1 → V2 upgrade, AppInfo msgpack (node/csr.h). */
+/* SignCert CSRs: SCALE codec, signature, V1 → V2 upgrade, AppInfo msgpack (common/crypto/csr.h). */
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "node/csr.h"
+#include "common/crypto/csr.h"
 
 void kms_csr_free(struct kms_csr *csr)
 {
