@@ -174,8 +174,9 @@ struct kms_repl_cfg {
     void *cb_arg;
     kms_attest_fn attest;             /* own attestation (RA-TLS client cert, vm_config) */
     int (*self_authorize)(void *arg); /* own bootAuth/kms decision, before onboarding */
-    /* Claims the onboarding state (KMS_ERR_STATE with detail when the node is busy or has
-     * keys); onboard_end releases it after success or failure. */
+    /* Claims the onboarding state (< 0 with detail, e.g. KMS_ERR_STATE, unless the node is
+     * waiting for keys and not onboarding yet); onboard_end releases it after success or
+     * failure. */
     int (*onboard_begin)(void *arg);
     void (*onboard_end)(void *arg);
     /* Stores an identity received from a source (one transaction); id stays the caller's. */

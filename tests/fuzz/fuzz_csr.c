@@ -1,6 +1,6 @@
 /*
- * Fuzz target: SignCert CSRs (node/csr.c), the SCALE CertSigningRequestV1 / V2 a client sends.
- * The input is decoded as api_version 1 and as api_version 2 (the seeds hold both kinds).
+ * Fuzz target: SignCert CSRs (common/crypto/csr.c), the SCALE CertSigningRequestV1 / V2 a client
+ * sends. The input is decoded as api_version 1 and as api_version 2 (the seeds hold both kinds).
  *
  * Invariants:
  *  - a rejection is KMS_ERR_PARSE / KMS_ERR_TOOBIG (V2 also attest's KMS_ERR_ATT_FORMAT) or

@@ -1,5 +1,5 @@
 /*
- * node/crypto: key derivation reproduces the reference vectors byte for byte
+ * common/crypto (kms_crypto): key derivation reproduces the reference vectors byte for byte
  * (fixtures/kdf/ JSON files), secp256k1 signatures recover to the signer and only to it, and
  * certificates issued by kms_cert_issue build a chain OpenSSL accepts.
  */
