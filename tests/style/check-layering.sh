@@ -41,8 +41,8 @@ while IFS= read -r f; do
     ok=" $from $(allowed "$from") "
     checked=$((checked + 1))
     while IFS= read -r line; do
-        inc=$(printf '%s\n' "$line" | sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p')
-        [ -n "$inc" ] || continue
+        [[ "$line" =~ ^[[:space:]]*#[[:space:]]*include[[:space:]]*\"([^\"]*)\" ]] || continue
+        inc=${BASH_REMATCH[1]}
         to=$(module_of "$inc")
         [ -n "$to" ] || continue
         if [[ "$ok" != *" $to "* ]]; then
@@ -73,21 +73,25 @@ if [ -n "$kmsctl" ]; then
         fail=1
     else
         needed=$(objdump -p "$kmsctl" | awk '$1 == "NEEDED" {print $2}')
-        if printf '%s\n' "$needed" | grep -Ei 'microhttpd|gnutls'; then
+        if grep -Ei 'microhttpd|gnutls' <<<"$needed"; then
             echo "layering: kmsctl links libmicrohttpd or GnuTLS directly (NEEDED above)"
             fail=1
         fi
         deps=$(ldd "$kmsctl")
-        if printf '%s\n' "$deps" | grep -i microhttpd; then
+        if grep -i microhttpd <<<"$deps"; then
             echo "layering: kmsctl loads libmicrohttpd (ldd above)"
             fail=1
         fi
-        if printf '%s\n' "$deps" | grep -qi gnutls; then
-            curl_so=$(printf '%s\n' "$deps" | awk '$1 ~ /^libcurl/ {print $3; exit}')
-            if [ -z "$curl_so" ] || ! ldd "$curl_so" | grep -qi gnutls; then
-                printf '%s\n' "$deps" | grep -i gnutls
+        # (here-strings, not pipes into grep -q: with pipefail an early grep exit fails the pipe)
+        if grep -qi gnutls <<<"$deps"; then
+            curl_so=$(awk '$1 ~ /^libcurl/ {print $3; exit}' <<<"$deps")
+            curl_deps=$([ -n "$curl_so" ] && ldd "$curl_so" || true)
+            if ! grep -qi gnutls <<<"$curl_deps"; then
+                grep -i gnutls <<<"$deps"
                 echo "layering: kmsctl loads GnuTLS, and not through the system libcurl"
                 fail=1
+            else
+                echo "layering: note: GnuTLS is loaded only by the system libcurl ($curl_so)"
             fi
         fi
     fi
@@ -96,4 +100,4 @@ fi
 if [ "$fail" -ne 0 ]; then
     exit 1
 fi
-echo "layering: $checked files follow node -> replication -> {crypto, attest, chain, storage} -> common${kmsctl:+; kmsctl links no libmicrohttpd/GnuTLS}"
+echo "layering: $checked files follow node -> replication -> {crypto, attest, chain, storage} -> common${kmsctl:+; kmsctl links neither libmicrohttpd nor GnuTLS}"
