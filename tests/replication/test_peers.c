@@ -7,7 +7,7 @@
  * attestation, or with an attestation from an untrusted root (inconsistent, checked in the
  * handshake); a malformed answer; and dead or hanging peers (down, within the timeout).
  * Also unit tests of the challenge comparison (one flipped byte per compared value) and of
- * peer URL normalization.
+ * peer URL normalization, and struct kms_repl driven through its interface with no node.
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/buf.h"
+#include "common/file.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"
 #include "node/http.h"
@@ -408,6 +410,110 @@ static void test_url_normalize(void)
     CHECK_DETAIL("longer than");
 }
 
+/* The peer status of url in a /health peers array, or NULL. */
+static const char *status_of(json_t *arr, const char *url)
+{
+    json_t *e;
+    size_t i;
+
+    json_array_foreach(arr, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "url")), url) == 0)
+            return json_string_value(json_object_get(e, "status"));
+    }
+    return NULL;
+}
+
+/* Waits (bounded) until the thread has a verdict on every listed peer. */
+static json_t *peers_checked(struct kms_repl *r, size_t want)
+{
+    for (int i = 0; i < 400; i++) {
+        json_t *arr = kms_repl_peers_json(r);
+        size_t done = 0, k;
+        json_t *e;
+
+        json_array_foreach(arr, k, e)
+        {
+            done += strcmp(json_string_value(json_object_get(e, "status")), "unknown") != 0;
+        }
+        if (done == want && json_array_size(arr) == want)
+            return arr;
+        json_decref(arr);
+        usleep(50000);
+    }
+    return kms_repl_peers_json(r);
+}
+
+/* struct kms_repl as a node owns it, but with no node at all (the interface replication
+ * offers): operator adds and removes before kms_repl_start go to the persisted list; after it,
+ * the thread checks the listed peers against the identity it was given (a consistent fake
+ * peer is up, a dead URL down and the node degraded), /health's peers JSON and the metrics
+ * report them, and this node's own URL is refused as a peer. */
+static const char *g_tmpdir;
+
+static void test_repl_owned(void)
+{
+    static const char dead[] = "https://127.0.0.1:1";
+    char url[64], dir[300], norm[KMS_REPL_URL_MAX], line[400];
+    struct kms_http_server *srv = fake_start(C_GOOD, url);
+    struct kms_seal_cfg seal = {.provider = "file"};
+    struct kms_store *st = NULL;
+    struct kms_repl_cfg cfg;
+    struct kms_repl_identity id;
+    struct kms_repl *r = NULL;
+    struct kms_buf b = {0};
+    json_t *arr;
+
+    g_mode = F_HONEST;
+    snprintf(dir, sizeof(dir), "%s/repl", g_tmpdir);
+    CHECK_OK(kms_mkdir_p(dir, 0700));
+    CHECK_OK(kms_store_open(dir, &seal, &st));
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.store = st;
+    cfg.actx = g_actx;
+    cfg.listen = "127.0.0.1:9";
+    cfg.interval_ms = 10000; /* checks at start and when a peer is added; RPC timeout 5 s */
+    CHECK_OK(kms_repl_new(&cfg, &r));
+    arr = kms_repl_peers_json(r);
+    CHECK(json_array_size(arr) == 0);
+    json_decref(arr);
+    CHECK_RC(kms_repl_peer_add(r, url, norm), 1);
+    CHECK(strcmp(norm, url) == 0);
+    CHECK_RC(kms_repl_peer_add(r, url, NULL), 0);
+    CHECK_RC(kms_repl_peer_add(r, dead, NULL), 1);
+    CHECK_RC(kms_repl_peer_remove(r, "https://127.0.0.1:2", NULL), KMS_ERR_NOTFOUND);
+    CHECK(kms_repl_degraded(r) == 0);
+
+    memset(&id, 0, sizeof(id));
+    id.root_ca_key = g_x.ca;
+    id.root_k256 = g_x.k256;
+    id.k256_pubkey = g_x.k256_pub;
+    id.ca_spki = g_x.spki;
+    id.ca_spki_len = g_x.spki_len;
+    id.domain = "127.0.0.1";
+    CHECK_OK(kms_repl_start(r, &id));
+    CHECK_RC(kms_repl_peer_add(r, "https://127.0.0.1:9/", NULL), KMS_ERR_INVAL);
+    CHECK_DETAIL("this node's own URL");
+    arr = peers_checked(r, 2);
+    CHECK(status_of(arr, url) != NULL && strcmp(status_of(arr, url), "up") == 0);
+    CHECK(status_of(arr, dead) != NULL && strcmp(status_of(arr, dead), "down") == 0);
+    json_decref(arr);
+    CHECK(kms_repl_degraded(r) == 1);
+    CHECK_OK(kms_repl_metrics(r, &b));
+    CHECK_OK(kms_buf_put_u8(&b, 0));
+    snprintf(line, sizeof(line), "kmsd_peer_identity_consistent{peer=\"%s\"} 1\n", url);
+    CHECK(b.data != NULL && strstr((const char *)b.data, line) != NULL);
+    snprintf(line, sizeof(line), "kmsd_peer_up{peer=\"%s\"} 0\n", dead);
+    CHECK(b.data != NULL && strstr((const char *)b.data, line) != NULL);
+    /* Removing the dead peer ends the degradation at once. */
+    CHECK_OK(kms_repl_peer_remove(r, dead, NULL));
+    CHECK(kms_repl_degraded(r) == 0);
+    kms_repl_free(r);
+    kms_store_close(st);
+    kms_buf_free(&b);
+    kms_http_stop(srv);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/kms-peers-XXXXXX";
@@ -437,6 +543,8 @@ int main(void)
     RUN(test_meta_mismatch);
     RUN(test_cert_checks);
     RUN(test_down_and_hanging);
+    g_tmpdir = tmp;
+    RUN(test_repl_owned);
     ident_free(&g_x);
     ident_free(&g_y);
     kms_attest_ctx_free(g_actx);
