@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "common/hex.h"
 #include "node/http.h"
 #include "node/node.h"
 #include "node/proto.h"
