@@ -271,8 +271,8 @@ static void test_pcr_spec(void)
         {"", "must name 1..4 banks"},
     };
     static const char *good[] = {"sha256:0,2,14", "sha256:16", "sha1:0+sha256:7,23",
-                                 "sha384:0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,"
-                                 "22,23"};
+                                 ("sha384:0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,"
+                                  "22,23")};
     struct kms_seal_cfg cfg = {.provider = "tpm",
                                .tcti = "swtpm:host=127.0.0.1,port=1",
                                .blob_path = "/nonexistent/kek.tpm"};
