@@ -312,8 +312,11 @@ static int crl_to_der(const uint8_t *p, size_t n, const char *what, struct kms_b
         size_t blen = 0;
 
         KMS_GUARD_PTR(s);
-        while (blen = strlen(s), blen > 0 && isspace((unsigned char)s[blen - 1]))
+        blen = strlen(s);
+        while (blen > 0 && isspace((unsigned char)s[blen - 1])) {
             s[blen - 1] = '\0';
+            blen--;
+        }
         rc = kms_hex_decode(s, &bin, &blen);
         free(s);
         if (rc < 0) {
@@ -682,8 +685,11 @@ int kms_collateral_fetch(const char *pccs_url, const char *fmspc, const char *ca
         timeout_ms = DEFAULT_TIMEOUT_MS;
     base = strdup(pccs_url);
     KMS_GUARD_PTR(base);
-    while ((n = strlen(base)) > 0 && base[n - 1] == '/')
+    n = strlen(base);
+    while (n > 0 && base[n - 1] == '/') {
         base[n - 1] = '\0';
+        n--;
+    }
     for (int i = 0; i < 2; i++) {
         size_t sl = strlen(suffixes[i]);
 
@@ -1009,7 +1015,7 @@ static int parse_tcb_info(const char *text, struct tcb_info *t)
             t->n_mods = i + 1;
             KMS_ENSURE(json_is_string(id) && json_string_length(id) < sizeof(t->mods[i].id),
                        KMS_ERR_ATT_COLLATERAL, "TDX module identity lacks a short \"id\"");
-            strcpy(t->mods[i].id, json_string_value(id));
+            memcpy(t->mods[i].id, json_string_value(id), json_string_length(id) + 1);
             KMS_GUARD(parse_module(m, "TCB info tdxModuleIdentity", &t->mods[i]));
             KMS_GUARD(parse_levels(json_object_get(m, "tcbLevels"), "TDX module identity", 2,
                                    &t->mods[i].levels, &t->mods[i].n_levels));
@@ -1146,7 +1152,10 @@ static int load_pem_chain(const char *pem, size_t len, const char *what, STACK_O
                "%s is missing or too large", what);
     bio = BIO_new_mem_buf(pem, (int)len);
     KMS_GUARD_PTR(bio);
-    while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    for (;;) {
+        c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (c == NULL)
+            break;
         if (sk_X509_num(sk) >= (int)KMS_COLL_MAX_CHAIN + 4 || sk_X509_push(sk, c) <= 0) {
             X509_free(c);
             rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "%s has too many certificates", what);

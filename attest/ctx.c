@@ -49,7 +49,10 @@ int kms_attest_ctx_add_root_file(struct kms_attest_ctx *ctx, enum kms_root_kind 
 
     if (bio == NULL)
         return kms_err_ossl(KMS_ERR_IO, "cannot open trust anchor file");
-    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    for (;;) {
+        cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (cert == NULL)
+            break;
         rc = kms_attest_ctx_add_root(ctx, kind, cert, is_sim);
         X509_free(cert);
         if (rc < 0)

@@ -31,10 +31,12 @@ static int oid_obj(const char *oid, ASN1_OBJECT **obj)
 /* Deletes every extension with this OID (the writer never leaves two copies). */
 static void delete_ext(X509 *cert, const ASN1_OBJECT *obj)
 {
-    int idx;
+    int idx = X509_get_ext_by_OBJ(cert, obj, -1);
 
-    while ((idx = X509_get_ext_by_OBJ(cert, obj, -1)) >= 0)
+    while (idx >= 0) {
         X509_EXTENSION_free(X509_delete_ext(cert, idx));
+        idx = X509_get_ext_by_OBJ(cert, obj, -1);
+    }
 }
 
 static int delete_ext_oid(X509 *cert, const char *oid)

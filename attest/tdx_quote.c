@@ -213,7 +213,10 @@ static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
     KMS_ENSURE(q->pck_chain_len <= INT_MAX, KMS_ERR_ATT_FORMAT, "PCK chain too large");
     bio = BIO_new_mem_buf(q->pck_chain, (int)q->pck_chain_len);
     KMS_GUARD_PTR(bio);
-    while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    for (;;) {
+        c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (c == NULL)
+            break;
         if (sk_X509_num(sk) >= PCK_CHAIN_MAX_CERTS || sk_X509_push(sk, c) <= 0) {
             X509_free(c);
             rc = kms_err_set(KMS_ERR_ATT_FORMAT, "PCK chain has more than %d certificates",

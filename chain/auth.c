@@ -112,9 +112,12 @@ static int info_copy(const struct kms_auth_info *src, struct kms_auth_info *dst)
     dst->chain_id = src->chain_id;
 #define DUP(f)                                                                                     \
     do {                                                                                           \
-        if (src->f != NULL && (dst->f = strdup(src->f)) == NULL) {                                 \
-            kms_auth_info_clear(dst);                                                              \
-            return kms_err_set(KMS_ERR_NOMEM, "out of memory");                                    \
+        if (src->f != NULL) {                                                                      \
+            dst->f = strdup(src->f);                                                               \
+            if (dst->f == NULL) {                                                                  \
+                kms_auth_info_clear(dst);                                                          \
+                return kms_err_set(KMS_ERR_NOMEM, "out of memory");                                \
+            }                                                                                      \
         }                                                                                          \
     } while (0)
     DUP(status);

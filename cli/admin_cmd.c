@@ -203,7 +203,10 @@ int kms_cli_admin(int argc, char **argv)
         return 2;
     }
     optind = 1;
-    while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc - 1, argv + 1, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'a':
             admin = optarg;

@@ -277,7 +277,10 @@ static int verify_cmd(int argc, char **argv)
     memset(&v, 0, sizeof(v));
     memset(&bi, 0, sizeof(bi));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'e':
             path = optarg;

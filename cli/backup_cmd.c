@@ -242,7 +242,10 @@ static int cmd_create(int argc, char **argv)
 
     memset(&id, 0, sizeof(id));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         if (seal_opt(c, &seal))
             continue;
         switch (c) {
@@ -389,7 +392,10 @@ static int cmd_inspect(int argc, char **argv)
     int c, rc = 0;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'h':
             fputs(inspect_usage, stdout);
@@ -512,8 +518,12 @@ static int share_set_add_stdin(struct share_set *s)
         fprintf(stderr, "enter the recovery shares, one per line, then Ctrl-D:\n");
     buf = malloc(SHARE_FILE_MAX + 1);
     KMS_GUARD_PTR(buf);
-    while (len < SHARE_FILE_MAX && (r = fread(buf + len, 1, SHARE_FILE_MAX - len, stdin)) > 0)
+    while (len < SHARE_FILE_MAX) {
+        r = fread(buf + len, 1, SHARE_FILE_MAX - len, stdin);
+        if (r == 0)
+            break;
         len += r;
+    }
     KMS_ENSURE(len < SHARE_FILE_MAX, KMS_ERR_TOOBIG, "stdin holds more than %u bytes",
                SHARE_FILE_MAX);
     buf[len] = '\0';
@@ -547,7 +557,10 @@ static int cmd_restore(int argc, char **argv)
     memset(&id, 0, sizeof(id));
     memset(&set, 0, sizeof(set));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         if (seal_opt(c, &seal))
             continue;
         switch (c) {
@@ -682,7 +695,10 @@ static int cmd_verify(int argc, char **argv)
 
     memset(&af, 0, sizeof(af));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         if (seal_opt(c, &seal))
             continue;
         switch (c) {
@@ -784,7 +800,10 @@ static int cmd_show(int argc, char **argv)
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'd':
             data_dir = optarg;

@@ -188,7 +188,10 @@ static int cmd_status(int argc, char **argv)
     size_t i;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'k':
             url = optarg;
@@ -360,7 +363,10 @@ static int cmd_verify(int argc, char **argv)
 
     memset(a, 0, sizeof(a));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'k':
             if (n >= CLUSTER_MAX_NODES) {

@@ -71,7 +71,10 @@ static int cmd_import(int argc, char **argv)
 
     memset(&id, 0, sizeof(id));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'd':
             data_dir = optarg;
@@ -171,7 +174,10 @@ static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
     char *body;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'u':
             url = optarg;
@@ -224,7 +230,10 @@ static int cmd_meta(int argc, char **argv)
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'k':
             url = optarg;
@@ -481,7 +490,10 @@ static int cmd_get_keys(int argc, char **argv)
     memset(&a, 0, sizeof(a));
     a.vm_config = "";
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'k':
             if (n_urls >= MAX_KMS) {

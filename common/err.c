@@ -9,17 +9,17 @@
 
 static _Thread_local char err_detail[KMS_ERR_DETAIL_MAX];
 
-int kms_err_set(int code, const char *fmt, ...)
+int kms_err_setf(const char *fmt, ...)
 {
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(err_detail, sizeof(err_detail), fmt, ap);
     va_end(ap);
-    return code;
+    return 0;
 }
 
-int kms_err_wrap(int code, const char *fmt, ...)
+int kms_err_wrapf(const char *fmt, ...)
 {
     char prefix[KMS_ERR_DETAIL_MAX];
     char old[KMS_ERR_DETAIL_MAX];
@@ -33,10 +33,10 @@ int kms_err_wrap(int code, const char *fmt, ...)
         snprintf(err_detail, sizeof(err_detail), "%s: %s", prefix, old);
     else
         snprintf(err_detail, sizeof(err_detail), "%s", prefix);
-    return code;
+    return 0;
 }
 
-int kms_err_ossl(int code, const char *what)
+int kms_err_osslf(const char *what)
 {
     unsigned long e = ERR_peek_last_error();
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
@@ -46,7 +46,7 @@ int kms_err_ossl(int code, const char *what)
     else
         snprintf(err_detail, sizeof(err_detail), "%s", what);
     ERR_clear_error();
-    return code;
+    return 0;
 }
 
 const char *kms_err_detail(void)

@@ -32,12 +32,26 @@ enum {
     KMS_ERR_INTERNAL = -14,
 };
 
+/*
+ * kms_err_set, kms_err_wrap and kms_err_ossl are macros that return their code argument
+ * through an inline function, so that the compiler sees which value an error path returns
+ * (and that outputs it leaves unset are never read: gcc -O3 -Wmaybe-uninitialized). The
+ * kms_err_*f functions do the out-of-line work and return 0.
+ */
+int kms_err_setf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int kms_err_wrapf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int kms_err_osslf(const char *what);
+static inline int kms_err_code_(int code, int ignored)
+{
+    (void)ignored;
+    return code;
+}
 /* Sets the thread-local detail (printf format) and returns code. */
-int kms_err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define kms_err_set(code, ...) kms_err_code_((code), kms_err_setf(__VA_ARGS__))
 /* Prefixes the current detail with "fmt: " (context while propagating) and returns code. */
-int kms_err_wrap(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define kms_err_wrap(code, ...) kms_err_code_((code), kms_err_wrapf(__VA_ARGS__))
 /* Appends the OpenSSL error queue's first reason to the detail, clears the queue, returns code. */
-int kms_err_ossl(int code, const char *what);
+#define kms_err_ossl(code, what) kms_err_code_((code), kms_err_osslf(what))
 /* The current detail; borrowed, valid until the next kms_err_* call on this thread. Never NULL. */
 const char *kms_err_detail(void);
 void kms_err_clear(void);

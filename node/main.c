@@ -493,7 +493,7 @@ static char **load_config(const char *path, int argc, char **argv, int *out_argc
                     key);
             return NULL;
         }
-        if (n + 2 + argc >= CONFIG_MAX_ARGS) {
+        if (CONFIG_MAX_ARGS - 2 - argc <= n) {
             fprintf(stderr, "kmsd: %s: too many options\n", path);
             return NULL;
         }
@@ -574,9 +574,13 @@ int main(int argc, char **argv)
             break;
         }
     }
-    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-        const struct opt *o = option_of(c);
+    for (;;) {
+        const struct opt *o;
 
+        c = getopt_long(argc, argv, shortopts, longopts, NULL);
+        if (c == -1)
+            break;
+        o = option_of(c);
         if (o == NULL) {
             fputs("Try 'kmsd --help'.\n", stderr);
             return 2;

@@ -737,6 +737,7 @@ int kms_node_run(struct kms_node *n)
 {
     struct kms_http_tls tls;
     char *chain = NULL;
+    size_t chain_len;
     int rc = 0;
 
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -778,10 +779,10 @@ int kms_node_run(struct kms_node *n)
     } else {
         set_state(n, KMS_STATE_SERVING);
     }
-    chain = malloc(strlen(n->keys.rpc_cert_pem) + strlen(n->keys.root_ca_pem) + 1);
+    chain_len = strlen(n->keys.rpc_cert_pem) + strlen(n->keys.root_ca_pem) + 1;
+    chain = malloc(chain_len);
     KMS_GUARD_PTR(chain);
-    strcpy(chain, n->keys.rpc_cert_pem);
-    strcat(chain, n->keys.root_ca_pem);
+    snprintf(chain, chain_len, "%s%s", n->keys.rpc_cert_pem, n->keys.root_ca_pem);
     memset(&tls, 0, sizeof(tls));
     tls.cert_pem = chain;
     {

@@ -868,7 +868,8 @@ int kms_store_audit_read(const char *data_dir, size_t last,
         goto out;
     }
     KMS_ENSURE(sqlite3_bind_int64(s, 1, lim) == SQLITE_OK, KMS_ERR_STORE_DB, "database: bind");
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+    step = sqlite3_step(s);
+    while (step == SQLITE_ROW) {
         struct kms_audit_row row;
         const char *ev = (const char *)sqlite3_column_text(s, 2);
         const char *oc = (const char *)sqlite3_column_text(s, 3);
@@ -883,6 +884,7 @@ int kms_store_audit_read(const char *data_dir, size_t last,
         if (sqlite3_column_bytes(s, 5) == 32)
             memcpy(row.hash, sqlite3_column_blob(s, 5), 32);
         KMS_GUARD(cb(arg, &row));
+        step = sqlite3_step(s);
     }
     KMS_ENSURE(step == SQLITE_DONE, KMS_ERR_STORE_DB, "database: read audit log: %s",
                sqlite3_errmsg(db));

@@ -1112,7 +1112,8 @@ int kms_store_audit_verify(struct kms_store *st, size_t *count)
                          "SELECT id, ts, event, outcome, detail, prev_hash, hash FROM audit "
                          "ORDER BY id",
                          &s));
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+    step = sqlite3_step(s);
+    while (step == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(s, 0);
         /* text first, then bytes: the documented order for a stable length */
         const char *ev = (const char *)sqlite3_column_text(s, 2);
@@ -1143,6 +1144,7 @@ int kms_store_audit_verify(struct kms_store *st, size_t *count)
         memcpy(prev, hash, 32);
         want++;
         n++;
+        step = sqlite3_step(s);
     }
     KMS_ENSURE(step == SQLITE_DONE, KMS_ERR_STORE_DB, "database: read audit log: %s",
                sqlite3_errmsg(st->db));

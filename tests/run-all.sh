@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (apt packages; npm packages for the test
-# chain), builds with ASan+UBSan and runs every test, then builds normally and runs every
-# test again. Ends with ctest's summary of the normal build.
+# chain), builds with ASan+UBSan and runs every test, builds with clang (warnings as errors)
+# and runs the unit tests, then builds normally and runs every test again. Every phase runs
+# even when an earlier one failed; the exit status is non-zero if any failed. Ends with
+# ctest's summary of the normal build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
@@ -9,12 +11,32 @@ if [ -f tests/chain/setup.sh ]; then
     bash tests/chain/setup.sh
 fi
 JOBS=$(nproc)
+failed=()
 
 echo "==> ASan+UBSan build and tests"
-BUILD_DIR=build-asan BUILD_TYPE=Debug bash deploy/build.sh -DKMS_SANITIZE=ON
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+if BUILD_DIR=build-asan BUILD_TYPE=Debug bash deploy/build.sh -DKMS_SANITIZE=ON; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --test-dir build-asan --output-on-failure -j"$JOBS" || failed+=("ASan+UBSan tests")
+else
+    failed+=("ASan+UBSan build")
+fi
+
+echo "==> clang build (-Werror) and unit tests"
+if CC=clang BUILD_DIR=build-clang BUILD_TYPE=Release bash deploy/build.sh; then
+    ctest --test-dir build-clang --output-on-failure -j"$JOBS" -L unit || failed+=("clang unit tests")
+else
+    failed+=("clang build")
+fi
 
 echo "==> release build and tests"
-BUILD_DIR=build bash deploy/build.sh
-ctest --test-dir build --output-on-failure -j"$JOBS"
+# Said here, so that the output still ends with the release tests' summary.
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "==> FAILED so far: ${failed[*]} (the exit status will be non-zero)"
+fi
+if BUILD_DIR=build bash deploy/build.sh; then
+    ctest --test-dir build --output-on-failure -j"$JOBS" || failed+=("release tests")
+else
+    failed+=("release build")
+    echo "FAILED: ${failed[*]}"
+fi
+[ ${#failed[@]} -eq 0 ]

@@ -130,8 +130,7 @@ static void edit_signed(char **text, struct kms_bytes *sig, const char *from, co
     n = strlen(*text) - strlen(from) + strlen(to);
     r = malloc(n + 1);
     memcpy(r, *text, (size_t)(p - *text));
-    strcpy(r + (p - *text), to);
-    strcat(r, p + strlen(from));
+    snprintf(r + (p - *text), n + 1 - (size_t)(p - *text), "%s%s", to, p + strlen(from));
     free(*text);
     *text = r;
     if (kms_sim_sign_raw(g_dir, "sim-tcb-signing.key", (const uint8_t *)r, strlen(r), sig->p) < 0)
@@ -152,18 +151,18 @@ static char *levels(const char *sgx, unsigned pcesvn, const char *tdx, const cha
     /* sgx/tdx: 16 comma-separated SVNs */
     for (int w = 0; w < 2; w++) {
         const char *p = src[w];
+        size_t off = (size_t)snprintf(dst[w], sizeof(comps_sgx), "[");
 
-        strcat(dst[w], "[");
         for (int i = 0; i < 16; i++) {
             char one[24];
             long v = strtol(p, (char **)&p, 10);
 
             snprintf(one, sizeof(one), "%s{\"svn\":%ld}", i ? "," : "", v);
-            strcat(dst[w], one);
+            off += (size_t)snprintf(dst[w] + off, sizeof(comps_sgx) - off, "%s", one);
             if (*p == ',')
                 p++;
         }
-        strcat(dst[w], "]");
+        snprintf(dst[w] + off, sizeof(comps_sgx) - off, "]");
     }
     snprintf(out, 2048,
              "{\"tcb\":{\"sgxtcbcomponents\":%s,\"pcesvn\":%u,\"tdxtcbcomponents\":%s},"

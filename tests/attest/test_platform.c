@@ -85,8 +85,12 @@ static void *kernel_thread(void *arg)
 
     snprintf(path, sizeof(path), "%s/inblob", k->dir);
     fd = open(path, O_RDONLY);
-    while (fd >= 0 && got < 64 && (n = read(fd, rd + got, 64 - got)) > 0)
+    while (fd >= 0 && got < 64) {
+        n = read(fd, rd + got, 64 - got);
+        if (n <= 0)
+            break;
         got += (size_t)n;
+    }
     if (fd >= 0)
         close(fd);
     if (got != 64)

@@ -463,7 +463,10 @@ static void test_sim_persistence(void)
 
     CHECK_OK(kms_tdx_quote_parse(att1->tdx_quote.p, att1->tdx_quote.len, &q));
     bio = BIO_new_mem_buf(q.pck_chain, (int)q.pck_chain_len);
-    while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    for (;;) {
+        x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (x == NULL)
+            break;
         X509_free(last);
         last = x;
         n++;

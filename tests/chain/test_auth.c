@@ -193,12 +193,14 @@ static void make_boot_info(struct kms_boot_info *bi)
     bi->n_advisory_ids = 2;
 }
 
-/* s repeated n times (static buffer per call site is not needed: caller provides out). */
-static const char *rep(char *out, const char *s, int n)
+/* s repeated n times into out (cap bytes, truncated to fit). */
+static const char *rep(char *out, size_t cap, const char *s, int n)
 {
+    size_t off = 0;
+
     out[0] = '\0';
-    for (int i = 0; i < n; i++)
-        strcat(out, s);
+    for (int i = 0; i < n && off < cap; i++)
+        off += (size_t)snprintf(out + off, cap - off, "%s", s);
     return out;
 }
 
@@ -212,8 +214,8 @@ static void expected_body(char *out, size_t outsz)
              "\"mrSystem\":\"%s\",\"appId\":\"deadbeef%s\",\"composeHash\":\"%s\","
              "\"instanceId\":\"\",\"deviceId\":\"%s\",\"keyProviderInfo\":\"7b227d\","
              "\"tcbStatus\":\"UpToDate\",\"advisoryIds\":[\"INTEL-SA-00334\",\"INTEL-SA-00615\"]}",
-             rep(a, "ab", 32), rep(o, "0c", 32), rep(m, "cd", 32), rep(z, "00", 16),
-             rep(c, "ef", 32), rep(d, "12", 32));
+             rep(a, sizeof(a), "ab", 32), rep(o, sizeof(o), "0c", 32), rep(m, sizeof(m), "cd", 32),
+             rep(z, sizeof(z), "00", 16), rep(c, sizeof(c), "ef", 32), rep(d, sizeof(d), "12", 32));
 }
 
 static struct kms_auth *webhook_at(const char *url, long timeout_ms)
@@ -622,7 +624,8 @@ static void test_webhook_limits(void)
     struct kms_auth_result res;
     struct kms_boot_info bi;
     struct kms_auth *a = webhook();
-    char *body = malloc(1024 * 1024 + 64);
+    const size_t body_cap = 1024 * 1024 + 64;
+    char *body = malloc(body_cap);
     char gw[301];
 
     make_boot_info(&bi);
@@ -634,15 +637,15 @@ static void test_webhook_limits(void)
     CHECK_DETAIL("gatewayAppId is 300 bytes");
 
     /* 510 'a' then U+00E9 (2 bytes at offsets 510..511): the 511-byte limit cuts inside it */
-    strcpy(body, "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"");
+    snprintf(body, body_cap, "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"");
     memset(body + strlen(body), 'a', 510);
-    strcpy(body + 47 + 510, "\xc3\xa9 tail\"}");
+    snprintf(body + 47 + 510, body_cap - 47 - 510, "\xc3\xa9 tail\"}");
     srv_answer(200, body);
     CHECK_OK(kms_auth_check(a, 0, &bi, &res));
     CHECK(res.allowed == 0 && strlen(res.reason) == 510 && res.reason[509] == 'a');
 
     memset(body, ' ', 1024 * 1024 + 8);
-    strcpy(body + 1024 * 1024 + 8, "{\"isAllowed\":true}");
+    snprintf(body + 1024 * 1024 + 8, body_cap - 1024 * 1024 - 8, "{\"isAllowed\":true}");
     srv_answer(200, body);
     CHECK_RC(kms_auth_check(a, 0, &bi, &res), KMS_ERR_AUTH_RESPONSE);
     CHECK_DETAIL("exceeds 1048576 bytes");

@@ -206,7 +206,7 @@ static void deploy(int idx)
     snprintf(args, sizeof(args), "deploy --artifacts '%s/out'", g_tmp);
     CHECK(cli(out, sizeof(out), g_rpc[idx], DEV_KEY, args) == 0);
     CHECK(grab(out, "KMS_CONTRACT_ADDR=", addr, sizeof(addr)) == 0);
-    CHECK(strstr(out, DEV_KEY + 2) == NULL); /* the key is never printed */
+    CHECK(strstr(out, &DEV_KEY[2]) == NULL); /* the key is never printed */
     if (idx == 0)
         snprintf(g_contract, sizeof(g_contract), "%s", addr);
     else
@@ -312,7 +312,7 @@ static void test_kms_flow(void)
     /* only the owner may administer: another key's transaction is refused before sending */
     CHECK(cli(out, sizeof(out), g_rpc[0], OTHER_KEY, "add-mr " MR_AGG) == 1);
     CHECK(strstr(out, "would revert: OwnableUnauthorizedAccount") != NULL);
-    CHECK(strstr(out, OTHER_KEY + 2) == NULL);
+    CHECK(strstr(out, &OTHER_KEY[2]) == NULL);
     EXPECT(a, 1, &bi, 0, "Aggregated MR not allowed");
     /* a CLI pinned to another chain id refuses to sign */
     CHECK(cli(out, sizeof(out), g_rpc[0], DEV_KEY, "add-mr " MR_AGG " --chain-id 1") == 1);

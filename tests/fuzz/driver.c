@@ -64,8 +64,10 @@ static int read_file(const char *path, uint8_t **out, size_t *len)
 
     if (f == NULL)
         return -1;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || (unsigned long)n > SEED_MAX ||
-        fseek(f, 0, SEEK_SET) != 0)
+    if (fseek(f, 0, SEEK_END) != 0)
+        goto fail;
+    n = ftell(f);
+    if (n < 0 || (unsigned long)n > SEED_MAX || fseek(f, 0, SEEK_SET) != 0)
         goto fail;
     p = malloc((size_t)n + 1);
     if (p == NULL || fread(p, 1, (size_t)n, f) != (size_t)n)
@@ -115,12 +117,16 @@ static int add_dir(struct corpus *c, const char *dir)
         fprintf(stderr, "fuzz driver: cannot open %s\n", dir);
         return -1;
     }
-    while ((e = readdir(d)) != NULL) {
+    for (;;) {
         char **nn;
-        size_t sz = strlen(dir) + strlen(e->d_name) + 2;
+        size_t sz;
         char *path;
         struct stat st;
 
+        e = readdir(d);
+        if (e == NULL)
+            break;
+        sz = strlen(dir) + strlen(e->d_name) + 2;
         if (e->d_name[0] == '.')
             continue;
         path = malloc(sz);

@@ -212,7 +212,10 @@ static void put_cert(const char *name, const struct kms_attestation *att, int ex
             kms_ratls_add_ext(c, KMS_OID_APP_INFO, (const uint8_t *)"{\"k\":1}", 7) < 0)
             DIE("cannot add extensions to %s", name);
     }
-    if (X509_sign(c, key, NULL) <= 0 || (len = i2d_X509(c, &der)) <= 0)
+    if (X509_sign(c, key, NULL) <= 0)
+        DIE("cannot sign %s", name);
+    len = i2d_X509(c, &der);
+    if (len <= 0)
         DIE("cannot sign %s", name);
     put("ratls", name, der, (size_t)len);
     OPENSSL_free(der);

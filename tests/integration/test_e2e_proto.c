@@ -46,7 +46,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 {
     struct res *r = arg;
 
-    if (r->body.len + sz * n > 8u * 1024u * 1024u || kms_buf_put(&r->body, p, sz * n) < 0)
+    if (8u * 1024u * 1024u - r->body.len < sz * n || kms_buf_put(&r->body, p, sz * n) < 0)
         return 0;
     return sz * n;
 }

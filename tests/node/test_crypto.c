@@ -525,7 +525,7 @@ static void test_bootstrap_report_data(void)
     hs = kms_hex_dup(spki, spki_len, 0);
     kms_hex_encode(pub, 33, hp);
     msg = malloc(strlen(hs) + 200);
-    sprintf(msg, "dstack-kms-genereted-keys-v1:%s;%s;", hs, hp);
+    snprintf(msg, strlen(hs) + 200, "dstack-kms-genereted-keys-v1:%s;%s;", hs, hp);
     kms_keccak256(msg, strlen(msg), want);
     CHECK_MEM(rd, want, 32);
     CHECK_MEM(rd + 32, zero, 32);

@@ -56,12 +56,13 @@ static void pem_line(const char *pem, char *out, size_t cap)
 
 /* Builds a share line as storage.h documents it (checksum included) from chosen fields. */
 static void share_line(unsigned m, unsigned n, unsigned idx, const uint8_t set[8],
-                       const uint8_t y[32], char *out)
+                       const uint8_t y[32], char out[KMS_BACKUP_SHARE_TEXT_MAX + 1])
 {
+    const size_t cap = KMS_BACKUP_SHARE_TEXT_MAX + 1;
     uint8_t buf[13 + 3 + 8 + 32];
     uint8_t md[32];
     unsigned int mdlen = 0;
-    int off = 0;
+    size_t off;
 
     memcpy(buf, "kmsd-share-v1", 13);
     buf[13] = (uint8_t)m;
@@ -70,15 +71,15 @@ static void share_line(unsigned m, unsigned n, unsigned idx, const uint8_t set[8
     memcpy(buf + 16, set, 8);
     memcpy(buf + 24, y, 32);
     EVP_Digest(buf, sizeof(buf), md, &mdlen, EVP_sha256(), NULL);
-    off += sprintf(out + off, "kmsd-share-v1:%u:%u:%u:", m, n, idx);
+    off = (size_t)snprintf(out, cap, "kmsd-share-v1:%u:%u:%u:", m, n, idx);
     for (int i = 0; i < 8; i++)
-        off += sprintf(out + off, "%02x", set[i]);
+        off += (size_t)snprintf(out + off, cap - off, "%02x", set[i]);
     out[off++] = ':';
     for (int i = 0; i < 32; i++)
-        off += sprintf(out + off, "%02x", y[i]);
+        off += (size_t)snprintf(out + off, cap - off, "%02x", y[i]);
     out[off++] = ':';
     for (int i = 0; i < 4; i++)
-        off += sprintf(out + off, "%02x", md[i]);
+        off += (size_t)snprintf(out + off, cap - off, "%02x", md[i]);
 }
 
 /* ---- Shamir ---- */
@@ -389,7 +390,7 @@ static void test_share_typo(void)
 
         if (c == ':')
             continue;
-        strcpy(bad, f.shares[1]);
+        snprintf(bad, sizeof(bad), "%s", f.shares[1]);
         /* a plausible typo: another character of the same class */
         bad[pos] = (c >= '0' && c <= '9') ? (char)('0' + (c - '0' + 1) % 10)
                                           : (char)(c == 'f' ? 'a' : c + 1);
@@ -404,7 +405,7 @@ static void test_share_typo(void)
     CHECK(positions > 90 && refused == positions);
 
     /* a value typo says "checksum" and "mistyped" */
-    strcpy(bad, f.shares[1]);
+    snprintf(bad, sizeof(bad), "%s", f.shares[1]);
     bad[pre + 6 + 17 + 10] = bad[pre + 6 + 17 + 10] == '0' ? '1' : '0';
     CHECK_RC(kms_backup_share_parse(bad, "share-2.txt", &(struct kms_backup_share){0}),
              KMS_ERR_BACKUP_SHARE);
@@ -414,11 +415,11 @@ static void test_share_typo(void)
     CHECK_RC(kms_backup_share_parse("hello", "stdin line 4", &(struct kms_backup_share){0}),
              KMS_ERR_BACKUP_SHARE);
     CHECK_DETAIL("share stdin line 4 is not a kmsd recovery share");
-    strcpy(bad, f.shares[1]);
+    snprintf(bad, sizeof(bad), "%s", f.shares[1]);
     bad[strlen(bad) - 1] = '\0'; /* truncated checksum */
     CHECK_RC(kms_backup_share_parse(bad, "x", &(struct kms_backup_share){0}), KMS_ERR_BACKUP_SHARE);
     CHECK_DETAIL("checksum is not 8 hex digits");
-    strcpy(bad, f.shares[1]);
+    snprintf(bad, sizeof(bad), "%s", f.shares[1]);
     bad[pre + 6 + 17 + 3] = 'g'; /* not hex */
     CHECK_RC(kms_backup_share_parse(bad, "x", &(struct kms_backup_share){0}), KMS_ERR_BACKUP_SHARE);
     CHECK_DETAIL("share value is not 64 hex digits");
@@ -468,7 +469,7 @@ static void test_share_other_backup(void)
         const char *sh2[3] = {a.shares[0], forged, a.shares[2]};
         const char *lab2[3] = {"a1", "forged", "a3"};
 
-        strcpy(forged, b.shares[1]);
+        snprintf(forged, sizeof(forged), "%s", b.shares[1]);
         memcpy(forged + strlen("kmsd-share-v1:3:5:2:"), set_a, 16);
         CHECK_RC(kms_backup_open(a.file, a.len, sh2, lab2, 3, &out, NULL), KMS_ERR_BACKUP_SHARE);
         CHECK_DETAIL("share forged (index 2) fails its checksum");

@@ -136,7 +136,7 @@ struct proxy {
 static void proxy_record(struct proxy *p, const uint8_t *b, size_t n)
 {
     pthread_mutex_lock(&p->mu);
-    if (p->len + n > p->cap) {
+    if (p->cap - p->len < n) {
         size_t cap = (p->len + n) * 2;
         uint8_t *r = realloc(p->rec, cap);
 
@@ -271,8 +271,8 @@ static void test_pcr_spec(void)
         {"", "must name 1..4 banks"},
     };
     static const char *good[] = {"sha256:0,2,14", "sha256:16", "sha1:0+sha256:7,23",
-                                 "sha384:0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,"
-                                 "22,23"};
+                                 ("sha384:0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,"
+                                  "22,23")};
     struct kms_seal_cfg cfg = {.provider = "tpm",
                                .tcti = "swtpm:host=127.0.0.1,port=1",
                                .blob_path = "/nonexistent/kek.tpm"};
@@ -606,11 +606,14 @@ static int found_in_dir(const char *dir, const uint8_t *needle, size_t nlen)
     struct dirent *e;
     int found = 0;
 
-    while (d != NULL && (e = readdir(d)) != NULL && !found) {
+    while (d != NULL && !found) {
         char *p;
         uint8_t *data;
         size_t len = 0;
 
+        e = readdir(d);
+        if (e == NULL)
+            break;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         p = st_path_in(dir, e->d_name);
