@@ -448,7 +448,7 @@ static void cache_put(struct eth_state *st, const uint8_t key[32], const struct 
     if (v == NULL)
         return;
     *v = *r;
-    /* valid while now < put time + TTL, as before */
+    /* served while now < put time + TTL (monotonic ms) */
     if (kms_lru_put(st->cache, key, v, KMS_LRU_NO_START, now_ms() + st->ttl_ms - 1, NULL) < 0)
         kms_err_clear();
 }
