@@ -17,7 +17,7 @@ static int entries(void)
 
     if (d == NULL)
         return -1;
-    while ((e = readdir(d)) != NULL)
+    for (e = readdir(d); e != NULL; e = readdir(d))
         n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     closedir(d);
     return n;
