@@ -11,7 +11,6 @@
  * cached per URL, bounded in count and by min(notAfter, max age) on the wall clock.
  */
 #include <ctype.h>
-#include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -24,6 +23,7 @@
 
 #include "attest/internal.h"
 #include "common/buf.h"
+#include "common/fetch.h"
 
 #define AIA_DETAIL_MAX 1024
 #define AIA_NAME_MAX 160
@@ -265,25 +265,6 @@ static int ca_issuers_url(const struct kms_aia *a, X509 *cert, char *url, size_t
     return found;
 }
 
-struct body {
-    struct kms_buf b;
-    int too_big;
-};
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *arg)
-{
-    struct body *bd = arg;
-    size_t n = sz * nm;
-
-    if (n > KMS_AIA_MAX_CERT - bd->b.len) {
-        bd->too_big = 1;
-        return 0; /* aborts the transfer */
-    }
-    if (kms_buf_put(&bd->b, p, n) < 0)
-        return 0;
-    return n;
-}
-
 /* Parses one certificate: exactly one DER certificate, or the first PEM CERTIFICATE block. */
 static X509 *parse_cert(const uint8_t *p, size_t len)
 {
@@ -310,39 +291,27 @@ static X509 *parse_cert(const uint8_t *p, size_t len)
  * error detail says why (without the URL; the caller names it). */
 static int http_fetch_cert(const char *url, long timeout_ms, X509 **out)
 {
-    CURL *c = NULL;
-    CURLcode cc;
-    struct body bd = {0};
-    long status = 0;
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr = {0};
     int rc = 0;
 
     *out = NULL;
-    c = curl_easy_init();
-    KMS_ENSURE(c != NULL, KMS_ERR_NOMEM, "curl_easy_init failed");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)KMS_AIA_MAX_CERT);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "kmsd-aia");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &bd);
-    cc = curl_easy_perform(c);
-    KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer within %ld ms",
-               timeout_ms);
-    KMS_ENSURE(!bd.too_big && cc != CURLE_FILESIZE_EXCEEDED, KMS_ERR_TOOBIG,
-               "the answer exceeds %u bytes", KMS_AIA_MAX_CERT);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "%s", curl_easy_strerror(cc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    KMS_ENSURE(status == 200, KMS_ERR_NET, "the server answered HTTP %ld", status);
-    *out = parse_cert(bd.b.data, bd.b.len);
+    req.url = url;
+    req.timeout_ms = timeout_ms;
+    req.max_body = KMS_AIA_MAX_CERT;
+    req.user_agent = "kmsd-aia";
+    rc = kms_fetch(&req, &fr);
+    KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer within %ld ms", timeout_ms);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_TOOBIG, "the answer exceeds %u bytes",
+               KMS_AIA_MAX_CERT);
+    KMS_ENSURE(rc != KMS_ERR_NET, KMS_ERR_NET, "%s", curl_easy_strerror(fr.cc));
+    KMS_GUARD(rc);
+    KMS_ENSURE(fr.status == 200, KMS_ERR_NET, "the server answered HTTP %ld", fr.status);
+    *out = parse_cert(fr.body.data, fr.body.len);
     KMS_ENSURE(*out != NULL, KMS_ERR_PARSE,
-               "the answer (%zu bytes) is neither a DER nor a PEM certificate", bd.b.len);
+               "the answer (%zu bytes) is neither a DER nor a PEM certificate", fr.body.len);
 out:
-    curl_easy_cleanup(c);
-    kms_buf_free(&bd.b);
+    kms_fetch_resp_free(&fr);
     return rc;
 }
 

@@ -27,6 +27,7 @@
 
 #include "attest/internal.h"
 #include "common/buf.h"
+#include "common/fetch.h"
 #include "common/file.h"
 #include "common/hex.h"
 
@@ -515,23 +516,10 @@ out:
 /* ================================================================ PCCS fetch */
 
 struct http_ctx {
-    struct kms_buf body;
+    struct kms_fetch_resp resp;
     const char *const *hdr_names;
     char *hdr; /* value of the first matching header (raw) */
-    int too_big;
 };
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    struct http_ctx *h = ud;
-    size_t n = sz * nm;
-
-    if (h->body.len + n > KMS_COLL_MAX_ITEM || kms_buf_put(&h->body, p, n) < 0) {
-        h->too_big = 1;
-        return 0;
-    }
-    return n;
-}
 
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -585,37 +573,38 @@ static int url_decode(const char *s, char **out)
     return 0;
 }
 
-/* GET url; body into h->body, first header of h->hdr_names into h->hdr. */
+/* kms_fetch setup: the response headers go to on_header. */
+static int http_setup(CURL *c, void *arg)
+{
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, arg);
+    return 0;
+}
+
+/* GET url; body into h->resp.body, first header of h->hdr_names into h->hdr. */
 static int http_get(const char *url, long timeout_ms, struct http_ctx *h)
 {
-    CURL *c = curl_easy_init();
-    CURLcode cc;
-    long status = 0;
+    struct kms_fetch_req req = {0};
     int rc = 0;
 
-    KMS_ENSURE(c != NULL, KMS_ERR_NOMEM, "curl_easy_init failed");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
-    cc = curl_easy_perform(c);
-    if (cc == CURLE_OPERATION_TIMEDOUT) {
+    req.url = url;
+    req.timeout_ms = timeout_ms;
+    req.max_body = KMS_COLL_MAX_ITEM;
+    req.setup = http_setup;
+    req.arg = h;
+    rc = kms_fetch(&req, &h->resp);
+    if (rc == KMS_ERR_TIMEOUT) {
         rc = kms_err_set(KMS_ERR_TIMEOUT, "PCCS did not answer %s within %ld ms", url, timeout_ms);
         goto out;
     }
-    KMS_ENSURE(!h->too_big, KMS_ERR_ATT_COLLATERAL, "PCCS answer to %s exceeds %u bytes", url,
-               KMS_COLL_MAX_ITEM);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "PCCS request %s failed: %s", url,
-               curl_easy_strerror(cc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    KMS_ENSURE(status == 200, KMS_ERR_NET, "PCCS answered HTTP %ld to %s", status, url);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_ATT_COLLATERAL, "PCCS answer to %s exceeds %u bytes",
+               url, KMS_COLL_MAX_ITEM);
+    KMS_ENSURE(rc != KMS_ERR_NET, KMS_ERR_NET, "PCCS request %s failed: %s", url,
+               curl_easy_strerror(h->resp.cc));
+    KMS_GUARD(rc);
+    KMS_ENSURE(h->resp.status == 200, KMS_ERR_NET, "PCCS answered HTTP %ld to %s", h->resp.status,
+               url);
 out:
-    curl_easy_cleanup(c);
     return rc;
 }
 
@@ -633,10 +622,10 @@ static int fetch_item(const char *url, long timeout_ms, const char *const *hdr_n
                    url, hdr_what);
         KMS_GUARD(url_decode(h.hdr, chain_pem));
     }
-    *body = h.body;
-    h.body = (struct kms_buf){0};
+    *body = h.resp.body;
+    h.resp.body = (struct kms_buf){0};
 out:
-    kms_buf_free(&h.body);
+    kms_fetch_resp_free(&h.resp);
     free(h.hdr);
     return rc;
 }

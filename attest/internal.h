@@ -5,6 +5,7 @@
 #include <openssl/x509.h>
 
 #include "attest/attest.h"
+#include "common/lru.h"
 
 #define KMS_ATTEST_MAX_ROOTS 8
 
@@ -48,25 +49,7 @@ int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size
 int kms_tpm_verify(const struct kms_attest_ctx *ctx, const struct kms_tpm_quote *q,
                    const uint8_t *qualifying_data, size_t qd_len, struct kms_verified *out);
 
-/* ---- collateral (owner: collateral; cache.c) ----
- * A bounded cache of refcounted values keyed by 32 bytes, each valid in [not_before, not_after]
- * (checked at every lookup against the caller's time; an entry past not_after is dropped).
- * Least recently used entries are evicted beyond max. Thread-safe. */
-struct kms_lru;
-
-/* free_val frees a value once it is evicted and no longer referenced. */
-struct kms_lru *kms_lru_new(size_t max, void (*free_val)(void *));
-void kms_lru_free(struct kms_lru *c);
-/* A referenced value (release with kms_lru_release) or NULL on miss. */
-void *kms_lru_get(struct kms_lru *c, const uint8_t key[32], time_t now, void **ref);
-/* Inserts (replacing an entry of the same key); the cache takes val, also on failure. When
- * ref != NULL the caller also gets a reference to release. */
-int kms_lru_put(struct kms_lru *c, const uint8_t key[32], void *val, time_t not_before,
-                time_t not_after, void **ref);
-void kms_lru_release(struct kms_lru *c, void *ref);
-void kms_lru_flush(struct kms_lru *c);
-size_t kms_lru_count(struct kms_lru *c);
-/* ---- end collateral ---- */
+/* Verification caches: struct kms_lru (common/lru.h). */
 
 /* ---- aia (owner: aia; aia.c) ----
  * AIA path building: when a chain does not verify with the configured anchors alone, issuer

@@ -4,6 +4,7 @@
 
 #include "attest/internal.h"
 #include "common/buf.h"
+#include "common/utf8.h"
 
 const char *kms_att_mode_name(enum kms_att_mode m)
 {
@@ -138,50 +139,6 @@ int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what, stru
     return kms_bytes_dup(out, p, n);
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF); NUL is rejected
- * too because strings are kept as C strings. */
-static int utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp;
-
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1fu;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0fu;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07u;
-        } else {
-            return 0;
-        }
-        if (n - i - 1 < k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0u) != 0x80u)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3fu);
-        }
-        if ((k == 2 && cp < 0x800u) || (k == 3 && (cp < 0x10000u || cp > 0x10ffffu)) ||
-            (cp >= 0xd800u && cp <= 0xdfffu))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 int kms_scale_get_str(struct kms_reader *r, size_t max, const char *what, char **out)
 {
     const uint8_t *p;
@@ -191,7 +148,7 @@ int kms_scale_get_str(struct kms_reader *r, size_t max, const char *what, char *
 
     if (rc < 0)
         return rc;
-    if (!utf8_ok(p, n))
+    if (!kms_utf8_valid(p, n))
         return kms_err_set(KMS_ERR_PARSE, "%s is not UTF-8 without NUL", what);
     s = malloc(n + 1);
     if (s == NULL)

@@ -11,6 +11,7 @@
 
 #include "chain/internal.h"
 #include "common/hex.h"
+#include "common/utf8.h"
 
 /* Longest dev gateway id we accept; it must fit kms_auth_result.gateway_app_id. */
 #define DEV_GATEWAY_MAX (sizeof(((struct kms_auth_result *)0)->gateway_app_id) - 1)
@@ -175,20 +176,6 @@ void kms_auth_info_clear(struct kms_auth_info *info)
 
 /* ---------------------------------------------------------------- helpers */
 
-/* Longest prefix of s (at most max bytes) that does not end inside a UTF-8 sequence. */
-static size_t utf8_prefix(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n <= max)
-        return n;
-    n = max;
-    /* Back off continuation bytes, then drop the lead byte whose sequence was cut. */
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
 int kms_auth_result_set(struct kms_auth_result *out, int allowed, const char *reason,
                         const char *gateway_app_id)
 {
@@ -205,7 +192,7 @@ int kms_auth_result_set(struct kms_auth_result *out, int allowed, const char *re
                "gatewayAppId is %zu bytes, longer than the %zu allowed", n,
                sizeof(out->gateway_app_id) - 1);
     memcpy(out->gateway_app_id, gateway_app_id, n + 1);
-    n = utf8_prefix(reason, sizeof(out->reason) - 1);
+    n = kms_utf8_prefix(reason, sizeof(out->reason) - 1);
     memcpy(out->reason, reason, n);
     out->reason[n] = '\0';
     out->allowed = allowed != 0;

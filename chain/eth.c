@@ -23,18 +23,12 @@
 #include "chain/internal.h"
 #include "common/keccak.h"
 #include "common/log.h"
+#include "common/lru.h"
 
 #define CACHE_SLOTS 256
 #define DEFAULT_TTL_MS 2000
 #define DEFAULT_TIMEOUT_MS 5000
 #define SUMMARY_MAX 160
-
-struct cache_entry {
-    uint8_t key[32]; /* keccak(is_kms ‖ calldata) */
-    int64_t expires_ms;
-    int used;
-    struct kms_auth_result res;
-};
 
 struct eth_state {
     char **urls;
@@ -49,8 +43,8 @@ struct eth_state {
     long ttl_ms;
     struct kms_eth_rpc_opts o;
     pthread_mutex_t mu;
-    int *chain_ok; /* per URL: chain id verified (under mu) */
-    struct cache_entry *cache;
+    int *chain_ok;         /* per URL: chain id verified (under mu) */
+    struct kms_lru *cache; /* keccak(is_kms ‖ calldata) → struct kms_auth_result, allows only */
     struct kms_buf last_info; /* last good info answer (under mu), for GetMeta when RPCs fail */
 };
 
@@ -110,8 +104,7 @@ static void state_free(void *priv)
     free(st->labels);
     free(st->chain_ok);
     kms_buf_free(&st->last_info);
-    if (st->cache != NULL)
-        kms_free_secret(st->cache, CACHE_SLOTS * sizeof(*st->cache));
+    kms_lru_free(st->cache);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -422,50 +415,42 @@ static void cache_key(int is_kms, const uint8_t *calldata, size_t n, uint8_t key
     kms_keccak256_final(&k, key);
 }
 
+static void cache_val_free(void *p)
+{
+    kms_free_secret(p, sizeof(struct kms_auth_result));
+}
+
 static int cache_get(struct eth_state *st, const uint8_t key[32], struct kms_auth_result *out)
 {
-    int64_t t = now_ms();
+    const struct kms_auth_result *r;
+    void *ref;
     int hit = 0;
 
     if (st->cache == NULL)
         return 0;
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
-        struct cache_entry *e = &st->cache[i];
-
-        if (e->used && e->expires_ms > t && memcmp(e->key, key, 32) == 0 && e->res.allowed) {
-            *out = e->res;
-            hit = 1;
-            break;
-        }
+    r = kms_lru_get(st->cache, key, now_ms(), &ref);
+    if (r != NULL && r->allowed) {
+        *out = *r;
+        hit = 1;
     }
-    pthread_mutex_unlock(&st->mu);
+    kms_lru_release(st->cache, ref);
     return hit;
 }
 
+/* Caching is an optimisation: a failure to cache is not an error of the check. */
 static void cache_put(struct eth_state *st, const uint8_t key[32], const struct kms_auth_result *r)
 {
-    int64_t t = now_ms();
-    size_t victim = 0;
+    struct kms_auth_result *v;
 
     if (st->cache == NULL || !r->allowed)
         return;
-    pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
-        struct cache_entry *e = &st->cache[i];
-
-        if (!e->used || e->expires_ms <= t || memcmp(e->key, key, 32) == 0) {
-            victim = i;
-            break;
-        }
-        if (e->expires_ms < st->cache[victim].expires_ms)
-            victim = i;
-    }
-    st->cache[victim].used = 1;
-    memcpy(st->cache[victim].key, key, 32);
-    st->cache[victim].expires_ms = t + st->ttl_ms;
-    st->cache[victim].res = *r;
-    pthread_mutex_unlock(&st->mu);
+    v = malloc(sizeof(*v));
+    if (v == NULL)
+        return;
+    *v = *r;
+    /* served while now < put time + TTL (monotonic ms) */
+    if (kms_lru_put(st->cache, key, v, KMS_LRU_NO_START, now_ms() + st->ttl_ms - 1, NULL) < 0)
+        kms_err_clear();
 }
 
 /* ---------------------------------------------------------------- backend ops */
@@ -632,7 +617,7 @@ int kms_auth_eth_new(const struct kms_auth_cfg *cfg, struct kms_auth **out)
     KMS_ENSURE(st->o.retries <= 10, KMS_ERR_INVAL, "auth_api eth: at most 10 retries");
     st->ttl_ms = cfg->eth_cache_ttl_ms == 0 ? DEFAULT_TTL_MS : cfg->eth_cache_ttl_ms;
     if (st->ttl_ms > 0) {
-        st->cache = calloc(CACHE_SLOTS, sizeof(*st->cache));
+        st->cache = kms_lru_new(CACHE_SLOTS, cache_val_free);
         KMS_GUARD_PTR(st->cache);
     }
     KMS_ENSURE(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK, KMS_ERR_INTERNAL,

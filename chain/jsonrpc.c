@@ -4,39 +4,13 @@
  * scheme://host:port only, because RPC URLs often carry an API key in the path or query.
  */
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "chain/eth.h"
+#include "common/fetch.h"
 #include "common/hex.h"
-
-struct reply {
-    char *p;
-    size_t len;
-    int too_big;
-};
-
-static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct reply *r = ud;
-    size_t n = size * nmemb;
-    char *np;
-
-    if (n > KMS_ETH_MAX_REPLY - r->len) {
-        r->too_big = 1;
-        return 0;
-    }
-    np = realloc(r->p, r->len + n + 1);
-    if (np == NULL)
-        return 0;
-    r->p = np;
-    memcpy(r->p + r->len, data, n);
-    r->len += n;
-    r->p[r->len] = '\0';
-    return n;
-}
 
 /* scheme://host[:port] of url, without path, query or user info. */
 static void url_label(const char *url, char *out, size_t cap)
@@ -60,61 +34,51 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* One HTTP POST; returns 0 with the body in *r, or a KMS_ERR_AUTH_* code. *retry says
- * whether another attempt could help. */
+/* One HTTP POST; returns 0 with the body in *r (reset by the call; caller frees with
+ * kms_fetch_resp_free), or a KMS_ERR_AUTH_* code. *retry says whether another attempt could
+ * help. */
 static int post_once(const char *url, const char *label, const struct kms_eth_rpc_opts *o,
-                     const char *method, const char *body, struct reply *r, int *retry)
+                     const char *method, const char *body, struct kms_fetch_resp *r, int *retry)
 {
-    CURL *c = NULL;
-    struct curl_slist *hdr = NULL;
-    long status = 0;
-    CURLcode cc;
+    static const char *const hdrs[] = {"Content-Type: application/json", NULL};
+    struct kms_fetch_req req = {0};
     int rc = 0;
 
     *retry = 0;
-    c = curl_easy_init();
-    KMS_ENSURE(c != NULL, KMS_ERR_NOMEM, "libcurl initialisation failed");
-    hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    KMS_GUARD_PTR(hdr);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, o->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    cc = curl_easy_perform(c);
-    if (cc == CURLE_OPERATION_TIMEDOUT) {
+    req.url = url;
+    req.post = body;
+    req.post_len = strlen(body);
+    req.headers = hdrs;
+    req.timeout_ms = o->timeout_ms;
+    req.max_body = KMS_ETH_MAX_REPLY;
+    rc = kms_fetch(&req, r);
+    if (rc == KMS_ERR_TIMEOUT) {
         *retry = 1;
         rc = kms_err_set(KMS_ERR_AUTH_TIMEOUT, "Ethereum RPC %s did not answer %s within %ld ms",
                          label, method, o->timeout_ms);
         goto out;
     }
-    if (cc == CURLE_WRITE_ERROR && r->too_big) {
+    if (rc == KMS_ERR_TOOBIG) {
         rc = kms_err_set(KMS_ERR_AUTH_RESPONSE,
                          "Ethereum RPC %s sent a %s reply larger than %u bytes", label, method,
                          KMS_ETH_MAX_REPLY);
         goto out;
     }
-    if (cc != CURLE_OK) {
+    if (rc == KMS_ERR_NET) {
         *retry = 1;
         rc = kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "Ethereum RPC %s unreachable for %s: %s", label,
-                         method, curl_easy_strerror(cc));
+                         method, curl_easy_strerror(r->cc));
         goto out;
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status < 200 || status > 299) {
-        *retry = status >= 500 || status == 429;
+    if (rc < 0)
+        goto out;
+    if (r->status < 200 || r->status > 299) {
+        *retry = r->status >= 500 || r->status == 429;
         rc = kms_err_set(KMS_ERR_AUTH_HTTP, "Ethereum RPC %s answered %s with HTTP status %ld",
-                         label, method, status);
+                         label, method, r->status);
         goto out;
     }
 out:
-    curl_slist_free_all(hdr);
-    if (c != NULL)
-        curl_easy_cleanup(c);
     return rc;
 }
 
@@ -138,7 +102,7 @@ static void describe_error(const json_t *err, char *buf, size_t cap)
 int kms_eth_rpc(const char *url, const struct kms_eth_rpc_opts *o, const char *method,
                 json_t *params, json_t **result, json_t **errobj)
 {
-    struct reply r = {0};
+    struct kms_fetch_resp r = {0};
     json_t *req = NULL, *rep = NULL, *v;
     char *body = NULL;
     char label[128], why[256];
@@ -165,15 +129,15 @@ int kms_eth_rpc(const char *url, const struct kms_eth_rpc_opts *o, const char *m
     for (int attempt = 0; attempt <= o->retries; attempt++) {
         if (attempt > 0)
             sleep_ms(100L * attempt);
-        free(r.p);
-        memset(&r, 0, sizeof(r));
+        kms_fetch_resp_free(&r);
         rc = post_once(url, label, o, method, body, &r, &retry);
         if (rc == 0 || !retry)
             break;
     }
     if (rc < 0)
         goto out;
-    rep = json_loadb(r.p != NULL ? r.p : "", r.len, JSON_REJECT_DUPLICATES, &jerr);
+    rep = json_loadb(r.body.data != NULL ? (const char *)r.body.data : "", r.body.len,
+                     JSON_REJECT_DUPLICATES, &jerr);
     KMS_ENSURE(rep != NULL && json_is_object(rep), KMS_ERR_AUTH_RESPONSE,
                "Ethereum RPC %s sent malformed JSON for %s (%s)", label, method,
                rep == NULL ? jerr.text : "not an object");
@@ -199,7 +163,7 @@ out:
     json_decref(req);
     json_decref(rep);
     free(body);
-    free(r.p);
+    kms_fetch_resp_free(&r);
     return rc;
 }
 

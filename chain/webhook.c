@@ -10,7 +10,6 @@
  * stateless after construction and so safe to share between threads. Answer parsing is kept
  * apart from the HTTP exchange (kms_webhook_parse_*, internal.h) for the fuzz target.
  */
-#include <curl/curl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 
 #include "chain/internal.h"
 #include "common/buf.h"
+#include "common/fetch.h"
 
 #define WH_DEFAULT_TIMEOUT_MS 5000L
 #define WH_MAX_TIMEOUT_MS (10L * 60L * 1000L)
@@ -104,25 +104,6 @@ static char *url_redact(const char *url)
 
 /* ---------------------------------------------------------------- HTTP */
 
-struct wh_sink {
-    struct kms_buf buf;
-    int too_big;
-};
-
-static size_t wh_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    struct wh_sink *sink = userdata;
-    size_t n = size * nmemb; /* curl guarantees size == 1 */
-
-    if (n > WH_RESPONSE_MAX - sink->buf.len) {
-        sink->too_big = 1;
-        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-    }
-    if (kms_buf_put(&sink->buf, ptr, n) < 0)
-        return 0;
-    return n;
-}
-
 /* Writes at most max bytes of p into out (size outsz) with non-printable bytes as '.'. */
 static void sanitize(const uint8_t *p, size_t len, size_t max, char *out, size_t outsz)
 {
@@ -140,34 +121,33 @@ static void sanitize(const uint8_t *p, size_t len, size_t max, char *out, size_t
     out[i] = '\0';
 }
 
-static int wh_curl_error(const struct webhook *w, const char *method, const char *shown,
-                         const char *path, CURLcode cc, const char *errbuf,
-                         const struct wh_sink *sink)
+/* The detail for a failed transfer (kms_fetch's rc and resp). */
+static int wh_fetch_error(const struct webhook *w, const char *method, const char *shown,
+                          const char *path, int rc, const struct kms_fetch_resp *fr)
 {
-    const char *why = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc);
-
-    switch (cc) {
-    case CURLE_OPERATION_TIMEDOUT:
+    if (rc == KMS_ERR_TIMEOUT)
         return kms_err_set(KMS_ERR_AUTH_TIMEOUT,
                            "auth-api did not answer within %ld ms (%s %s%s); check that it is "
                            "running and healthy",
                            w->timeout_ms, method, shown, path);
+    if (rc == KMS_ERR_TOOBIG)
+        return kms_err_set(KMS_ERR_AUTH_RESPONSE, "auth-api response to %s %s%s exceeds %u bytes",
+                           method, shown, path, WH_RESPONSE_MAX);
+    if (rc == KMS_ERR_NOMEM)
+        return kms_err_set(KMS_ERR_NOMEM, "out of memory reading the auth-api response");
+    if (rc != KMS_ERR_NET)
+        return rc; /* option or handle failure: kms_fetch's detail */
+    switch (fr->cc) {
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
         return kms_err_set(KMS_ERR_AUTH_UNREACHABLE,
                            "cannot connect to the auth-api at %s%s: %s; check "
                            "auth_api.webhook.url and that the auth-api is running",
-                           shown, path, why);
-    case CURLE_WRITE_ERROR:
-        if (sink->too_big)
-            return kms_err_set(KMS_ERR_AUTH_RESPONSE,
-                               "auth-api response to %s %s%s exceeds %u bytes", method, shown, path,
-                               WH_RESPONSE_MAX);
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory reading the auth-api response");
+                           shown, path, kms_fetch_why(fr));
     default:
         return kms_err_set(KMS_ERR_AUTH_UNREACHABLE, "auth-api request %s %s%s failed: %s", method,
-                           shown, path, why);
+                           shown, path, kms_fetch_why(fr));
     }
 }
 
@@ -214,86 +194,48 @@ out:
 static int wh_request(const struct webhook *w, const char *path, const char *body,
                       struct kms_buf *resp)
 {
+    static const char *const get_hdrs[] = {"Accept: application/json", NULL};
+    /* No "Expect: 100-continue" round trip for larger bodies. */
+    static const char *const post_hdrs[] = {"Accept: application/json",
+                                            "Content-Type: application/json", "Expect:", NULL};
     const char *method = body != NULL ? "POST" : "GET";
     const char *prefix = body != NULL ? w->base : w->url;
     const char *shown = body != NULL ? w->shown_base : w->shown_url;
-    char errbuf[CURL_ERROR_SIZE];
     char quoted[WH_BODY_IN_DETAIL + 4];
-    struct wh_sink sink = {0};
-    struct curl_slist *hdrs = NULL;
-    struct curl_slist *tmp;
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr = {0};
     char *url = NULL;
-    CURL *h = NULL;
-    CURLcode cc;
-    long status = 0;
     size_t n;
     int rc = 0;
 
     memset(resp, 0, sizeof(*resp));
-    errbuf[0] = '\0';
     n = strlen(prefix) + strlen(path) + 1;
     url = malloc(n);
     KMS_GUARD_PTR(url);
     snprintf(url, n, "%s%s", prefix, path);
 
-    h = curl_easy_init();
-    KMS_ENSURE(h != NULL, KMS_ERR_NOMEM, "cannot create an HTTP client handle (curl_easy_init)");
-    tmp = curl_slist_append(hdrs, "Accept: application/json");
-    KMS_GUARD_PTR(tmp);
-    hdrs = tmp;
+    req.url = url;
+    req.timeout_ms = w->timeout_ms;
+    req.max_body = WH_RESPONSE_MAX;
+    req.user_agent = "kmsd";
+    req.no_env_proxy = 1; /* ignore http_proxy & co from the environment */
+    req.headers = body != NULL ? post_hdrs : get_hdrs;
     if (body != NULL) {
-        tmp = curl_slist_append(hdrs, "Content-Type: application/json");
-        KMS_GUARD_PTR(tmp);
-        hdrs = tmp;
-        /* No "Expect: 100-continue" round trip for larger bodies. */
-        tmp = curl_slist_append(hdrs, "Expect:");
-        KMS_GUARD_PTR(tmp);
-        hdrs = tmp;
+        req.post = body;
+        req.post_len = strlen(body);
     }
-#define SETOPT(opt, val)                                                                           \
-    do {                                                                                           \
-        cc = curl_easy_setopt(h, opt, val);                                                        \
-        KMS_ENSURE(cc == CURLE_OK, KMS_ERR_INTERNAL, "curl option %s: %s", #opt,                   \
-                   curl_easy_strerror(cc));                                                        \
-    } while (0)
-    SETOPT(CURLOPT_URL, url);
-    SETOPT(CURLOPT_NOSIGNAL, 1L);
-    SETOPT(CURLOPT_TIMEOUT_MS, w->timeout_ms);
-    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, w->timeout_ms);
-    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-    SETOPT(CURLOPT_PROXY, ""); /* ignore http_proxy & co from the environment */
-    SETOPT(CURLOPT_ERRORBUFFER, errbuf);
-    SETOPT(CURLOPT_USERAGENT, "kmsd");
-    SETOPT(CURLOPT_HTTPHEADER, hdrs);
-    SETOPT(CURLOPT_WRITEFUNCTION, wh_write);
-    SETOPT(CURLOPT_WRITEDATA, &sink);
-    if (body != NULL) {
-        SETOPT(CURLOPT_POST, 1L);
-        SETOPT(CURLOPT_POSTFIELDS, body);
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-    } else {
-        SETOPT(CURLOPT_HTTPGET, 1L);
-    }
-#undef SETOPT
-
-    cc = curl_easy_perform(h);
-    if (cc != CURLE_OK) {
-        rc = wh_curl_error(w, method, shown, path, cc, errbuf, &sink);
+    rc = kms_fetch(&req, &fr);
+    if (rc < 0) {
+        rc = wh_fetch_error(w, method, shown, path, rc, &fr);
         goto out;
     }
-    cc = curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_INTERNAL, "cannot read the auth-api HTTP status");
-    sanitize(sink.buf.data, sink.buf.len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
-    KMS_ENSURE(status >= 200 && status <= 299, KMS_ERR_AUTH_HTTP,
-               "auth-api %s %s%s returned HTTP %ld: %s", method, shown, path, status, quoted);
-    *resp = sink.buf;
-    memset(&sink.buf, 0, sizeof(sink.buf));
+    sanitize(fr.body.data, fr.body.len, WH_BODY_IN_DETAIL, quoted, sizeof(quoted));
+    KMS_ENSURE(fr.status >= 200 && fr.status <= 299, KMS_ERR_AUTH_HTTP,
+               "auth-api %s %s%s returned HTTP %ld: %s", method, shown, path, fr.status, quoted);
+    *resp = fr.body;
+    memset(&fr.body, 0, sizeof(fr.body));
 out:
-    if (h != NULL)
-        curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
-    kms_buf_free(&sink.buf);
+    kms_fetch_resp_free(&fr);
     free(url);
     return rc;
 }

@@ -1,5 +1,4 @@
 /* kmsctl admin: the Admin service of a node (node/admin.h) over its token-protected listener. */
-#include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -9,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "common/fetch.h"
 #include "common/file.h"
 #include "replication/replication.h"
 
@@ -32,23 +32,6 @@ static const char admin_usage[] =
     "  --json              print the node's JSON answer\n"
     "  --timeout-ms MS     timeout of the request (default 10000)\n"
     "Exit status: 0 on success, 1 when the node refused or failed, 2 on usage errors.\n";
-
-struct sink {
-    struct kms_buf b;
-    int overflow;
-};
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
-{
-    struct sink *s = arg;
-    size_t n = sz * nm;
-
-    if (ADMIN_MAX_BODY - s->b.len < n || kms_buf_put(&s->b, p, n) < 0) {
-        s->overflow = 1;
-        return 0;
-    }
-    return n;
-}
 
 /* The token from path with a trailing newline removed; caller frees with kms_free_secret. */
 static int read_token(const char *path, char **out)
@@ -79,17 +62,14 @@ static int admin_call(const char *base, const char *token, long timeout_ms, cons
                       const char *body, long *status, json_t **res)
 {
     char url[KMS_REPL_URL_MAX + 64];
-    char errbuf[CURL_ERROR_SIZE] = "";
-    struct curl_slist *hdr = NULL;
+    const char *hdrs[3] = {NULL, "Content-Type: application/json", NULL};
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr = {0};
     char *auth = NULL;
-    struct sink s;
     size_t ul = strlen(base);
     json_error_t jerr;
-    CURL *c = NULL;
-    CURLcode cc;
     int rc = 0;
 
-    memset(&s, 0, sizeof(s));
     *res = NULL;
     while (ul > 0 && base[ul - 1] == '/')
         ul--;
@@ -100,30 +80,22 @@ static int admin_call(const char *base, const char *token, long timeout_ms, cons
     auth = malloc(strlen(token) + 32);
     KMS_GUARD_PTR(auth);
     snprintf(auth, strlen(token) + 32, "Authorization: Bearer %s", token);
-    hdr = curl_slist_append(hdr, auth);
-    KMS_GUARD_PTR(hdr);
-    KMS_ENSURE(curl_slist_append(hdr, "Content-Type: application/json") != NULL, KMS_ERR_NOMEM,
-               "out of memory");
-    c = curl_easy_init();
-    KMS_GUARD_PTR(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? body : "{}");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    cc = curl_easy_perform(c);
-    KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms",
-               base, timeout_ms);
-    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "answer larger than %u bytes", ADMIN_MAX_BODY);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", base,
-               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    *res =
-        json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, JSON_DECODE_ANY, &jerr);
+    hdrs[0] = auth;
+    req.url = url;
+    req.post = body != NULL ? body : "{}";
+    req.post_len = strlen(req.post);
+    req.headers = hdrs;
+    req.timeout_ms = timeout_ms;
+    req.max_body = ADMIN_MAX_BODY;
+    rc = kms_fetch(&req, &fr);
+    KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms", base,
+               timeout_ms);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_TOOBIG, "answer larger than %u bytes", ADMIN_MAX_BODY);
+    KMS_ENSURE(rc != KMS_ERR_NET, KMS_ERR_NET, "cannot reach %s: %s", base, kms_fetch_why(&fr));
+    KMS_GUARD(rc);
+    *status = fr.status;
+    *res = json_loadb(fr.body.data != NULL ? (const char *)fr.body.data : "", fr.body.len,
+                      JSON_DECODE_ANY, &jerr);
     KMS_ENSURE(*res != NULL, KMS_ERR_PARSE, "%s answered HTTP %ld without JSON", base, *status);
     if (*status != 200) {
         json_t *e = json_object_get(*res, "error");
@@ -136,14 +108,9 @@ out:
         json_decref(*res);
         *res = NULL;
     }
-    for (struct curl_slist *h = hdr; h != NULL; h = h->next)
-        OPENSSL_cleanse(h->data, strlen(h->data));
-    curl_slist_free_all(hdr);
     if (auth != NULL)
         kms_free_secret(auth, strlen(auth));
-    kms_buf_free(&s.b);
-    if (c != NULL)
-        curl_easy_cleanup(c);
+    kms_fetch_resp_free(&fr);
     return rc;
 }
 

@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "common/fetch.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"
 #include "replication/replication.h"
@@ -67,61 +68,44 @@ static long parse_timeout(const char *s)
 
 /* ---------------------------------------------------------------- status */
 
-struct sink {
-    struct kms_buf b;
-    int overflow;
-};
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
+/* The node's self-report: informational, so no certificate check (see --help). */
+static int no_tls_check(CURL *h, void *arg)
 {
-    struct sink *s = arg;
-    size_t n = sz * nm;
-
-    if (HEALTH_MAX_BODY - s->b.len < n || kms_buf_put(&s->b, p, n) < 0) {
-        s->overflow = 1;
-        return 0;
-    }
-    return n;
+    (void)arg;
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    return 0;
 }
 
 /* GET base/health: *status the HTTP code, *out the JSON document (caller owns). */
 static int get_health(const char *base, long timeout_ms, long *status, json_t **out)
 {
-    CURL *c = NULL;
-    struct sink s;
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr = {0};
     char url[KMS_REPL_URL_MAX + 16];
-    char errbuf[CURL_ERROR_SIZE] = "";
     json_error_t jerr;
     size_t ul = strlen(base);
-    CURLcode cc;
     int rc = 0;
 
-    memset(&s, 0, sizeof(s));
     *out = NULL;
     while (ul > 0 && base[ul - 1] == '/')
         ul--;
     KMS_ENSURE(ul < KMS_REPL_URL_MAX, KMS_ERR_INVAL, "URL too long");
     snprintf(url, sizeof(url), "%.*s/health", (int)ul, base);
-    c = curl_easy_init();
-    KMS_GUARD_PTR(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    /* The node's self-report: informational, so no certificate check (see --help). */
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    cc = curl_easy_perform(c);
-    KMS_ENSURE(cc != CURLE_OPERATION_TIMEDOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms",
-               url, timeout_ms);
-    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "/health answer larger than %u bytes", HEALTH_MAX_BODY);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "cannot reach %s: %s", url,
-               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    *out = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, 0, &jerr);
+    req.url = url;
+    req.timeout_ms = timeout_ms;
+    req.max_body = HEALTH_MAX_BODY;
+    req.setup = no_tls_check;
+    rc = kms_fetch(&req, &fr);
+    KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms", url,
+               timeout_ms);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_TOOBIG, "/health answer larger than %u bytes",
+               HEALTH_MAX_BODY);
+    KMS_ENSURE(rc != KMS_ERR_NET, KMS_ERR_NET, "cannot reach %s: %s", url, kms_fetch_why(&fr));
+    KMS_GUARD(rc);
+    *status = fr.status;
+    *out =
+        json_loadb(fr.body.data != NULL ? (const char *)fr.body.data : "", fr.body.len, 0, &jerr);
     KMS_ENSURE(json_is_object(*out), KMS_ERR_PARSE, "%s is not a kmsd /health document (HTTP %ld)",
                url, *status);
 out:
@@ -129,9 +113,7 @@ out:
         json_decref(*out);
         *out = NULL;
     }
-    kms_buf_free(&s.b);
-    if (c != NULL)
-        curl_easy_cleanup(c);
+    kms_fetch_resp_free(&fr);
     return rc;
 }
 

@@ -46,20 +46,39 @@ out:
     return rc;
 }
 
-int kms_file_write_atomic(const char *path, const void *p, size_t n, unsigned mode)
+/* fsync of the directory holding path, so that a rename or link survives a crash. */
+static void sync_dir(const char *path)
+{
+    char dirbuf[4096];
+    int dfd;
+
+    snprintf(dirbuf, sizeof(dirbuf), "%s", path);
+    dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+}
+
+int kms_file_write_atomic_ex(const char *path, const void *p, size_t n, unsigned mode,
+                             unsigned flags)
 {
     char tmpl[4096];
-    char dirbuf[4096];
     const uint8_t *b = p;
     size_t off = 0;
     int rc = 0;
     int fd = -1;
-    int dfd = -1;
 
-    KMS_ENSURE(strlen(path) + 16 < sizeof(tmpl), KMS_ERR_INVAL, "path too long: %s", path);
+    tmpl[0] = '\0';
+    KMS_ENSURE(strlen(path) < sizeof(tmpl) - 16, KMS_ERR_INVAL, "path too long: %s", path);
     snprintf(tmpl, sizeof(tmpl), "%s.tmpXXXXXX", path);
-    fd = mkstemp(tmpl);
-    KMS_ENSURE(fd >= 0, KMS_ERR_IO, "cannot create temp file for %s: %s", path, strerror(errno));
+    /* mkostemp: O_CREAT | O_EXCL, mode 0600 (never wider than the owner until fchmod) */
+    fd = mkostemp(tmpl, O_CLOEXEC);
+    if (fd < 0) {
+        tmpl[0] = '\0';
+        rc = kms_err_set(KMS_ERR_IO, "cannot create temp file for %s: %s", path, strerror(errno));
+        goto out;
+    }
     KMS_ENSURE(fchmod(fd, (mode_t)mode) == 0, KMS_ERR_IO, "chmod %s: %s", tmpl, strerror(errno));
     while (off < n) {
         ssize_t w = write(fd, b + off, n - off);
@@ -72,20 +91,30 @@ int kms_file_write_atomic(const char *path, const void *p, size_t n, unsigned mo
     KMS_ENSURE(fsync(fd) == 0, KMS_ERR_IO, "fsync %s: %s", tmpl, strerror(errno));
     close(fd);
     fd = -1;
-    KMS_ENSURE(rename(tmpl, path) == 0, KMS_ERR_IO, "rename to %s: %s", path, strerror(errno));
-    tmpl[0] = '\0';
-    snprintf(dirbuf, sizeof(dirbuf), "%s", path);
-    dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
+    if (flags & KMS_FILE_NOREPLACE) {
+        /* link() fails with EEXIST instead of replacing; the temp name is removed below */
+        if (link(tmpl, path) != 0) {
+            rc = errno == EEXIST
+                     ? kms_err_set(KMS_ERR_EXISTS, "%s already exists", path)
+                     : kms_err_set(KMS_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+            goto out;
+        }
+    } else {
+        KMS_ENSURE(rename(tmpl, path) == 0, KMS_ERR_IO, "rename to %s: %s", path, strerror(errno));
+        tmpl[0] = '\0';
     }
+    sync_dir(path);
 out:
     if (fd >= 0)
         close(fd);
-    if (rc < 0 && tmpl[0] != '\0')
+    if (tmpl[0] != '\0')
         unlink(tmpl);
     return rc;
+}
+
+int kms_file_write_atomic(const char *path, const void *p, size_t n, unsigned mode)
+{
+    return kms_file_write_atomic_ex(path, p, n, mode, 0);
 }
 
 int kms_mkdir_p(const char *path, unsigned mode)

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "common/hex.h"
+#include "common/utf8.h"
 
 /* ---- wire primitives */
 
@@ -145,49 +146,6 @@ out:
 
 /* ---- decoding into JSON */
 
-/* Strict UTF-8 (no overlong forms, surrogates or code points above U+10FFFF) without NUL. */
-static int utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp;
-
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i - 1 < k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
-}
-
 static const struct kms_pb_field *field_by_number(const struct kms_pb_msg *m, uint32_t num)
 {
     for (size_t i = 0; i < m->n_fields; i++) {
@@ -247,7 +205,7 @@ static int decode_len_value(const struct kms_pb_msg *m, const struct kms_pb_fiel
     char *hex;
 
     if (f->type == KMS_PB_STRING) {
-        if (!utf8_ok(vp, vn))
+        if (!kms_utf8_valid(vp, vn))
             return kms_err_set(KMS_ERR_PARSE, "field %s.%s is not UTF-8 text without NUL", m->name,
                                f->name);
         *v = json_stringn_nocheck((const char *)vp, vn);

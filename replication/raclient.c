@@ -7,32 +7,20 @@
 
 #include "common/buf.h"
 #include "common/crypto/crypto.h"
+#include "common/fetch.h"
 #include "common/log.h"
 #include "replication/replication.h"
 
 #define RPC_MAX_RESPONSE (4u * 1024u * 1024u)
 
-struct sink {
-    struct kms_buf b;
-    int overflow;
-};
-
-static size_t on_data(char *p, size_t sz, size_t nm, void *arg)
-{
-    struct sink *s = arg;
-    size_t n = sz * nm;
-
-    if (s->b.len + n > RPC_MAX_RESPONSE || kms_buf_put(&s->b, p, n) < 0) {
-        s->overflow = 1;
-        return 0;
-    }
-    return n;
-}
-
 struct check_ctx {
     const struct kms_rpc_opts *o;
     int rc;
     char detail[1024];
+    int want_leaf; /* read the server leaf certificate after the transfer */
+    X509 *leaf;
+    int leaf_rc;
+    char leaf_detail[256];
 };
 
 static int verify_cb(X509_STORE_CTX *sctx, void *arg)
@@ -88,49 +76,13 @@ static int server_leaf(CURL *c, X509 **out)
     return rc;
 }
 
-int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *body, json_t **resp,
-                 X509 **server_cert)
+/* TLS options of a call (kms_fetch setup callback): CA pinning, client certificate, the
+ * server check. */
+static int rpc_setup(CURL *c, void *arg)
 {
-    CURL *c = NULL;
-    struct curl_slist *hdr = NULL;
-    struct sink s;
-    char url[2048];
-    char errbuf[CURL_ERROR_SIZE] = "";
-    size_t ul = strlen(o->url);
-    long status = 0;
-    long timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
-    json_error_t jerr;
-    json_t *j = NULL;
-    struct check_ctx chk;
-    CURLcode cc;
-    int rc = 0;
+    struct check_ctx *chk = arg;
+    const struct kms_rpc_opts *o = chk->o;
 
-    memset(&s, 0, sizeof(s));
-    memset(&chk, 0, sizeof(chk));
-    chk.o = o;
-    *resp = NULL;
-    if (server_cert != NULL)
-        *server_cert = NULL;
-    while (ul > 0 && o->url[ul - 1] == '/')
-        ul--;
-    KMS_ENSURE(ul < 1500, KMS_ERR_INVAL, "URL too long");
-    if (ul >= 5 && strncmp(o->url + ul - 5, "/prpc", 5) == 0)
-        snprintf(url, sizeof(url), "%.*s/%s?json", (int)ul, o->url, method);
-    else
-        snprintf(url, sizeof(url), "%.*s/prpc/%s?json", (int)ul, o->url, method);
-    c = curl_easy_init();
-    KMS_GUARD_PTR(c);
-    hdr = curl_slist_append(hdr, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout < 5000 ? timeout : 5000L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? body : "{}");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     if (o->ca_pem != NULL) {
         struct curl_blob ca = {(void *)o->ca_pem, strlen(o->ca_pem), CURL_BLOB_COPY};
 
@@ -153,48 +105,107 @@ int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *b
         curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &key);
         curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
     }
-    if (server_cert != NULL)
+    if (chk->want_leaf)
         curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
     if (o->server_check != NULL) {
         /* Our callback must run even without a pinned CA, so peer verification stays on and
          * the callback itself decides. */
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_cb);
-        curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, &chk);
+        curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, chk);
     }
-    cc = curl_easy_perform(c);
+    return 0;
+}
+
+/* After the transfer (kms_fetch done callback): keeps the server leaf when asked for; a
+ * failure is reported by kms_rpc_call after the answer's own checks. */
+static int rpc_done(CURL *c, void *arg)
+{
+    struct check_ctx *chk = arg;
+
+    if (chk->want_leaf) {
+        chk->leaf_rc = server_leaf(c, &chk->leaf);
+        if (chk->leaf_rc < 0)
+            snprintf(chk->leaf_detail, sizeof(chk->leaf_detail), "%s", kms_err_detail());
+    }
+    return 0;
+}
+
+int kms_rpc_call(const struct kms_rpc_opts *o, const char *method, const char *body, json_t **resp,
+                 X509 **server_cert)
+{
+    static const char *const hdrs[] = {"Content-Type: application/json", NULL};
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr = {0};
+    char url[2048];
+    size_t ul = strlen(o->url);
+    long timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
+    json_error_t jerr;
+    json_t *j = NULL;
+    struct check_ctx chk;
+    int rc = 0;
+
+    memset(&chk, 0, sizeof(chk));
+    chk.o = o;
+    chk.want_leaf = server_cert != NULL;
+    *resp = NULL;
+    if (server_cert != NULL)
+        *server_cert = NULL;
+    while (ul > 0 && o->url[ul - 1] == '/')
+        ul--;
+    KMS_ENSURE(ul < 1500, KMS_ERR_INVAL, "URL too long");
+    if (ul >= 5 && strncmp(o->url + ul - 5, "/prpc", 5) == 0)
+        snprintf(url, sizeof(url), "%.*s/%s?json", (int)ul, o->url, method);
+    else
+        snprintf(url, sizeof(url), "%.*s/prpc/%s?json", (int)ul, o->url, method);
+    req.url = url;
+    req.post = body != NULL ? body : "{}";
+    req.post_len = strlen(req.post);
+    req.headers = hdrs;
+    req.timeout_ms = timeout;
+    req.connect_timeout_ms = timeout < 5000 ? timeout : 5000L;
+    req.max_body = RPC_MAX_RESPONSE;
+    req.setup = rpc_setup;
+    req.done = rpc_done;
+    req.arg = &chk;
+    rc = kms_fetch(&req, &fr);
     if (chk.rc < 0) {
         rc = kms_err_set(chk.rc, "%s", chk.detail);
         goto out;
     }
-    if (cc == CURLE_OPERATION_TIMEDOUT) {
+    if (rc == KMS_ERR_TIMEOUT) {
         rc = kms_err_set(KMS_ERR_TIMEOUT, "%s: no answer from %.*s within %ld ms", method, (int)ul,
                          o->url, timeout);
         goto out;
     }
-    KMS_ENSURE(!s.overflow, KMS_ERR_TOOBIG, "%s: response larger than %u bytes", method,
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_TOOBIG, "%s: response larger than %u bytes", method,
                RPC_MAX_RESPONSE);
-    KMS_ENSURE(cc == CURLE_OK, KMS_ERR_NET, "%s: cannot reach %.*s: %s", method, (int)ul, o->url,
-               errbuf[0] != '\0' ? errbuf : curl_easy_strerror(cc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    j = json_loadb(s.b.data != NULL ? (const char *)s.b.data : "", s.b.len, JSON_DECODE_ANY, &jerr);
-    if (status == 400 && json_is_object(j) && json_is_string(json_object_get(j, "error"))) {
+    KMS_ENSURE(rc != KMS_ERR_NET, KMS_ERR_NET, "%s: cannot reach %.*s: %s", method, (int)ul, o->url,
+               kms_fetch_why(&fr));
+    KMS_GUARD(rc);
+    j = json_loadb(fr.body.data != NULL ? (const char *)fr.body.data : "", fr.body.len,
+                   JSON_DECODE_ANY, &jerr);
+    if (fr.status == 400 && json_is_object(j) && json_is_string(json_object_get(j, "error"))) {
         rc = kms_err_set(KMS_ERR_REPL_RPC, "%s", json_string_value(json_object_get(j, "error")));
         goto out;
     }
-    KMS_ENSURE(status == 200, KMS_ERR_NET, "%s: HTTP status %ld from %.*s", method, status, (int)ul,
-               o->url);
+    KMS_ENSURE(fr.status == 200, KMS_ERR_NET, "%s: HTTP status %ld from %.*s", method, fr.status,
+               (int)ul, o->url);
     KMS_ENSURE(j != NULL, KMS_ERR_PARSE, "%s: invalid JSON response: %s", method, jerr.text);
-    if (server_cert != NULL)
-        KMS_GUARD(server_leaf(c, server_cert));
+    if (server_cert != NULL) {
+        if (chk.leaf_rc < 0) {
+            rc = kms_err_set(chk.leaf_rc, "%s", chk.leaf_detail);
+            goto out;
+        }
+        *server_cert = chk.leaf;
+        chk.leaf = NULL;
+    }
     *resp = j;
     j = NULL;
 out:
+    X509_free(chk.leaf);
     json_decref(j);
-    kms_buf_free(&s.b);
-    curl_slist_free_all(hdr);
-    if (c != NULL)
-        curl_easy_cleanup(c);
+    kms_fetch_resp_free(&fr);
     return rc;
 }
 

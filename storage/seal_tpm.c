@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -671,49 +670,17 @@ static int blob_decode(const uint8_t *raw, size_t len, const char *path, struct 
     return rc;
 }
 
-/* Publishes data at path (0600) without ever replacing an existing file: temp file, fsync,
- * link(). KMS_ERR_EXISTS if another process created path first. */
+/* Publishes data at path (0600) without ever replacing an existing file (common/file.h).
+ * KMS_ERR_EXISTS if another process created path first. */
 static int write_new(const char *path, const uint8_t *data, size_t n)
 {
-    char tmpl[PATH_MAX_LEN + 16];
-    char dirbuf[PATH_MAX_LEN + 16];
-    size_t off = 0;
     int rc = 0;
-    int fd = -1;
-    int dfd;
 
     KMS_ENSURE(strlen(path) < PATH_MAX_LEN, KMS_ERR_INVAL, "TPM blob path is too long");
-    snprintf(tmpl, sizeof(tmpl), "%s.tmpXXXXXX", path);
-    fd = mkostemp(tmpl, O_CLOEXEC);
-    KMS_ENSURE(fd >= 0, KMS_ERR_STORE_SEAL, "cannot create a file next to %s: %s", path,
-               strerror(errno));
-    KMS_ENSURE(fchmod(fd, 0600) == 0, KMS_ERR_STORE_SEAL, "chmod %s: %s", tmpl, strerror(errno));
-    while (off < n) {
-        ssize_t w = write(fd, data + off, n - off);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        KMS_ENSURE(w > 0, KMS_ERR_STORE_SEAL, "cannot write %s: %s", tmpl, strerror(errno));
-        off += (size_t)w;
-    }
-    KMS_ENSURE(fsync(fd) == 0, KMS_ERR_STORE_SEAL, "fsync %s: %s", tmpl, strerror(errno));
-    if (link(tmpl, path) != 0) {
-        rc = errno == EEXIST
-                 ? kms_err_set(KMS_ERR_EXISTS, "%s already exists", path)
-                 : kms_err_set(KMS_ERR_STORE_SEAL, "cannot create %s: %s", path, strerror(errno));
-        goto out;
-    }
-    snprintf(dirbuf, sizeof(dirbuf), "%s", path);
-    dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
+    rc = kms_file_write_atomic_ex(path, data, n, 0600, KMS_FILE_NOREPLACE);
+    if (rc < 0 && rc != KMS_ERR_EXISTS)
+        rc = kms_err_wrap(KMS_ERR_STORE_SEAL, "cannot create %s", path);
 out:
-    if (fd >= 0) {
-        close(fd);
-        unlink(tmpl);
-    }
     return rc;
 }
 

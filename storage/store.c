@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -333,48 +332,21 @@ out:
  * link(), so a crash never leaves a short KEK file and an existing one is never replaced. */
 static int kek_create(const char *path)
 {
-    char tmpl[PATH_MAX_LEN + 16];
-    char dirbuf[PATH_MAX_LEN + 16];
     uint8_t k[KEK_LEN];
-    size_t off = 0;
     int rc = 0;
-    int fd = -1;
-    int dfd;
 
     KMS_ENSURE(strlen(path) < PATH_MAX_LEN, KMS_ERR_INVAL, "KEK path too long");
-    snprintf(tmpl, sizeof(tmpl), "%s.tmpXXXXXX", path);
-    fd = mkostemp(tmpl, O_CLOEXEC); /* O_EXCL, mode 0600 */
-    KMS_ENSURE(fd >= 0, KMS_ERR_STORE_SEAL, "cannot create KEK file next to %s: %s", path,
-               strerror(errno));
-    KMS_ENSURE(fchmod(fd, 0600) == 0, KMS_ERR_STORE_SEAL, "chmod KEK file: %s", strerror(errno));
     KMS_GUARD_OSSL(RAND_priv_bytes(k, sizeof(k)), "generate KEK");
-    while (off < sizeof(k)) {
-        ssize_t w = write(fd, k + off, sizeof(k) - off);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        KMS_ENSURE(w > 0, KMS_ERR_STORE_SEAL, "cannot write KEK file: %s", strerror(errno));
-        off += (size_t)w;
-    }
-    KMS_ENSURE(fsync(fd) == 0, KMS_ERR_STORE_SEAL, "fsync KEK file: %s", strerror(errno));
-    if (link(tmpl, path) != 0 && errno != EEXIST) {
-        rc =
-            kms_err_set(KMS_ERR_STORE_SEAL, "cannot create KEK file %s: %s", path, strerror(errno));
+    rc = kms_file_write_atomic_ex(path, k, sizeof(k), 0600, KMS_FILE_NOREPLACE);
+    if (rc == KMS_ERR_EXISTS) {
+        rc = 0; /* another process created it first: the caller reads that one */
+    } else if (rc < 0) {
+        rc = kms_err_wrap(KMS_ERR_STORE_SEAL, "cannot create KEK file %s", path);
         goto out;
-    }
-    snprintf(dirbuf, sizeof(dirbuf), "%s", path);
-    dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
     }
     KMS_INFO("created a new KEK at %s (file seal provider: development only)", path);
 out:
     OPENSSL_cleanse(k, sizeof(k));
-    if (fd >= 0) {
-        close(fd);
-        unlink(tmpl);
-    }
     return rc;
 }
 

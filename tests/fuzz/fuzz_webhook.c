@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "chain/internal.h"
+#include "common/utf8.h"
 #include "fuzz.h"
 
 static void check_detail(void)
@@ -29,41 +30,6 @@ static void check_detail(void)
                 strcmp(d, "out of memory") == 0);
     for (; *d != '\0'; d++)
         FUZZ_ASSERT((unsigned char)*d >= 0x20 && *d != 0x7f);
-}
-
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF). */
-static int utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-
-    while (*p != 0) {
-        unsigned c = *p;
-        size_t n;
-        unsigned cp;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 3, cp = c & 0x07;
-        else
-            return 0;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        p += n + 1;
-    }
-    return 1;
 }
 
 static void check_decision(const uint8_t *data, size_t size)
@@ -84,7 +50,8 @@ static void check_decision(const uint8_t *data, size_t size)
         return;
     }
     FUZZ_ASSERT(res.allowed == 0 || res.allowed == 1);
-    FUZZ_ASSERT(memchr(res.reason, 0, sizeof(res.reason)) != NULL && utf8_ok(res.reason));
+    FUZZ_ASSERT(memchr(res.reason, 0, sizeof(res.reason)) != NULL &&
+                kms_utf8_valid(res.reason, strlen(res.reason)));
     FUZZ_ASSERT(memchr(res.gateway_app_id, 0, sizeof(res.gateway_app_id)) != NULL);
     j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
     FUZZ_ASSERT(j != NULL && json_is_object(j));

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/fetch.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "node/proto.h"
@@ -42,13 +43,39 @@ struct res {
     struct kms_buf body;
 };
 
-static size_t on_data(char *p, size_t sz, size_t n, void *arg)
-{
-    struct res *r = arg;
+struct http_tls {
+    const char *cert;
+    const char *key;
+    struct res *r;
+};
 
-    if (8u * 1024u * 1024u - r->body.len < sz * n || kms_buf_put(&r->body, p, sz * n) < 0)
-        return 0;
-    return sz * n;
+/* kms_fetch setup: no server check; cert/key (PEM, may be NULL) as client certificate. */
+static int http_setup(CURL *c, void *arg)
+{
+    const struct http_tls *t = arg;
+
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    if (t->cert != NULL) {
+        struct curl_blob cb = {(void *)t->cert, strlen(t->cert), CURL_BLOB_COPY};
+        struct curl_blob kb = {(void *)t->key, strlen(t->key), CURL_BLOB_COPY};
+
+        curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cb);
+        curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &kb);
+        curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    return 0;
+}
+
+static int http_done(CURL *c, void *arg)
+{
+    const struct http_tls *t = arg;
+    char *ct = NULL;
+
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+    snprintf(t->r->ctype, sizeof(t->r->ctype), "%s", ct != NULL ? ct : "");
+    return 0;
 }
 
 /* POSTs len bytes of body to url (GET when body is NULL). ctype NULL sends no Content-Type.
@@ -56,45 +83,33 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 static void http(const char *url, const char *ctype, const void *body, size_t len, const char *cert,
                  const char *key, struct res *r)
 {
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
+    struct http_tls t = {cert, key, r};
+    struct kms_fetch_req req = {0};
+    struct kms_fetch_resp fr;
+    const char *hdrs[2] = {NULL, NULL};
     char hdr[160];
-    char *ct = NULL;
 
     memset(r, 0, sizeof(*r));
-    if (c == NULL)
-        return;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    req.url = url;
+    req.timeout_ms = 20000;
+    req.max_body = 8u * 1024u * 1024u;
+    req.setup = http_setup;
+    req.done = http_done;
+    req.arg = &t;
     if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
+        req.post = body;
+        req.post_len = len;
         snprintf(hdr, sizeof(hdr), "Content-Type:%s%s", ctype != NULL ? " " : "",
                  ctype != NULL ? ctype : ""); /* "Content-Type:" removes curl's default */
-        h = curl_slist_append(h, hdr);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        hdrs[0] = hdr;
+        req.headers = hdrs;
     }
-    if (cert != NULL) {
-        struct curl_blob cb = {(void *)cert, strlen(cert), CURL_BLOB_COPY};
-        struct curl_blob kb = {(void *)key, strlen(key), CURL_BLOB_COPY};
-
-        curl_easy_setopt(c, CURLOPT_SSLCERT_BLOB, &cb);
-        curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
-        curl_easy_setopt(c, CURLOPT_SSLKEY_BLOB, &kb);
-        curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
+    if (kms_fetch(&req, &fr) == 0) {
+        r->status = fr.status;
+        r->body = fr.body;
+        memset(&fr.body, 0, sizeof(fr.body));
     }
-    if (curl_easy_perform(c) == CURLE_OK) {
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
-        curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-        snprintf(r->ctype, sizeof(r->ctype), "%s", ct != NULL ? ct : "");
-    }
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
+    kms_fetch_resp_free(&fr);
 }
 
 static void res_free(struct res *r)

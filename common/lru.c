@@ -1,13 +1,8 @@
-/*
- * Bounded verification cache (internal.h): refcounted values keyed by 32 bytes (a SHA-256),
- * each valid in [not_before, not_after]. Sizes are small (tens to hundreds of entries) and a
- * lookup is dwarfed by the signature checks it saves, so a linear scan under one mutex is enough.
- */
+#include "common/lru.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "attest/internal.h"
 
 /* Held by the table and by every caller that got it; the value is freed at refs == 0. */
 struct lru_ref {
@@ -16,18 +11,18 @@ struct lru_ref {
 };
 
 struct lru_entry {
-    uint8_t key[32];
+    uint8_t key[KMS_LRU_KEY_LEN];
     struct lru_ref *ref; /* NULL: free slot */
-    time_t not_before;
-    time_t not_after;
-    unsigned long last_use;
+    int64_t not_before;
+    int64_t not_after;
+    unsigned long long last_use;
 };
 
 struct kms_lru {
     pthread_mutex_t mu;
     size_t max;
     struct lru_entry *e;
-    unsigned long tick;
+    unsigned long long tick;
     void (*free_val)(void *);
 };
 
@@ -35,7 +30,7 @@ struct kms_lru *kms_lru_new(size_t max, void (*free_val)(void *))
 {
     struct kms_lru *c;
 
-    if (max == 0)
+    if (max == 0 || free_val == NULL)
         return NULL;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -87,7 +82,7 @@ void kms_lru_free(struct kms_lru *c)
     free(c);
 }
 
-void *kms_lru_get(struct kms_lru *c, const uint8_t key[32], time_t now, void **ref)
+void *kms_lru_get(struct kms_lru *c, const uint8_t key[KMS_LRU_KEY_LEN], int64_t now, void **ref)
 {
     void *val = NULL;
 
@@ -98,7 +93,7 @@ void *kms_lru_get(struct kms_lru *c, const uint8_t key[32], time_t now, void **r
     for (size_t i = 0; i < c->max; i++) {
         struct lru_entry *e = &c->e[i];
 
-        if (e->ref == NULL || memcmp(e->key, key, 32) != 0)
+        if (e->ref == NULL || memcmp(e->key, key, KMS_LRU_KEY_LEN) != 0)
             continue;
         if (now > e->not_after) {
             drop_locked(c, e); /* never served past its end; the caller refreshes */
@@ -116,8 +111,8 @@ void *kms_lru_get(struct kms_lru *c, const uint8_t key[32], time_t now, void **r
     return val;
 }
 
-int kms_lru_put(struct kms_lru *c, const uint8_t key[32], void *val, time_t not_before,
-                time_t not_after, void **ref)
+int kms_lru_put(struct kms_lru *c, const uint8_t key[KMS_LRU_KEY_LEN], void *val,
+                int64_t not_before, int64_t not_after, void **ref)
 {
     struct lru_entry *slot = NULL;
     struct lru_ref *r;
@@ -137,7 +132,7 @@ int kms_lru_put(struct kms_lru *c, const uint8_t key[32], void *val, time_t not_
         *ref = r;
     pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->max && slot == NULL; i++) {
-        if (c->e[i].ref != NULL && memcmp(c->e[i].key, key, 32) == 0)
+        if (c->e[i].ref != NULL && memcmp(c->e[i].key, key, KMS_LRU_KEY_LEN) == 0)
             slot = &c->e[i];
     }
     for (size_t i = 0; i < c->max && slot == NULL; i++) {
@@ -152,7 +147,7 @@ int kms_lru_put(struct kms_lru *c, const uint8_t key[32], void *val, time_t not_
         }
     }
     drop_locked(c, slot);
-    memcpy(slot->key, key, 32);
+    memcpy(slot->key, key, KMS_LRU_KEY_LEN);
     slot->ref = r;
     slot->not_before = not_before;
     slot->not_after = not_after;
