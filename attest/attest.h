@@ -235,6 +235,18 @@ struct kms_tdx_report {
     uint8_t report_data[64];
 };
 
+/* The quoting enclave's SGX report body (reserved fields skipped). */
+struct kms_tdx_qe_report {
+    uint8_t cpu_svn[16];
+    uint32_t misc_select;
+    uint8_t attributes[16];
+    uint8_t mr_enclave[32];
+    uint8_t mr_signer[32];
+    uint16_t isv_prod_id;
+    uint16_t isv_svn;
+    uint8_t report_data[64];
+};
+
 /* A parsed v4 TDX quote. Pointers borrow from the input buffer. */
 struct kms_tdx_quote {
     uint16_t version;
@@ -246,9 +258,10 @@ struct kms_tdx_quote {
     struct kms_tdx_report report;
     const uint8_t *signed_data; /* header || body */
     size_t signed_len;
-    const uint8_t *sig;           /* 64: r||s */
-    const uint8_t *attest_key;    /* 64: X||Y */
-    const uint8_t *qe_report;     /* 384 */
+    const uint8_t *sig;        /* 64: r||s */
+    const uint8_t *attest_key; /* 64: X||Y */
+    const uint8_t *qe_report;  /* 384: the signed bytes of qe */
+    struct kms_tdx_qe_report qe;
     const uint8_t *qe_report_sig; /* 64 */
     const uint8_t *qe_auth;
     size_t qe_auth_len;

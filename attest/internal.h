@@ -36,6 +36,24 @@ time_t kms_attest_now(const struct kms_attest_ctx *ctx);
 int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
                             STACK_OF(X509) * intermediates, const char *what, int *is_sim);
 
+/* kms_attest_verify_chain that also returns the verified chain leaf .. anchor in *chain
+ * (caller frees with sk_X509_pop_free; NULL on error). */
+int kms_attest_verify_chain_get(const struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                                X509 *leaf, STACK_OF(X509) * intermediates, const char *what,
+                                int *is_sim, STACK_OF(X509) * *chain);
+
+/* The signature and binding checks of every TDX quote verification (tdx_quote.c): parses the
+ * quote into *q, then checks the quote signature by the attestation key, the QE report signature
+ * by the PCK leaf (the first PEM certificate the quote carries) and that the QE report data is
+ * SHA-256(attestation key || QE auth data) || 0^32. *pck_certs receives the certificates the
+ * quote carries, leaf first (caller frees with sk_X509_pop_free; NULL on error). */
+int kms_tdx_quote_check_sigs(const uint8_t *quote, size_t len, struct kms_tdx_quote *q,
+                             STACK_OF(X509) * *pck_certs);
+/* The PCK chain (pck_certs as above) to a pinned TDX root of ctx at its verification time:
+ * *chain = leaf .. root (caller frees), *is_sim. Errors of kms_attest_verify_chain. */
+int kms_tdx_pck_chain(const struct kms_attest_ctx *ctx, STACK_OF(X509) * pck_certs,
+                      STACK_OF(X509) * *chain, int *is_sim);
+
 /* Nitro (nitro.c): verifies a COSE_Sign1 NSM document: alg ES384, chain to the Nitro root,
  * signature, digest SHA384, PCR sizes, user_data == report_data. Fills mode, pcr[0..2] (48 B),
  * module_id, sim. */
