@@ -22,6 +22,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "attest/aia.h"
+#include "attest/cache.h"
 #include "attest/internal.h"
 #include "common/buf.h"
 

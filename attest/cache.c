@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/cache.h"
 #include "attest/internal.h"
 
 /* Held by the table and by every caller that got it; the value is freed at refs == 0. */

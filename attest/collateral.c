@@ -25,8 +25,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "attest/cache.h"
+#include "attest/collateral.h"
 #include "attest/internal.h"
 #include "attest/pki.h"
+#include "attest/scale.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

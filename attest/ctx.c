@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/aia.h"
 #include "attest/internal.h"
 #include "attest/pki.h"
 

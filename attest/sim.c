@@ -24,7 +24,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/scale.h"
+#include "attest/sim.h"
+#include "attest/sim_files.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
 

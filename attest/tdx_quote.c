@@ -13,6 +13,7 @@
 
 #include "attest/internal.h"
 #include "attest/pki.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 
 #define TDX_ATT_KEY_ECDSA_P256 2u

@@ -15,6 +15,9 @@
 #include <tss2/tss2_mu.h>
 
 #include "attest/internal.h"
+#include "attest/scale.h"
+#include "attest/sim_files.h"
+#include "attest/tpm.h"
 #include "common/tpm.h"
 
 #define VTPM_QUOTE_TRIES 4
