@@ -349,8 +349,8 @@ KMS_WUR int kms_platform_sim_init(const char *sim_dir);
  * KMS_ERR_NOTFOUND when none exists. */
 KMS_WUR int kms_platform_add_sim_roots(const char *sim_dir, struct kms_attest_ctx *ctx);
 
-/* ================================================================ AIA fetching for the GCP AK
- * chain (aia.c; owner: aia)
+/* ---------------------------------------------------------------- AIA fetching for the GCP AK
+ * chain (aia.c)
  *
  * Real GCP AK certificates are issued by an intermediate ("EK/AK CA Intermediate") that the
  * evidence does not carry. When enabled, a GCP AK certificate that does not verify with the
@@ -367,6 +367,5 @@ KMS_WUR int kms_attest_ctx_set_aia_fetch(struct kms_attest_ctx *ctx, int enabled
  * hosts. Call after enabling fetching (else KMS_ERR_STATE); KMS_ERR_INVAL for a bad name. */
 KMS_WUR int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes,
                                          size_t n);
-/* ================================================================ end AIA */
 
 #endif

@@ -9,15 +9,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
 #include <pthread.h>
 #include <limits.h>
 #include <stdio.h>

@@ -1,13 +1,7 @@
-#ifndef KMS_ATTEST_COLLATERAL_H
-#define KMS_ATTEST_COLLATERAL_H
-
-#include <time.h>
-
-#include "attest/attest.h"
-
-/* ================================================================ TDX collateral: TCB evaluation
- * from Intel DCAP collateral, PCCS fetch, air-gapped files, verification caches
- * (collateral.c, collateral_sim.c, cache.c; owner: collateral)
+/*
+ * attest: TDX collateral: TCB evaluation from Intel DCAP collateral, PCCS fetch, air-gapped
+ * files, the collateral source with its verification caches (collateral.c, cache.c) and
+ * collateral for the simulated TEE (collateral_sim.c).
  *
  * Collateral (attestation-reference.md §3.3): TDX TCB Info v3 {"tcbInfo":{...},"signature":hex}
  * and QE Identity v2 {"enclaveIdentity":{...},"signature":hex}, each ECDSA P-256 signed over the
@@ -19,6 +13,13 @@
  * KMS_COLL_MAX_LEVELS TCB levels, KMS_COLL_MAX_ADVISORIES advisory IDs per level,
  * KMS_COLL_MAX_MODULES TDX module identities, KMS_COLL_MAX_CHAIN certificates per issuer chain.
  */
+#ifndef KMS_ATTEST_COLLATERAL_H
+#define KMS_ATTEST_COLLATERAL_H
+
+#include <time.h>
+
+#include "attest/attest.h"
+
 #define KMS_COLL_MAX_ITEM (256u * 1024u)
 #define KMS_COLL_MAX_FILE (4u * 1024u * 1024u)
 #define KMS_COLL_MAX_SETS 64u

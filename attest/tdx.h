@@ -21,6 +21,11 @@ struct kms_tdx_qe_report {
     uint8_t report_data[64];
 };
 
+struct kms_buf;
+/* Appends the KMS_TDX_QE_REPORT_LEN-byte SGX report body of e (reserved fields zero); used by
+ * the simulated QE. */
+KMS_WUR int kms_tdx_qe_report_put(struct kms_buf *b, const struct kms_tdx_qe_report *e);
+
 /* A parsed v4 TDX quote. Pointers borrow from the input buffer. */
 struct kms_tdx_quote {
     uint16_t version;
@@ -54,11 +59,8 @@ KMS_WUR int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quo
 KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
                                  struct kms_verified *out);
 
-/* ================================================================ Evidence on real hardware and
- * per-platform producers: TDX quotes via configfs-tsm / /dev/tdx_guest (tdx_tsm.c), TEE
- * detection and the struct kms_platform producer abstraction incl. the simulated GCP TDX+vTPM
- * platform (platform.c; owner: evidence)
- */
+/* ---------------------------------------------------------------- quotes on real hardware:
+ * configfs-tsm and /dev/tdx_guest (tdx_tsm.c) */
 
 #define KMS_TSM_REPORT_DIR "/sys/kernel/config/tsm/report"
 #define KMS_TDX_GUEST_DEV "/dev/tdx_guest"

@@ -1,11 +1,6 @@
 /* TDX v4 quote: parsing and offline signature verification (attestation-reference.md §3). */
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/param_build.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -66,6 +61,27 @@ static int rd_qe_report(const uint8_t *p, struct kms_tdx_qe_report *e)
     KMS_GUARD(kms_rd_u16le(&r, &e->isv_svn));
     KMS_GUARD(kms_rd_skip(&r, 60));
     KMS_GUARD(kms_rd_copy(&r, e->report_data, 64));
+out:
+    return rc;
+}
+
+int kms_tdx_qe_report_put(struct kms_buf *b, const struct kms_tdx_qe_report *e)
+{
+    static const uint8_t zero[96];
+    int rc = 0;
+
+    KMS_GUARD(kms_buf_put(b, e->cpu_svn, 16));
+    KMS_GUARD(kms_buf_put_u32le(b, e->misc_select));
+    KMS_GUARD(kms_buf_put(b, zero, 28));
+    KMS_GUARD(kms_buf_put(b, e->attributes, 16));
+    KMS_GUARD(kms_buf_put(b, e->mr_enclave, 32));
+    KMS_GUARD(kms_buf_put(b, zero, 32));
+    KMS_GUARD(kms_buf_put(b, e->mr_signer, 32));
+    KMS_GUARD(kms_buf_put(b, zero, 96));
+    KMS_GUARD(kms_buf_put_u16le(b, e->isv_prod_id));
+    KMS_GUARD(kms_buf_put_u16le(b, e->isv_svn));
+    KMS_GUARD(kms_buf_put(b, zero, 60));
+    KMS_GUARD(kms_buf_put(b, e->report_data, 64));
 out:
     return rc;
 }

@@ -1,17 +1,17 @@
+/*
+ * attest: GCP vTPM evidence: TPM quotes (tpm.c), TCG event logs (tcg_eventlog.c) and the vTPM
+ * evidence producer over tpm2-tss (vtpm.c).
+ *
+ * Limits: a TPMS_ATTEST selects at most KMS_TPM_MAX_PCRS PCRs in at most KMS_TPM_MAX_SELECTIONS
+ * banks (bitmaps of at most KMS_TPM_MAX_SELECT bytes); a TCG log has at most KMS_TCG_MAX_EVENTS
+ * events, KMS_TCG_MAX_ALGS digest algorithms and KMS_TCG_MAX_EVENT_DATA bytes of event data each.
+ */
 #ifndef KMS_ATTEST_TPM_H
 #define KMS_ATTEST_TPM_H
 
 #include <openssl/evp.h>
 
 #include "attest/attest.h"
-
-/* ================================================================ GCP vTPM: TPM quotes, TCG event
- * logs, vTPM evidence producer (tpm.c, tcg_eventlog.c, vtpm.c; owner: tpm)
- *
- * Limits: a TPMS_ATTEST selects at most KMS_TPM_MAX_PCRS PCRs in at most KMS_TPM_MAX_SELECTIONS
- * banks (bitmaps of at most KMS_TPM_MAX_SELECT bytes); a TCG log has at most KMS_TCG_MAX_EVENTS
- * events, KMS_TCG_MAX_ALGS digest algorithms and KMS_TCG_MAX_EVENT_DATA bytes of event data each.
- */
 
 #define KMS_TPM_MAX_PCRS 32u
 #define KMS_TPM_MAX_SELECTIONS 4u
