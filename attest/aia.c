@@ -21,6 +21,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "attest/aia.h"
+#include "common/lru.h"
 #include "attest/internal.h"
 #include "common/buf.h"
 #include "common/fetch.h"

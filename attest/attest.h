@@ -1,11 +1,12 @@
 /*
- * attest: evidence formats and verification.
- *  - SCALE codec for dstack VersionedAttestation V0 (kms-reference.md §5.3)
- *  - RA-TLS certificate extensions, OIDs 1.3.6.1.4.1.62397.1.x (§5.1)
- *  - runtime-event digests and replay (attestation-reference.md §0.4)
- *  - TDX v4 quote parsing and signature verification (attestation-reference.md §3)
+ * attest: the public API of the attestation module, for node/, replication/, chain/ and cli/:
+ *  - the dstack VersionedAttestation V0 data model and its SCALE codec (kms-reference.md §5.3)
+ *  - RA-TLS certificate extensions, OIDs 1.3.6.1.4.1.62397.1.x (§5.1), report_data binding
+ *  - the verification context (pinned roots, time, AIA) and verification entry points
  *  - BootInfo derivation (kms-reference.md §6)
- *  - evidence producers: the simulated TEE (DESIGN.md §5)
+ *  - evidence producers per platform (struct kms_platform)
+ * Format-specific functions live in per-format headers under attest/ (scale.h, events.h, tdx.h,
+ * nitro.h, tpm.h, collateral.h, sim.h, aia.h, pki.h); include them explicitly.
  *
  * Limits: an attestation is at most KMS_ATT_MAX_BYTES; at most KMS_ATT_MAX_EVENTS events of
  * each kind; a single string/vec field at most KMS_ATT_MAX_FIELD bytes.
@@ -44,6 +45,14 @@ enum {
     KMS_ERR_ATT_PCR = -113,         /* PCR values / digest mismatch */
     KMS_ERR_ATT_TPM_SIG = -114,     /* TPM quote signature invalid */
     KMS_ERR_ATT_IMAGE = -115,       /* os_image_hash check failed */
+};
+
+/* collateral error codes (TCB evaluation with Intel collateral, attest/collateral.h) */
+enum {
+    KMS_ERR_ATT_COLLATERAL = -120,     /* collateral unavailable, malformed or not for this platform
+                                          (FMSPC/PCE-ID mismatch, wrong id/version) */
+    KMS_ERR_ATT_COLLATERAL_SIG = -121, /* collateral signature, issuer chain or CRL signature bad */
+    KMS_ERR_ATT_REVOKED = -122,        /* a certificate is on a CRL, or the TCB level is Revoked */
 };
 
 /* ---------------------------------------------------------------- data model (SCALE) */
@@ -130,43 +139,8 @@ KMS_WUR int kms_att_event_log_json(const struct kms_attestation *att, char **jso
 KMS_WUR int kms_att_add_runtime_event(struct kms_attestation *att, const char *name,
                                       const uint8_t *payload, size_t len);
 
-/* ---------------------------------------------------------------- SCALE primitives
- * (scale.c; shared with node/csr.c)
- * Bounded SCALE reading and writing over common/buf.h's kms_reader / kms_buf. Readers never
- * trust a length: it is checked against the caller's maximum and the bytes left. They fail with
- * KMS_ERR_PARSE (truncated or malformed input) or KMS_ERR_TOOBIG (a length above max), the
- * detail naming `what` and the offset; callers map these to their layer's codes. */
-struct kms_reader;
-struct kms_buf;
+/* ---------------------------------------------------------------- runtime events */
 
-/* Compact<u32> used as a length: canonical forms only (a value that fits a shorter form is
- * refused, so every value has one encoding); the big-integer form is refused. */
-KMS_WUR int kms_scale_get_compact(struct kms_reader *r, size_t *out);
-/* Vec<u8> of at most max bytes, copied into *out (malloc'd, at least 1 byte; caller frees
- * out->p; untouched on error). */
-KMS_WUR int kms_scale_get_bytes(struct kms_reader *r, size_t max, const char *what,
-                                struct kms_bytes *out);
-/* String of at most max bytes: strict UTF-8 (no overlongs, surrogates or code points above
- * U+10FFFF) and no NUL, since it is kept as a C string. *out is malloc'd and NUL-terminated
- * (caller frees; untouched on error). */
-KMS_WUR int kms_scale_get_str(struct kms_reader *r, size_t max, const char *what, char **out);
-/* Compact length n (KMS_ERR_TOOBIG from 2^30 on). */
-KMS_WUR int kms_scale_put_compact(struct kms_buf *b, size_t n);
-/* Vec<u8>: compact length, then the n bytes (p may be NULL when n == 0). */
-KMS_WUR int kms_scale_put_bytes(struct kms_buf *b, const uint8_t *p, size_t n);
-
-/* ---------------------------------------------------------------- runtime events, replay */
-
-#define KMS_EVENT_TYPE_RUNTIME 0x08000001u
-
-/* digest = H(le32(0x08000001) || ":" || name || ":" || payload); sha384 != 0 → SHA-384 (48 B)
- * else SHA-256 (32 B). */
-void kms_att_event_digest(int sha384, const char *name, const uint8_t *payload, size_t len,
-                          uint8_t *out);
-/* Replays events from zeros; stop_after != NULL stops after the first event with that name.
- * out receives 48 (sha384) or 32 bytes. */
-void kms_att_replay(int sha384, const struct kms_runtime_event *ev, size_t n,
-                    const char *stop_after, uint8_t *out);
 /* find_event: first event named `name`, scanning only up to the first "system-ready".
  * Returns a borrowed pointer or NULL. */
 const struct kms_runtime_event *kms_att_find_event(const struct kms_attestation *att,
@@ -235,34 +209,6 @@ struct kms_tdx_report {
     uint8_t report_data[64];
 };
 
-/* A parsed v4 TDX quote. Pointers borrow from the input buffer. */
-struct kms_tdx_quote {
-    uint16_t version;
-    uint16_t att_key_type;
-    uint32_t tee_type;
-    uint16_t qe_svn;
-    uint16_t pce_svn;
-    uint8_t qe_vendor_id[16];
-    struct kms_tdx_report report;
-    const uint8_t *signed_data; /* header || body */
-    size_t signed_len;
-    const uint8_t *sig;           /* 64: r||s */
-    const uint8_t *attest_key;    /* 64: X||Y */
-    const uint8_t *qe_report;     /* 384 */
-    const uint8_t *qe_report_sig; /* 64 */
-    const uint8_t *qe_auth;
-    size_t qe_auth_len;
-    const uint8_t *pck_chain; /* PEM, cert-data type 5 */
-    size_t pck_chain_len;
-};
-
-#define KMS_TDX_HEADER_LEN 48u
-#define KMS_TDX_BODY_LEN 584u
-#define KMS_TDX_QE_REPORT_LEN 384u
-
-/* Parses a v4 quote (trailing zero padding after the used length is allowed). */
-KMS_WUR int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q);
-
 /* What verification established. */
 struct kms_verified {
     enum kms_att_mode mode;
@@ -284,9 +230,6 @@ void kms_verified_free(struct kms_verified *v);
  * attest/roots/intel-sgx-root-ca.pem. Caller frees with X509_free; NULL on allocation failure. */
 X509 *kms_attest_intel_root(void);
 
-/* Verifies a quote's signatures and PCK chain (no event-log checks). */
-KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
-                                 struct kms_verified *out);
 /* Full verification per mode (quote, chain, replay, report_data consistency, TCB policy). */
 KMS_WUR int kms_attest_verify(const struct kms_attest_ctx *ctx, const struct kms_attestation *att,
                               struct kms_verified *out);
@@ -330,240 +273,8 @@ KMS_WUR int kms_boot_info_derive(const struct kms_attest_ctx *ctx,
                                  struct kms_boot_info *out);
 void kms_boot_info_free(struct kms_boot_info *bi);
 
-/* ---------------------------------------------------------------- evidence producers */
-
-/*
- * The simulated TEE: a directory holding a locally generated simulation PCK chain
- * (sim-root.pem/.key → sim-pck-ca.pem/.key → sim-pck.pem/.key) and a QE attestation key.
- * Quotes it produces are real-format v4 TDX quotes that the production verifier accepts when
- * sim-root.pem is configured as a (simulation) TDX root.
- */
-struct kms_sim;
-
-/* Creates the directory and generates the chain if sim-root.pem is missing; then opens it. */
-KMS_WUR int kms_sim_open(const char *dir, struct kms_sim **out);
-void kms_sim_free(struct kms_sim *sim);
-/* Borrowed root certificate (valid while sim lives). */
-X509 *kms_sim_root(const struct kms_sim *sim);
-/* Path of the root PEM inside the directory (borrowed). */
-const char *kms_sim_root_path(const struct kms_sim *sim);
-
-/* Simulated TD measurements; NULL fields take fixed defaults. */
-struct kms_sim_measurements {
-    const uint8_t *mr_td;        /* 48 */
-    const uint8_t *rtmr0;        /* 48 */
-    const uint8_t *rtmr1;        /* 48 */
-    const uint8_t *rtmr2;        /* 48 */
-    const uint8_t *mr_config_id; /* 48 */
-    int debug;                   /* set td_attributes DEBUG bit (for negative tests) */
-};
-
-/* Produces a DstackTdx attestation: a signed v4 quote whose RTMR3 is the SHA-384 replay of
- * the given runtime events, with those events as imr-3 TDX events and runtime events.
- * m may be NULL. config may be NULL (""). Caller frees *out. */
-KMS_WUR int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements *m,
-                           const uint8_t report_data[64], const struct kms_runtime_event *events,
-                           size_t n_events, const char *config, struct kms_attestation **out);
-
-/* Raw quote for given report fields (used by tests to flip bytes). Caller frees *quote. */
-KMS_WUR int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report,
-                          uint8_t **quote, size_t *len);
-
-/*
- * Simulated Nitro Enclave: sim_dir holds a P-384 simulation root (sim-nitro-root.pem/.key, 0600,
- * created on first use). Each call issues a fresh P-384 leaf (valid 3 h from now) and produces a
- * real-format NSM COSE_Sign1 document (ES384; module_id "i-0123456789abcdef0-enc0123456789abcdef",
- * PCR0..2 = pcrs, PCR3..15 zero, user_data = report_data (null when report_data is NULL, for
- * negative tests; att->report_data is then zero), cabundle [root]) wrapped in a NITRO attestation
- * with config {"os_image_hash":"<hex sha256(PCR0||PCR1||PCR2)>"} and, when app_id_hex != NULL,
- * the runtime event "app-id". The production verifier accepts it when
- * sim-nitro-root.pem is configured as a simulation Nitro root. Caller frees *out (kms_att_free).
- */
-KMS_WUR int kms_sim_nitro_attest(const char *sim_dir, const uint8_t pcrs[3][48],
-                                 const uint8_t report_data[64], const char *app_id_hex,
-                                 struct kms_attestation **out);
-
-/* ================================================================ GCP vTPM: TPM quotes, TCG event
- * logs, vTPM evidence producer (tpm.c, tcg_eventlog.c, vtpm.c; owner: tpm)
- *
- * Limits: a TPMS_ATTEST selects at most KMS_TPM_MAX_PCRS PCRs in at most KMS_TPM_MAX_SELECTIONS
- * banks (bitmaps of at most KMS_TPM_MAX_SELECT bytes); a TCG log has at most KMS_TCG_MAX_EVENTS
- * events, KMS_TCG_MAX_ALGS digest algorithms and KMS_TCG_MAX_EVENT_DATA bytes of event data each.
- */
-
-#define KMS_TPM_MAX_PCRS 32u
-#define KMS_TPM_MAX_SELECTIONS 4u
-#define KMS_TPM_MAX_SELECT 8u
-#define KMS_TPM_ALG_SHA1 0x0004u
-#define KMS_TPM_ALG_SHA256 0x000Bu
-#define KMS_TPM_ALG_SHA384 0x000Cu
-#define KMS_TPM_ALG_SHA512 0x000Du
-
-/* A parsed TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE. Pointers borrow from the input buffer. */
-struct kms_tpms_attest {
-    const uint8_t *qualified_signer; /* TPM2B_NAME contents */
-    size_t qualified_signer_len;
-    const uint8_t *extra_data; /* qualifying data the quote was asked for */
-    size_t extra_data_len;
-    uint64_t clock;
-    uint32_t reset_count;
-    uint32_t restart_count;
-    uint8_t safe;
-    uint64_t firmware_version;
-    size_t n_pcrs; /* selected PCRs, selections in order, bitmap bit order within each */
-    uint32_t pcr_index[KMS_TPM_MAX_PCRS];
-    uint16_t pcr_alg[KMS_TPM_MAX_PCRS];
-    const uint8_t *pcr_digest;
-    size_t pcr_digest_len;
-};
-
-/* Parses a TPMS_ATTEST (big-endian; magic 0xff544347, type 0x8018; no trailing bytes).
- * KMS_ERR_ATT_FORMAT on malformed input. */
-KMS_WUR int kms_tpms_attest_parse(const uint8_t *p, size_t len, struct kms_tpms_attest *out);
-
-#define KMS_TCG_MAX_EVENTS 8192u
-#define KMS_TCG_MAX_ALGS 8u
-#define KMS_TCG_MAX_DIGEST 64u
-#define KMS_TCG_MAX_EVENT_DATA (1024u * 1024u)
-#define KMS_TCG_EV_NO_ACTION 0x00000003u
-
-struct kms_tcg_digest {
-    uint16_t alg;
-    uint16_t len;
-    const uint8_t *p; /* borrowed from the log buffer */
-};
-
-/* One TCG_PCR_EVENT2. pcr_index is the PCR (TPM logs) or the CC MR index (CCEL: 1 = RTMR0...). */
-struct kms_tcg_event {
-    uint32_t pcr_index;
-    uint32_t event_type;
-    size_t n_digests;
-    struct kms_tcg_digest digests[KMS_TCG_MAX_ALGS];
-    const uint8_t *data; /* borrowed */
-    uint32_t data_len;
-};
-
-/* A parsed TCG2 crypto-agile log (kernel binary_bios_measurements or the ACPI CCEL). The events
- * array is owned; digest and data pointers borrow from the input buffer. */
-struct kms_tcg_log {
-    uint32_t platform_class;
-    uint8_t spec_major, spec_minor, spec_errata, uintn_size;
-    size_t n_algs; /* digest sizes announced by the Spec ID event */
-    uint16_t alg[KMS_TCG_MAX_ALGS];
-    uint16_t alg_size[KMS_TCG_MAX_ALGS];
-    struct kms_tcg_event *events; /* excludes the Spec ID header event */
-    size_t n_events;
-};
-
-/* Parses a log: a TCG_PCClientPCREvent carrying "Spec ID Event03", then TCG_PCR_EVENT2 records
- * until the end of the buffer or a pcrIndex of 0xFFFFFFFF (CCEL padding). Digest sizes come from
- * the Spec ID event. KMS_ERR_ATT_FORMAT on malformed input. Free with kms_tcg_log_free. */
-KMS_WUR int kms_tcg_log_parse(const uint8_t *p, size_t len, struct kms_tcg_log *out);
-/* Frees the events array and zeroes *log; accepts NULL. */
-void kms_tcg_log_free(struct kms_tcg_log *log);
-/* The event's digest for alg (borrowed), or NULL when the event has none. */
-const uint8_t *kms_tcg_event_digest(const struct kms_tcg_event *ev, uint16_t alg, size_t *len);
-/* Replays index `pcr` of bank `alg` from zeros: pcr = H(pcr || digest), EV_NO_ACTION skipped.
- * out needs KMS_TCG_MAX_DIGEST bytes; *out_len receives the digest size. KMS_ERR_ATT_FORMAT when
- * an extended event lacks that bank, KMS_ERR_ATT_UNSUPPORTED for an unknown hash. */
-KMS_WUR int kms_tcg_log_replay(const struct kms_tcg_log *log, uint16_t alg, uint32_t pcr,
-                               uint8_t *out, size_t *out_len);
-/* The SHA-256 bank as TpmEvent[] (EV_NO_ACTION and events without a SHA-256 digest skipped,
- * as the reference does). Caller frees with kms_tpm_events_free. */
-KMS_WUR int kms_tcg_log_to_tpm_events(const struct kms_tcg_log *log, struct kms_tpm_event **out,
-                                      size_t *n);
-void kms_tpm_events_free(struct kms_tpm_event *ev, size_t n);
-/* Frees the contents of q and zeroes it (q itself is not freed); accepts NULL. */
-void kms_tpm_quote_clear(struct kms_tpm_quote *q);
-
-/* vTPM evidence producer over tpm2-tss ESYS. */
-struct kms_vtpm;
-
-enum kms_vtpm_ak_kind { KMS_VTPM_AK_ECC = 0, KMS_VTPM_AK_RSA = 1 };
-
-/* Opens a TPM through a TCTI configuration string ("swtpm:host=127.0.0.1,port=2321",
- * "mssim:host=...,port=...", "device:/dev/tpmrm0"; NULL = tss2 default). Caller frees *out. */
-KMS_WUR int kms_vtpm_open(const char *tcti, struct kms_vtpm **out);
-void kms_vtpm_free(struct kms_vtpm *t);
-/* Creates the AK as a primary key in the endorsement hierarchy: restricted signing, ECC P-256
- * ECDSA-SHA256 or RSA-2048 RSASSA-SHA256. Replaces a previously created AK. When ak_pub != NULL,
- * *ak_pub receives the public key (caller frees). */
-KMS_WUR int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, EVP_PKEY **ak_pub);
-/* Quotes sha256 PCRs 0, 2, 14 with qualifying data qd (at most 64 bytes) using the AK and fills
- * *out: message (TPMS_ATTEST), signature (marshalled TPMT_SIGNATURE), pcrs with the values read
- * (re-read until they match the quoted digest), platform 1 (gcp); events and ak_cert are left
- * empty for the caller. *out must be zeroed; free with kms_tpm_quote_clear. */
-KMS_WUR int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len,
-                           struct kms_tpm_quote *out);
-/* Recreates GCP's pre-provisioned AK (attestation-reference.md §2.1): the template from NV
- * 0x01C10003 (ECC) / 0x01C10001 (RSA) as a primary key in the endorsement hierarchy, and its
- * Google-issued certificate from NV 0x01C10002 / 0x01C10000, which must certify that key
- * (KMS_ERR_STATE otherwise). KMS_ERR_NOTFOUND when the NV index is absent (not on GCP). The AK
- * is then used by kms_vtpm_quote. *cert is the DER (caller frees); ak_pub optional. */
-KMS_WUR int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t **cert,
-                                 size_t *cert_len, EVP_PKEY **ak_pub);
-/* Extends sha256 PCR `pcr` with a 32-byte digest (runtime events go to PCR 14). */
-KMS_WUR int kms_vtpm_pcr_extend(struct kms_vtpm *t, uint32_t pcr, const uint8_t digest[32]);
-/* Reads sha256 PCR `pcr` into out (32 bytes). */
-KMS_WUR int kms_vtpm_pcr_read(struct kms_vtpm *t, uint32_t pcr, uint8_t out[32]);
-
-/* Test/dev helpers (not for production trust decisions). */
-/* Makes a P-256 CA certificate "CN=<cn>" valid from now - 1 h for 10 years: self-signed when
- * issuer == NULL, else signed by issuer/issuer_key. Caller frees *cert and *key. */
-KMS_WUR int kms_vtpm_test_ca(const char *cn, X509 *issuer, EVP_PKEY *issuer_key, X509 **cert,
-                             EVP_PKEY **key);
-/* Issues an AK certificate for ak_pub signed by ca/ca_key (valid from now - 1 h for 1 year).
- * Caller frees *der. */
-KMS_WUR int kms_vtpm_issue_ak_cert(EVP_PKEY *ak_pub, X509 *ca, EVP_PKEY *ca_key, uint8_t **der,
-                                   size_t *der_len);
-
-/* ================================================================ Evidence on real hardware and
- * per-platform producers: TDX quotes via configfs-tsm / /dev/tdx_guest (tdx_tsm.c), TEE
- * detection and the struct kms_platform producer abstraction incl. the simulated GCP TDX+vTPM
- * platform (platform.c; owner: evidence)
- */
-
-#define KMS_TSM_REPORT_DIR "/sys/kernel/config/tsm/report"
-#define KMS_TDX_GUEST_DEV "/dev/tdx_guest"
-#define KMS_TSM_MAX_OUTBLOB (64u * 1024u) /* a v4 quote with its PCK chain is about 5 KB */
-#define KMS_TDX_REPORT_LEN 1024u          /* TDREPORT (TDG.MR.REPORT) */
-
-/* configfs-tsm options. */
-struct kms_tsm_opts {
-    const char *root; /* report root; NULL = KMS_TSM_REPORT_DIR */
-    /* Test seam: called right after the report directory is created and before inblob is
-     * written, standing in for the kernel that populates a new report directory with its
-     * attributes (inblob, outblob, generation, provider). NULL in production. */
-    int (*on_mkdir)(void *arg, const char *report_dir);
-    void *arg;
-};
-
-/* TDX quote through configfs-tsm: mkdir <root>/<unique>, write the 64-byte inblob, read
- * outblob, then require generation == 1 (no other writer touched the report between our write
- * and read) and provider "tdx_guest" (when present); the outblob must parse as a TDX quote
- * carrying report_data. The report directory is removed afterwards. KMS_ERR_NOTFOUND when the
- * root does not exist, KMS_ERR_IO on OS errors, KMS_ERR_STATE when the generation changed,
- * KMS_ERR_ATT_FORMAT for a short or wrong outblob. Caller frees *quote. */
-KMS_WUR int kms_tsm_tdx_quote(const struct kms_tsm_opts *o, const uint8_t report_data[64],
-                              uint8_t **quote, size_t *len);
-
-/* Legacy TDX quote: TDX_CMD_GET_REPORT0 then TDX_CMD_GET_QUOTE (GetQuote TDVMCALL carrying a QGS
- * get-quote message) on dev (NULL = KMS_TDX_GUEST_DEV). KMS_ERR_NOTFOUND when dev is absent.
- * Caller frees *quote. */
-KMS_WUR int kms_tdx_guest_quote(const char *dev, const uint8_t report_data[64], uint8_t **quote,
-                                size_t *len);
-
-/* configfs-tsm when its root exists, else the /dev/tdx_guest ioctl. Caller frees *quote. */
-KMS_WUR int kms_tdx_get_quote(const struct kms_tsm_opts *o, const char *dev,
-                              const uint8_t report_data[64], uint8_t **quote, size_t *len);
-
-/* The GetQuote shared buffer of the legacy ioctl (exposed for tests): build the request around a
- * TDREPORT into buf (cap bytes, *len = bytes used by header + message), and extract the quote
- * from a completed buffer (status, lengths and QGS message checked; caller frees *quote). */
-KMS_WUR int kms_tdx_qgs_request(const uint8_t tdreport[KMS_TDX_REPORT_LEN], uint8_t *buf,
-                                size_t cap, size_t *len);
-KMS_WUR int kms_tdx_qgs_response(const uint8_t *buf, size_t len, uint8_t **quote,
-                                 size_t *quote_len);
+/* ---------------------------------------------------------------- evidence producers
+ * TEE detection and the struct kms_platform producer abstraction (platform.c). */
 
 enum kms_platform_kind {
     KMS_PLATFORM_NONE = 0,  /* detection: no TEE found */
@@ -638,175 +349,8 @@ KMS_WUR int kms_platform_sim_init(const char *sim_dir);
  * KMS_ERR_NOTFOUND when none exists. */
 KMS_WUR int kms_platform_add_sim_roots(const char *sim_dir, struct kms_attest_ctx *ctx);
 
-/* Simulated GCP vTPM: a software TPM2_Quote in the real formats (TPMS_ATTEST, ECDSA-P256
- * TPMT_SIGNATURE) over sha256 PCRs 0, 2, 14 with extraData = qd, signed by a fresh AK whose
- * certificate chains to sim_dir/sim-gcp-root.pem (created on first use). PCR0 and PCR2 replay
- * a synthetic firmware log carried in q->events (the third PCR2 event, the "UKI", has digest
- * os_image_hash when it is 32 bytes); PCR14 = SHA-256 replay of events. *q must be zeroed; free
- * with kms_tpm_quote_clear. */
-KMS_WUR int kms_sim_gcp_tpm_quote(const char *sim_dir, const uint8_t *qd, size_t qd_len,
-                                  const struct kms_runtime_event *events, size_t n_events,
-                                  const uint8_t *os_image_hash, size_t os_image_hash_len,
-                                  struct kms_tpm_quote *q);
-/* ================================================================ end evidence */
-
-/* ================================================================ TDX collateral: TCB evaluation
- * from Intel DCAP collateral, PCCS fetch, air-gapped files, verification caches
- * (collateral.c, collateral_sim.c, cache.c; owner: collateral)
- *
- * Collateral (attestation-reference.md §3.3): TDX TCB Info v3 {"tcbInfo":{...},"signature":hex}
- * and QE Identity v2 {"enclaveIdentity":{...},"signature":hex}, each ECDSA P-256 signed over the
- * exact text of the inner JSON value by the TCB signing certificate (issuer chain to the pinned
- * Intel root), the PCK CRL (signed by the PCK platform/processor CA) and the root CA CRL.
- *
- * Limits: one collateral item (JSON text, PEM chain, CRL) at most KMS_COLL_MAX_ITEM bytes; a
- * collateral file at most KMS_COLL_MAX_FILE bytes and KMS_COLL_MAX_SETS sets; at most
- * KMS_COLL_MAX_LEVELS TCB levels, KMS_COLL_MAX_ADVISORIES advisory IDs per level,
- * KMS_COLL_MAX_MODULES TDX module identities, KMS_COLL_MAX_CHAIN certificates per issuer chain.
- */
-#define KMS_COLL_MAX_ITEM (256u * 1024u)
-#define KMS_COLL_MAX_FILE (4u * 1024u * 1024u)
-#define KMS_COLL_MAX_SETS 64u
-#define KMS_COLL_MAX_LEVELS 128u
-#define KMS_COLL_MAX_ADVISORIES 64u
-#define KMS_COLL_MAX_MODULES 16u
-#define KMS_COLL_MAX_CHAIN 4u
-
-enum {
-    KMS_ERR_ATT_COLLATERAL = -120,     /* collateral unavailable, malformed or not for this platform
-                                          (FMSPC/PCE-ID mismatch, wrong id/version) */
-    KMS_ERR_ATT_COLLATERAL_SIG = -121, /* collateral signature, issuer chain or CRL signature bad */
-    KMS_ERR_ATT_REVOKED = -122,        /* a certificate is on a CRL, or the TCB level is Revoked */
-};
-
-/* One collateral set (one FMSPC), the layout of dcap-qvl's QuoteCollateralV3. Owns everything. */
-struct kms_collateral {
-    char *pck_crl_issuer_chain;             /* PEM: PCK platform/processor CA, root */
-    struct kms_bytes root_ca_crl;           /* DER */
-    struct kms_bytes pck_crl;               /* DER */
-    char *tcb_info_issuer_chain;            /* PEM: TCB signing certificate, root */
-    char *tcb_info;                         /* exact signed text of the "tcbInfo" value */
-    struct kms_bytes tcb_info_signature;    /* 64 bytes r || s */
-    char *qe_identity_issuer_chain;         /* PEM */
-    char *qe_identity;                      /* exact signed text of the "enclaveIdentity" value */
-    struct kms_bytes qe_identity_signature; /* 64 bytes r || s */
-};
-
-/* Frees the contents and zeroes *c (c itself is not freed); accepts NULL. */
-void kms_collateral_clear(struct kms_collateral *c);
-/* Clears and frees n sets allocated by the functions below; accepts NULL. */
-void kms_collateral_free(struct kms_collateral *sets, size_t n);
-/* Deep copy into *dst (zeroed by the call). */
-KMS_WUR int kms_collateral_copy(struct kms_collateral *dst, const struct kms_collateral *src);
-/* Parses collateral JSON: one object with the fields above (dcap-qvl QuoteCollateralV3 names;
- * byte fields as hex strings or arrays of byte numbers; CRLs also as PEM text), or an array of
- * such objects (one per FMSPC). *sets (n entries) is caller-owned: kms_collateral_free. Parsing
- * checks form only; signatures are checked at verification. KMS_ERR_ATT_COLLATERAL if malformed. */
-KMS_WUR int kms_collateral_parse(const char *json, size_t len, struct kms_collateral **sets,
-                                 size_t *n);
-/* kms_collateral_parse of a file (at most KMS_COLL_MAX_FILE bytes), for air-gapped use. */
-KMS_WUR int kms_collateral_load_file(const char *path, struct kms_collateral **sets, size_t *n);
-/* Serialises one set as the JSON object kms_collateral_parse reads (byte fields as hex).
- * Caller frees *json. */
-KMS_WUR int kms_collateral_to_json(const struct kms_collateral *c, char **json);
-/* Fetches one set from a PCCS or Intel PCS (v4 API): {pccs}/tdx/certification/v4/tcb?fmspc=,
- * {pccs}/tdx/certification/v4/qe/identity, {pccs}/sgx/certification/v4/pckcrl?ca=&encoding=der,
- * {pccs}/sgx/certification/v4/rootcacrl (issuer chains from the TCB-Info-Issuer-Chain,
- * SGX-Enclave-Identity-Issuer-Chain and SGX-PCK-CRL-Issuer-Chain headers). pccs_url may end in
- * "/sgx/certification/v4" or "/tdx/certification/v4". fmspc: 12 hex digits; ca: "platform" or
- * "processor". timeout_ms bounds each request (connect + transfer). *out is zeroed by the call and
- * caller-owned (kms_collateral_clear). KMS_ERR_TIMEOUT when the PCCS did not answer in time,
- * KMS_ERR_NET on connection failure or a non-200 answer, KMS_ERR_ATT_COLLATERAL on a malformed
- * answer. Signatures are not checked here. */
-KMS_WUR int kms_collateral_fetch(const char *pccs_url, const char *fmspc, const char *ca,
-                                 long timeout_ms, struct kms_collateral *out);
-
-/*
- * Collateral source: where kms_attest_verify gets collateral for TDX and GCP-TDX quotes, plus the
- * verification caches. Verified collateral is cached per (FMSPC, CA, root), bounded by
- * max_entries and by the earliest nextUpdate / CRL nextUpdate / signing-certificate notAfter of
- * the set (never served past it, nor before its issue dates, at the ctx's verification time).
- * Verified PCK chains are cached by SHA-256 of the leaf DER with the root they reached, bounded
- * by max_chains and by the chain's earliest notAfter. Thread-safe; may be shared by several ctxs.
- */
-struct kms_collateral_source;
-
-struct kms_collateral_source_opts {
-    const char *pccs_url;        /* PCCS/PCS base URL to fetch from (NULL: no fetching) */
-    const char *collateral_file; /* air-gapped collateral JSON (NULL: none) */
-    long timeout_ms;             /* per PCCS request; 0 = 10000 */
-    size_t max_entries;          /* verified collateral sets cached; 0 = 32 */
-    size_t max_chains;           /* verified PCK chains cached; 0 = 256 */
-    int no_cache;                /* 1: verify everything on every call (benchmarks, tests) */
-};
-
-/* Sets from collateral_file (and kms_collateral_source_add) are used first: without a PCCS a
- * single set is used for every platform (its FMSPC is then checked), else the set whose tcbInfo
- * FMSPC is the PCK certificate's; otherwise the PCCS is asked. Caller frees *out with
- * kms_collateral_source_free (after every ctx using it). */
-KMS_WUR int kms_collateral_source_new(const struct kms_collateral_source_opts *o,
-                                      struct kms_collateral_source **out);
-void kms_collateral_source_free(struct kms_collateral_source *src);
-/* Adds an in-memory set (copied), as if it came from collateral_file. */
-KMS_WUR int kms_collateral_source_add(struct kms_collateral_source *src,
-                                      const struct kms_collateral *c);
-/* Drops every cached verification result (e.g. after replacing the collateral file). */
-void kms_collateral_source_flush(struct kms_collateral_source *src);
-
-struct kms_collateral_stats {
-    unsigned long coll_hits, coll_misses, fetches, chain_hits, chain_misses;
-    size_t coll_entries, chain_entries;
-};
-void kms_collateral_source_stats(struct kms_collateral_source *src,
-                                 struct kms_collateral_stats *st);
-
-/* Makes kms_attest_verify (TDX and GCP-TDX) evaluate the TCB with collateral from src: on
- * success v->tcb_status is "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
- * "ConfigurationAndSWHardeningNeeded", "OutOfDate" or "OutOfDateConfigurationNeeded" and
- * v->advisory_ids lists the advisories; "Revoked" fails with KMS_ERR_ATT_REVOKED. src is borrowed
- * and must outlive the ctx's use; NULL turns collateral off (tcb_status stays ""). */
-void kms_attest_ctx_set_collateral_source(struct kms_attest_ctx *ctx,
-                                          struct kms_collateral_source *src);
-
-/* Full DCAP verification of a v4 TDX quote with collateral from ctx's source (which must be
- * set): quote and QE report signatures, QE binding, PCK chain to a pinned root and CRLs, TCB info
- * and QE identity signatures by the TCB signing chain to the same root, nextUpdate,
- * FMSPC/PCE-ID, QE identity, TDX module identity, TCB level. Fills what kms_tdx_quote_verify
- * fills plus tcb_status and advisory_ids (kms_verified_free). Errors: those of
- * kms_tdx_quote_verify, KMS_ERR_ATT_EXPIRED for collateral past nextUpdate, and the three above. */
-KMS_WUR int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, const uint8_t *quote,
-                                            size_t len, struct kms_verified *out);
-
-/* Collateral for the simulated TEE (tests, benchmarks, --insecure-sim): a TCB signing
- * certificate under sim-root.key (sim-tcb-signing.pem/.key in sim_dir, made on first use) signs
- * TCB info and QE identity describing the simulated
- * platform (FMSPC 90c06f000000, PCE-ID 0000, the sim's SVNs and QE); the CRLs are signed by
- * sim-pck-ca.key and sim-root.key. NULL/0 fields take the defaults in brackets. */
-struct kms_sim_collateral_opts {
-    time_t now;                         /* reference time [time(NULL)] */
-    time_t issue_date;                  /* [now - 1 h] */
-    time_t next_update;                 /* TCB info / QE identity nextUpdate [now + 30 d] */
-    time_t crl_next_update;             /* both CRLs [next_update] */
-    const char *fmspc_hex;              /* tcbInfo fmspc [the sim's] */
-    const char *pce_id_hex;             /* tcbInfo pceId ["0000"] */
-    const char *tcb_levels_json;        /* tcbInfo tcbLevels array [one UpToDate level = the sim] */
-    const char *module_identities_json; /* tdxModuleIdentities [TDX_02, isvsvn 2, UpToDate] */
-    const char *qe_tcb_levels_json;     /* QE identity tcbLevels [isvsvn 8 UpToDate] */
-    const char *qe_mrsigner_hex;        /* QE identity mrsigner [the sim QE's] */
-    int revoke_pck;                     /* 1: PCK CRL lists the sim PCK certificate */
-    int revoke_pck_ca;                  /* 1: root CA CRL lists the sim PCK CA */
-};
-/* Builds one set for the simulation directory sim_dir (made by kms_sim_open). *out is zeroed by
- * the call and caller-owned (kms_collateral_clear). */
-KMS_WUR int kms_sim_collateral(const char *sim_dir, const struct kms_sim_collateral_opts *o,
-                               struct kms_collateral *out);
-/* Signs msg with the key sim_dir/name ("sim-tcb-signing.key", ...): ECDSA P-256 SHA-256,
- * r || s. For tests that re-sign edited collateral. */
-KMS_WUR int kms_sim_sign_raw(const char *sim_dir, const char *name, const uint8_t *msg, size_t len,
-                             uint8_t sig[64]);
-
-/* ================================================================ AIA fetching for the GCP AK
- * chain (aia.c; owner: aia)
+/* ---------------------------------------------------------------- AIA fetching for the GCP AK
+ * chain (aia.c)
  *
  * Real GCP AK certificates are issued by an intermediate ("EK/AK CA Intermediate") that the
  * evidence does not carry. When enabled, a GCP AK certificate that does not verify with the
@@ -823,6 +367,5 @@ KMS_WUR int kms_attest_ctx_set_aia_fetch(struct kms_attest_ctx *ctx, int enabled
  * hosts. Call after enabling fetching (else KMS_ERR_STATE); KMS_ERR_INVAL for a bad name. */
 KMS_WUR int kms_attest_ctx_set_aia_hosts(struct kms_attest_ctx *ctx, const char *const *suffixes,
                                          size_t n);
-/* ================================================================ end AIA */
 
 #endif

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/scale.h"
 #include "common/hex.h"
 
 #define VM_CONFIG_MAX (1024u * 1024u)

@@ -9,15 +9,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
 #include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,7 +21,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/lru.h"
+#include "attest/collateral.h"
 #include "attest/internal.h"
+#include "attest/pki.h"
+#include "attest/scale.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/fetch.h"
 #include "common/file.h"
@@ -1065,140 +1066,22 @@ static int peek_fmspc(const struct kms_collateral *c, uint8_t fmspc[6])
 
 /* ================================================================ crypto helpers */
 
-/* 1 valid, 0 invalid, <0 error. */
-static int ecdsa_verify_rs(EVP_PKEY *pk, const uint8_t *msg, size_t len, const uint8_t *rs,
-                           size_t rs_len)
-{
-    ECDSA_SIG *sig = NULL;
-    BIGNUM *r = NULL;
-    BIGNUM *s = NULL;
-    EVP_MD_CTX *m = NULL;
-    unsigned char *der = NULL;
-    int der_len;
-    int rc = 0;
-
-    if (rs_len != 64)
-        return 0;
-    sig = ECDSA_SIG_new();
-    r = BN_bin2bn(rs, 32, NULL);
-    s = BN_bin2bn(rs + 32, 32, NULL);
-    m = EVP_MD_CTX_new();
-    KMS_GUARD_PTR(sig);
-    KMS_GUARD_PTR(r);
-    KMS_GUARD_PTR(s);
-    KMS_GUARD_PTR(m);
-    KMS_GUARD_OSSL(ECDSA_SIG_set0(sig, r, s), "ECDSA_SIG_set0");
-    r = NULL;
-    s = NULL;
-    der_len = i2d_ECDSA_SIG(sig, &der);
-    KMS_ENSURE(der_len > 0, KMS_ERR_CRYPTO, "cannot encode ECDSA signature");
-    KMS_GUARD_OSSL(EVP_DigestVerifyInit(m, NULL, EVP_sha256(), NULL, pk), "EVP_DigestVerifyInit");
-    rc = EVP_DigestVerify(m, der, (size_t)der_len, msg, len) == 1;
-    ERR_clear_error();
-out:
-    OPENSSL_free(der);
-    EVP_MD_CTX_free(m);
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(sig);
-    return rc;
-}
-
-static int p256_from_xy(const uint8_t xy[64], EVP_PKEY **out)
-{
-    uint8_t pt[65];
-    OSSL_PARAM params[3];
-    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    int ok;
-
-    *out = NULL;
-    if (pc == NULL)
-        return kms_err_set(KMS_ERR_NOMEM, "out of memory");
-    pt[0] = 0x04;
-    memcpy(pt + 1, xy, 64);
-    params[0] = OSSL_PARAM_construct_utf8_string("group", (char *)"P-256", 0);
-    params[1] = OSSL_PARAM_construct_octet_string("pub", pt, sizeof(pt));
-    params[2] = OSSL_PARAM_construct_end();
-    ok = EVP_PKEY_fromdata_init(pc) == 1 &&
-         EVP_PKEY_fromdata(pc, out, EVP_PKEY_PUBLIC_KEY, params) == 1;
-    EVP_PKEY_CTX_free(pc);
-    ERR_clear_error();
-    if (!ok)
-        return kms_err_set(KMS_ERR_ATT_QUOTE_SIG, "attestation key is not a valid P-256 point");
-    return 0;
-}
-
 static int load_pem_chain(const char *pem, size_t len, const char *what, STACK_OF(X509) * *out)
 {
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    BIO *bio = NULL;
-    X509 *c;
     int rc = 0;
 
     *out = NULL;
-    KMS_GUARD_PTR(sk);
     KMS_ENSURE(pem != NULL && len <= KMS_COLL_MAX_ITEM, KMS_ERR_ATT_COLLATERAL,
                "%s is missing or too large", what);
-    bio = BIO_new_mem_buf(pem, (int)len);
-    KMS_GUARD_PTR(bio);
-    for (;;) {
-        c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-        if (c == NULL)
-            break;
-        if (sk_X509_num(sk) >= (int)KMS_COLL_MAX_CHAIN + 4 || sk_X509_push(sk, c) <= 0) {
-            X509_free(c);
-            rc = kms_err_set(KMS_ERR_ATT_COLLATERAL, "%s has too many certificates", what);
-            goto out;
-        }
-    }
-    ERR_clear_error();
-    KMS_ENSURE(sk_X509_num(sk) > 0, KMS_ERR_ATT_COLLATERAL, "%s holds no PEM certificate", what);
-    *out = sk;
-    sk = NULL;
+    rc = kms_attest_pem_certs(pem, len, (int)KMS_COLL_MAX_CHAIN + 4, out);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_ATT_COLLATERAL, "%s has too many certificates", what);
+    KMS_GUARD(rc);
+    KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_COLLATERAL, "%s holds no PEM certificate", what);
 out:
-    BIO_free(bio);
-    sk_X509_pop_free(sk, X509_free);
-    return rc;
-}
-
-/* Verifies leaf (+ untrusted) to one of anchors at now; *chain = leaf .. anchor (caller frees).
- * Errors as kms_attest_verify_chain; code_chain for a chain that does not verify. */
-static int verify_to(X509 *const *anchors, size_t n_anchors, X509 *leaf, STACK_OF(X509) * untrusted,
-                     time_t now, const char *what, int code_chain, STACK_OF(X509) * *chain)
-{
-    X509_STORE *store = X509_STORE_new();
-    X509_STORE_CTX *sctx = X509_STORE_CTX_new();
-    int rc = 0;
-    int err;
-
-    *chain = NULL;
-    KMS_GUARD_PTR(store);
-    KMS_GUARD_PTR(sctx);
-    KMS_ENSURE(n_anchors > 0, code_chain, "%s: no trust anchor configured", what);
-    for (size_t i = 0; i < n_anchors; i++)
-        KMS_GUARD_OSSL(X509_STORE_add_cert(store, anchors[i]), "X509_STORE_add_cert");
-    KMS_GUARD_OSSL(X509_STORE_CTX_init(sctx, store, leaf, untrusted), "X509_STORE_CTX_init");
-    X509_STORE_CTX_set_time(sctx, 0, now);
-    if (X509_verify_cert(sctx) != 1) {
-        err = X509_STORE_CTX_get_error(sctx);
-        ERR_clear_error();
-        if (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID)
-            rc = kms_err_set(KMS_ERR_ATT_EXPIRED,
-                             "%s: certificate at depth %d is not valid at the verification time "
-                             "(%s)",
-                             what, X509_STORE_CTX_get_error_depth(sctx),
-                             X509_verify_cert_error_string(err));
-        else
-            rc = kms_err_set(code_chain, "%s does not verify to the pinned root: %s (depth %d)",
-                             what, X509_verify_cert_error_string(err),
-                             X509_STORE_CTX_get_error_depth(sctx));
-        goto out;
+    if (rc < 0) {
+        sk_X509_pop_free(*out, X509_free);
+        *out = NULL;
     }
-    *chain = X509_STORE_CTX_get1_chain(sctx);
-    KMS_GUARD_PTR(*chain);
-out:
-    X509_STORE_CTX_free(sctx);
-    X509_STORE_free(store);
     return rc;
 }
 
@@ -1340,13 +1223,13 @@ static int verify_signed_item(X509 *anchor, X509_CRL *root_crl, const char *chai
 
     snprintf(cwhat, sizeof(cwhat), "%s issuer chain", what);
     KMS_GUARD(load_pem_chain(chain_pem, chain_pem != NULL ? strlen(chain_pem) : 0, cwhat, &certs));
-    KMS_GUARD(verify_to(&anchor, 1, sk_X509_value(certs, 0), certs, now, cwhat,
-                        KMS_ERR_ATT_COLLATERAL_SIG, &chain));
+    KMS_GUARD(kms_attest_chain_at(&anchor, 1, sk_X509_value(certs, 0), certs, now, cwhat,
+                                  KMS_ERR_ATT_COLLATERAL_SIG, &chain));
     KMS_GUARD(chain_window(chain, nb, na));
     for (int i = 0; i < sk_X509_num(chain) - 1; i++)
         KMS_GUARD(check_revoked(root_crl, sk_X509_value(chain, i), cwhat));
-    ok = ecdsa_verify_rs(X509_get0_pubkey(sk_X509_value(chain, 0)), (const uint8_t *)text,
-                         strlen(text), sig->p, sig->len);
+    ok = kms_attest_ecdsa_p256_verify(X509_get0_pubkey(sk_X509_value(chain, 0)),
+                                      (const uint8_t *)text, strlen(text), sig->p, sig->len);
     KMS_GUARD(ok);
     KMS_ENSURE(ok == 1, KMS_ERR_ATT_COLLATERAL_SIG,
                "%s signature does not verify with the TCB signing certificate", what);
@@ -1404,8 +1287,8 @@ static int verify_collateral(const struct kms_collateral *c, X509 *anchor, time_
     KMS_GUARD(load_pem_chain(c->pck_crl_issuer_chain,
                              c->pck_crl_issuer_chain != NULL ? strlen(c->pck_crl_issuer_chain) : 0,
                              "PCK CRL issuer chain", &certs));
-    KMS_GUARD(verify_to(&anchor, 1, sk_X509_value(certs, 0), certs, now, "PCK CRL issuer chain",
-                        KMS_ERR_ATT_COLLATERAL_SIG, &chain));
+    KMS_GUARD(kms_attest_chain_at(&anchor, 1, sk_X509_value(certs, 0), certs, now,
+                                  "PCK CRL issuer chain", KMS_ERR_ATT_COLLATERAL_SIG, &chain));
     KMS_GUARD(chain_window(chain, &cv->not_before, &cv->not_after));
     for (int i = 0; i < sk_X509_num(chain) - 1; i++)
         KMS_GUARD(check_revoked(cv->root_crl, sk_X509_value(chain, i), "PCK CA certificate"));
@@ -1561,7 +1444,6 @@ static int pck_chain(const struct kms_attest_ctx *ctx, struct kms_collateral_sou
                      STACK_OF(X509) * certs, time_t now, STACK_OF(X509) * *chain, void **ref,
                      int *is_sim)
 {
-    X509 *anchors[KMS_ATTEST_MAX_ROOTS];
     uint8_t key[32];
     unsigned int klen = 0;
     time_t nb = 0;
@@ -1587,16 +1469,12 @@ static int pck_chain(const struct kms_attest_ctx *ctx, struct kms_collateral_sou
         }
     }
     count(src, &src->st.chain_misses);
-    for (size_t i = 0; i < ctx->n_roots[KMS_ROOT_TDX]; i++)
-        anchors[i] = ctx->roots[KMS_ROOT_TDX][i].cert;
-    KMS_GUARD(verify_to(anchors, ctx->n_roots[KMS_ROOT_TDX], sk_X509_value(certs, 0), certs, now,
-                        "PCK chain", KMS_ERR_ATT_CHAIN, chain));
+    KMS_GUARD(kms_tdx_pck_chain(ctx, certs, chain, is_sim));
     KMS_ENSURE(sk_X509_num(*chain) == 3, KMS_ERR_ATT_CHAIN,
                "PCK chain has %d certificates; want PCK certificate, PCK CA, root",
                sk_X509_num(*chain));
     idx = ctx_root_index(ctx, chain_top(*chain));
     KMS_ENSURE(idx >= 0, KMS_ERR_ATT_CHAIN, "PCK chain does not end at a pinned root");
-    *is_sim = ctx->roots[KMS_ROOT_TDX][idx].is_sim;
     KMS_GUARD(chain_window(*chain, &nb, &na));
     if (src->chain_cache != NULL) {
         rc = kms_lru_put(src->chain_cache, key, *chain, nb, na, ref);
@@ -1888,35 +1766,35 @@ static const struct level *isv_level(const struct level *l, size_t n, unsigned i
     return best;
 }
 
-static int check_qe(const struct qe_identity *qi, const uint8_t *rep, struct status_acc *acc)
+static int check_qe(const struct qe_identity *qi, const struct kms_tdx_qe_report *rep,
+                    struct status_acc *acc)
 {
-    uint32_t misc = (uint32_t)rep[16] | (uint32_t)rep[17] << 8 | (uint32_t)rep[18] << 16 |
-                    (uint32_t)rep[19] << 24;
     uint32_t want_misc = (uint32_t)qi->miscselect[0] | (uint32_t)qi->miscselect[1] << 8 |
                          (uint32_t)qi->miscselect[2] << 16 | (uint32_t)qi->miscselect[3] << 24;
     uint32_t mask = (uint32_t)qi->miscselect_mask[0] | (uint32_t)qi->miscselect_mask[1] << 8 |
                     (uint32_t)qi->miscselect_mask[2] << 16 | (uint32_t)qi->miscselect_mask[3] << 24;
-    unsigned prod = (unsigned)rep[256] | (unsigned)rep[257] << 8;
-    unsigned svn = (unsigned)rep[258] | (unsigned)rep[259] << 8;
     const struct level *l;
     int rc = 0;
 
-    KMS_ENSURE(memcmp(rep + 128, qi->mrsigner, 32) == 0, KMS_ERR_ATT_TCB,
+    KMS_ENSURE(memcmp(rep->mr_signer, qi->mrsigner, 32) == 0, KMS_ERR_ATT_TCB,
                "QE MRSIGNER does not match the QE identity: the quote was not made by Intel's "
                "TD quoting enclave");
-    KMS_ENSURE(!(rep[48] & 0x02), KMS_ERR_ATT_TCB, "QE report has the DEBUG attribute set");
-    KMS_ENSURE(prod == qi->isvprodid, KMS_ERR_ATT_TCB,
-               "QE ISVPRODID %u does not match the QE identity (%u)", prod, qi->isvprodid);
-    KMS_ENSURE((misc & mask) == (want_misc & mask), KMS_ERR_ATT_TCB,
-               "QE MISCSELECT %08x does not match the QE identity under its mask", misc);
+    KMS_ENSURE(!(rep->attributes[0] & 0x02), KMS_ERR_ATT_TCB,
+               "QE report has the DEBUG attribute set");
+    KMS_ENSURE(rep->isv_prod_id == qi->isvprodid, KMS_ERR_ATT_TCB,
+               "QE ISVPRODID %u does not match the QE identity (%u)", (unsigned)rep->isv_prod_id,
+               qi->isvprodid);
+    KMS_ENSURE((rep->misc_select & mask) == (want_misc & mask), KMS_ERR_ATT_TCB,
+               "QE MISCSELECT %08x does not match the QE identity under its mask",
+               rep->misc_select);
     for (int i = 0; i < 16; i++)
-        KMS_ENSURE((rep[48 + i] & qi->attributes_mask[i]) ==
+        KMS_ENSURE((rep->attributes[i] & qi->attributes_mask[i]) ==
                        (qi->attributes[i] & qi->attributes_mask[i]),
                    KMS_ERR_ATT_TCB,
                    "QE ATTRIBUTES byte %d does not match the QE identity under its mask", i);
-    l = isv_level(qi->levels, qi->n_levels, svn);
+    l = isv_level(qi->levels, qi->n_levels, rep->isv_svn);
     KMS_ENSURE(l != NULL, KMS_ERR_ATT_TCB, "QE ISVSVN %u is below every QE identity TCB level",
-               svn);
+               (unsigned)rep->isv_svn);
     KMS_GUARD(merge(acc, l));
 out:
     return rc;
@@ -1995,59 +1873,20 @@ int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, const uint
     struct coll_verified *cv = NULL;
     struct status_acc acc = {0};
     struct pck_ext ext;
-    EVP_PKEY *ak = NULL;
-    EVP_PKEY *pck_key;
     X509 *leaf;
     time_t now = kms_attest_now(ctx);
-    uint8_t h[32];
     char a_hex[13];
     char b_hex[13];
     const char *ca;
     char cn[128] = "";
     int is_sim = 0;
-    int ok;
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
     KMS_ENSURE(src != NULL, KMS_ERR_INVAL, "no collateral source configured");
-    KMS_GUARD(kms_tdx_quote_parse(quote, len, &q));
 
-    /* the quote is signed by the QE attestation key */
-    KMS_GUARD(p256_from_xy(q.attest_key, &ak));
-    ok = ecdsa_verify_rs(ak, q.signed_data, q.signed_len, q.sig, 64);
-    KMS_GUARD(ok);
-    KMS_ENSURE(ok == 1, KMS_ERR_ATT_QUOTE_SIG,
-               "TDX quote signature does not verify with the attestation key");
-
-    /* the QE report is signed by the PCK key and binds the attestation key */
-    rc = load_pem_chain((const char *)q.pck_chain, q.pck_chain_len, "PCK chain", &certs);
-    if (rc < 0) {
-        rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "TDX quote");
-        goto out;
-    }
-    leaf = sk_X509_value(certs, 0);
-    pck_key = X509_get0_pubkey(leaf);
-    KMS_ENSURE(pck_key != NULL && EVP_PKEY_is_a(pck_key, "EC"), KMS_ERR_ATT_FORMAT,
-               "PCK certificate key is not an EC key");
-    ok = ecdsa_verify_rs(pck_key, q.qe_report, KMS_TDX_QE_REPORT_LEN, q.qe_report_sig, 64);
-    KMS_GUARD(ok);
-    KMS_ENSURE(ok == 1, KMS_ERR_ATT_QE_SIG,
-               "QE report signature does not verify with the PCK certificate key");
-    {
-        static const uint8_t zero[32];
-        EVP_MD_CTX *m = EVP_MD_CTX_new();
-        int dok = m != NULL && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
-                  EVP_DigestUpdate(m, q.attest_key, 64) == 1 &&
-                  EVP_DigestUpdate(m, q.qe_auth, q.qe_auth_len) == 1 &&
-                  EVP_DigestFinal_ex(m, h, NULL) == 1;
-
-        EVP_MD_CTX_free(m);
-        KMS_ENSURE(dok, KMS_ERR_CRYPTO, "SHA-256 failed");
-        KMS_ENSURE(memcmp(q.qe_report + 320, h, 32) == 0 &&
-                       memcmp(q.qe_report + 352, zero, 32) == 0,
-                   KMS_ERR_ATT_QE_BINDING,
-                   "QE report data does not bind the attestation key and QE auth data");
-    }
+    /* quote and QE report signatures, QE binding: the checks of kms_tdx_quote_verify */
+    KMS_GUARD(kms_tdx_quote_check_sigs(quote, len, &q, &certs));
     KMS_ENSURE(memcmp(q.qe_vendor_id, intel_qe_vendor_id, 16) == 0, KMS_ERR_ATT_TCB,
                "quote QE vendor ID is not Intel's");
 
@@ -2082,7 +1921,7 @@ int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, const uint
     /* TCB: platform level, TDX module, QE identity; the worst status wins */
     KMS_GUARD(check_platform(&cv->ti, &ext, &q.report, &acc));
     KMS_GUARD(check_module(&cv->ti, &q.report, &acc));
-    KMS_GUARD(check_qe(&cv->qe, q.qe_report, &acc));
+    KMS_GUARD(check_qe(&cv->qe, &q.qe, &acc));
     KMS_ENSURE(acc.status != ST_REVOKED, KMS_ERR_ATT_REVOKED,
                "TCB status is Revoked: this platform's TCB level was revoked by Intel");
 
@@ -2109,7 +1948,6 @@ out:
     else
         sk_X509_pop_free(chain, X509_free);
     sk_X509_pop_free(certs, X509_free);
-    EVP_PKEY_free(ak);
     if (rc < 0)
         kms_verified_free(out);
     return rc;

@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/collateral.h"
 #include "attest/internal.h"
+#include "attest/sim_files.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

@@ -1,11 +1,12 @@
 /* Verification context: pinned roots, time, and chain verification shared by all verifiers. */
 #include <openssl/err.h>
 #include <openssl/pem.h>
-#include <openssl/x509_vfy.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/aia.h"
 #include "attest/internal.h"
+#include "attest/pki.h"
 
 struct kms_attest_ctx *kms_attest_ctx_new(void)
 {
@@ -82,49 +83,35 @@ time_t kms_attest_now(const struct kms_attest_ctx *ctx)
     return ctx->now != 0 ? ctx->now : time(NULL);
 }
 
-int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
-                            STACK_OF(X509) * intermediates, const char *what, int *is_sim)
+int kms_attest_verify_chain_get(const struct kms_attest_ctx *ctx, enum kms_root_kind kind,
+                                X509 *leaf, STACK_OF(X509) * intermediates, const char *what,
+                                int *is_sim, STACK_OF(X509) * *chain)
 {
-    X509_STORE *store = NULL;
-    X509_STORE_CTX *sctx = NULL;
-    STACK_OF(X509) * chain;
+    X509 *anchors[KMS_ATTEST_MAX_ROOTS];
     X509 *top;
     int rc = 0;
-    int err;
 
     *is_sim = 0;
-    KMS_ENSURE(ctx->n_roots[kind] > 0, KMS_ERR_ATT_CHAIN, "%s: no trust anchor configured", what);
-    store = X509_STORE_new();
-    sctx = X509_STORE_CTX_new();
-    KMS_GUARD_PTR(store);
-    KMS_GUARD_PTR(sctx);
     for (size_t i = 0; i < ctx->n_roots[kind]; i++)
-        KMS_GUARD_OSSL(X509_STORE_add_cert(store, ctx->roots[kind][i].cert), "X509_STORE_add_cert");
-    KMS_GUARD_OSSL(X509_STORE_CTX_init(sctx, store, leaf, intermediates), "X509_STORE_CTX_init");
-    X509_STORE_CTX_set_time(sctx, 0, kms_attest_now(ctx));
-    if (X509_verify_cert(sctx) != 1) {
-        err = X509_STORE_CTX_get_error(sctx);
-        ERR_clear_error();
-        if (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID)
-            rc = kms_err_set(KMS_ERR_ATT_EXPIRED,
-                             "%s: certificate at depth %d is not valid at the verification time "
-                             "(%s)",
-                             what, X509_STORE_CTX_get_error_depth(sctx),
-                             X509_verify_cert_error_string(err));
-        else
-            rc = kms_err_set(
-                KMS_ERR_ATT_CHAIN, "%s does not verify to the pinned root: %s (depth %d)", what,
-                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(sctx));
-        goto out;
-    }
-    chain = X509_STORE_CTX_get0_chain(sctx);
-    top = sk_X509_value(chain, sk_X509_num(chain) - 1);
+        anchors[i] = ctx->roots[kind][i].cert;
+    KMS_GUARD(kms_attest_chain_at(anchors, ctx->n_roots[kind], leaf, intermediates,
+                                  kms_attest_now(ctx), what, KMS_ERR_ATT_CHAIN, chain));
+    top = sk_X509_value(*chain, sk_X509_num(*chain) - 1);
     for (size_t i = 0; i < ctx->n_roots[kind]; i++) {
         if (X509_cmp(top, ctx->roots[kind][i].cert) == 0)
             *is_sim = ctx->roots[kind][i].is_sim;
     }
 out:
-    X509_STORE_CTX_free(sctx);
-    X509_STORE_free(store);
+    return rc;
+}
+
+int kms_attest_verify_chain(const struct kms_attest_ctx *ctx, enum kms_root_kind kind, X509 *leaf,
+                            STACK_OF(X509) * intermediates, const char *what, int *is_sim)
+{
+    STACK_OF(X509) *chain = NULL;
+    int rc;
+
+    rc = kms_attest_verify_chain_get(ctx, kind, leaf, intermediates, what, is_sim, &chain);
+    sk_X509_pop_free(chain, X509_free);
     return rc;
 }

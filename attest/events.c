@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/tdx.h"
 #include "common/hex.h"
 
 /* One-shot digest helper; these never fail short of memory exhaustion, in which case the

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "attest/internal.h"
+#include "attest/nitro.h"
 #include "common/buf.h"
 
 #define NITRO_MAX_DEPTH 8u   /* COSE and the NSM document nest at most 3 deep */

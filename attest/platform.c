@@ -20,7 +20,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/scale.h"
+#include "attest/sim.h"
+#include "attest/sim_files.h"
+#include "attest/tdx.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

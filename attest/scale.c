@@ -2,7 +2,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/scale.h"
 #include "common/buf.h"
 #include "common/utf8.h"
 

@@ -24,7 +24,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/scale.h"
+#include "attest/sim.h"
+#include "attest/sim_files.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
 
@@ -457,24 +462,34 @@ out:
 }
 
 /* 384-byte SGX report body of the simulated QE; report_data binds the attestation key. */
-static void qe_report(const struct kms_sim *sim, const uint8_t qe_auth[SIM_QE_AUTH_LEN],
-                      uint8_t rep[KMS_TDX_QE_REPORT_LEN])
+static int qe_report(const struct kms_sim *sim, const uint8_t qe_auth[SIM_QE_AUTH_LEN],
+                     uint8_t rep[KMS_TDX_QE_REPORT_LEN])
 {
     static const char mr_enclave_tag[] = "kmsd-sim-qe";
     static const char mr_signer_tag[] = "kmsd-sim-qe-signer";
+    struct kms_tdx_qe_report e;
+    struct kms_buf b = {0};
     uint8_t bind[64 + SIM_QE_AUTH_LEN];
+    int rc = 0;
 
-    memset(rep, 0, KMS_TDX_QE_REPORT_LEN);
-    memcpy(rep, sim_cpusvn, 16); /* cpu_svn */
-    rep[48] = 0x11;              /* attributes: INIT|MODE64BIT */
-    SHA256((const uint8_t *)mr_enclave_tag, strlen(mr_enclave_tag), rep + 64); /* mr_enclave */
-    SHA256((const uint8_t *)mr_signer_tag, strlen(mr_signer_tag), rep + 128);  /* mr_signer */
-    rep[256] = 2;                   /* isv_prod_id (TDX QE) */
-    rep[258] = (uint8_t)SIM_QE_SVN; /* isv_svn */
+    memset(&e, 0, sizeof(e));
+    memcpy(e.cpu_svn, sim_cpusvn, 16);
+    e.attributes[0] = 0x11; /* INIT|MODE64BIT */
+    SHA256((const uint8_t *)mr_enclave_tag, strlen(mr_enclave_tag), e.mr_enclave);
+    SHA256((const uint8_t *)mr_signer_tag, strlen(mr_signer_tag), e.mr_signer);
+    e.isv_prod_id = 2; /* TDX QE */
+    e.isv_svn = (uint16_t)SIM_QE_SVN;
     /* report_data = sha256(ak || qe_auth) || 0^32 */
     memcpy(bind, sim->ak_pub, sizeof(sim->ak_pub));
     memcpy(bind + sizeof(sim->ak_pub), qe_auth, SIM_QE_AUTH_LEN);
-    SHA256(bind, sizeof(bind), rep + 320);
+    SHA256(bind, sizeof(bind), e.report_data);
+    KMS_GUARD(kms_tdx_qe_report_put(&b, &e));
+    KMS_ENSURE(b.len == KMS_TDX_QE_REPORT_LEN, KMS_ERR_INTERNAL,
+               "simulated QE report has %zu bytes", b.len);
+    memcpy(rep, b.data, KMS_TDX_QE_REPORT_LEN);
+out:
+    kms_buf_free(&b);
+    return rc;
 }
 
 int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report, uint8_t **quote,
@@ -512,7 +527,7 @@ int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report
                "simulated quote header/body has %zu bytes", q.len);
     KMS_GUARD(kms_simf_sign_rs(sim->ak_key, q.data, q.len, sig));
 
-    qe_report(sim, qe_auth, qe_rep);
+    KMS_GUARD(qe_report(sim, qe_auth, qe_rep));
     KMS_GUARD(kms_simf_sign_rs(sim->pck_key, qe_rep, sizeof(qe_rep), qe_sig));
 
     cert6_len = sizeof(qe_rep) + sizeof(qe_sig) + 2 + sizeof(qe_auth) + 2 + 4 + sim->chain_len;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "attest/internal.h"
+#include "attest/sim_files.h"
 #include "common/buf.h"
 #include "common/file.h"
 

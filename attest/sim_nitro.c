@@ -19,6 +19,8 @@
 #include <time.h>
 
 #include "attest/internal.h"
+#include "attest/sim.h"
+#include "attest/sim_files.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 
 #define SPEC_ID_SIG "Spec ID Event03"

@@ -1,24 +1,20 @@
 /* TDX v4 quote: parsing and offline signature verification (attestation-reference.md §3). */
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/param_build.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attest/internal.h"
+#include "attest/pki.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 
 #define TDX_ATT_KEY_ECDSA_P256 2u
 #define TDX_TEE_TYPE 0x81u
 #define CERT_TYPE_QE_REPORT 6u
 #define CERT_TYPE_PCK_CHAIN 5u
-#define QE_REPORT_DATA_OFF 320u /* report_data within an SGX report body */
 #define PCK_CHAIN_MAX_CERTS 8
 
 /* Intel SGX extension OIDs in the PCK certificate. */
@@ -42,6 +38,50 @@ static int rd_report(struct kms_reader *r, struct kms_tdx_report *t)
     for (int i = 0; i < 4; i++)
         KMS_GUARD(kms_rd_copy(r, t->rtmr[i], 48));
     KMS_GUARD(kms_rd_copy(r, t->report_data, 64));
+out:
+    return rc;
+}
+
+/* SGX report body of the quoting enclave (KMS_TDX_QE_REPORT_LEN bytes). */
+static int rd_qe_report(const uint8_t *p, struct kms_tdx_qe_report *e)
+{
+    struct kms_reader r;
+    int rc = 0;
+
+    kms_rd_init(&r, p, KMS_TDX_QE_REPORT_LEN);
+    KMS_GUARD(kms_rd_copy(&r, e->cpu_svn, 16));
+    KMS_GUARD(kms_rd_u32le(&r, &e->misc_select));
+    KMS_GUARD(kms_rd_skip(&r, 28));
+    KMS_GUARD(kms_rd_copy(&r, e->attributes, 16));
+    KMS_GUARD(kms_rd_copy(&r, e->mr_enclave, 32));
+    KMS_GUARD(kms_rd_skip(&r, 32));
+    KMS_GUARD(kms_rd_copy(&r, e->mr_signer, 32));
+    KMS_GUARD(kms_rd_skip(&r, 96));
+    KMS_GUARD(kms_rd_u16le(&r, &e->isv_prod_id));
+    KMS_GUARD(kms_rd_u16le(&r, &e->isv_svn));
+    KMS_GUARD(kms_rd_skip(&r, 60));
+    KMS_GUARD(kms_rd_copy(&r, e->report_data, 64));
+out:
+    return rc;
+}
+
+int kms_tdx_qe_report_put(struct kms_buf *b, const struct kms_tdx_qe_report *e)
+{
+    static const uint8_t zero[96];
+    int rc = 0;
+
+    KMS_GUARD(kms_buf_put(b, e->cpu_svn, 16));
+    KMS_GUARD(kms_buf_put_u32le(b, e->misc_select));
+    KMS_GUARD(kms_buf_put(b, zero, 28));
+    KMS_GUARD(kms_buf_put(b, e->attributes, 16));
+    KMS_GUARD(kms_buf_put(b, e->mr_enclave, 32));
+    KMS_GUARD(kms_buf_put(b, zero, 32));
+    KMS_GUARD(kms_buf_put(b, e->mr_signer, 32));
+    KMS_GUARD(kms_buf_put(b, zero, 96));
+    KMS_GUARD(kms_buf_put_u16le(b, e->isv_prod_id));
+    KMS_GUARD(kms_buf_put_u16le(b, e->isv_svn));
+    KMS_GUARD(kms_buf_put(b, zero, 60));
+    KMS_GUARD(kms_buf_put(b, e->report_data, 64));
 out:
     return rc;
 }
@@ -91,6 +131,7 @@ static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
 
     kms_rd_init(&cert, p, cert_len);
     KMS_GUARD(kms_rd_ptr(&cert, KMS_TDX_QE_REPORT_LEN, &q->qe_report));
+    KMS_GUARD(rd_qe_report(q->qe_report, &q->qe));
     KMS_GUARD(kms_rd_ptr(&cert, 64, &q->qe_report_sig));
     KMS_GUARD(kms_rd_u16le(&cert, &qe_auth_len));
     q->qe_auth_len = qe_auth_len;
@@ -133,105 +174,23 @@ int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q)
 
 /* ------------------------------------------------------------------------------- crypto */
 
-/* P-256 public key from the raw X||Y attestation key. */
-static int p256_from_raw(const uint8_t xy[64], EVP_PKEY **out)
-{
-    uint8_t pt[65];
-    OSSL_PARAM_BLD *bld = NULL;
-    OSSL_PARAM *params = NULL;
-    EVP_PKEY_CTX *pctx = NULL;
-    int rc = 0;
-
-    *out = NULL;
-    pt[0] = 0x04;
-    memcpy(pt + 1, xy, 64);
-    bld = OSSL_PARAM_BLD_new();
-    KMS_GUARD_PTR(bld);
-    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "P-256", 0),
-                   "OSSL_PARAM_BLD_push_utf8_string");
-    KMS_GUARD_OSSL(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)),
-                   "OSSL_PARAM_BLD_push_octet_string");
-    params = OSSL_PARAM_BLD_to_param(bld);
-    KMS_GUARD_PTR(params);
-    pctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    KMS_GUARD_PTR(pctx);
-    KMS_GUARD_OSSL(EVP_PKEY_fromdata_init(pctx), "EVP_PKEY_fromdata_init");
-    if (EVP_PKEY_fromdata(pctx, out, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-        ERR_clear_error();
-        rc = kms_err_set(KMS_ERR_ATT_QUOTE_SIG, "attestation key is not a valid P-256 point");
-        goto out;
-    }
-out:
-    EVP_PKEY_CTX_free(pctx);
-    OSSL_PARAM_free(params);
-    OSSL_PARAM_BLD_free(bld);
-    return rc;
-}
-
-/* Verifies a raw r||s P-256 ECDSA signature over SHA-256(msg). 1 valid, 0 invalid, <0 error. */
-static int ecdsa_p256_verify(EVP_PKEY *pk, const uint8_t *msg, size_t len, const uint8_t rs[64])
-{
-    ECDSA_SIG *sig = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(rs, 32, NULL);
-    BIGNUM *s = BN_bin2bn(rs + 32, 32, NULL);
-    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-    unsigned char *der = NULL;
-    int der_len;
-    int rc = 0;
-
-    KMS_GUARD_PTR(sig);
-    KMS_GUARD_PTR(r);
-    KMS_GUARD_PTR(s);
-    KMS_GUARD_PTR(mctx);
-    KMS_GUARD_OSSL(ECDSA_SIG_set0(sig, r, s), "ECDSA_SIG_set0");
-    r = NULL;
-    s = NULL;
-    der_len = i2d_ECDSA_SIG(sig, &der);
-    KMS_ENSURE(der_len > 0, KMS_ERR_CRYPTO, "cannot encode ECDSA signature");
-    KMS_GUARD_OSSL(EVP_DigestVerifyInit(mctx, NULL, EVP_sha256(), NULL, pk),
-                   "EVP_DigestVerifyInit");
-    rc = EVP_DigestVerify(mctx, der, (size_t)der_len, msg, len) == 1;
-    ERR_clear_error();
-out:
-    OPENSSL_free(der);
-    EVP_MD_CTX_free(mctx);
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(sig);
-    return rc;
-}
-
 static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
 {
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    BIO *bio = NULL;
-    X509 *c;
     int rc = 0;
 
     *out = NULL;
-    KMS_GUARD_PTR(sk);
     KMS_ENSURE(q->pck_chain_len <= INT_MAX, KMS_ERR_ATT_FORMAT, "PCK chain too large");
-    bio = BIO_new_mem_buf(q->pck_chain, (int)q->pck_chain_len);
-    KMS_GUARD_PTR(bio);
-    for (;;) {
-        c = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-        if (c == NULL)
-            break;
-        if (sk_X509_num(sk) >= PCK_CHAIN_MAX_CERTS || sk_X509_push(sk, c) <= 0) {
-            X509_free(c);
-            rc = kms_err_set(KMS_ERR_ATT_FORMAT, "PCK chain has more than %d certificates",
-                             PCK_CHAIN_MAX_CERTS);
-            goto out;
-        }
-    }
-    ERR_clear_error();
-    KMS_ENSURE(sk_X509_num(sk) > 0, KMS_ERR_ATT_FORMAT,
+    rc = kms_attest_pem_certs(q->pck_chain, q->pck_chain_len, PCK_CHAIN_MAX_CERTS, out);
+    KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_ATT_FORMAT, "PCK chain has more than %d certificates",
+               PCK_CHAIN_MAX_CERTS);
+    KMS_GUARD(rc);
+    KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_FORMAT,
                "quote carries no parsable PEM PCK certificate");
-    *out = sk;
-    sk = NULL;
 out:
-    BIO_free(bio);
-    sk_X509_pop_free(sk, X509_free);
+    if (rc < 0) {
+        sk_X509_pop_free(*out, X509_free);
+        *out = NULL;
+    }
     return rc;
 }
 
@@ -297,36 +256,33 @@ out:
     return rc;
 }
 
-int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
-                         struct kms_verified *out)
+int kms_tdx_quote_check_sigs(const uint8_t *quote, size_t len, struct kms_tdx_quote *q,
+                             STACK_OF(X509) * *pck_certs)
 {
-    struct kms_tdx_quote q;
-    STACK_OF(X509) *chain = NULL;
+    static const uint8_t zero[32];
     EVP_PKEY *ak = NULL;
     EVP_PKEY *pck_key;
-    X509 *leaf;
     uint8_t h[32];
-    int is_sim = 0;
     int ok;
     int rc = 0;
 
-    memset(out, 0, sizeof(*out));
-    KMS_GUARD(kms_tdx_quote_parse(quote, len, &q));
+    *pck_certs = NULL;
+    KMS_GUARD(kms_tdx_quote_parse(quote, len, q));
 
     /* (a) the quote (header || TD report) is signed by the QE's attestation key */
-    KMS_GUARD(p256_from_raw(q.attest_key, &ak));
-    ok = ecdsa_p256_verify(ak, q.signed_data, q.signed_len, q.sig);
+    KMS_GUARD(kms_attest_p256_from_raw(q->attest_key, &ak));
+    ok = kms_attest_ecdsa_p256_verify(ak, q->signed_data, q->signed_len, q->sig, 64);
     KMS_GUARD(ok);
     KMS_ENSURE(ok == 1, KMS_ERR_ATT_QUOTE_SIG,
                "TDX quote signature does not verify with the attestation key");
 
     /* (b) the QE report is signed by the PCK leaf */
-    KMS_GUARD(load_pck_chain(&q, &chain));
-    leaf = sk_X509_value(chain, 0);
-    pck_key = X509_get0_pubkey(leaf);
+    KMS_GUARD(load_pck_chain(q, pck_certs));
+    pck_key = X509_get0_pubkey(sk_X509_value(*pck_certs, 0));
     KMS_ENSURE(pck_key != NULL && EVP_PKEY_is_a(pck_key, "EC"), KMS_ERR_ATT_FORMAT,
                "PCK certificate key is not an EC key");
-    ok = ecdsa_p256_verify(pck_key, q.qe_report, KMS_TDX_QE_REPORT_LEN, q.qe_report_sig);
+    ok = kms_attest_ecdsa_p256_verify(pck_key, q->qe_report, KMS_TDX_QE_REPORT_LEN,
+                                      q->qe_report_sig, 64);
     KMS_GUARD(ok);
     KMS_ENSURE(ok == 1, KMS_ERR_ATT_QE_SIG,
                "QE report signature does not verify with the PCK certificate key");
@@ -335,39 +291,62 @@ int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
     {
         EVP_MD_CTX *m = EVP_MD_CTX_new();
         int dok = m != NULL && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
-                  EVP_DigestUpdate(m, q.attest_key, 64) == 1 &&
-                  EVP_DigestUpdate(m, q.qe_auth, q.qe_auth_len) == 1 &&
+                  EVP_DigestUpdate(m, q->attest_key, 64) == 1 &&
+                  EVP_DigestUpdate(m, q->qe_auth, q->qe_auth_len) == 1 &&
                   EVP_DigestFinal_ex(m, h, NULL) == 1;
 
         EVP_MD_CTX_free(m);
         KMS_ENSURE(dok, KMS_ERR_CRYPTO, "SHA-256 failed");
     }
-    {
-        static const uint8_t zero[32];
-        const uint8_t *rd = q.qe_report + QE_REPORT_DATA_OFF;
-
-        KMS_ENSURE(memcmp(rd, h, 32) == 0 && memcmp(rd + 32, zero, 32) == 0, KMS_ERR_ATT_QE_BINDING,
-                   "QE report data does not bind the attestation key and QE auth data");
+    KMS_ENSURE(memcmp(q->qe.report_data, h, 32) == 0 &&
+                   memcmp(q->qe.report_data + 32, zero, 32) == 0,
+               KMS_ERR_ATT_QE_BINDING,
+               "QE report data does not bind the attestation key and QE auth data");
+out:
+    if (rc < 0) {
+        sk_X509_pop_free(*pck_certs, X509_free);
+        *pck_certs = NULL;
     }
+    EVP_PKEY_free(ak);
+    return rc;
+}
 
+int kms_tdx_pck_chain(const struct kms_attest_ctx *ctx, STACK_OF(X509) * pck_certs,
+                      STACK_OF(X509) * *chain, int *is_sim)
+{
+    STACK_OF(X509) *rest = sk_X509_dup(pck_certs);
+    int rc = 0;
+
+    *chain = NULL;
+    *is_sim = 0;
+    KMS_GUARD_PTR(rest);
+    (void)sk_X509_shift(rest);
+    KMS_GUARD(kms_attest_verify_chain_get(ctx, KMS_ROOT_TDX, sk_X509_value(pck_certs, 0), rest,
+                                          "PCK chain", is_sim, chain));
+out:
+    sk_X509_free(rest);
+    return rc;
+}
+
+int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
+                         struct kms_verified *out)
+{
+    struct kms_tdx_quote q;
+    STACK_OF(X509) *certs = NULL;
+    STACK_OF(X509) *chain = NULL;
+    int is_sim = 0;
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    KMS_GUARD(kms_tdx_quote_check_sigs(quote, len, &q, &certs));
     /* (d) the PCK chain reaches a pinned Intel (or simulation) root */
-    {
-        STACK_OF(X509) *rest = sk_X509_dup(chain);
-
-        KMS_GUARD_PTR(rest);
-        (void)sk_X509_shift(rest);
-        rc = kms_attest_verify_chain(ctx, KMS_ROOT_TDX, leaf, rest, "PCK chain", &is_sim);
-        sk_X509_free(rest);
-        if (rc < 0)
-            goto out;
-    }
-
-    KMS_GUARD(extract_ppid(leaf, out));
+    KMS_GUARD(kms_tdx_pck_chain(ctx, certs, &chain, &is_sim));
+    KMS_GUARD(extract_ppid(sk_X509_value(chain, 0), out));
     out->mode = KMS_ATT_TDX;
     out->sim = is_sim;
     out->td = q.report;
 out:
     sk_X509_pop_free(chain, X509_free);
-    EVP_PKEY_free(ak);
+    sk_X509_pop_free(certs, X509_free);
     return rc;
 }

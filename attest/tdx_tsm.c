@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/log.h"
 

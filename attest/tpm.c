@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/aia.h"
 #include "attest/internal.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 
 #define TPM_GENERATED_VALUE 0xff544347u

@@ -3,7 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/collateral.h"
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/nitro.h"
+#include "attest/tdx.h"
+#include "attest/tpm.h"
 
 void kms_verified_free(struct kms_verified *v)
 {

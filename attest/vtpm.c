@@ -13,36 +13,24 @@
 #include <string.h>
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
-#include <tss2/tss2_rc.h>
-#include <tss2/tss2_tctildr.h>
 
 #include "attest/internal.h"
+#include "attest/scale.h"
+#include "attest/sim_files.h"
+#include "attest/tpm.h"
+#include "common/tpm.h"
 
 #define VTPM_QUOTE_TRIES 4
 #define VTPM_SIG_MAX 1024u
 
 struct kms_vtpm {
-    TSS2_TCTI_CONTEXT *tcti;
-    ESYS_CONTEXT *esys;
+    struct kms_tpm conn;
     ESYS_TR ak;
 };
 
 static const uint32_t policy_pcrs[3] = {0, 2, 14};
 
-static int tss_err(TSS2_RC r, const char *what)
-{
-    return kms_err_set(KMS_ERR_IO, "TPM: %s failed: %s (0x%x)", what, Tss2_RC_Decode(r),
-                       (unsigned)r);
-}
-
-#define TSS_GUARD(expr, what)                                                                      \
-    do {                                                                                           \
-        TSS2_RC r_ = (expr);                                                                       \
-        if (r_ != TSS2_RC_SUCCESS) {                                                               \
-            rc = tss_err(r_, (what));                                                              \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
+/* TPM failures of this producer are KMS_ERR_IO "TPM: <what> failed: ..." (KMS_TSS_GUARD). */
 
 int kms_vtpm_open(const char *tcti, struct kms_vtpm **out)
 {
@@ -52,8 +40,7 @@ int kms_vtpm_open(const char *tcti, struct kms_vtpm **out)
     *out = NULL;
     KMS_GUARD_PTR(t);
     t->ak = ESYS_TR_NONE;
-    TSS_GUARD(Tss2_TctiLdr_Initialize(tcti, &t->tcti), "opening the TCTI");
-    TSS_GUARD(Esys_Initialize(&t->esys, t->tcti, NULL), "Esys_Initialize");
+    KMS_GUARD(kms_tpm_open(&t->conn, tcti, KMS_ERR_IO, NULL, NULL));
     *out = t;
     t = NULL;
 out:
@@ -65,12 +52,9 @@ void kms_vtpm_free(struct kms_vtpm *t)
 {
     if (t == NULL)
         return;
-    if (t->esys != NULL && t->ak != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, t->ak);
-    if (t->esys != NULL)
-        Esys_Finalize(&t->esys);
-    if (t->tcti != NULL)
-        Tss2_TctiLdr_Finalize(&t->tcti);
+    if (t->conn.esys != NULL && t->ak != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->conn.esys, t->ak);
+    kms_tpm_close(&t->conn);
     free(t);
 }
 
@@ -148,64 +132,27 @@ out:
 
 int kms_vtpm_create_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, EVP_PKEY **ak_pub)
 {
-    TPM2B_SENSITIVE_CREATE sens;
     TPM2B_PUBLIC tmpl;
-    TPM2B_DATA outside;
-    TPML_PCR_SELECTION creation_pcr;
     TPM2B_PUBLIC *pub = NULL;
-    TPM2B_CREATION_DATA *cdata = NULL;
-    TPM2B_DIGEST *chash = NULL;
-    TPMT_TK_CREATION *ticket = NULL;
     ESYS_TR handle = ESYS_TR_NONE;
     int rc = 0;
 
     if (ak_pub != NULL)
         *ak_pub = NULL;
-    memset(&sens, 0, sizeof(sens));
-    memset(&tmpl, 0, sizeof(tmpl));
-    memset(&outside, 0, sizeof(outside));
-    memset(&creation_pcr, 0, sizeof(creation_pcr));
-    tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
-    /* an attestation key: restricted signing, never leaves this TPM */
-    tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                       TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_USERWITHAUTH |
-                                       TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
-    if (kind == KMS_VTPM_AK_ECC) {
-        TPMS_ECC_PARMS *e = &tmpl.publicArea.parameters.eccDetail;
-
-        tmpl.publicArea.type = TPM2_ALG_ECC;
-        e->symmetric.algorithm = TPM2_ALG_NULL;
-        e->scheme.scheme = TPM2_ALG_ECDSA;
-        e->scheme.details.ecdsa.hashAlg = TPM2_ALG_SHA256;
-        e->curveID = TPM2_ECC_NIST_P256;
-        e->kdf.scheme = TPM2_ALG_NULL;
-    } else {
-        TPMS_RSA_PARMS *r = &tmpl.publicArea.parameters.rsaDetail;
-
-        tmpl.publicArea.type = TPM2_ALG_RSA;
-        r->symmetric.algorithm = TPM2_ALG_NULL;
-        r->scheme.scheme = TPM2_ALG_RSASSA;
-        r->scheme.details.rsassa.hashAlg = TPM2_ALG_SHA256;
-        r->keyBits = 2048;
-        r->exponent = 0;
-    }
-    TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle, &pub,
-                                 &cdata, &chash, &ticket),
-              "creating the attestation key (Esys_CreatePrimary)");
+    kms_tpm_template_ak(&tmpl, kind == KMS_VTPM_AK_ECC ? KMS_TPM_AK_ECC_P256 : KMS_TPM_AK_RSA_2048);
+    KMS_TSS_GUARD(
+        kms_tpm_create_primary(t->conn.esys, ESYS_TR_RH_ENDORSEMENT, &tmpl, &handle, &pub),
+        KMS_ERR_IO, NULL, "creating the attestation key (Esys_CreatePrimary)", NULL);
     if (ak_pub != NULL)
         KMS_GUARD(public_to_pkey(pub, ak_pub));
     if (t->ak != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, t->ak);
+        (void)Esys_FlushContext(t->conn.esys, t->ak);
     t->ak = handle;
     handle = ESYS_TR_NONE;
 out:
     if (handle != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, handle);
+        (void)Esys_FlushContext(t->conn.esys, handle);
     Esys_Free(pub);
-    Esys_Free(cdata);
-    Esys_Free(chash);
-    Esys_Free(ticket);
     return rc;
 }
 
@@ -220,9 +167,9 @@ static int pcr_read(struct kms_vtpm *t, uint32_t only, uint8_t vals[3][32], size
     int rc = 0;
 
     sha256_policy_selection(&sel, only);
-    TSS_GUARD(Esys_PCR_Read(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
-                            &sel_out, &digests),
-              "Esys_PCR_Read");
+    KMS_TSS_GUARD(Esys_PCR_Read(t->conn.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel,
+                                &counter, &sel_out, &digests),
+                  KMS_ERR_IO, NULL, "Esys_PCR_Read", NULL);
     KMS_ENSURE(digests->count == want, KMS_ERR_IO,
                "TPM: PCR read returned %u values, want %zu (is the sha256 bank allocated?)",
                digests->count, want);
@@ -261,9 +208,9 @@ int kms_vtpm_pcr_extend(struct kms_vtpm *t, uint32_t pcr, const uint8_t digest[3
     dv.count = 1;
     dv.digests[0].hashAlg = TPM2_ALG_SHA256;
     memcpy(dv.digests[0].digest.sha256, digest, 32);
-    TSS_GUARD(Esys_PCR_Extend(t->esys, (ESYS_TR)(ESYS_TR_PCR0 + pcr), ESYS_TR_PASSWORD,
-                              ESYS_TR_NONE, ESYS_TR_NONE, &dv),
-              "Esys_PCR_Extend");
+    KMS_TSS_GUARD(Esys_PCR_Extend(t->conn.esys, (ESYS_TR)(ESYS_TR_PCR0 + pcr), ESYS_TR_PASSWORD,
+                                  ESYS_TR_NONE, ESYS_TR_NONE, &dv),
+                  KMS_ERR_IO, NULL, "Esys_PCR_Extend", NULL);
 out:
     return rc;
 }
@@ -301,9 +248,9 @@ int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len, struct 
         quoted = NULL;
         sig = NULL;
         KMS_GUARD(pcr_read(t, UINT32_MAX, vals, &n));
-        TSS_GUARD(Esys_Quote(t->esys, t->ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &qdata,
-                             &scheme, &sel, &quoted, &sig),
-                  "Esys_Quote");
+        KMS_TSS_GUARD(Esys_Quote(t->conn.esys, t->ak, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                                 &qdata, &scheme, &sel, &quoted, &sig),
+                      KMS_ERR_IO, NULL, "Esys_Quote", NULL);
         KMS_GUARD(kms_tpms_attest_parse(quoted->attestationData, quoted->size, &a));
         KMS_ENSURE(EVP_Digest(vals, sizeof(vals), digest, NULL, EVP_sha256(), NULL) == 1,
                    KMS_ERR_CRYPTO, "SHA-256 failed");
@@ -311,8 +258,8 @@ int kms_vtpm_quote(struct kms_vtpm *t, const uint8_t *qd, size_t qd_len, struct 
     }
     KMS_ENSURE(matched, KMS_ERR_STATE, "TPM: PCRs kept changing while quoting (%d tries)",
                VTPM_QUOTE_TRIES);
-    TSS_GUARD(Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &sig_len),
-              "marshalling TPMT_SIGNATURE");
+    KMS_TSS_GUARD(Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &sig_len), KMS_ERR_IO,
+                  NULL, "marshalling TPMT_SIGNATURE", NULL);
     KMS_GUARD(kms_bytes_dup(&out->message, quoted->attestationData, quoted->size));
     KMS_GUARD(kms_bytes_dup(&out->signature, sigbuf, sig_len));
     out->pcrs = calloc(3, sizeof(*out->pcrs));
@@ -357,14 +304,14 @@ static int nv_read(struct kms_vtpm *t, uint32_t index, uint8_t **out, size_t *ou
 
     *out = NULL;
     *out_len = 0;
-    if (Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv) !=
+    if (Esys_TR_FromTPMPublic(t->conn.esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv) !=
         TSS2_RC_SUCCESS) {
         rc = kms_err_set(KMS_ERR_NOTFOUND, "TPM: NV index 0x%08x is not defined", index);
         goto out;
     }
-    TSS_GUARD(
-        Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, &name),
-        "Esys_NV_ReadPublic");
+    KMS_TSS_GUARD(
+        Esys_NV_ReadPublic(t->conn.esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, &name),
+        KMS_ERR_IO, NULL, "Esys_NV_ReadPublic", NULL);
     size = pub->nvPublic.dataSize;
     KMS_ENSURE(size > 0 && size <= NV_MAX, KMS_ERR_IO, "TPM: NV index 0x%08x holds %zu bytes",
                index, size);
@@ -374,9 +321,9 @@ static int nv_read(struct kms_vtpm *t, uint32_t index, uint8_t **out, size_t *ou
     while (off < size) {
         UINT16 n = (UINT16)(size - off < NV_CHUNK ? size - off : NV_CHUNK);
 
-        TSS_GUARD(Esys_NV_Read(t->esys, auth, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, n,
-                               (UINT16)off, &chunk),
-                  "Esys_NV_Read");
+        KMS_TSS_GUARD(Esys_NV_Read(t->conn.esys, auth, nv, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                   ESYS_TR_NONE, n, (UINT16)off, &chunk),
+                      KMS_ERR_IO, NULL, "Esys_NV_Read", NULL);
         KMS_ENSURE(chunk->size == n, KMS_ERR_IO, "TPM: short NV read");
         memcpy(buf + off, chunk->buffer, n);
         off += n;
@@ -392,7 +339,7 @@ out:
     Esys_Free(pub);
     Esys_Free(name);
     if (nv != ESYS_TR_NONE)
-        (void)Esys_TR_Close(t->esys, &nv);
+        (void)Esys_TR_Close(t->conn.esys, &nv);
     return rc;
 }
 
@@ -403,14 +350,8 @@ int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t
     uint32_t cert_idx = kind == KMS_VTPM_AK_ECC ? GCP_NV_AK_ECC_CERT : GCP_NV_AK_RSA_CERT;
     uint8_t *raw = NULL;
     size_t raw_len = 0, off = 0;
-    TPM2B_SENSITIVE_CREATE sens;
     TPM2B_PUBLIC tmpl;
-    TPM2B_DATA outside;
-    TPML_PCR_SELECTION creation_pcr;
     TPM2B_PUBLIC *pub = NULL;
-    TPM2B_CREATION_DATA *cdata = NULL;
-    TPM2B_DIGEST *chash = NULL;
-    TPMT_TK_CREATION *ticket = NULL;
     ESYS_TR handle = ESYS_TR_NONE;
     EVP_PKEY *key = NULL;
     X509 *x = NULL;
@@ -421,10 +362,7 @@ int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t
     *cert_len = 0;
     if (ak_pub != NULL)
         *ak_pub = NULL;
-    memset(&sens, 0, sizeof(sens));
     memset(&tmpl, 0, sizeof(tmpl));
-    memset(&outside, 0, sizeof(outside));
-    memset(&creation_pcr, 0, sizeof(creation_pcr));
     KMS_GUARD(nv_read(t, tmpl_idx, &raw, &raw_len));
     /* the template is a marshalled TPMT_PUBLIC; accept a TPM2B_PUBLIC too */
     if (Tss2_MU_TPMT_PUBLIC_Unmarshal(raw, raw_len, &off, &tmpl.publicArea) != TSS2_RC_SUCCESS ||
@@ -435,10 +373,9 @@ int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t
                        off == raw_len,
                    KMS_ERR_PARSE, "TPM: AK template in NV 0x%08x is not a TPMT_PUBLIC", tmpl_idx);
     }
-    TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_ENDORSEMENT, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &sens, &tmpl, &outside, &creation_pcr, &handle, &pub,
-                                 &cdata, &chash, &ticket),
-              "recreating the GCP AK from its NV template (Esys_CreatePrimary)");
+    KMS_TSS_GUARD(
+        kms_tpm_create_primary(t->conn.esys, ESYS_TR_RH_ENDORSEMENT, &tmpl, &handle, &pub),
+        KMS_ERR_IO, NULL, "recreating the GCP AK from its NV template (Esys_CreatePrimary)", NULL);
     KMS_GUARD(public_to_pkey(pub, &key));
     KMS_GUARD(nv_read(t, cert_idx, cert, cert_len));
     p = *cert;
@@ -451,7 +388,7 @@ int kms_vtpm_load_gcp_ak(struct kms_vtpm *t, enum kms_vtpm_ak_kind kind, uint8_t
                "TPM: AK certificate in NV 0x%08x is for another key than the recreated AK",
                cert_idx);
     if (t->ak != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, t->ak);
+        (void)Esys_FlushContext(t->conn.esys, t->ak);
     t->ak = handle;
     handle = ESYS_TR_NONE;
     if (ak_pub != NULL) {
@@ -466,14 +403,11 @@ out:
         *cert_len = 0;
     }
     if (handle != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, handle);
+        (void)Esys_FlushContext(t->conn.esys, handle);
     X509_free(x);
     EVP_PKEY_free(key);
     free(raw);
     Esys_Free(pub);
-    Esys_Free(cdata);
-    Esys_Free(chash);
-    Esys_Free(ticket);
     return rc;
 }
 

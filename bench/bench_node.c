@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
 #include "replication/replication.h"
 
 static struct kms_sim *sim;

@@ -17,6 +17,8 @@
 #include <time.h>
 
 #include "attest/attest.h"
+#include "attest/collateral.h"
+#include "attest/sim.h"
 
 #define N_ATT 16
 

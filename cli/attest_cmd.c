@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/tdx.h"
 #include "cli/cli.h"
 #include "attest/attest.h"
 #include "common/file.h"

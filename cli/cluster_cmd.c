@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "attest/sim.h"
 #include "cli/cli.h"
 #include "common/buf.h"
 #include "common/fetch.h"

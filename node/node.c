@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/prctl.h>
 
+#include "attest/collateral.h"
+#include "attest/sim.h"
 #include "common/buf.h"
 #include "common/crypto/crypto.h"
 #include "common/file.h"

@@ -25,11 +25,11 @@
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_rc.h>
-#include <tss2/tss2_tctildr.h>
 
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/log.h"
+#include "common/tpm.h"
 #include "storage/storage.h"
 
 #define KEK_LEN 32
@@ -46,8 +46,7 @@
 
 struct tpm {
     const char *tcti_name;
-    TSS2_TCTI_CONTEXT *tcti;
-    ESYS_CONTEXT *esys;
+    struct kms_tpm conn;
     ESYS_TR primary;
     TPM2B_NAME primary_name;
 };
@@ -62,23 +61,6 @@ struct blob {
 };
 
 /* ---- errors ---- */
-
-/* Names the TPM layer (Tss2_RC_Decode gives "esys:", "tcti:", "tpm:..." prefixes). */
-static int tss_fail(const struct tpm *t, TSS2_RC r, const char *what, const char *hint)
-{
-    return kms_err_set(KMS_ERR_STORE_SEAL, "TPM (%s): %s failed: %s (0x%x)%s%s", t->tcti_name, what,
-                       Tss2_RC_Decode(r), (unsigned)r, hint != NULL ? "; " : "",
-                       hint != NULL ? hint : "");
-}
-
-#define TSS_GUARD(expr, what, hint)                                                                \
-    do {                                                                                           \
-        TSS2_RC r_ = (expr);                                                                       \
-        if (r_ != TSS2_RC_SUCCESS) {                                                               \
-            rc = tss_fail(t, r_, (what), (hint));                                                  \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
 
 /* TPM_RC_POLICY_FAIL from the TPM itself, whatever session/parameter number it carries. */
 static int is_policy_fail(TSS2_RC r)
@@ -225,66 +207,35 @@ static int sel_equal(const TPML_PCR_SELECTION *a, const TPML_PCR_SELECTION *b)
 
 static void tpm_close(struct tpm *t)
 {
-    if (t->esys != NULL && t->primary != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, t->primary);
+    if (t->conn.esys != NULL && t->primary != ESYS_TR_NONE)
+        (void)Esys_FlushContext(t->conn.esys, t->primary);
     t->primary = ESYS_TR_NONE;
-    if (t->esys != NULL)
-        Esys_Finalize(&t->esys);
-    if (t->tcti != NULL)
-        Tss2_TctiLdr_Finalize(&t->tcti);
+    kms_tpm_close(&t->conn);
 }
 
 /* Connects and recreates the storage primary key (TCG SRK template, ECC P-256). */
 static int tpm_open(struct tpm *t, const char *tcti)
 {
-    TPM2B_SENSITIVE_CREATE in_sens;
     TPM2B_PUBLIC tmpl;
-    TPM2B_DATA outside;
-    TPML_PCR_SELECTION creation;
-    TPM2B_PUBLIC *pub = NULL;
-    TPM2B_CREATION_DATA *cdata = NULL;
-    TPM2B_DIGEST *chash = NULL;
-    TPMT_TK_CREATION *ticket = NULL;
     TPM2B_NAME *name = NULL;
     int rc = 0;
 
     memset(t, 0, sizeof(*t));
     t->tcti_name = tcti;
     t->primary = ESYS_TR_NONE;
-    TSS_GUARD(Tss2_TctiLdr_Initialize(tcti, &t->tcti), "opening the TCTI",
-              "check --tpm-tcti and that the TPM device (or simulator) is reachable");
-    TSS_GUARD(Esys_Initialize(&t->esys, t->tcti, NULL), "Esys_Initialize", NULL);
-    memset(&in_sens, 0, sizeof(in_sens));
-    memset(&outside, 0, sizeof(outside));
-    memset(&creation, 0, sizeof(creation));
-    memset(&tmpl, 0, sizeof(tmpl));
-    tmpl.publicArea.type = TPM2_ALG_ECC;
-    tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
-    tmpl.publicArea.objectAttributes =
-        TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
-        TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
-    tmpl.publicArea.parameters.eccDetail.symmetric.algorithm = TPM2_ALG_AES;
-    tmpl.publicArea.parameters.eccDetail.symmetric.keyBits.aes = 128;
-    tmpl.publicArea.parameters.eccDetail.symmetric.mode.aes = TPM2_ALG_CFB;
-    tmpl.publicArea.parameters.eccDetail.scheme.scheme = TPM2_ALG_NULL;
-    tmpl.publicArea.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
-    tmpl.publicArea.parameters.eccDetail.kdf.scheme = TPM2_ALG_NULL;
-    tmpl.publicArea.unique.ecc.x.size = 32; /* zero-filled, as in the TCG template */
-    tmpl.publicArea.unique.ecc.y.size = 32;
-    TSS_GUARD(Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                                 ESYS_TR_NONE, &in_sens, &tmpl, &outside, &creation, &t->primary,
-                                 &pub, &cdata, &chash, &ticket),
-              "creating the storage primary key in the owner hierarchy (Esys_CreatePrimary)",
-              "kmsd needs an empty owner authorization value on this TPM");
-    TSS_GUARD(Esys_TR_GetName(t->esys, t->primary, &name), "Esys_TR_GetName", NULL);
+    KMS_GUARD(kms_tpm_open(&t->conn, tcti, KMS_ERR_STORE_SEAL, tcti,
+                           "check --tpm-tcti and that the TPM device (or simulator) is reachable"));
+    kms_tpm_template_srk(&tmpl);
+    KMS_TSS_GUARD(kms_tpm_create_primary(t->conn.esys, ESYS_TR_RH_OWNER, &tmpl, &t->primary, NULL),
+                  KMS_ERR_STORE_SEAL, t->tcti_name,
+                  "creating the storage primary key in the owner hierarchy (Esys_CreatePrimary)",
+                  "kmsd needs an empty owner authorization value on this TPM");
+    KMS_TSS_GUARD(Esys_TR_GetName(t->conn.esys, t->primary, &name), KMS_ERR_STORE_SEAL,
+                  t->tcti_name, "Esys_TR_GetName", NULL);
     KMS_ENSURE(name->size <= sizeof(t->primary_name.name), KMS_ERR_STORE_SEAL,
                "TPM (%s): primary key name is too long", tcti);
     t->primary_name = *name;
 out:
-    Esys_Free(pub);
-    Esys_Free(cdata);
-    Esys_Free(chash);
-    Esys_Free(ticket);
     Esys_Free(name);
     if (rc < 0)
         tpm_close(t);
@@ -301,11 +252,14 @@ static int start_session(struct tpm *t, TPM2_SE type, TPMA_SESSION attrs, ESYS_T
     sym.algorithm = TPM2_ALG_AES;
     sym.keyBits.aes = 128;
     sym.mode.aes = TPM2_ALG_CFB;
-    TSS_GUARD(Esys_StartAuthSession(t->esys, t->primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                    ESYS_TR_NONE, NULL, type, &sym, TPM2_ALG_SHA256, sess),
-              "starting a salted session (Esys_StartAuthSession)", NULL);
-    TSS_GUARD(Esys_TRSess_SetAttributes(t->esys, *sess, attrs | TPMA_SESSION_CONTINUESESSION, 0xff),
-              "Esys_TRSess_SetAttributes", NULL);
+    KMS_TSS_GUARD(Esys_StartAuthSession(t->conn.esys, t->primary, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        ESYS_TR_NONE, ESYS_TR_NONE, NULL, type, &sym,
+                                        TPM2_ALG_SHA256, sess),
+                  KMS_ERR_STORE_SEAL, t->tcti_name,
+                  "starting a salted session (Esys_StartAuthSession)", NULL);
+    KMS_TSS_GUARD(
+        Esys_TRSess_SetAttributes(t->conn.esys, *sess, attrs | TPMA_SESSION_CONTINUESESSION, 0xff),
+        KMS_ERR_STORE_SEAL, t->tcti_name, "Esys_TRSess_SetAttributes", NULL);
 out:
     return rc;
 }
@@ -313,7 +267,7 @@ out:
 static void flush(struct tpm *t, ESYS_TR *h)
 {
     if (*h != ESYS_TR_NONE)
-        (void)Esys_FlushContext(t->esys, *h);
+        (void)Esys_FlushContext(t->conn.esys, *h);
     *h = ESYS_TR_NONE;
 }
 
@@ -339,9 +293,9 @@ static int pcr_read(struct tpm *t, const TPML_PCR_SELECTION *sel, TPM2B_DIGEST *
             one.pcrSelections[0].hash = s->hash;
             one.pcrSelections[0].sizeofSelect = 3;
             one.pcrSelections[0].pcrSelect[p / 8] = (uint8_t)(1u << (p % 8));
-            TSS_GUARD(Esys_PCR_Read(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &one,
-                                    &counter, &sel_out, &dig),
-                      "reading PCRs (Esys_PCR_Read)", NULL);
+            KMS_TSS_GUARD(Esys_PCR_Read(t->conn.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        &one, &counter, &sel_out, &dig),
+                          KMS_ERR_STORE_SEAL, t->tcti_name, "reading PCRs (Esys_PCR_Read)", NULL);
             KMS_ENSURE(dig->count == 1 && dig->digests[0].size == banks[b].len, KMS_ERR_STORE_SEAL,
                        "TPM (%s): PCR %s:%u is not available (is the %s bank allocated?)",
                        t->tcti_name, banks[b].name, p, banks[b].name);
@@ -381,15 +335,17 @@ static int policy_digest(struct tpm *t, const TPML_PCR_SELECTION *sel, const TPM
     pcr_digest.size = (UINT16)len;
     memset(&sym, 0, sizeof(sym));
     sym.algorithm = TPM2_ALG_NULL;
-    TSS_GUARD(Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                                    ESYS_TR_NONE, NULL, TPM2_SE_TRIAL, &sym, TPM2_ALG_SHA256,
-                                    &trial),
-              "starting a trial policy session", NULL);
-    TSS_GUARD(
-        Esys_PolicyPCR(t->esys, trial, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pcr_digest, sel),
-        "computing the PCR policy (Esys_PolicyPCR, trial)", NULL);
-    TSS_GUARD(Esys_PolicyGetDigest(t->esys, trial, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pd),
-              "Esys_PolicyGetDigest", NULL);
+    KMS_TSS_GUARD(Esys_StartAuthSession(t->conn.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        ESYS_TR_NONE, ESYS_TR_NONE, NULL, TPM2_SE_TRIAL, &sym,
+                                        TPM2_ALG_SHA256, &trial),
+                  KMS_ERR_STORE_SEAL, t->tcti_name, "starting a trial policy session", NULL);
+    KMS_TSS_GUARD(Esys_PolicyPCR(t->conn.esys, trial, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                 &pcr_digest, sel),
+                  KMS_ERR_STORE_SEAL, t->tcti_name,
+                  "computing the PCR policy (Esys_PolicyPCR, trial)", NULL);
+    KMS_TSS_GUARD(
+        Esys_PolicyGetDigest(t->conn.esys, trial, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pd),
+        KMS_ERR_STORE_SEAL, t->tcti_name, "Esys_PolicyGetDigest", NULL);
     *out = *pd;
 out:
     EVP_MD_CTX_free(md);
@@ -416,27 +372,21 @@ static int tpm_seal(struct tpm *t, const TPML_PCR_SELECTION *sel, const uint8_t 
 
     memset(b, 0, sizeof(*b));
     memset(&sens, 0, sizeof(sens));
-    memset(&tmpl, 0, sizeof(tmpl));
     memset(&outside, 0, sizeof(outside));
     memset(&creation, 0, sizeof(creation));
     b->primary_name = t->primary_name;
     b->sel = *sel;
     KMS_GUARD(pcr_read(t, sel, b->pcr, &b->npcr));
-    tmpl.publicArea.type = TPM2_ALG_KEYEDHASH;
-    tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
-    /* no userWithAuth: only the PCR policy authorizes; noDA: a policy miss is not an attack on
-     * a password, so it must not lock the TPM out */
-    tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
-                                       TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_NODA;
-    tmpl.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+    /* only the PCR policy authorizes the sealed KEK */
+    kms_tpm_template_sealed(&tmpl);
     KMS_GUARD(policy_digest(t, sel, b->pcr, b->npcr, &tmpl.publicArea.authPolicy));
     sens.sensitive.data.size = KEK_LEN;
     memcpy(sens.sensitive.data.buffer, kek, KEK_LEN);
     /* DECRYPT: the first command parameter (inSensitive, the KEK) travels encrypted */
     KMS_GUARD(start_session(t, TPM2_SE_HMAC, TPMA_SESSION_DECRYPT, &sess));
-    TSS_GUARD(Esys_Create(t->esys, t->primary, ESYS_TR_PASSWORD, sess, ESYS_TR_NONE, &sens, &tmpl,
-                          &outside, &creation, &priv, &pub, &cdata, &chash, &ticket),
-              "sealing the KEK (Esys_Create)", NULL);
+    KMS_TSS_GUARD(Esys_Create(t->conn.esys, t->primary, ESYS_TR_PASSWORD, sess, ESYS_TR_NONE, &sens,
+                              &tmpl, &outside, &creation, &priv, &pub, &cdata, &chash, &ticket),
+                  KMS_ERR_STORE_SEAL, t->tcti_name, "sealing the KEK (Esys_Create)", NULL);
     b->priv = *priv;
     b->pub = *pub;
 out:
@@ -495,21 +445,21 @@ static int tpm_unseal(struct tpm *t, const struct blob *b, const char *path, uin
                "hierarchy was cleared since): its storage key differs. Start kmsd on the machine "
                "that sealed it, or re-provision this node (onboard from a peer)",
                t->tcti_name, path);
-    r = Esys_Load(t->esys, t->primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &b->priv,
+    r = Esys_Load(t->conn.esys, t->primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &b->priv,
                   &b->pub, &obj);
     if (r != TSS2_RC_SUCCESS) {
-        rc = tss_fail(t, r, "loading the sealed KEK (Esys_Load)",
-                      "the blob file was modified or comes from another TPM; restore it from a "
-                      "backup or re-provision this node");
+        rc = kms_tss_err(KMS_ERR_STORE_SEAL, t->tcti_name, r, "loading the sealed KEK (Esys_Load)",
+                         "the blob file was modified or comes from another TPM; restore it from a "
+                         "backup or re-provision this node");
         goto out;
     }
     /* ENCRYPT: the response parameter (the KEK) comes back encrypted */
     KMS_GUARD(start_session(t, TPM2_SE_POLICY, TPMA_SESSION_ENCRYPT, &sess));
     memset(&empty, 0, sizeof(empty)); /* empty digest: the TPM uses the current PCR values */
-    TSS_GUARD(
-        Esys_PolicyPCR(t->esys, sess, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &empty, &b->sel),
-        "Esys_PolicyPCR", NULL);
-    r = Esys_Unseal(t->esys, obj, sess, ESYS_TR_NONE, ESYS_TR_NONE, &data);
+    KMS_TSS_GUARD(Esys_PolicyPCR(t->conn.esys, sess, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                 &empty, &b->sel),
+                  KMS_ERR_STORE_SEAL, t->tcti_name, "Esys_PolicyPCR", NULL);
+    r = Esys_Unseal(t->conn.esys, obj, sess, ESYS_TR_NONE, ESYS_TR_NONE, &data);
     if (r != TSS2_RC_SUCCESS) {
         sel_str(&b->sel, sel_txt, sizeof(sel_txt));
         if (is_policy_fail(r)) {
@@ -523,7 +473,8 @@ static int tpm_unseal(struct tpm *t, const struct blob *b, const char *path, uin
                             t->tcti_name, path, sel_txt, diff[0] != '\0' ? " (changed: " : "", diff,
                             diff[0] != '\0' ? ")" : "");
         } else {
-            rc = tss_fail(t, r, "unsealing the KEK (Esys_Unseal)", NULL);
+            rc = kms_tss_err(KMS_ERR_STORE_SEAL, t->tcti_name, r, "unsealing the KEK (Esys_Unseal)",
+                             NULL);
         }
         goto out;
     }
@@ -691,8 +642,9 @@ static int kek_generate(struct tpm *t, uint8_t kek[KEK_LEN])
     int rc = 0;
 
     KMS_GUARD_OSSL(RAND_priv_bytes(kek, KEK_LEN), "generate KEK");
-    TSS_GUARD(Esys_GetRandom(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, KEK_LEN, &rnd),
-              "Esys_GetRandom", NULL);
+    KMS_TSS_GUARD(
+        Esys_GetRandom(t->conn.esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, KEK_LEN, &rnd),
+        KMS_ERR_STORE_SEAL, t->tcti_name, "Esys_GetRandom", NULL);
     KMS_ENSURE(rnd->size == KEK_LEN, KMS_ERR_STORE_SEAL, "TPM (%s): GetRandom returned %u bytes",
                t->tcti_name, (unsigned)rnd->size);
     for (size_t i = 0; i < KEK_LEN; i++)
@@ -785,7 +737,7 @@ int kms_seal_tpm_kek(const struct kms_seal_cfg *cfg, int may_create, uint8_t kek
                  "(the selection is fixed when the KEK is sealed)",
                  path, have, want, have);
     }
-    if (t.esys == NULL)
+    if (t.conn.esys == NULL)
         KMS_GUARD(tpm_open(&t, tcti));
     KMS_GUARD(tpm_unseal(&t, b, path, kek));
 out:

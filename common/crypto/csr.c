@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/scale.h"
 #include "common/buf.h"
 #include "common/crypto/csr.h"
 

@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/aia.h"
 #include "attest/internal.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 #include "test.h"
 

@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/collateral.h"
+#include "attest/sim.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

@@ -16,6 +16,8 @@
 
 #include "attest/attest.h"
 #include "attest/internal.h"
+#include "attest/nitro.h"
+#include "attest/sim.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "test.h"

@@ -18,6 +18,10 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/sim.h"
+#include "attest/tdx.h"
+#include "attest/tpm.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "test.h"

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "attest/attest.h"
+#include "attest/sim.h"
 #include "common/file.h"
 #include "test.h"
 

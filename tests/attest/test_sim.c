@@ -17,6 +17,9 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/sim.h"
+#include "attest/tdx.h"
 #include "test.h"
 
 static char g_dir[256];

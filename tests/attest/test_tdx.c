@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

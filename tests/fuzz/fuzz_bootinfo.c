@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/tdx.h"
 #include "chain/auth.h"
 #include "fuzz.h"
 

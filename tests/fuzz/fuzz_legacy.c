@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/tdx.h"
 #include "fuzz.h"
 
 #define Q_AUTH_LEN (64u + 64u + 2u + 4u + KMS_TDX_QE_REPORT_LEN + 64u + 2u + 2u + 4u)

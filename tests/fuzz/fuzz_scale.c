@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/events.h"
+#include "attest/tdx.h"
 #include "fuzz.h"
 
 static int bytes_eq(const struct kms_bytes *a, const struct kms_bytes *b)

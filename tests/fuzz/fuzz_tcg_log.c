@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/tpm.h"
 #include "fuzz.h"
 
 static int inside(const uint8_t *base, size_t size, const uint8_t *p, size_t n)

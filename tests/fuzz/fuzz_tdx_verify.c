@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attest/attest.h"
+#include "attest/tdx.h"
 #include "fuzz.h"
 
 /* 2026-06-01: inside the validity of the fixture PCK leaves (as tests/attest/test_tdx.c). */

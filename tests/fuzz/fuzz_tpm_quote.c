@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "attest/internal.h"
+#include "attest/tpm.h"
 #include "fuzz.h"
 
 static struct kms_attest_ctx *ctx;

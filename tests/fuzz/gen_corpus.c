@@ -24,6 +24,10 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/collateral.h"
+#include "attest/sim.h"
+#include "attest/tdx.h"
+#include "attest/tpm.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"

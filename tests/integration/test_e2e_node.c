@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
+#include "attest/tdx.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"

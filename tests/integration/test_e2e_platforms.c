@@ -15,6 +15,9 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "attest/events.h"
+#include "attest/sim.h"
+#include "attest/tpm.h"
 #include "common/file.h"
 #include "common/hex.h"
 #include "replication/replication.h"

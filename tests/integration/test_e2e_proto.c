@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
 #include "common/buf.h"
 #include "common/fetch.h"
 #include "common/file.h"

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"
 #include "common/crypto/csr.h"

@@ -16,6 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/events.h"
+#include "attest/sim.h"
+#include "attest/tdx.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"
 #include "common/crypto/csr.h"

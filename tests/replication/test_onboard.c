@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
 #include "common/hex.h"
 #include "common/crypto/crypto.h"
 #include "node/http.h"

@@ -1,0 +1,13 @@
+/* attest: AWS Nitro Enclave NSM attestation documents (nitro.c). */
+#ifndef KMS_ATTEST_NITRO_H
+#define KMS_ATTEST_NITRO_H
+
+#include "attest/attest.h"
+
+/* Nitro (nitro.c): verifies a COSE_Sign1 NSM document: alg ES384, chain to the Nitro root,
+ * signature, digest SHA384, PCR sizes, user_data == report_data. Fills mode, pcr[0..2] (48 B),
+ * module_id, sim. */
+int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size_t len,
+                     const uint8_t report_data[64], struct kms_verified *out);
+
+#endif
