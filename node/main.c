@@ -461,6 +461,11 @@ static char **load_config(const char *path, int argc, char **argv, int *out_argc
     int n = 0, line = 0;
     char *save = NULL, *l;
 
+    /* The command line is appended after the file's options: it must fit on its own too. */
+    if (argc < 1 || argc > CONFIG_MAX_ARGS - 3) {
+        fprintf(stderr, "kmsd: too many command-line arguments with --config\n");
+        return NULL;
+    }
     if (kms_file_read(path, CONFIG_MAX_BYTES, &text, &len) < 0) {
         fprintf(stderr, "kmsd: --config: %s\n", kms_err_detail());
         return NULL;

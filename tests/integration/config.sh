@@ -42,6 +42,13 @@ expect_refused 'insecure-sim = yes' "bad.conf:1: insecure-sim takes true or fals
 expect_refused 'data-dir = "abc' "bad.conf:1: unterminated quoted value"
 expect_refused 'just words' "bad.conf:1: expected \`name = value\`"
 expect_refused 'help = true' "unknown option 'help'"
+# An empty file plus more arguments than the merged argv holds: refused, not overflowed.
+: >"$WORK/empty.conf"
+# shellcheck disable=SC2046
+if "$BIN/node/kmsd" --config "$WORK/empty.conf" $(seq 600 | sed 's/.*/--insecure-sim/') \
+    >"$WORK/err" 2>&1; then fail "600 arguments with --config accepted"; fi
+grep -qF "too many command-line arguments with --config" "$WORK/err" ||
+    fail "600 arguments with --config: $(cat "$WORK/err")"
 # --help and the --config parser come from one option table: every option --help documents
 # (but help and config) is a name the file accepts; "stray" stops kmsd right after parsing.
 opts=$("$BIN/node/kmsd" --help | sed -n 's/^  \(-h, \)\{0,1\}--\([a-z0-9-]*\).*/\2/p')
