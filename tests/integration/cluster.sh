@@ -25,7 +25,12 @@ P4=$((BASE + 3))
 "$BIN/node/kmsd" --data-dir "$WORK/node4" --sim-dir "$WORK/sim" --tee sim --insecure-sim \
     --listen "127.0.0.1:$P4" --name node4 >"$WORK/node4.log" 2>&1 &
 pids="$pids $!"
-sleep 0.5
+# Wait (generously: ASan on a loaded machine) until its onboard listener answers.
+end=$((SECONDS + 120))
+until curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$P4/health"; do
+    [ $SECONDS -lt $end ] || fail "node4 did not start"
+    sleep 0.1
+done
 start=$(date +%s)
 if "$BIN/cli/kmsctl" onboard --onboard-url "http://127.0.0.1:$P4" --source "https://127.0.0.1:1" \
     --domain 127.0.0.1 2>"$WORK/err.txt"; then fail "onboard from an unreachable source succeeded"; fi

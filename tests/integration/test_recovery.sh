@@ -31,8 +31,9 @@ start_node() { # data_dir log [extra args]
     "$KMSD" --data-dir "$dir" --sim-dir "$SIM" --tee sim --insecure-sim --auth dev \
         --listen "127.0.0.1:$PORT" --name recovery "$@" >"$WORK/$log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
-        curl -sk -o /dev/null "https://127.0.0.1:$PORT/health" && return 0
+    local end=$((SECONDS + 120)) # generous: ASan on a loaded machine
+    while [ $SECONDS -lt $end ]; do
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$PORT/health" && return 0
         kill -0 "$PID" 2>/dev/null || fail "kmsd exited"
         sleep 0.1
     done
