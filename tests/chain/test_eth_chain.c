@@ -89,7 +89,8 @@ static int start_anvil(int idx)
         return -1;
     }
     posix_spawn_file_actions_destroy(&fa);
-    for (int i = 0; i < 200 && port == 0; i++) {
+    /* Until anvil logs its port, at most 120 s (a loaded machine); idle it takes a second. */
+    for (time_t end = time(NULL) + 120; time(NULL) < end && port == 0;) {
         FILE *f = fopen(log, "r");
 
         if (f != NULL) {
