@@ -369,7 +369,8 @@ static void test_quorum_two_chains(void)
     /* Move the second chain ahead, so the pinned block (the 2nd highest) is the first
      * chain's head, where the app is registered; the second chain never registered it. */
     {
-        struct kms_eth_rpc_opts o = {30000, 0};
+        /* mining 1024 blocks took over 30 s on a loaded machine: an upper bound only */
+        struct kms_eth_rpc_opts o = {180000, 0};
         json_t *res = NULL;
 
         CHECK_OK(kms_eth_rpc(g_rpc[1], &o, "anvil_mine", json_pack("[s]", "0x400"), &res, NULL));
