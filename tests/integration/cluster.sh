@@ -9,11 +9,12 @@ BASE=$((10000 + RANDOM % 20000))
 fail() { echo "FAIL: $*"; for f in "$WORK"/*.log; do echo "--- $f"; tail -20 "$f"; done; exit 1; }
 
 cd "$(dirname "$0")/../.."
+# --keep leaves the nodes running, also when the script fails: stop them on every exit.
+pids=
+trap 'kill $pids $(pgrep -f "kmsd --data-dir $WORK/" || true) 2>/dev/null || true' EXIT
 out=$(KMS_SKIP_BUILD=1 KMS_CLUSTER_DIR=$WORK KMS_BASE_PORT=$BASE BUILD_DIR=$BIN bash deploy/local-cluster.sh --keep 2>&1) ||
     { echo "$out"; fail "local cluster script"; }
 echo "$out" | grep -q "OK: all three nodes derived identical keys" || fail "keys differ"
-pids=$(pgrep -f "kmsd --data-dir $WORK/" || true)
-trap 'kill $pids 2>/dev/null || true' EXIT
 
 # Onboarding a node that already has keys: refused (its onboard service is gone; a restart
 # with keys serves directly, and the Onboard RPC is not on the KMS listener).

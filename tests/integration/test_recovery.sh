@@ -41,7 +41,7 @@ start_node() { # data_dir log [extra args]
 }
 stop_node() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 get_keys() { # out
-    "$KMSCTL" get-keys --kms "https://127.0.0.1:$PORT" --app-id "$APP_ID" \
+    "$KMSCTL" get-keys --kms "https://127.0.0.1:$PORT" --app-id "$APP_ID" --timeout-ms 60000 \
         --tee sim --insecure-sim --sim-dir "$SIM" --out "$1" >/dev/null || fail "get-keys"
 }
 # app keys; certificates are re-issued at each start (new serial), so only their keys compare
