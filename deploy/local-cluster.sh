@@ -21,6 +21,8 @@ WORK=${KMS_CLUSTER_DIR:-$(mktemp -d /tmp/kmsd-cluster-XXXXXX)}
 SIM=$WORK/sim
 BASE_PORT=${KMS_BASE_PORT:-18400}
 APP_ID=${APP_ID:-92e5c15e971558323c3ebbbe862247de0838950b}
+# Per-request timeout of kmsctl (an upper bound; a debug build on a loaded machine is slow).
+TIMEOUT_MS=${KMS_TIMEOUT_MS:-60000}
 PIDS=()
 
 cleanup() {
@@ -37,17 +39,19 @@ start_node() { # name port
     "$KMSD" --data-dir "$WORK/$1" --sim-dir "$SIM" --tee sim --insecure-sim --auth dev \
         --listen "127.0.0.1:$2" --name "$1" >"$WORK/$1.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 50); do
-        curl -s -o /dev/null "http://127.0.0.1:$2/health" && return 0
-        curl -sk -o /dev/null "https://127.0.0.1:$2/health" && return 0
+    local end=$((SECONDS + 120)) # generous: a debug build on a loaded machine starts slowly
+    while [ $SECONDS -lt $end ]; do
+        curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$2/health" && return 0
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$2/health" && return 0
         sleep 0.1
     done
     echo "node $1 did not start; log:"; cat "$WORK/$1.log"; exit 1
 }
 
 wait_https() { # port
-    for _ in $(seq 100); do
-        curl -sk -o /dev/null "https://127.0.0.1:$1/health" && return 0
+    local end=$((SECONDS + 120))
+    while [ $SECONDS -lt $end ]; do
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$1/health" && return 0
         sleep 0.1
     done
     echo "node on port $1 is not serving"; exit 1
@@ -72,14 +76,15 @@ wait_https "$P3"
 step "fetching app $APP_ID's keys from every node"
 for i in 1 2 3; do
     port=$((BASE_PORT + i - 1))
-    "$KMSCTL" get-keys --kms "https://127.0.0.1:$port" --app-id "$APP_ID" \
+    "$KMSCTL" get-keys --kms "https://127.0.0.1:$port" --app-id "$APP_ID" --timeout-ms "$TIMEOUT_MS" \
         --tee sim --insecure-sim --sim-dir "$SIM" --out "$WORK/app_keys.$i.json"
     meta=$("$KMSCTL" meta --kms "https://127.0.0.1:$port")
     echo "$meta" | grep '"k256_pubkey"' | head -1 | sed "s/^ */node$i /"
 done
 step "identity challenge across the nodes (same root keys, nothing revealed)"
 "$KMSCTL" cluster verify --kms "https://127.0.0.1:$P1" --kms "https://127.0.0.1:$P2" \
-    --kms "https://127.0.0.1:$P3" --insecure-sim --sim-dir "$SIM" 2>&1 || { echo "cluster verify failed"; exit 1; }
+    --kms "https://127.0.0.1:$P3" --insecure-sim --sim-dir "$SIM" --timeout-ms "$TIMEOUT_MS" 2>&1 ||
+    { echo "cluster verify failed"; exit 1; }
 step "comparing"
 keys() { jq -S '{disk_crypt_key, env_crypt_key, k256_key, k256_signature}' "$1" 2>/dev/null ||
          grep -E '"(disk_crypt_key|env_crypt_key|k256_key|k256_signature)"' "$1"; }

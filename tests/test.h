@@ -1,6 +1,7 @@
 /*
  * Minimal test harness: each test binary runs its cases, prints one line per case and exits
- * non-zero on any failure. Fixtures are found through KMS_SHARED_DIR (set by ctest).
+ * non-zero on any failure. Fixtures are found through KMS_FIXTURES_DIR (set by ctest to
+ * tests/fixtures).
  */
 #ifndef KMS_TEST_H
 #define KMS_TEST_H
@@ -62,13 +63,13 @@ int kms_test_failures;
         return kms_test_failures == 0 ? 0 : 1;                                                     \
     } while (0)
 
-/* Path under the shared fixtures dir; returns a static buffer. */
+/* Path under the fixtures dir (tests/fixtures); returns a static buffer. */
 static inline const char *kms_test_fixture(const char *rel)
 {
     static char buf[4096];
-    const char *d = getenv("KMS_SHARED_DIR");
+    const char *d = getenv("KMS_FIXTURES_DIR");
 
-    snprintf(buf, sizeof(buf), "%s/fixtures/%s", d != NULL ? d : "../shared", rel);
+    snprintf(buf, sizeof(buf), "%s/%s", d != NULL ? d : "tests/fixtures", rel);
     return buf;
 }
 

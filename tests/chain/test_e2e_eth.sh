@@ -97,7 +97,9 @@ trap cleanup EXIT
     die "solcjs"
 "$HERE/node_modules/.bin/anvil" --host 127.0.0.1 --port 0 >"$T/anvil.log" 2>&1 &
 APID=$!
-for _ in $(seq 200); do grep -q "Listening on 127.0.0.1:" "$T/anvil.log" 2>/dev/null && break; sleep 0.05; done
+# Readiness waits poll up to 120 s (generous: ASan on a loaded machine); idle, they end at once.
+end=$((SECONDS + 120))
+until grep -q "Listening on 127.0.0.1:" "$T/anvil.log" 2>/dev/null || [ $SECONDS -ge $end ]; do sleep 0.05; done
 APORT=$(sed -n 's/.*Listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$T/anvil.log" | head -1)
 [ -n "$APORT" ] || die "anvil did not start"
 export KMS_ETH_RPC_URL=http://127.0.0.1:$APORT
@@ -116,16 +118,18 @@ start_node() { # name port extra-args...
     "$KMSD" --data-dir "$T/$name" --sim-dir "$SIM" --tee sim --insecure-sim \
         --listen "127.0.0.1:$port" --name "$name" "$@" >"$T/$name.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/health" && return 0
-        curl -sk -o /dev/null "https://127.0.0.1:$port/health" && return 0
+    local end=$((SECONDS + 120))
+    while [ $SECONDS -lt $end ]; do
+        curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/health" && return 0
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$port/health" && return 0
         sleep 0.05
     done
     die "node $name did not start"
 }
 wait_https() { # port
-    for _ in $(seq 100); do
-        curl -sk -o /dev/null "https://127.0.0.1:$1/health" && return 0
+    local end=$((SECONDS + 120))
+    while [ $SECONDS -lt $end ]; do
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$1/health" && return 0
         sleep 0.05
     done
     die "node on port $1 is not serving"

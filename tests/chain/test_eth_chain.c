@@ -89,7 +89,8 @@ static int start_anvil(int idx)
         return -1;
     }
     posix_spawn_file_actions_destroy(&fa);
-    for (int i = 0; i < 200 && port == 0; i++) {
+    /* Until anvil logs its port, at most 120 s (a loaded machine); idle it takes a second. */
+    for (time_t end = time(NULL) + 120; time(NULL) < end && port == 0;) {
         FILE *f = fopen(log, "r");
 
         if (f != NULL) {
@@ -155,7 +156,7 @@ static struct kms_auth *make(const char **urls, size_t n, const char *policy, un
     cfg.eth_contract = g_contract;
     cfg.eth_chain_id = chain_id;
     cfg.eth_cache_ttl_ms = -1; /* each step must see the chain's new state */
-    cfg.timeout_ms = 5000;
+    cfg.timeout_ms = 30000;    /* an upper bound: anvil answers slowly on a loaded machine */
     CHECK_OK(kms_auth_new(&cfg, &a));
     return a;
 }
@@ -321,7 +322,7 @@ static void test_kms_flow(void)
      * contract does not exist there, so the read fails closed; later a change is visible at
      * "latest" at once and at "finalized" only once it is 64 blocks deep. */
     {
-        struct kms_eth_rpc_opts o = {5000, 0};
+        struct kms_eth_rpc_opts o = {30000, 0};
         struct kms_auth_cfg cfg;
         struct kms_auth *f = NULL;
         struct kms_auth_result r;
@@ -368,7 +369,8 @@ static void test_quorum_two_chains(void)
     /* Move the second chain ahead, so the pinned block (the 2nd highest) is the first
      * chain's head, where the app is registered; the second chain never registered it. */
     {
-        struct kms_eth_rpc_opts o = {5000, 0};
+        /* mining 1024 blocks took over 30 s on a loaded machine: an upper bound only */
+        struct kms_eth_rpc_opts o = {180000, 0};
         json_t *res = NULL;
 
         CHECK_OK(kms_eth_rpc(g_rpc[1], &o, "anvil_mine", json_pack("[s]", "0x400"), &res, NULL));

@@ -1,5 +1,5 @@
 /*
- * Regenerates the seed corpora in tests/fuzz/corpus/ from ../shared/fixtures (real evidence)
+ * Regenerates the seed corpora in tests/fuzz/corpus/ from tests/fixtures (real evidence)
  * plus small synthetic inputs that reach the branches the fixtures do not (GCP vTPM
  * attestations, RA-TLS certificates, pRPC bodies, ABI return data, CSRs, webhook answers). Not
  * run by ctest: the output is checked in. Build with `cmake --build <dir> --target
@@ -46,7 +46,7 @@ static uint8_t *load(const char *rel, size_t *len)
     char path[1024];
     uint8_t *p = NULL;
 
-    snprintf(path, sizeof(path), "%s/fixtures/%s", KMS_SHARED_DIR, rel);
+    snprintf(path, sizeof(path), "%s/%s", KMS_FIXTURES_DIR, rel);
     if (kms_file_read(path, 4u << 20, &p, len) < 0)
         DIE("cannot read %s", path);
     return p;

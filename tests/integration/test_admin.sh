@@ -35,8 +35,10 @@ COMMON=(--data-dir "$WORK/node" --tee sim --insecure-sim --listen "127.0.0.1:$P"
 start() { # extra args...
     "$KMSD" "${COMMON[@]}" "$@" >>"$WORK/node.log" 2>&1 &
     PID=$!
-    for _ in $(seq 1 100); do
-        # A bare connect: an HTTP probe would count as an unauthorized admin call.
+    local end=$((SECONDS + 120)) # generous: ASan on a loaded machine
+    while [ $SECONDS -lt $end ]; do
+        # A bare connect: an HTTP probe would count as an unauthorized admin call. The admin
+        # listener starts after the KMS listener, so both accept once it does.
         if (: <"/dev/tcp/127.0.0.1/$A") 2>/dev/null; then return 0; fi
         kill -0 "$PID" 2>/dev/null || fail "kmsd exited at start"
         sleep 0.1

@@ -3,7 +3,7 @@
  * GetAppKey flow, every refusal of an attested RPC (no cert, foreign CA, unbound report_data,
  * one flipped byte in quote / QE report / PCK chain), policy by a real auth-api webhook
  * (deny, slow, unreachable: fail closed), malformed and oversized requests, and import of
- * dstack keys reproducing the independent vectors of shared/fixtures/kdf exactly.
+ * dstack keys reproducing the independent vectors of tests/fixtures/kdf exactly.
  */
 #include <curl/curl.h>
 #include <jansson.h>

@@ -31,8 +31,9 @@ start_node() { # data_dir log [extra args]
     "$KMSD" --data-dir "$dir" --sim-dir "$SIM" --tee sim --insecure-sim --auth dev \
         --listen "127.0.0.1:$PORT" --name recovery "$@" >"$WORK/$log" 2>&1 &
     PID=$!
-    for _ in $(seq 100); do
-        curl -sk -o /dev/null "https://127.0.0.1:$PORT/health" && return 0
+    local end=$((SECONDS + 120)) # generous: ASan on a loaded machine
+    while [ $SECONDS -lt $end ]; do
+        curl -sk -o /dev/null --max-time 5 "https://127.0.0.1:$PORT/health" && return 0
         kill -0 "$PID" 2>/dev/null || fail "kmsd exited"
         sleep 0.1
     done
@@ -40,7 +41,7 @@ start_node() { # data_dir log [extra args]
 }
 stop_node() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 get_keys() { # out
-    "$KMSCTL" get-keys --kms "https://127.0.0.1:$PORT" --app-id "$APP_ID" \
+    "$KMSCTL" get-keys --kms "https://127.0.0.1:$PORT" --app-id "$APP_ID" --timeout-ms 60000 \
         --tee sim --insecure-sim --sim-dir "$SIM" --out "$1" >/dev/null || fail "get-keys"
 }
 # app keys; certificates are re-issued at each start (new serial), so only their keys compare

@@ -44,7 +44,7 @@ struct node {
     pid_t pid;
 };
 
-/* Starts kmsd; crash_at sets KMSD_TEST_CRASH_AT. Waits until /health answers. */
+/* Starts kmsd; crash_at sets KMSD_TEST_CRASH_AT. Waits until /health answers (HTTP or HTTPS). */
 static void spawn(struct node *nd, const char *name, const char *sim, const char *const *extra,
                   const char *crash_at)
 {
@@ -56,12 +56,8 @@ static void spawn(struct node *nd, const char *name, const char *sim, const char
         snprintf(nd->https, sizeof(nd->https), "https://127.0.0.1:%u", nd->port);
     }
     nd->pid = kmstest_kmsd_spawn(g_tmp, nd->name, sim, nd->port, extra, crash_at);
-    for (int i = 0; i < 100; i++) {
-        if (kmstest_health(nd->http) != 0 || kmstest_health(nd->https) != 0)
-            return;
-        usleep(50000);
-    }
-    fprintf(stderr, "  %s did not start\n", nd->name);
+    if (kmstest_kmsd_wait_up(nd->pid, nd->port) < 0)
+        fprintf(stderr, "  %s did not start\n", nd->name);
 }
 
 static void stop(struct node *nd)
@@ -70,21 +66,19 @@ static void stop(struct node *nd)
     nd->pid = 0;
 }
 
-/* Finish. The node may drop the connection while it switches listeners (a known node race:
- * "Empty reply from server"), so only a pRPC refusal counts as failure; then wait for HTTPS. */
+/* Finish: the node answers before it closes its onboard listener, so the reply must arrive.
+ * The caller then waits for HTTPS with wait_serving. */
 static int finish(const struct node *nd)
 {
-    int rc = kmstest_call0(nd->http, "Finish", NULL);
-
-    if (rc == KMS_ERR_NET)
-        rc = 0;
-    usleep(300000);
-    return rc;
+    return kmstest_call0(nd->http, "Finish", NULL);
 }
 
+/* Polls /health until serving (200) or degraded (207), for at most 120 s (ASan, loaded host). */
 static int wait_serving(const char *url)
 {
-    for (int i = 0; i < 150; i++) {
+    time_t end = time(NULL) + 120;
+
+    while (time(NULL) < end) {
         long st = kmstest_health(url);
 
         if (st == 200 || st == 207)

@@ -29,7 +29,8 @@ swtpm socket --tpm2 --server "type=tcp,port=$TPM_PORT,bindaddr=127.0.0.1" \
     --ctrl "type=tcp,port=$((TPM_PORT + 1)),bindaddr=127.0.0.1" \
     --flags not-need-init,startup-clear --tpmstate "dir=$WORK/tpm" >"$WORK/swtpm.log" 2>&1 &
 SWTPM_PID=$!
-for _ in $(seq 50); do tpm2_getrandom 4 >/dev/null 2>&1 && break; sleep 0.1; done
+end=$((SECONDS + 60))
+until tpm2_getrandom 4 >/dev/null 2>&1 || [ $SECONDS -ge $end ]; do sleep 0.1; done
 tpm2_getrandom 4 >/dev/null 2>&1 || fail "swtpm did not come up"
 
 KMSD=("$BIN/node/kmsd" --data-dir "$WORK/node" --tee sim --insecure-sim --auth dev
@@ -41,8 +42,9 @@ start_serving() {
     KEY=
     "${KMSD[@]}" >>"$WORK/kmsd.log" 2>&1 &
     KMSD_PID=$!
-    for _ in $(seq 100); do
-        body=$(curl -sk --max-time 2 -w '\n%{http_code}' "https://127.0.0.1:$KMS_PORT/health" || true)
+    local end=$((SECONDS + 120)) # generous: ASan on a loaded machine
+    while [ $SECONDS -lt $end ]; do
+        body=$(curl -sk --max-time 5 -w '\n%{http_code}' "https://127.0.0.1:$KMS_PORT/health" || true)
         if [ "${body##*$'\n'}" = 200 ]; then
             KEY=$(echo "$body" | sed -n 's/.*"k256_pubkey": *"\([^"]*\)".*/\1/p')
             return 0
@@ -72,8 +74,9 @@ tpm2_pcrextend "16:sha256=$(printf 'ab%.0s' $(seq 32))" || fail "PCR extend"
 "${KMSD[@]}" >"$WORK/sealed.log" 2>&1 &
 KMSD_PID=$!
 st=
-for _ in $(seq 100); do
-    st=$(curl -s --max-time 2 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$KMS_PORT/health" || true)
+end=$((SECONDS + 120))
+while [ $SECONDS -lt $end ]; do
+    st=$(curl -s --max-time 5 -o "$WORK/health.json" -w '%{http_code}' "http://127.0.0.1:$KMS_PORT/health" || true)
     [ "$st" = 423 ] && break
     kill -0 "$KMSD_PID" 2>/dev/null || fail "kmsd exited instead of staying up sealed"
     sleep 0.1

@@ -10,11 +10,17 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "replication/replication.h"
 
 #define KMSTEST_MAX_EXTRA 32
+
+/* Upper bound for a kmsd to come up or to start serving. Generous on purpose: under ASan on a
+ * loaded machine a start takes seconds; an idle machine never waits this long, the loops stop
+ * as soon as the node answers. */
+#define KMSTEST_READY_MS 120000
 
 int kmstest_rpc_timeout_ms = 10000;
 
@@ -82,12 +88,45 @@ pid_t kmstest_kmsd_spawn(const char *tmp, const char *name, const char *sim, uns
     return pid;
 }
 
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int kmstest_kmsd_wait_up(pid_t pid, unsigned port)
+{
+    char http[64], https[64];
+    long deadline = now_ms() + KMSTEST_READY_MS;
+    int st;
+
+    snprintf(http, sizeof(http), "http://127.0.0.1:%u", port);
+    snprintf(https, sizeof(https), "https://127.0.0.1:%u", port);
+    while (now_ms() < deadline) {
+        /* Any HTTP answer means the listener accepts: plain HTTP before keys (onboard,
+         * sealed), HTTPS once it has keys. */
+        if (kmstest_health(http) != 0 || kmstest_health(https) != 0)
+            return 0;
+        if (pid > 0 && waitpid(pid, &st, WNOHANG) == pid) {
+            fprintf(stderr, "  kmsd (pid %d) exited before it listened on port %u\n", (int)pid,
+                    port);
+            return -1;
+        }
+        usleep(50000);
+    }
+    fprintf(stderr, "  kmsd did not listen on port %u within %d ms\n", port, KMSTEST_READY_MS);
+    return -1;
+}
+
 pid_t kmstest_kmsd_start(const char *tmp, const char *name, const char *sim, unsigned port,
                          const char *const *extra)
 {
     pid_t pid = kmstest_kmsd_spawn(tmp, name, sim, port, extra, NULL);
 
-    usleep(300000);
+    if (pid > 0)
+        (void)kmstest_kmsd_wait_up(pid, port);
     return pid;
 }
 
@@ -123,7 +162,9 @@ int kmstest_call0(const char *url, const char *method, const char *body)
 
 int kmstest_wait_serving(const char *url)
 {
-    for (int i = 0; i < 100; i++) {
+    long deadline = now_ms() + KMSTEST_READY_MS;
+
+    while (now_ms() < deadline) {
         if (kmstest_call0(url, "GetTempCaCert", NULL) == 0)
             return 0;
         usleep(100000);

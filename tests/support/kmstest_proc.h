@@ -24,7 +24,14 @@ unsigned kmstest_free_port(void);
 pid_t kmstest_kmsd_spawn(const char *tmp, const char *name, const char *sim, unsigned port,
                          const char *const *extra, const char *crash_at);
 
-/* kmstest_kmsd_spawn without a crash point, then 300 ms for kmsd to bind its listener. */
+/* Waits until the kmsd on 127.0.0.1:port answers GET /health over HTTP or HTTPS (any status),
+ * polling, for at most 120 s. 0 once it answers; -1 (message on stderr) if it did not, or if
+ * pid (> 0) exited first; an exited pid is reaped. */
+int kmstest_kmsd_wait_up(pid_t pid, unsigned port);
+
+/* kmstest_kmsd_spawn without a crash point, then kmstest_kmsd_wait_up: the listener accepts
+ * when it returns (unless kmsd failed: the wait's message is on stderr and the test's next
+ * call fails). */
 pid_t kmstest_kmsd_start(const char *tmp, const char *name, const char *sim, unsigned port,
                          const char *const *extra);
 
@@ -42,7 +49,8 @@ int kmstest_call(const char *url, const char *method, const char *body, json_t *
 /* kmstest_call, discarding the answer. */
 int kmstest_call0(const char *url, const char *method, const char *body);
 
-/* Polls GetTempCaCert at url every 100 ms, at most 100 times: 0 once it answers, else -1. */
+/* Polls GetTempCaCert at url (pause 100 ms between tries) until it answers, for at most 120 s:
+ * 0 once it answers, else -1. */
 int kmstest_wait_serving(const char *url);
 
 /* Raw HTTP(S) requests without a client certificate and without verifying the server (20 s
