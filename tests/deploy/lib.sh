@@ -91,3 +91,6 @@ kms_kmsd_image() {
         --build-arg REVISION="$(git -C "$src" rev-parse HEAD 2>/dev/null || echo unknown)" \
         -t "$tag" "$src"
 }
+
+# The test image's tag, per source tree (two checkouts testing at once do not share it).
+KMS_TEST_TAG=localhost/kmsd:deploy-test-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd | sha256sum | cut -c1-8)

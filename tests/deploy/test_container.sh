@@ -17,7 +17,7 @@ kms_podman_env
 WORK=$(mktemp -d /tmp/kms-deploy-ctr-XXXXXX)
 NAME=kmsd-deploy-test-$$
 VOL=$NAME-data
-TAG=localhost/kmsd:deploy-test
+TAG=$KMS_TEST_TAG
 P=$((20000 + RANDOM % 20000))
 APP=92e5c15e971558323c3ebbbe862247de0838950b
 fail() {

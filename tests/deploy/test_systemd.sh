@@ -16,8 +16,8 @@ kms_podman_env
 
 WORK=$(mktemp -d /tmp/kms-deploy-sd-XXXXXX)
 NAME=kmsd-deploy-systemd-$$
-TAG=localhost/kmsd:deploy-test
-SDTAG=localhost/kmsd-systemd:deploy-test
+TAG=$KMS_TEST_TAG
+SDTAG=${KMS_TEST_TAG/kmsd:/kmsd-systemd:}
 P=$((20000 + RANDOM % 20000))
 APP=92e5c15e971558323c3ebbbe862247de0838950b
 fail() {
