@@ -80,16 +80,17 @@ kms_podman_usable() {
     return 0
 }
 
-# kms_kmsd_image TAG: builds deploy/container/Containerfile on the mmdebstrap base (layer cache
-# makes a rebuild with unchanged sources take seconds); prints nothing, returns podman's status.
+# kms_kmsd_image TAG [podman build args...]: builds deploy/container/Containerfile on the
+# mmdebstrap base (the layer cache makes a rebuild with unchanged sources take seconds).
 kms_kmsd_image() {
     local tag=$1 base src
+    shift
     src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     base=$(kms_base_image) || return 1
     podman build --network host --format docker -f "$src/deploy/container/Containerfile" \
         --build-arg BASE_IMAGE="$base" --build-arg VERSION="${KMSD_VERSION:-0.0.0-test}" \
         --build-arg REVISION="$(git -C "$src" rev-parse HEAD 2>/dev/null || echo unknown)" \
-        -t "$tag" "$src"
+        "$@" -t "$tag" "$src"
 }
 
 # The test image's tag, per source tree (two checkouts testing at once do not share it).

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# deploy: deploy/systemd/kmsd.service under a real systemd. A privileged podman container runs
-# systemd as PID 1 (Debian 12, systemd 252, no configfs-tsm, no /dev/tdx_guest, no TPM) with
-# kmsd from the image of deploy/container, the unit and the sysusers.d file as installed. The
-# unit must start (the issue's 226/NAMESPACE failure came from a missing ReadWritePaths), run
-# as the kmsd user without capabilities, serve the Onboard service, be bootstrapped from the
-# host, serve keys, and serve the same keys after `systemctl restart`.
+# deploy: the Debian package and its unit under a real systemd. The .deb is built with cpack from
+# the image build stage of deploy/container (so from the same sources, whatever this build
+# directory's flags), installed with apt in a Debian 12 image with systemd (systemd 252; no
+# configfs-tsm, no /dev/tdx_guest, no TPM), which then runs as PID 1 in a privileged podman
+# container. Checks: the maintainer scripts created the kmsd user and enabled the unit without
+# starting it (no config yet: the unit's condition keeps it inactive); with a config the unit
+# starts (the issue's 226/NAMESPACE failure came from a mandatory ReadWritePaths), runs as kmsd
+# without capabilities under seccomp, serves the Onboard service, is bootstrapped from the
+# host, serves keys, and serves the same keys after `systemctl restart`.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
@@ -16,8 +19,8 @@ kms_podman_env
 
 WORK=$(mktemp -d /tmp/kms-deploy-sd-XXXXXX)
 NAME=kmsd-deploy-systemd-$$
-TAG=$KMS_TEST_TAG
 SDTAG=${KMS_TEST_TAG/kmsd:/kmsd-systemd:}
+BUILDTAG=${KMS_TEST_TAG/kmsd:/kmsd-build:}
 P=$((20000 + RANDOM % 20000))
 APP=92e5c15e971558323c3ebbbe862247de0838950b
 fail() {
@@ -36,13 +39,17 @@ if ! out=$(podman run --rm --network none "$(kms_base_image)" true 2>&1); then
 fi
 
 t0=$(date +%s)
-timeout 1200 bash -c "source '$HERE/lib.sh'; kms_podman_env; kms_kmsd_image '$TAG'" >"$WORK/build.log" 2>&1 ||
-    { tail -40 "$WORK/build.log"; fail "kmsd image build"; }
 
-# the systemd image: kmsd's image plus systemd, the unit and sysusers.d file as installed
-mkdir -p "$WORK/ctx"
-cp "$SRC/deploy/systemd/kmsd.service" "$SRC/deploy/systemd/kmsd.sysusers" "$WORK/ctx/"
-cat >"$WORK/ctx/kmsd.conf" <<CONF
+timeout 1200 bash -c "source '$HERE/lib.sh'; kms_podman_env; kms_kmsd_image '$BUILDTAG' --target build" \
+    >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "kmsd build-stage image"; }
+
+# the systemd image: Debian + systemd + the kmsd .deb made by cpack in the build stage. The
+# context brings what the build stage's context leaves out (docs, unit, maintainer scripts).
+mkdir -p "$WORK/ctx/src/deploy" "$WORK/ctx/src/docs"
+cp -r "$SRC/deploy/systemd" "$SRC/deploy/debian" "$WORK/ctx/src/deploy/"
+cp "$SRC"/docs/*.md "$WORK/ctx/src/docs/"
+cp "$SRC/README.md" "$SRC/CHANGELOG.md" "$WORK/ctx/src/"
+cat >"$WORK/kmsd.conf" <<CONF
 data-dir = "/var/lib/kmsd"
 listen = 0.0.0.0:$P
 name = "sd-node"
@@ -52,32 +59,50 @@ sim-dir = "/var/lib/kmsd/sim"
 auth = dev
 CONF
 cat >"$WORK/ctx/Containerfile" <<'CF'
-ARG KMSD_IMAGE
-FROM ${KMSD_IMAGE}
-USER root
+ARG BUILD_IMAGE
+ARG BASE_IMAGE
+FROM ${BUILD_IMAGE} AS pkg
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev file \
+    && rm -rf /var/lib/apt/lists/*
+COPY src/ /src/
+RUN cmake -S /src -B /build -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON >/dev/null \
+    && cd /build && cpack -G DEB -B /pkg >/dev/null && ls /pkg/kmsd_*.deb
+
+FROM ${BASE_IMAGE}
 RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd systemd-sysv \
     && rm -rf /var/lib/apt/lists/* \
-    && userdel kmsd && (groupdel kmsd || true) \
-    && rm -rf /var/lib/kmsd /run/kmsd \
-    # only what the test needs: no getty, no udev-driven units
     && systemctl mask getty.target systemd-udevd.service systemd-logind.service \
-        systemd-remount-fs.service 2>/dev/null || true
-COPY kmsd.service /usr/local/lib/systemd/system/kmsd.service
-COPY kmsd.sysusers /usr/lib/sysusers.d/kmsd.conf
-COPY kmsd.conf /etc/kmsd/kmsd.conf
-RUN systemctl enable kmsd.service
+        systemd-remount-fs.service console-getty.service
+COPY --from=pkg /pkg/ /tmp/pkg/
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends /tmp/pkg/kmsd_*.deb \
+    && rm -rf /var/lib/apt/lists/* /tmp/pkg
 STOPSIGNAL SIGRTMIN+3
 ENTRYPOINT ["/sbin/init"]
-CMD []
 CF
-timeout 600 podman build --network host --format docker --build-arg KMSD_IMAGE="$TAG" -t "$SDTAG" \
-    "$WORK/ctx" >"$WORK/sdbuild.log" 2>&1 || { tail -30 "$WORK/sdbuild.log"; fail "systemd image build"; }
+timeout 900 podman build --network host --format docker --build-arg BUILD_IMAGE="$BUILDTAG" \
+    --build-arg BASE_IMAGE="$(kms_base_image)" -t "$SDTAG" "$WORK/ctx" >"$WORK/sdbuild.log" 2>&1 ||
+    { tail -30 "$WORK/sdbuild.log"; fail "systemd image build (cpack, apt install of the .deb)"; }
 echo "images ready in $(($(date +%s) - t0)) s"
 
 podman run -d --name "$NAME" --no-healthcheck --privileged --systemd=always -p "127.0.0.1:$P:$P" "$SDTAG" >/dev/null ||
     fail "podman run (systemd as PID 1)"
 [ "$(podman exec "$NAME" cat /proc/1/comm)" = systemd ] || fail "PID 1 is not systemd"
+booted() { podman exec "$NAME" systemctl is-system-running 2>/dev/null | grep -Eq '^(running|degraded)$'; }
+kms_wait 60 booted || fail "systemd did not finish booting"
+# the package: user created, unit enabled, not started (no config yet: condition unmet)
+podman exec "$NAME" getent passwd kmsd >/dev/null || fail "the package did not create the kmsd user"
+[ "$(podman exec "$NAME" systemctl is-enabled kmsd.service)" = enabled ] || fail "the package did not enable kmsd.service"
+[ "$(podman exec "$NAME" systemctl is-active kmsd.service)" = inactive ] || fail "kmsd.service runs without a config"
+[ "$(podman exec "$NAME" systemctl show -p ConditionResult --value kmsd.service)" = no ] ||
+    fail "kmsd.service was not held back by its config condition"
+podman exec "$NAME" test -d /etc/kmsd || fail "no /etc/kmsd"
+podman exec "$NAME" grep -qx 'ExecStart=/usr/bin/kmsd --config /etc/kmsd/kmsd.conf' /usr/lib/systemd/system/kmsd.service ||
+    fail "packaged unit does not start /usr/bin/kmsd"
+podman cp "$WORK/kmsd.conf" "$NAME:/etc/kmsd/kmsd.conf" || fail "copying the config in"
+podman exec "$NAME" systemctl start kmsd.service || fail "systemctl start kmsd"
 active() { [ "$(podman exec "$NAME" systemctl is-active kmsd.service 2>/dev/null)" = active ]; }
 kms_wait 60 active || { podman exec "$NAME" systemctl status kmsd.service --no-pager || true; fail "kmsd.service did not start"; }
 kms_wait 30 curl -s -o /dev/null "http://127.0.0.1:$P/health" || fail "Onboard service not answering"
