@@ -32,6 +32,7 @@ export HOME=$WORK/home
 mkdir -p "$HOME"
 export PATH=$BIN/node:$BIN/cli:$PATH
 export KMS_ETH_PRIVATE_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80 # anvil's public dev key
+export KMSD_SRC=$SRC
 export ARTIFACTS=$WORK/artifacts
 export SIM_DIR=$WORK/sim
 export SIM_OPTS="--insecure-sim --sim-dir $SIM_DIR"
@@ -74,7 +75,8 @@ start_cvm2() { start_cvm kms-eu-west "$((BASE + 1))"; }
 wait_serving1() { kms_wait 30 curl -skf -o /dev/null "$KMS_URL/health"; }
 wait_serving2() { kms_wait 30 curl -skf -o /dev/null "$KMS2_URL/health"; }
 
-cd "$SRC"
+before=$(git -C "$SRC" status --porcelain 2>/dev/null || true)
+cd "$HOME"
 t0=$(date +%s)
 set +e
 (
@@ -92,4 +94,6 @@ if [ "$rc" != 0 ]; then
 fi
 grep -q "^docs: all" "$WORK/run.log" || { echo "FAIL: not every block ran"; exit 1; }
 grep -qx "same keys" "$WORK/run.log" || { echo "FAIL: the two regions' keys were not compared equal"; exit 1; }
+[ "$(git -C "$SRC" status --porcelain 2>/dev/null || true)" = "$before" ] ||
+    { echo "FAIL: the guide's commands wrote into the checkout"; git -C "$SRC" status --short; exit 1; }
 echo "docs: passed in $(($(date +%s) - t0)) s"
