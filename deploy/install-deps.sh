@@ -8,6 +8,8 @@ PKGS=(build-essential cmake pkg-config git ca-certificates curl
       libsecp256k1-dev libtss2-dev libsqlite3-dev libcbor-dev
       swtpm swtpm-tools tpm2-tools sqlite3 iproute2 xxd protobuf-compiler clang clang-format
       nodejs npm)
+# deploy tests (tests/deploy): podman with runc, the mmdebstrap base, compose and .deb checks
+PKGS+=(podman buildah runc uidmap mmdebstrap jq python3-yaml docker-compose dpkg-dev)
 
 missing=()
 for p in "${PKGS[@]}"; do
