@@ -66,7 +66,7 @@ RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev file \
     && rm -rf /var/lib/apt/lists/*
 COPY src/ /src/
-RUN cmake -S /src -B /build -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON >/dev/null \
+RUN cmake -S /src -B /build -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON -DKMS_BUILD_TESTS=OFF >/dev/null \
     && cd /build && cpack -G DEB -B /pkg >/dev/null && ls /pkg/kmsd_*.deb
 
 FROM ${BASE_IMAGE}
