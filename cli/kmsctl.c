@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "common/file.h"
 #include "common/hex.h"
+#include "common/version.h"
 #include "common/secmem.h"
 #include "common/crypto/crypto.h"
 #include "replication/replication.h"
@@ -601,6 +602,7 @@ out:
 
 static const char main_usage[] =
     "Usage: kmsctl COMMAND [OPTIONS]   (kmsctl COMMAND --help for details)\n"
+    "       kmsctl --version\n"
     "\n"
     "Commands:\n"
     "  bootstrap       bootstrap the root keys of a new cluster on a node without keys\n"
@@ -620,6 +622,10 @@ int main(int argc, char **argv)
 {
     int rc;
 
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        printf("kmsctl %s\n", KMS_VERSION_STRING);
+        return 0;
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(main_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

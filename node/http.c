@@ -10,6 +10,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "node/proto.h"
 
 struct kms_http_server {
@@ -178,7 +179,7 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_re
     r->body = NULL;
     MHD_add_response_header(resp, "Content-Type",
                             r->content_type != NULL ? r->content_type : "application/json");
-    MHD_add_response_header(resp, "X-App-Version", "kmsd v0.1.0");
+    MHD_add_response_header(resp, "X-App-Version", "kmsd v" KMS_VERSION_STRING);
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;

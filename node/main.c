@@ -11,6 +11,7 @@
 
 #include "common/file.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "common/secmem.h"
 #include "node/node.h"
 
@@ -245,6 +246,15 @@ static int set_help(struct kms_node_cfg *cfg, const struct opt *o, const char *a
     return 1;
 }
 
+static int set_version(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    (void)cfg;
+    (void)o;
+    (void)arg;
+    printf("kmsd %s\n", KMS_VERSION_STRING);
+    return 1;
+}
+
 #define FIELD(f) offsetof(struct kms_node_cfg, f)
 
 /* In --help order. */
@@ -370,6 +380,7 @@ static const struct opt options[] = {
      "read options from FILE first: one `name = value` per line\n"
      "(long option names without --; \"quoted\" values; flags take\n"
      "true/false; # comments); the command line overrides it"},
+    {"version", 'V', NULL, NULL, set_version, 0, "print the version and exit"},
     {"help", 'h', NULL, NULL, set_help, 0, "show this help"},
 };
 

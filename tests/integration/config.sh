@@ -31,6 +31,13 @@ while [ $SECONDS -lt $end ]; do
     sleep 0.1
 done
 [ "$st" = 200 ] || fail "node from --config did not serve on the overriding --listen"
+# --version: one string for kmsd, kmsctl and the X-App-Version header of every answer.
+ver=$("$BIN/node/kmsd" --version) || fail "kmsd --version failed"
+case $ver in "kmsd "[0-9]*.[0-9]*.[0-9]*) ;; *) fail "kmsd --version printed '$ver'" ;; esac
+[ "$("$BIN/cli/kmsctl" --version)" = "kmsctl ${ver#kmsd }" ] || fail "kmsctl --version differs"
+hdr=$(curl -sk -D - -o /dev/null --max-time 5 "https://127.0.0.1:$P2/health" |
+    sed -n 's/^[Xx]-[Aa]pp-[Vv]ersion: \(.*\)\r$/\1/p')
+[ "$hdr" = "kmsd v${ver#kmsd }" ] || fail "X-App-Version '$hdr' for '$ver'"
 curl -sk -o /dev/null "https://127.0.0.1:$P1/health" && fail "the file's listen address was used"
 grep -q "cfg node" "$WORK/log" || fail "quoted name with a space not applied"
 
@@ -52,11 +59,11 @@ if "$BIN/node/kmsd" --config "$WORK/empty.conf" $(seq 600 | sed 's/.*/--insecure
 grep -qF "too many command-line arguments with --config" "$WORK/err" ||
     fail "600 arguments with --config: $(cat "$WORK/err")"
 # --help and the --config parser come from one option table: every option --help documents
-# (but help and config) is a name the file accepts; "stray" stops kmsd right after parsing.
+# (but help, version and config) is a name the file accepts; "stray" stops kmsd right after parsing.
 opts=$("$BIN/node/kmsd" --help | sed -n 's/^  \(-h, \)\{0,1\}--\([a-z0-9-]*\).*/\2/p')
 [ "$(printf '%s\n' "$opts" | wc -l)" -ge 43 ] || fail "kmsd --help documents too few options: $opts"
 for o in $opts; do
-    case $o in help | config) continue ;; esac
+    case $o in help | version | config) continue ;; esac
     printf '%s = x\n' "$o" >"$WORK/one.conf"
     if "$BIN/node/kmsd" --config "$WORK/one.conf" stray >"$WORK/err" 2>&1; then
         fail "$o = x with a stray argument accepted"
