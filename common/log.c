@@ -147,7 +147,7 @@ static struct limit_slot *slot_for(const char *key, enum kms_log_level lvl, uint
                 free_slot = s;
             continue;
         }
-        if (strncmp(s->key, key, KMS_LOG_LIMIT_KEY_MAX) == 0)
+        if (strcmp(s->key, key) == 0)
             return s;
         if (oldest == NULL || s->start_ms < oldest->start_ms)
             oldest = s;
@@ -164,16 +164,31 @@ static struct limit_slot *slot_for(const char *key, enum kms_log_level lvl, uint
     return free_slot;
 }
 
+/* The key as stored: at most KMS_LOG_LIMIT_KEY_MAX bytes, line breaks (keys may be format
+ * strings) turned into spaces, trailing spaces dropped, so a summary stays one line. */
+static void key_norm(const char *key, char out[KMS_LOG_LIMIT_KEY_MAX + 1])
+{
+    size_t n = 0;
+
+    for (; key != NULL && key[n] != '\0' && n < KMS_LOG_LIMIT_KEY_MAX; n++)
+        out[n] = key[n] == '\n' || key[n] == '\r' ? ' ' : key[n];
+    while (n > 0 && out[n - 1] == ' ')
+        n--;
+    out[n] = '\0';
+}
+
 void kms_log_vlimited(enum kms_log_level lvl, const char *key, const char *fmt, va_list ap)
 {
+    char k[KMS_LOG_LIMIT_KEY_MAX + 1];
     struct limit_slot *s;
     uint64_t now;
 
     if (lvl < log_level)
         return;
+    key_norm(key, k);
     pthread_mutex_lock(&log_lock);
     now = now_ms();
-    s = slot_for(key != NULL ? key : "", lvl, now);
+    s = slot_for(k, lvl, now);
     if (now - s->start_ms >= limit_window_ms) {
         slot_summary(s, now);
         s->start_ms = now;

@@ -79,6 +79,15 @@ static void test_keys_and_flush(void)
     CHECK(g_n == 7); /* nothing left to report */
     kms_log_limited(KMS_LOG_WARN, "a", "again");
     CHECK(g_n == 8 && strcmp(g_lines[7], "again") == 0);
+
+    /* a format string as key: the summary stays one line */
+    reset(1, 10000);
+    kms_log_limited(KMS_LOG_WARN, "Error: out of context.\n", "x");
+    kms_log_limited(KMS_LOG_WARN, "Error: out of context.\n", "x");
+    g_now += 10000;
+    kms_log_limited_flush();
+    CHECK(g_n == 2 &&
+          strcmp(g_lines[1], "Error: out of context.: ... 1 more in the last 10 s") == 0);
 }
 
 /* Proves: with every key slot taken, a new key reuses the oldest slot after summarising it;
