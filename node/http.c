@@ -720,6 +720,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_NO; /* on_uri could not allocate: close */
     if (!rc->started) {
         const char *msg = NULL;
+        const char *cl;
         int status = request_refusal(conn, rc, method, version, &msg);
 
         rc->started = 1;
@@ -728,6 +729,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* queued before the body: MHD answers at once and closes the connection */
             return send_error(conn, method, status, msg, status == 405 ? "GET, HEAD, POST" : NULL);
         }
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl != NULL && strtoull(cl, NULL, 10) > KMS_HTTP_MAX_BODY)
+            rc->too_big = 1; /* read and drop, answered 400 (see KMS_HTTP_DISCARD_MAX) */
         conn_stage(s, conn, ST_BODY, 0);
         return MHD_YES;
     }
@@ -897,6 +901,16 @@ int kms_http_start(const char *listen, const struct kms_http_tls *tls, kms_http_
 out:
     free_server(s);
     return rc;
+}
+
+unsigned kms_http_connections(struct kms_http_server *s)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&s->mu);
+    n = s->live;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 unsigned kms_http_port(const struct kms_http_server *s)

@@ -91,6 +91,8 @@ KMS_WUR int kms_http_start(const char *listen, const struct kms_http_tls *tls,
                            kms_http_handler handler, void *arg, struct kms_http_server **out);
 /* The bound port. */
 unsigned kms_http_port(const struct kms_http_server *s);
+/* Open connections the limits count (not those already being closed). */
+unsigned kms_http_connections(struct kms_http_server *s);
 /* Stops and frees; accepts NULL. */
 void kms_http_stop(struct kms_http_server *s);
 

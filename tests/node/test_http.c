@@ -23,6 +23,7 @@
 
 static atomic_int g_handled;
 static unsigned g_port;
+static struct kms_http_server *g_srv;
 
 static void handler(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
@@ -199,16 +200,25 @@ static void test_fairness(void)
     int n_closed[3] = {0, 0, 0};
     const char req[] = "GET /fair HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
+    unsigned n = 0;
+
     for (int a = 0; a < 3; a++) {
         for (int i = 0; i < 8; i++) {
-            busy[a][i] = a == 2 && i >= 6 ? -1 : dial(10 + a);
-            if (!(a == 2 && i >= 6))
-                CHECK(busy[a][i] >= 0);
-            usleep(2000); /* accept order = age order */
+            busy[a][i] = -1;
+            if (a == 2 && i >= 6)
+                continue;
+            busy[a][i] = dial(10 + a);
+            CHECK(busy[a][i] >= 0);
+            /* one at a time, so the server's age order is the dial order */
+            n++;
+            for (int k = 0; k < 500 && kms_http_connections(g_srv) < n; k++)
+                usleep(2000);
         }
     }
-    /* give the server time to account all 22 */
-    usleep(200000);
+    /* wait until the server has accounted all 22 */
+    for (int i = 0; i < 500 && kms_http_connections(g_srv) < 22; i++)
+        usleep(10000);
+    CHECK(kms_http_connections(g_srv) == 22);
     extra = dial(10);
     CHECK(extra >= 0 && closed_within(extra, 1000)); /* 9th from 127.0.0.10 */
     for (int a = 0; a < 3; a++) {
@@ -222,11 +232,11 @@ static void test_fairness(void)
         struct pollfd p = {legit, POLLIN, 0};
 
         while (got + 1 < sizeof(out) && poll(&p, 1, 3000) == 1) {
-            ssize_t n = recv(legit, out + got, sizeof(out) - 1 - got, 0);
+            ssize_t r = recv(legit, out + got, sizeof(out) - 1 - got, 0);
 
-            if (n <= 0)
+            if (r <= 0)
                 break;
-            got += (size_t)n;
+            got += (size_t)r;
         }
         out[got] = '\0';
     }
@@ -262,6 +272,7 @@ int main(void)
     if (srv == NULL)
         return 1;
     g_port = kms_http_port(srv);
+    g_srv = srv;
     RUN(test_strict);
     RUN(test_header_deadline);
     RUN(test_fairness);
