@@ -932,10 +932,11 @@ void kms_http_stop(struct kms_http_server *s)
         return;
     if (s->daemon != NULL) {
         lfd = MHD_quiesce_daemon(s->daemon);
-        /* connections without a request in progress have nothing to finish */
+        /* connections that never completed request headers have nothing to finish (a
+         * keep-alive one may still carry a follow-up request, e.g. Finish after Onboard) */
         pthread_mutex_lock(&s->mu);
         for (struct conn_ent *e = s->head; e != NULL; e = e->next) {
-            if (e->stage == ST_HEADERS && !e->doomed) {
+            if (e->stage == ST_HEADERS && !e->served && !e->doomed) {
                 e->doomed = 1;
                 e->ip->live--;
                 s->live--;
