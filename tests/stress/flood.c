@@ -219,7 +219,7 @@ static int add_spec(const char *spec)
     enum mode mode;
 
     if (sscanf(spec, "%15[a-z]:%d:%d:%d", m, &first, &count, &per) != 4 || first < 2 || count < 1 ||
-        first + count > 255 || per < 1)
+        first > 254 || 255 - first < count || per < 1)
         return -1;
     if (strcmp(m, "idle") == 0)
         mode = M_IDLE;
