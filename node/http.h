@@ -1,8 +1,24 @@
 /*
  * HTTP(S) serving on libmicrohttpd (GnuTLS underneath). The client certificate, when a client
  * presents one, is handed to the handler as an OpenSSL X509 (verified by the handler; the TLS
- * layer only requests it). Limits: request bodies above KMS_HTTP_MAX_BODY are refused with 400;
- * at most 256 connections, 64 per client IP, each closed after 30 s idle.
+ * layer only requests it).
+ *
+ * Strict HTTP, refused by the server before any handler runs: a NUL byte in the request target,
+ * raw or as %00 (400); a method other than GET, HEAD, POST (405); conflicting Content-Length
+ * headers, or Content-Length with Transfer-Encoding (400); a declared body above
+ * KMS_HTTP_DISCARD_MAX (413, answered at once, the body is not read). A body above
+ * KMS_HTTP_MAX_BODY but within KMS_HTTP_DISCARD_MAX is read, dropped and answered 400 (answering
+ * before it is read would make the kernel reset the connection under the client's reading).
+ *
+ * Connections: the soft RLIMIT_NOFILE is raised to the hard one, and each listener takes at most
+ * (limit - KMS_HTTP_FD_RESERVE) / 2 connections (16..KMS_HTTP_MAX_CONNECTIONS), one eighth of
+ * them (at least 8) per source address. A new connection must complete its TLS handshake and
+ * request headers within KMS_HTTP_HEADER_TIMEOUT_MS, however it trickles bytes; a keep-alive
+ * connection must send its next request's headers within KMS_HTTP_IDLE_TIMEOUT_MS; a body must
+ * arrive within KMS_HTTP_BODY_TIMEOUT_MS. When all slots are taken, a new connection evicts the
+ * oldest connection still waiting for request headers from the address holding the most
+ * connections, so clients with few connections keep being served during a flood. Repeated
+ * per-connection warnings are rate-limited (kms_log_limited).
  */
 #ifndef KMS_NODE_HTTP_H
 #define KMS_NODE_HTTP_H
@@ -15,6 +31,13 @@
 #include "common/err.h"
 
 #define KMS_HTTP_MAX_BODY (1024u * 1024u)
+#define KMS_HTTP_DISCARD_MAX (16u * KMS_HTTP_MAX_BODY) /* declared above this: 413 at once */
+#define KMS_HTTP_HEADER_TIMEOUT_MS 5000u /* accept -> TLS handshake and request headers */
+#define KMS_HTTP_IDLE_TIMEOUT_MS 30000u  /* keep-alive: the next request's headers */
+#define KMS_HTTP_BODY_TIMEOUT_MS 60000u  /* headers -> complete body */
+#define KMS_HTTP_MAX_CONNECTIONS 4096u   /* per listener, whatever the fd limit */
+#define KMS_HTTP_FD_RESERVE 256u         /* descriptors left for everything else */
+#define KMS_HTTP_TIMER_MS 100            /* deadline check period */
 
 struct kms_http_req {
     const char *method;       /* "GET", "POST", ... */
@@ -68,6 +91,8 @@ KMS_WUR int kms_http_start(const char *listen, const struct kms_http_tls *tls,
                            kms_http_handler handler, void *arg, struct kms_http_server **out);
 /* The bound port. */
 unsigned kms_http_port(const struct kms_http_server *s);
+/* Open connections the limits count (not those already being closed). */
+unsigned kms_http_connections(struct kms_http_server *s);
 /* Stops and frees; accepts NULL. */
 void kms_http_stop(struct kms_http_server *s);
 

@@ -43,8 +43,9 @@ struct kms_store;
  * refused under the other (KMS_ERR_STORE_SEAL). A KEK file that is group/other-accessible, not
  * 32 bytes, a symlink, or not the KEK the database was sealed with is refused
  * (KMS_ERR_STORE_SEAL). A missing KEK file is created only while the database holds nothing
- * sealed. *out: caller closes. All calls on one store are serialised internally (safe from
- * several threads). */
+ * sealed. An existing but empty (0-byte) kms.db next to an existing KEK is refused
+ * (KMS_ERR_STORE_SEAL: restore it, or remove the KEK deliberately). *out: caller closes. All calls
+ * on one store are serialised internally (safe from several threads). */
 KMS_WUR int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal,
                            struct kms_store **out);
 /* Closes and wipes the KEK; accepts NULL. */

@@ -576,6 +576,59 @@ out:
     return rc;
 }
 
+/* 1 when path exists and is a regular file of 0 bytes; *exists says whether it exists. */
+static int file_empty(const char *path, int *exists)
+{
+    struct stat sb;
+
+    *exists = lstat(path, &sb) == 0;
+    return *exists && S_ISREG(sb.st_mode) && sb.st_size == 0;
+}
+
+/* A keystore file that exists but holds nothing (0 bytes, nothing in its WAL either) next to an
+ * existing KEK lost its keys (a truncated copy, a failed restore, a full disk): starting it as
+ * a new, empty node would let a Bootstrap create a second cluster identity. Checked before
+ * SQLite writes anything, so the refusal holds at every start until the operator acts. (No
+ * kms.db at all next to a KEK is an operator-provided KEK for a new node, and is accepted.) */
+static int empty_keystore_check(const char *dbpath, const char *data_dir,
+                                const struct kms_seal_cfg *cfg)
+{
+    const char *provider = cfg != NULL && cfg->provider != NULL ? cfg->provider : "file";
+    const char *explicit_path = NULL;
+    char wal[PATH_MAX_LEN + 8];
+    char kek[PATH_MAX_LEN];
+    int exists = 0;
+    int n;
+
+    if (!file_empty(dbpath, &exists))
+        return 0;
+    n = snprintf(wal, sizeof(wal), "%s-wal", dbpath);
+    if (n > 0 && (size_t)n < sizeof(wal) && !file_empty(wal, &exists) && exists)
+        return 0; /* SQLite recovers the keystore from its WAL */
+    if (strcmp(provider, "tpm") == 0) {
+        explicit_path = cfg->blob_path;
+        n = explicit_path != NULL && explicit_path[0] != '\0'
+                ? snprintf(kek, sizeof(kek), "%s", explicit_path)
+                : snprintf(kek, sizeof(kek), "%s/kek.tpm", data_dir);
+    } else {
+        explicit_path = cfg != NULL ? cfg->kek_path : NULL;
+        n = explicit_path != NULL && explicit_path[0] != '\0'
+                ? snprintf(kek, sizeof(kek), "%s", explicit_path)
+                : snprintf(kek, sizeof(kek), "%s/kek.bin", data_dir);
+    }
+    if (n < 0 || (size_t)n >= sizeof(kek))
+        return 0; /* reported by kek_setup */
+    (void)file_empty(kek, &exists);
+    if (!exists)
+        return 0;
+    return kms_err_set(KMS_ERR_STORE_SEAL,
+                       "the keystore %s is empty (0 bytes) but a KEK exists at %s: this node "
+                       "had keys sealed with that KEK, and starting it empty would create a new "
+                       "identity. Restore kms.db from a backup (kmsctl backup restore), or, to "
+                       "start a new empty node deliberately, remove %s first",
+                       dbpath, kek, kek);
+}
+
 int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal_cfg,
                    struct kms_store **out)
 {
@@ -592,6 +645,7 @@ int kms_store_open(const char *data_dir, const struct kms_seal_cfg *seal_cfg,
     n = snprintf(dbpath, sizeof(dbpath), "%s/kms.db", data_dir);
     KMS_ENSURE(n > 0 && (size_t)n < sizeof(dbpath), KMS_ERR_INVAL, "data_dir path is too long");
     KMS_GUARD(kms_mkdir_p(data_dir, 0700));
+    KMS_GUARD(empty_keystore_check(dbpath, data_dir, seal_cfg));
     /* Create the file ourselves so it (and the -wal/-shm files SQLite derives) are 0600. */
     fd = open(dbpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     KMS_ENSURE(fd >= 0, KMS_ERR_STORE_DB, "cannot open %s: %s", dbpath, strerror(errno));
