@@ -283,7 +283,7 @@ enum kms_platform_kind {
     KMS_PLATFORM_SIM_GCP,   /* "sim-gcp": simulated GCP TDX quote + software vTPM quote */
     KMS_PLATFORM_TDX,       /* "tdx": configfs-tsm or /dev/tdx_guest */
     KMS_PLATFORM_GCP_TDX,   /* "gcp-tdx": TDX quote + GCP vTPM (tpm2-tss) */
-    KMS_PLATFORM_NITRO,     /* "nitro": detected only; this build has no NSM producer */
+    KMS_PLATFORM_NITRO,     /* "nitro": the NSM at paths->nsm_dev (attest/nsm.h) */
 };
 
 /* Static name ("sim-tdx", ...; "none"). */
@@ -324,14 +324,16 @@ struct kms_platform_cfg {
 struct kms_platform;
 
 /* Opens a producer (copies cfg; sim kinds create their simulation roots in sim_dir if missing).
- * KMS_ERR_ATT_UNSUPPORTED for NONE and NITRO. Caller frees *out. */
+ * KMS_ERR_ATT_UNSUPPORTED for NONE. Caller frees *out. */
 KMS_WUR int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **out);
 void kms_platform_free(struct kms_platform *p);
 enum kms_platform_kind kms_platform_get_kind(const struct kms_platform *p);
 
 /* Produces an attestation over report_data with the given runtime events (borrowed).
  *  - sim-tdx, sim-gcp: events are replayed into RTMR3 (and PCR14 for sim-gcp).
- *  - sim-nitro: only the "app-id" event is carried (Nitro has no RTMR); config is generated.
+ *  - sim-nitro, nitro: only the "app-id" event is carried (Nitro has no RTMR); config is
+ *    {"os_image_hash": sha256(PCR0||PCR1||PCR2)} (nitro: of the NSM document; zero PCRs give a
+ *    zero hash, as the reference). nitro asks the NSM with user_data = report_data.
  *  - tdx, gcp-tdx: the quote's RTMR3 holds what the guest extended; events NULL/0 means "read
  *    paths->runtime_events_log" (JSON lines {event, payload(base64)}), absent file = none.
  * config: vm_config JSON (NULL = ""; sim-gcp: NULL = {"os_image_hash": <sim UKI hash>}).

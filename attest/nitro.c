@@ -648,6 +648,32 @@ out:
     return rc;
 }
 
+int kms_nitro_doc_pcrs(const uint8_t *cose, size_t len, uint8_t pcrs[3][48])
+{
+    struct nitro_doc d;
+    const uint8_t *body;
+    size_t body_len;
+    cbor_item_t *top = NULL, *doc = NULL;
+    int rc = 0;
+
+    memset(&d, 0, sizeof(d));
+    KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
+               "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
+    KMS_GUARD(strip_cose_tag(cose, len, &body, &body_len));
+    KMS_GUARD(cbor_parse(body, body_len, "COSE_Sign1 document", &top));
+    KMS_GUARD(parse_cose(top, &d));
+    KMS_GUARD(cbor_parse(d.payload, d.payload_len, "attestation document", &doc));
+    KMS_GUARD(parse_document(doc, &d));
+    for (int i = 0; i < 3; i++)
+        memcpy(pcrs[i], d.pcr[i], NITRO_PCR_LEN);
+out:
+    if (doc != NULL)
+        cbor_decref(&doc);
+    if (top != NULL)
+        cbor_decref(&top);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- pinned root */
 
 /* AWS Nitro Enclaves Root G1, C=US O=Amazon OU=AWS CN=aws.nitro-enclaves, 2019-10-28..2049-10-28;

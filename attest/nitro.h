@@ -9,5 +9,8 @@
  * module_id, sim. */
 int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size_t len,
                      const uint8_t report_data[64], struct kms_verified *out);
+/* PCR0..2 of a Nitro document, parsed with the verifier's checks but NOT verified (for the
+ * producer, which describes its own evidence). */
+int kms_nitro_doc_pcrs(const uint8_t *cose, size_t len, uint8_t pcrs[3][48]);
 
 #endif

@@ -22,6 +22,8 @@
 
 #include "attest/events.h"
 #include "attest/internal.h"
+#include "attest/nitro.h"
+#include "attest/nsm.h"
 #include "attest/scale.h"
 #include "attest/sim.h"
 #include "attest/sim_files.h"
@@ -346,9 +348,8 @@ int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **
     int rc = 0;
 
     *out = NULL;
-    KMS_ENSURE(cfg->kind != KMS_PLATFORM_NONE && cfg->kind != KMS_PLATFORM_NITRO,
-               KMS_ERR_ATT_UNSUPPORTED, "no evidence producer for TEE %s in this build",
-               kms_platform_kind_name(cfg->kind));
+    KMS_ENSURE(cfg->kind != KMS_PLATFORM_NONE, KMS_ERR_ATT_UNSUPPORTED,
+               "no evidence producer for TEE %s in this build", kms_platform_kind_name(cfg->kind));
     p = calloc(1, sizeof(*p));
     KMS_GUARD_PTR(p);
     p->kind = cfg->kind;
@@ -480,6 +481,56 @@ static int attest_sim_nitro(struct kms_platform *p, const uint8_t rd[64],
         kms_sim_nitro_attest(p->sim_dir, (const uint8_t(*)[48])p->nitro_pcrs, rd, app_hex, out));
 out:
     free(app_hex);
+    return rc;
+}
+
+/* A real Nitro Enclave, as the reference's nsm_attest::get_attestation: user_data = the 64-byte
+ * report_data, no nonce, no public_key; only the app-id event travels (Nitro has no RTMR);
+ * config = {"os_image_hash": sha256(PCR0||PCR1||PCR2)}, all zero when the PCRs are (debug). */
+static int attest_nitro(struct kms_platform *p, const uint8_t rd[64],
+                        const struct kms_runtime_event *events, size_t n_events,
+                        struct kms_attestation **out)
+{
+    static const uint8_t zero[3 * 48];
+    struct kms_nsm_att_req req;
+    struct kms_attestation *att = NULL;
+    uint8_t pcrs[3][48], h[32];
+    char hex[65], config[100];
+    int rc = 0;
+
+    memset(&req, 0, sizeof(req));
+    req.user_data = rd;
+    req.user_data_len = 64;
+    att = calloc(1, sizeof(*att));
+    KMS_GUARD_PTR(att);
+    att->mode = KMS_ATT_NITRO;
+    memcpy(att->report_data, rd, 64);
+    KMS_GUARD(
+        kms_nsm_get_attestation(p->paths.nsm_dev, &req, &att->nsm_quote.p, &att->nsm_quote.len));
+    rc = kms_nitro_doc_pcrs(att->nsm_quote.p, att->nsm_quote.len, pcrs);
+    if (rc < 0) {
+        kms_err_wrap(rc, "the NSM returned a document this build cannot read");
+        goto out;
+    }
+    if (memcmp(pcrs, zero, sizeof(zero)) == 0)
+        memset(h, 0, sizeof(h));
+    else
+        SHA256(&pcrs[0][0], sizeof(pcrs), h);
+    kms_hex_encode(h, sizeof(h), hex);
+    snprintf(config, sizeof(config), "{\"os_image_hash\":\"%s\"}", hex);
+    att->config = strdup(config);
+    KMS_GUARD_PTR(att->config);
+    for (size_t i = 0; i < n_events; i++) {
+        if (strcmp(events[i].event, "app-id") == 0) {
+            KMS_GUARD(kms_att_add_runtime_event(att, "app-id", events[i].payload.p,
+                                                events[i].payload.len));
+            break;
+        }
+    }
+    *out = att;
+    att = NULL;
+out:
+    kms_att_free(att);
     return rc;
 }
 
@@ -676,6 +727,8 @@ int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
         return attest_sim_gcp(p, report_data, events, n_events, config, out);
     case KMS_PLATFORM_SIM_NITRO:
         return attest_sim_nitro(p, report_data, events, n_events, out);
+    case KMS_PLATFORM_NITRO:
+        return attest_nitro(p, report_data, events, n_events, out);
     case KMS_PLATFORM_TDX:
     case KMS_PLATFORM_GCP_TDX:
         return attest_hw(p, report_data, events, n_events, config, out);

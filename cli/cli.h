@@ -16,6 +16,7 @@ int kms_cli_subcommands(const char *family, const char *usage, const struct kms_
 
 /* The command families (argv[0] is the family name; each handles --help). */
 int kms_cli_admin(int argc, char **argv);   /* cli/admin_cmd.c: a node's Admin service */
+int kms_cli_nitro(int argc, char **argv);   /* cli/nitro_cmd.c: nitro measure (EIF PCRs) */
 int kms_cli_attest(int argc, char **argv);  /* cli/attest_cmd.c: verify evidence */
 int kms_cli_audit(int argc, char **argv);   /* cli/backup_cmd.c: the keystore's audit log */
 int kms_cli_backup(int argc, char **argv);  /* cli/backup_cmd.c: backup and restore */

@@ -1,5 +1,6 @@
 /* kmsctl: operator and client CLI for kmsd (and any dstack-compatible KMS). */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -7,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #include "cli/cli.h"
 #include "common/file.h"
@@ -261,27 +265,43 @@ static int cmd_meta(int argc, char **argv)
 
 static const char getkeys_usage[] =
     "Usage: kmsctl get-keys --kms URL [--kms URL ...] --app-id HEX [--instance-id HEX]\n"
-    "                       [--compose-hash HEX] [--vm-config JSON] --out FILE\n"
-    "                       [--tee sim|sim-nitro|sim-gcp --insecure-sim --sim-dir DIR]\n"
-    "                       [--timeout-ms MS]\n"
+    "                       [--compose-hash HEX] [--vm-config JSON]\n"
+    "                       --out FILE|vsock:CID:PORT [--proxy URL] [--timeout-ms MS]\n"
+    "                       --tee nitro|tdx|gcp-tdx [--nsm-dev PATH]\n"
+    "                       | --tee sim|sim-nitro|sim-gcp --insecure-sim --sim-dir DIR\n"
     "\n"
     "Fetches an app's keys the way a dstack guest does: GetTempCaCert; a fresh key and an\n"
     "RA-TLS client certificate carrying the app's attestation (runtime events app-id,\n"
     "compose-hash, instance-id); mutual TLS pinned to the KMS root CA with hostname check;\n"
     "GetAppKey. The server certificate must have the kms:rpc usage and, when it carries an\n"
     "attestation, it must verify. k256_signature is checked against GetMeta.k256_pubkey.\n"
-    "Writes app_keys.json (dstack format) to FILE. Several --kms URLs are tried in order\n"
-    "(failover): each node gets --timeout-ms (default 5000) for its whole attempt, and the\n"
-    "one that served is printed.\n"
+    "Writes app_keys.json (dstack format) to FILE, or sends the same bytes over an AF_VSOCK\n"
+    "stream to vsock:CID:PORT (an enclave hands its keys to the parent instance: CID 3 is the\n"
+    "parent; the peer must listen before get-keys starts, which connects first). Several --kms\n"
+    "URLs are tried in order (failover): each node gets --timeout-ms (default 5000) for its\n"
+    "whole attempt, and the one that served is printed.\n"
     "\n"
-    "Evidence (simulated TEEs only; --insecure-sim and the cluster's --sim-dir required):\n"
-    "  --tee sim (= sim-tdx)  a TDX guest (DstackTdx, legacy OIDs)\n"
-    "  --tee sim-nitro        an AWS Nitro Enclave (COSE_Sign1 document; only app-id is carried)\n"
-    "  --tee sim-gcp          a GCP TDX CVM (TDX quote + vTPM quote with PCR14 = runtime events)\n"
-    "The server is verified with every simulation root found in --sim-dir.\n";
+    "Proxy: --proxy URL (http://HOST:PORT) sends every request through that HTTP proxy, HTTPS\n"
+    "by CONNECT (an enclave reaches the network only this way, through a vsock bridge on the\n"
+    "parent). Without --proxy the https_proxy / HTTPS_PROXY environment variables are used\n"
+    "(http_proxy for http:// URLs), except for hosts in no_proxy; --proxy \"\" uses none.\n"
+    "\n"
+    "Evidence:\n"
+    "  --tee nitro            inside an AWS Nitro Enclave: an NSM attestation document\n"
+    "                         (/dev/nsm, or --nsm-dev) with user_data = report_data, no nonce, no\n"
+    "                         public_key, config {os_image_hash}; only app-id is carried\n"
+    "  --tee tdx, gcp-tdx     inside a TDX (GCP TDX + vTPM) guest: the quote of the hardware and\n"
+    "                         the guest's runtime event log, as the dstack guest sends them\n"
+    "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs)\n"
+    "  --tee sim-nitro        simulated AWS Nitro Enclave\n"
+    "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
+    "Simulated TEEs need --insecure-sim and the cluster's --sim-dir. The server certificate must\n"
+    "chain to the KMS root CA of GetTempCaCert and carry the kms:rpc usage; with --sim-dir\n"
+    "(and --insecure-sim) its attestation must also verify under the simulation roots there.\n";
 
 struct app_ev {
     struct kms_platform *platform; /* evidence: the --tee producer */
+    int own_events;                /* tdx, gcp-tdx: the guest's own runtime event log */
     uint8_t app_id[20];
     uint8_t instance_id[20];
     size_t instance_len;
@@ -306,6 +326,9 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
     ev[3].payload.p = a->instance_id;
     ev[3].payload.len = a->instance_len;
     ev[4].event = (char *)"boot-mr-done";
+    if (a->own_events)
+        return kms_platform_attest(a->platform, rd, NULL, 0,
+                                   a->vm_config[0] != '\0' ? a->vm_config : NULL, out);
     /* evidence: empty --vm-config lets sim-gcp describe its own image */
     return kms_platform_attest(a->platform, rd, ev, 5,
                                a->vm_config[0] != '\0' ? a->vm_config : NULL, out);
@@ -358,8 +381,8 @@ static int budget(const struct timespec *deadline, const char *url, long total, 
     return 0;
 }
 
-static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ctx *actx,
-                         long timeout_ms, json_t **app_keys)
+static int get_keys_from(const char *url, const char *proxy, struct app_ev *a,
+                         struct kms_attest_ctx *actx, long timeout_ms, json_t **app_keys)
 {
     struct timespec deadline;
     struct kms_rpc_opts o;
@@ -385,6 +408,7 @@ static int get_keys_from(const char *url, struct app_ev *a, struct kms_attest_ct
         deadline.tv_nsec -= 1000000000L;
     }
     o.url = url;
+    o.proxy = proxy;
     KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
     tmp_cert = jstr(tmp, "temp_ca_cert");
@@ -462,6 +486,85 @@ out:
     return rc;
 }
 
+/* --out vsock:CID:PORT → 1 (cid, port set); a file path → 0; a malformed vsock spec → -1. */
+static int parse_vsock(const char *spec, unsigned *cid, unsigned *port)
+{
+    unsigned long c, p;
+    char *end;
+
+    if (strncmp(spec, "vsock:", 6) != 0)
+        return 0;
+    errno = 0;
+    c = strtoul(spec + 6, &end, 10);
+    if (end == spec + 6 || *end != ':' || errno != 0 || c > 0xffffffffUL)
+        return -1;
+    spec = end + 1;
+    p = strtoul(spec, &end, 10);
+    if (end == spec || *end != '\0' || errno != 0 || p > 0xffffffffUL)
+        return -1;
+    *cid = (unsigned)c;
+    *port = (unsigned)p;
+    return 1;
+}
+
+/* Connects an AF_VSOCK stream to cid:port; *fd is the socket. */
+static int vsock_connect(unsigned cid, unsigned port, int *fd)
+{
+    struct sockaddr_vm sa;
+    int s, err;
+    int rc = 0;
+
+    *fd = -1;
+    s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        err = errno;
+        return kms_err_set(KMS_ERR_IO,
+                           "AF_VSOCK is not available here (%s): vsock output works inside a "
+                           "Nitro Enclave or a VM with a vsock device",
+                           strerror(err));
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.svm_family = AF_VSOCK;
+    sa.svm_cid = cid;
+    sa.svm_port = port;
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        err = errno;
+        if (err == ECONNREFUSED || err == ECONNRESET)
+            rc = kms_err_set(KMS_ERR_NET,
+                             "nobody listens on vsock CID %u port %u: start the receiver first "
+                             "(on the parent: socat -u VSOCK-LISTEN:%u CREATE:app_keys.json)",
+                             cid, port, port);
+        else
+            rc = kms_err_set(KMS_ERR_NET,
+                             "cannot reach vsock CID %u port %u: %s (is there a peer with that "
+                             "CID? inside a Nitro Enclave the parent instance is CID 3)",
+                             cid, port, strerror(err));
+        close(s);
+        return rc;
+    }
+    *fd = s;
+    return 0;
+}
+
+/* Writes all of p to the vsock peer, then closes the stream so the peer sees the end. */
+static int vsock_send(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return kms_err_set(KMS_ERR_NET, "sending the keys over vsock failed: %s",
+                               strerror(errno));
+        p += w;
+        n -= (size_t)w;
+    }
+    if (shutdown(fd, SHUT_WR) != 0)
+        return kms_err_set(KMS_ERR_NET, "closing the vsock stream failed: %s", strerror(errno));
+    return 0;
+}
+
 static int cmd_get_keys(int argc, char **argv)
 {
     static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
@@ -474,9 +577,15 @@ static int cmd_get_keys(int argc, char **argv)
                                          {"insecure-sim", no_argument, NULL, 'I'},
                                          {"sim-dir", required_argument, NULL, 's'},
                                          {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"proxy", required_argument, NULL, 'P'},
+                                         {"nsm-dev", required_argument, NULL, 'N'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *urls[MAX_KMS];
+    const char *proxy = NULL, *nsm_dev = NULL;
+    struct kms_platform_paths paths;
+    unsigned vcid = 0, vport = 0;
+    int vsock = 0, vfd = -1, real;
     size_t n_urls = 0;
     const char *app_hex = NULL, *inst_hex = NULL, *compose_hex = NULL, *out_path = NULL;
     const char *tee = "sim", *sim_dir = NULL;
@@ -530,6 +639,12 @@ static int cmd_get_keys(int argc, char **argv)
         case 'T':
             timeout_ms = strtol(optarg, NULL, 10);
             break;
+        case 'P':
+            proxy = optarg;
+            break;
+        case 'N':
+            nsm_dev = optarg;
+            break;
         case 'h':
             fputs(getkeys_usage, stdout);
             return 0;
@@ -542,13 +657,31 @@ static int cmd_get_keys(int argc, char **argv)
         fputs(getkeys_usage, stderr);
         return 2;
     }
-    /* evidence: --tee sim | sim-tdx | sim-nitro | sim-gcp */
-    if (kms_platform_kind_parse(tee, &pcfg.kind) < 0 || pcfg.kind == KMS_PLATFORM_TDX ||
-        pcfg.kind == KMS_PLATFORM_GCP_TDX || pcfg.kind == KMS_PLATFORM_NITRO || !insecure ||
-        sim_dir == NULL) {
-        fputs("kmsctl: only simulated TEEs are available: pass --tee sim|sim-nitro|sim-gcp "
-              "--insecure-sim --sim-dir DIR\n",
+    /* evidence: --tee nitro | tdx | gcp-tdx, or sim | sim-tdx | sim-nitro | sim-gcp */
+    if (kms_platform_kind_parse(tee, &pcfg.kind) < 0) {
+        fprintf(stderr, "kmsctl: %s\n", kms_err_detail());
+        return 2;
+    }
+    real = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
+           pcfg.kind == KMS_PLATFORM_NITRO;
+    if (!real && (!insecure || sim_dir == NULL)) {
+        fputs("kmsctl: simulated TEEs need --insecure-sim --sim-dir DIR (or use --tee nitro, tdx "
+              "or gcp-tdx inside a real TEE)\n",
               stderr);
+        return 2;
+    }
+    if (sim_dir != NULL && !insecure) {
+        fputs("kmsctl: --sim-dir trusts simulation roots: add --insecure-sim (testing only)\n",
+              stderr);
+        return 2;
+    }
+    if (nsm_dev != NULL && pcfg.kind != KMS_PLATFORM_NITRO) {
+        fputs("kmsctl: --nsm-dev needs --tee nitro\n", stderr);
+        return 2;
+    }
+    vsock = parse_vsock(out_path, &vcid, &vport);
+    if (vsock < 0) {
+        fprintf(stderr, "kmsctl: --out %s: expected vsock:CID:PORT (decimal)\n", out_path);
         return 2;
     }
     if (kms_hex_decode_exact(app_hex, a.app_id, 20) < 0)
@@ -564,32 +697,66 @@ static int cmd_get_keys(int argc, char **argv)
     } else {
         SHA256(a.app_id, 20, a.compose);
     }
-    pcfg.sim_dir = sim_dir;
+    kms_platform_paths_default(&paths);
+    if (nsm_dev != NULL)
+        paths.nsm_dev = nsm_dev;
+    pcfg.paths = &paths;
+    pcfg.sim_dir = real ? NULL : sim_dir;
+    a.own_events = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX;
     if (kms_platform_open(&pcfg, &a.platform) < 0)
-        return die("cannot open the simulated TEE");
-    actx = kms_attest_ctx_new();
-    if (actx == NULL || kms_platform_add_sim_roots(sim_dir, actx) < 0) {
-        rc = die("cannot set up verification");
+        return die(real ? "cannot open the TEE" : "cannot open the simulated TEE");
+    if (sim_dir != NULL) {
+        actx = kms_attest_ctx_new();
+        if (actx == NULL || kms_platform_add_sim_roots(sim_dir, actx) < 0) {
+            rc = die("cannot set up verification");
+            goto out;
+        }
+    }
+    /* the receiver must be there before keys are fetched for it */
+    if (vsock && vsock_connect(vcid, vport, &vfd) < 0) {
+        rc = die("--out");
         goto out;
     }
     for (size_t i = 0; i < n_urls; i++) {
-        if (get_keys_from(urls[i], &a, actx, timeout_ms, &keys) == 0) {
+        /* only for messages: the proxy libcurl will use (no_proxy aside) */
+        const char *via = proxy;
+
+        if (via == NULL && strncmp(urls[i], "https:", 6) == 0)
+            via = getenv("https_proxy") != NULL ? getenv("https_proxy") : getenv("HTTPS_PROXY");
+        else if (via == NULL)
+            via = getenv("http_proxy");
+        if (get_keys_from(urls[i], proxy, &a, actx, timeout_ms, &keys) == 0) {
             fprintf(stderr, "kmsctl: keys served by %s\n", urls[i]);
             break;
         }
-        fprintf(stderr, "kmsctl: %s: %s\n", urls[i], kms_err_detail());
+        if (via != NULL && via[0] != '\0')
+            fprintf(stderr, "kmsctl: %s (through proxy %s): %s\n", urls[i], via, kms_err_detail());
+        else
+            fprintf(stderr, "kmsctl: %s: %s\n", urls[i], kms_err_detail());
     }
     if (keys == NULL) {
         fprintf(stderr, "kmsctl: no KMS served the keys\n");
         goto out;
     }
     txt = json_dumps(keys, JSON_INDENT(2));
-    if (txt == NULL || kms_file_write_atomic(out_path, txt, strlen(txt), 0600) < 0) {
+    if (txt == NULL) {
+        rc = die("cannot encode the keys");
+        goto out;
+    }
+    if (vsock) {
+        if (vsock_send(vfd, txt, strlen(txt)) < 0) {
+            rc = die("cannot deliver the keys");
+            goto out;
+        }
+        fprintf(stderr, "kmsctl: keys sent to vsock CID %u port %u\n", vcid, vport);
+    } else if (kms_file_write_atomic(out_path, txt, strlen(txt), 0600) < 0) {
         rc = die("cannot write the keys file");
         goto out;
     }
     rc = 0;
 out:
+    if (vfd >= 0)
+        close(vfd);
     if (txt != NULL)
         kms_free_secret(txt, strlen(txt));
     json_decref(keys);
@@ -616,7 +783,8 @@ static const char main_usage[] =
     /* disaster recovery (cli/backup_cmd.c) */
     "  backup          encrypted identity backup with M-of-N recovery shares; restore\n"
     "  audit           verify / show the keystore's hash-chained audit log\n"
-    "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n";
+    "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n"
+    "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n";
 
 int main(int argc, char **argv)
 {
@@ -654,6 +822,8 @@ int main(int argc, char **argv)
         rc = kms_cli_audit(argc - 1, argv + 1);
     else if (strcmp(argv[1], "admin") == 0) /* admin */
         rc = kms_cli_admin(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "nitro") == 0)
+        rc = kms_cli_nitro(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;

@@ -83,6 +83,8 @@ static int rpc_setup(CURL *c, void *arg)
     struct check_ctx *chk = arg;
     const struct kms_rpc_opts *o = chk->o;
 
+    if (o->proxy != NULL) /* NULL: libcurl's environment proxies; "": none */
+        curl_easy_setopt(c, CURLOPT_PROXY, o->proxy);
     if (o->ca_pem != NULL) {
         struct curl_blob ca = {(void *)o->ca_pem, strlen(o->ca_pem), CURL_BLOB_COPY};
 

@@ -54,6 +54,10 @@ struct kms_rpc_opts {
     const char *client_key_pem; /* secret */
     int want_server_cert;       /* return the server leaf certificate */
     int no_host_check;          /* pin the CA but don't match the hostname */
+    /* HTTP(S) proxy URL ("http://host:port": HTTPS goes through CONNECT). NULL = libcurl's
+     * default: the https_proxy / HTTPS_PROXY (http_proxy for http://) and no_proxy environment
+     * variables; "" = no proxy at all, whatever the environment says. */
+    const char *proxy;
     /* Called during the TLS handshake with the server leaf, before any request is sent;
      * a negative return aborts the connection (and the error detail is kept). */
     int (*server_check)(void *arg, X509 *leaf);

@@ -433,8 +433,27 @@ static void test_kind_names(void)
     CHECK_RC(kms_platform_kind_parse("sgx", &k), KMS_ERR_INVAL);
     CHECK_DETAIL("unknown TEE \"sgx\"");
     memset(&cfg, 0, sizeof(cfg));
-    cfg.kind = KMS_PLATFORM_NITRO;
+    cfg.kind = KMS_PLATFORM_NONE;
     CHECK_RC(kms_platform_open(&cfg, &p), KMS_ERR_ATT_UNSUPPORTED);
+    {
+        /* nitro opens anywhere; evidence needs the NSM device (tests/attest/test_nsm.c) */
+        struct kms_platform_paths paths;
+        struct kms_attestation *att = NULL;
+        uint8_t rd[64] = {0};
+
+        kms_platform_paths_default(&paths);
+        paths.nsm_dev = "/nonexistent/nsm";
+        cfg.kind = KMS_PLATFORM_NITRO;
+        cfg.paths = &paths;
+        CHECK_OK(kms_platform_open(&cfg, &p));
+        if (p != NULL)
+            CHECK_RC(kms_platform_attest(p, rd, NULL, 0, NULL, &att), KMS_ERR_NOTFOUND);
+        CHECK_DETAIL("not inside a Nitro Enclave");
+        CHECK(att == NULL);
+        kms_platform_free(p);
+        p = NULL;
+        cfg.paths = NULL;
+    }
     cfg.kind = KMS_PLATFORM_SIM_GCP;
     CHECK_RC(kms_platform_open(&cfg, &p), KMS_ERR_INVAL);
     CHECK_DETAIL("needs a simulation directory");

@@ -1,0 +1,231 @@
+/*
+ * End to end, an AWS Nitro Enclave client: `kmsctl get-keys --tee nitro` against a real kmsd
+ * (simulated TDX, --insecure-sim), its evidence from the fake NSM through the real ioctl code
+ * path, its HTTPS through a loopback CONNECT proxy, its app_keys.json delivered over vsock to
+ * the parent's listener, byte for byte what `kmsctl get-keys --tee sim-nitro` writes to a file.
+ *
+ * Stand-ins, because this machine has neither CUSE nor an AF_VSOCK loopback transport
+ * (tests/support/nsm_preload.c says why): kmsctl runs with nsm_preload.so in LD_PRELOAD, which
+ * hands the NSM ioctl on the fake device file to the fake NSM (kmstest_nitro.c: documents
+ * signed under the simulation Nitro root, PCRs those of sim-nitro) and turns AF_VSOCK
+ * connections into Unix-socket ones to a receiver in this process. Everything in kmsctl, from
+ * open()/ioctl() and socket(AF_VSOCK)/connect() outwards, is the production code.
+ *
+ * Refusals: no NSM device, a proxy that refuses (403) or is not there, no vsock listener, a
+ * malformed vsock address, --sim-dir without --insecure-sim.
+ */
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/file.h"
+#include "kmstest_nitro.h"
+#include "kmstest_proc.h"
+#include "test.h"
+
+#define APP_ID "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+
+static char g_tmp[256];
+static char g_sim[300];
+static char g_vsock[300];
+static const char *g_preload;
+
+/* The PCRs kms_platform_open gives sim-nitro by default (platform.c default_nitro_pcr_seed). */
+static void sim_nitro_pcrs(uint8_t pcrs[3][48])
+{
+    static const uint8_t seed[] = "kmsd-sim-nitro-pcr";
+    uint8_t in[sizeof(seed) + 1], h[64];
+
+    for (int i = 0; i < 3; i++) {
+        memcpy(in, seed, sizeof(seed));
+        in[sizeof(seed)] = (uint8_t)i;
+        SHA512(in, sizeof(in), h);
+        memcpy(pcrs[i], h, 48);
+    }
+}
+
+/* Runs kmsctl get-keys with the interposer and env; returns the exit status, stderr in err. */
+static int get_keys(const char *env, const char *args, const char *tag, char *err, size_t errlen)
+{
+    char cmd[4096], log[512];
+    const char *asan = getenv("ASAN_OPTIONS");
+    uint8_t *b = NULL;
+    size_t n = 0;
+    int st;
+
+    snprintf(log, sizeof(log), "%s/get-keys-%s.log", g_tmp, tag);
+    snprintf(cmd, sizeof(cmd),
+             "env %s ASAN_OPTIONS=%s%sverify_asan_link_order=0 %s/cli/kmsctl get-keys --kms "
+             "https://127.0.0.1:%s --app-id " APP_ID " %s 2>%s",
+             env, asan != NULL ? asan : "", asan != NULL ? ":" : "", getenv("KMS_BIN_DIR"),
+             getenv("KMSTEST_PORT"), args, log);
+    st = system(cmd);
+    err[0] = '\0';
+    if (kms_file_read(log, 1u << 16, &b, &n) == 0) {
+        snprintf(err, errlen, "%s", (const char *)b);
+        free(b);
+    }
+    if (!WIFEXITED(st))
+        return -1;
+    return WEXITSTATUS(st);
+}
+
+static void test_nitro_get_keys(struct kmstest_nsm *nsm)
+{
+    struct kmstest_proxy px;
+    struct kmstest_vsock_rx rx;
+    char args[2048], env[1024], err[8192], ref_path[400];
+    uint8_t *ref = NULL;
+    size_t ref_len = 0;
+
+    /* the reference: the simulated Nitro client writing a file */
+    snprintf(ref_path, sizeof(ref_path), "%s/keys-sim-nitro.json", g_tmp);
+    snprintf(args, sizeof(args), "--tee sim-nitro --insecure-sim --sim-dir %s --out %s", g_sim,
+             ref_path);
+    CHECK(get_keys("", args, "sim-nitro", err, sizeof(err)) == 0);
+    CHECK_OK(kms_file_read(ref_path, 1u << 20, &ref, &ref_len));
+
+    /* the enclave: fake NSM, CONNECT proxy, vsock delivery to CID 3 port 9999 */
+    CHECK(kmstest_proxy_start(&px, 0) == 0);
+    CHECK(kmstest_vsock_rx_start(&rx, g_vsock, 3, 9999) == 0);
+    snprintf(env, sizeof(env), "LD_PRELOAD=%s KMS_FAKE_NSM=%s KMS_FAKE_VSOCK_DIR=%s", g_preload,
+             nsm->dev, g_vsock);
+    snprintf(args, sizeof(args),
+             "--tee nitro --nsm-dev %s --proxy http://127.0.0.1:%u --out vsock:3:9999 "
+             "--insecure-sim --sim-dir %s",
+             nsm->dev, px.port, g_sim);
+    CHECK(get_keys(env, args, "nitro", err, sizeof(err)) == 0);
+    CHECK(strstr(err, "keys sent to vsock CID 3 port 9999") != NULL);
+    kmstest_vsock_rx_finish(&rx);
+    CHECK(rx.data != NULL && ref != NULL && rx.len == ref_len &&
+          memcmp(rx.data, ref, ref_len) == 0);
+    if (rx.data == NULL || ref == NULL || rx.len != ref_len || memcmp(rx.data, ref, ref_len) != 0)
+        fprintf(stderr, "  vsock got %zu bytes, sim-nitro file %zu; kmsctl said:\n%s\n", rx.len,
+                ref_len, err);
+    /* GetTempCaCert, GetAppKey, GetMeta: each through its own tunnel */
+    CHECK(px.n_connects == 3);
+    /* the NSM was asked once, the reference's way */
+    CHECK(nsm->n_requests == 1 && nsm->last_ok_shape && nsm->last_user_data_len == 64 &&
+          nsm->last_nonce_null && nsm->last_public_key_null);
+    free(rx.data);
+
+    /* https_proxy from the environment, file output, no server attestation check (the
+     * production default without --sim-dir): same keys, through the proxy again */
+    {
+        char out[400];
+        uint8_t *b = NULL;
+        size_t n = 0;
+
+        snprintf(out, sizeof(out), "%s/keys-nitro-env.json", g_tmp);
+        snprintf(env, sizeof(env), "LD_PRELOAD=%s KMS_FAKE_NSM=%s https_proxy=http://127.0.0.1:%u",
+                 g_preload, nsm->dev, px.port);
+        snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --out %s", nsm->dev, out);
+        CHECK(get_keys(env, args, "nitro-env", err, sizeof(err)) == 0);
+        CHECK(px.n_connects == 6);
+        CHECK_OK(kms_file_read(out, 1u << 20, &b, &n));
+        CHECK(b != NULL && ref != NULL && n == ref_len && memcmp(b, ref, n) == 0);
+        free(b);
+        /* --proxy "" overrides the environment: straight to the KMS */
+        snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --out %s --proxy ''", nsm->dev, out);
+        CHECK(get_keys(env, args, "nitro-noproxy", err, sizeof(err)) == 0);
+        CHECK(px.n_connects == 6);
+    }
+    kmstest_proxy_stop(&px);
+    free(ref);
+}
+
+static void test_refusals(struct kmstest_nsm *nsm)
+{
+    struct kmstest_proxy px;
+    char args[2048], env[1024], err[8192], out[400];
+    int before;
+
+    snprintf(out, sizeof(out), "%s/keys-refused.json", g_tmp);
+    /* no NSM device: the default /dev/nsm does not exist on this machine */
+    if (access("/dev/nsm", F_OK) != 0) {
+        snprintf(args, sizeof(args), "--tee nitro --out %s", out);
+        CHECK(get_keys("", args, "no-nsm", err, sizeof(err)) == 1);
+        CHECK(strstr(err, "no /dev/nsm: not inside a Nitro Enclave") != NULL);
+    }
+    /* a proxy that refuses the tunnel */
+    CHECK(kmstest_proxy_start(&px, 1) == 0);
+    snprintf(env, sizeof(env), "LD_PRELOAD=%s KMS_FAKE_NSM=%s", g_preload, nsm->dev);
+    snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --proxy http://127.0.0.1:%u --out %s",
+             nsm->dev, px.port, out);
+    CHECK(get_keys(env, args, "proxy-403", err, sizeof(err)) == 1);
+    CHECK(strstr(err, "403") != NULL);
+    CHECK(strstr(err, "no KMS served the keys") != NULL);
+    kmstest_proxy_stop(&px);
+    /* a proxy that is not there */
+    snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --proxy http://127.0.0.1:%u --out %s",
+             nsm->dev, kmstest_free_port(), out);
+    CHECK(get_keys(env, args, "proxy-absent", err, sizeof(err)) == 1);
+    CHECK(strstr(err, "cannot reach") != NULL);
+    CHECK(!kms_file_exists(out));
+    /* no vsock listener: refused before the NSM or the KMS are asked */
+    before = nsm->n_requests;
+    snprintf(env, sizeof(env), "LD_PRELOAD=%s KMS_FAKE_NSM=%s KMS_FAKE_VSOCK_DIR=%s", g_preload,
+             nsm->dev, g_vsock);
+    snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --out vsock:3:9998", nsm->dev);
+    CHECK(get_keys(env, args, "vsock-absent", err, sizeof(err)) == 1);
+    CHECK(strstr(err, "nobody listens on vsock CID 3 port 9998") != NULL);
+    CHECK(nsm->n_requests == before);
+    /* the real AF_VSOCK (no interposer): no parent here, so a clear failure either way */
+    snprintf(args, sizeof(args), "--tee nitro --nsm-dev %s --out vsock:3:9998", nsm->dev);
+    CHECK(get_keys("", args, "vsock-real", err, sizeof(err)) == 1);
+    CHECK(strstr(err, "vsock") != NULL);
+    /* malformed addresses and unsafe combinations are usage errors */
+    snprintf(args, sizeof(args), "--tee nitro --out vsock:3");
+    CHECK(get_keys("", args, "vsock-bad", err, sizeof(err)) == 2);
+    CHECK(strstr(err, "expected vsock:CID:PORT") != NULL);
+    snprintf(args, sizeof(args), "--tee nitro --sim-dir %s --out %s", g_sim, out);
+    CHECK(get_keys("", args, "sim-dir", err, sizeof(err)) == 2);
+    CHECK(strstr(err, "add --insecure-sim") != NULL);
+}
+
+int main(int argc, char **argv)
+{
+    char tmpl[] = "/tmp/kms-e2e-nitro-XXXXXX";
+    unsigned port = kmstest_free_port();
+    char ob[64], url[64], portstr[16];
+    struct kmstest_nsm nsm;
+    uint8_t pcrs[3][48];
+    json_t *r = NULL;
+    pid_t pid;
+
+    if (argc < 2 || getenv("KMS_BIN_DIR") == NULL || mkdtemp(tmpl) == NULL)
+        return 1;
+    g_preload = argv[1];
+    snprintf(g_tmp, sizeof(g_tmp), "%s", tmpl);
+    snprintf(g_sim, sizeof(g_sim), "%s/sim", g_tmp);
+    snprintf(g_vsock, sizeof(g_vsock), "%s/vsock", g_tmp);
+    CHECK(mkdir(g_vsock, 0700) == 0);
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    setenv("KMSTEST_PORT", portstr, 1);
+    snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
+    pid = kmstest_kmsd_start(g_tmp, "nitro", g_sim, port, NULL);
+    CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
+    json_decref(r);
+    r = NULL;
+    CHECK_OK(kmstest_call(ob, "Finish", NULL, &r));
+    json_decref(r);
+    CHECK_OK(kmstest_wait_serving(url));
+    sim_nitro_pcrs(pcrs);
+    CHECK(kmstest_nsm_start(&nsm, g_tmp, g_sim, (const uint8_t(*)[48])pcrs) == 0);
+    {
+        int before = kms_test_failures;
+
+        test_nitro_get_keys(&nsm);
+        printf("%s test_nitro_get_keys\n", kms_test_failures == before ? "ok  " : "FAIL");
+        before = kms_test_failures;
+        test_refusals(&nsm);
+        printf("%s test_refusals\n", kms_test_failures == before ? "ok  " : "FAIL");
+    }
+    kmstest_nsm_stop(&nsm);
+    kmstest_kmsd_stop(pid);
+    kmstest_tmp_finish(g_tmp, kms_test_failures);
+    TEST_MAIN_END();
+}
