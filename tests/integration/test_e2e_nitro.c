@@ -207,6 +207,9 @@ int main(int argc, char **argv)
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
     snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
     pid = kmstest_kmsd_start(g_tmp, "nitro", g_sim, port, NULL);
+    /* readiness, not time: a sanitizer build on a loaded machine binds late */
+    for (int i = 0; i < 300 && kmstest_health(ob) == 0; i++)
+        usleep(100000);
     CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r));
     json_decref(r);
     r = NULL;
