@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/sim.h"
 
 static int io_all(int fd, void *p, size_t n, int wr)
 {
