@@ -42,7 +42,10 @@ static int measure_cmd(int argc, char **argv)
     char pcr[4][97], img[65];
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    for (;;) {
+        c = getopt_long(argc, argv, "h", opts, NULL);
+        if (c == -1)
+            break;
         switch (c) {
         case 'e':
             eif = optarg;
