@@ -19,8 +19,13 @@ sh "$SRC/tests/chain/setup.sh" >/dev/null 2>&1 || { echo "FAIL: tests/chain/setu
 
 WORK=$(mktemp -d /tmp/kms-deploy-docs-XXXXXX)
 PIDS=()
+# The guide's blocks run in a subshell: what they start is recorded in $WORK/pids, so that
+# this (parent) shell can stop it.
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ -f "$WORK/pids" ]; then
+        while read -r p; do kill "$p" 2>/dev/null || true; done <"$WORK/pids"
+    fi
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -59,6 +64,7 @@ chain_up() {
         >"$WORK/solc.log" 2>&1 || { cat "$WORK/solc.log"; return 1; }
     "$SRC/tests/chain/node_modules/.bin/anvil" --host 127.0.0.1 --port 0 >"$WORK/anvil.log" 2>&1 &
     PIDS+=($!)
+    echo $! >>"$WORK/pids"
     kms_wait 20 grep -q "Listening on 127.0.0.1:" "$WORK/anvil.log" || { echo "anvil did not start"; return 1; }
     KMS_ETH_RPC_URL=http://127.0.0.1:$(sed -n 's/.*Listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/anvil.log" | head -1)
     export KMS_ETH_RPC_URL
@@ -68,6 +74,7 @@ start_cvm() { # name port: a region's CVM, as the compose file runs kmsd (auth e
         --auth eth --eth-rpc "$KMS_ETH_RPC_URL" --kms-contract "$KMS_CONTRACT_ADDR" --eth-chain-id 31337 \
         --eth-cache-ttl-ms 0 --listen "127.0.0.1:$2" --name "$1" >"$WORK/$1.log" 2>&1 &
     PIDS+=($!)
+    echo $! >>"$WORK/pids"
     kms_wait 30 curl -s -o /dev/null "http://127.0.0.1:$2/health" || { tail "$WORK/$1.log"; return 1; }
 }
 start_cvm1() { start_cvm kms-us-east "$BASE"; }
