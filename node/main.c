@@ -101,6 +101,19 @@ static int set_ms(struct kms_node_cfg *cfg, const struct opt *o, const char *arg
     return 0;
 }
 
+static int set_peer_window(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+
+    if (end == arg || *end != '\0' || v <= 0 || v > 7L * 86400) {
+        fprintf(stderr, "kmsd: --%s must be a number of seconds (1..604800)\n", o->name);
+        return -1;
+    }
+    cfg->peer_confirm_window_s = v;
+    return 0;
+}
+
 /* Unsigned decimal in [min, max] into *v. */
 static int parse_uint(const char *s, const struct opt *o, unsigned long long min,
                       unsigned long long max, unsigned long long *v)
@@ -357,6 +370,10 @@ static const struct opt options[] = {
     {"peer", 0, "URL", "peer", set_peer, 0, "a peer KMS to health-check (repeatable)"},
     {"peer-interval-ms", 0, "MS", "peer-interval-ms", set_ms, FIELD(peer_interval_ms),
      "peer check interval (default 5000)"},
+    {"peer-confirm-window", 0, "SECONDS", "peer-confirm-window", set_peer_window, 0,
+     "a node that onboarded from this one becomes its peer once a\n"
+     "check finds it serving the cluster identity; unconfirmed\n"
+     "after this long it is dropped (default 3600)"},
     {"nitro-root", 0, "FILE", "nitro-root", set_str, FIELD(nitro_root),
      "AWS Nitro root (default: embedded AWS Nitro Enclaves Root G1)"},
     {"nitro-device-id", 0, "quirk|fixed", "nitro-device-id", set_nitro_device_id, 0,

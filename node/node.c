@@ -530,6 +530,7 @@ static int setup_repl(struct kms_node *n)
     rc.peers = n->cfg.peers;
     rc.n_peers = n->cfg.n_peers;
     rc.interval_ms = n->cfg.peer_interval_ms;
+    rc.confirm_window_s = n->cfg.peer_confirm_window_s;
     rc.expect_k256_pubkey = n->cfg.expect_k256_pubkey;
     rc.expect_ca_spki = n->cfg.expect_ca_spki;
     rc.cb_arg = n;

@@ -47,6 +47,7 @@ struct kms_node_cfg {
     const char *peers[KMS_NODE_MAX_PEERS]; /* --peer URL (repeatable) */
     size_t n_peers;
     long peer_interval_ms;      /* --peer-interval-ms */
+    long peer_confirm_window_s; /* --peer-confirm-window (0: replication's default) */
     const char *nitro_root;     /* --nitro-root PEM (default: embedded AWS root) */
     const char *gcp_root;       /* --gcp-root PEM (default: embedded Google root) */
     const char *trust_sim_root; /* --trust-sim-root PEM: extra simulation root */

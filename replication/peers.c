@@ -21,10 +21,16 @@
 
 struct peer {
     char url[KMS_REPL_URL_MAX];
-    char origin[24]; /* "config", "onboarded-from", "onboarded-to" */
+    char origin[24]; /* "config", "onboarded-from", "onboarded-to", "admin" */
     struct kms_peer_result res;
     time_t last_check; /* 0: never */
+    /* A node that onboarded from us is only a candidate until a check proves it serves our
+     * identity (it stored the keys): until then it is checked but never degrades us, and it is
+     * dropped when unconfirmed after the confirmation window. 0: a confirmed peer. */
+    time_t pending_since;
 };
+
+#define MAX_PENDING (KMS_REPL_MAX_PEERS / 4) /* onboarding churn cannot crowd out peers */
 
 /* A peer list: the live one of a started kms_repl, or a copy of the persisted one. */
 struct peer_list {
@@ -64,10 +70,54 @@ const char *kms_peer_status_name(enum kms_peer_status s)
 
 /* ---------------------------------------------------------------- URLs */
 
+/* Checks the authority part "host[:port]" of a peer URL: a DNS name or IPv4 address of
+ * letters, digits and .-_ (or a bracketed IPv6 literal), then an optional port 1..65535. A
+ * URL that cannot name one TLS endpoint is refused here, not at the first failed check. */
+static int check_authority(const char *a, size_t len)
+{
+    static const char name_ok[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_";
+    static const char v6_ok[] = "0123456789abcdefABCDEF:.";
+    size_t host_end, i;
+    unsigned long port = 0;
+
+    if (a[0] == '[') {
+        for (i = 1; i < len && a[i] != ']'; i++) {
+            if (strchr(v6_ok, a[i]) == NULL || a[i] == '\0')
+                return kms_err_set(KMS_ERR_INVAL, "peer URL has a malformed IPv6 address");
+        }
+        if (i >= len || i == 1)
+            return kms_err_set(KMS_ERR_INVAL, "peer URL has a malformed IPv6 address");
+        host_end = i + 1;
+    } else {
+        for (i = 0; i < len && a[i] != ':'; i++) {
+            if (strchr(name_ok, a[i]) == NULL || a[i] == '\0')
+                return kms_err_set(KMS_ERR_INVAL,
+                                   "peer URL may hold only letters, digits and .-_ in its host "
+                                   "(no path, query or user part)");
+        }
+        if (i == 0)
+            return kms_err_set(KMS_ERR_INVAL, "peer URL has no host");
+        host_end = i;
+    }
+    if (host_end == len)
+        return 0;
+    if (a[host_end] != ':' || host_end + 1 == len || len - host_end - 1 > 5)
+        return kms_err_set(KMS_ERR_INVAL, "peer URL port must be a number from 1 to 65535");
+    for (i = host_end + 1; i < len; i++) {
+        if (a[i] < '0' || a[i] > '9')
+            return kms_err_set(KMS_ERR_INVAL, "peer URL port must be a number from 1 to 65535");
+        port = port * 10 + (unsigned long)(a[i] - '0');
+    }
+    if (port == 0 || port > 65535)
+        return kms_err_set(KMS_ERR_INVAL, "peer URL port must be a number from 1 to 65535");
+    return 0;
+}
+
 int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX])
 {
-    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:_[]-";
     size_t len;
+    int rc;
 
     if (in == NULL || strncmp(in, "https://", 8) != 0)
         return kms_err_set(KMS_ERR_INVAL, "peer URL must start with https://");
@@ -82,12 +132,9 @@ int kms_repl_peer_url_normalize(const char *in, char out[KMS_REPL_URL_MAX])
         len--;
     if (len == 8)
         return kms_err_set(KMS_ERR_INVAL, "peer URL has no host");
-    for (size_t i = 8; i < len; i++) {
-        if (strchr(ok, in[i]) == NULL)
-            return kms_err_set(KMS_ERR_INVAL,
-                               "peer URL may hold only letters, digits and .:_[]- after https:// "
-                               "(no path, query or user part)");
-    }
+    rc = check_authority(in + 8, len - 8);
+    if (rc < 0)
+        return rc;
     memcpy(out, in, len);
     out[len] = '\0';
     return 0;
@@ -281,8 +328,18 @@ out:
 
 /* ---------------------------------------------------------------- peer list */
 
-/* Adds url (normalized) unless present or our own; returns 1 if added. */
-static int list_add(struct peer_list *r, const char *url, const char *origin)
+static size_t list_pending(const struct peer_list *r)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < r->n; i++)
+        n += r->p[i].pending_since != 0;
+    return n;
+}
+
+/* Adds url (normalized) unless present or our own; returns 1 if added. pending_since != 0
+ * adds an unconfirmed candidate (see struct peer). */
+static int list_add(struct peer_list *r, const char *url, const char *origin, time_t pending_since)
 {
     char norm[KMS_REPL_URL_MAX];
 
@@ -300,9 +357,15 @@ static int list_add(struct peer_list *r, const char *url, const char *origin)
         KMS_WARN("ignoring peer %s: at most %d peers", norm, KMS_REPL_MAX_PEERS);
         return 0;
     }
+    if (pending_since != 0 && list_pending(r) >= MAX_PENDING) {
+        KMS_WARN("ignoring peer candidate %s: %d candidates await confirmation already", norm,
+                 MAX_PENDING);
+        return 0;
+    }
     memset(&r->p[r->n], 0, sizeof(r->p[r->n]));
     snprintf(r->p[r->n].url, sizeof(r->p[r->n].url), "%s", norm);
     snprintf(r->p[r->n].origin, sizeof(r->p[r->n].origin), "%s", origin);
+    r->p[r->n].pending_since = pending_since;
     r->n++;
     return 1;
 }
@@ -333,10 +396,15 @@ static void list_load_meta(struct peer_list *r, struct kms_store *st)
     {
         json_t *u = json_object_get(e, "url");
         json_t *o = json_object_get(e, "origin");
+        json_t *ps = json_object_get(e, "pending_since");
+        time_t since = 0;
 
+        /* A candidate stays one across restarts, with its original deadline. */
+        if (json_is_integer(ps) && json_integer_value(ps) > 0)
+            since = (time_t)json_integer_value(ps);
         if (json_is_string(u))
             list_add(r, json_string_value(u),
-                     json_is_string(o) ? json_string_value(o) : "persisted");
+                     json_is_string(o) ? json_string_value(o) : "persisted", since);
     }
     json_decref(arr);
 }
@@ -348,9 +416,15 @@ static int list_persist(const struct peer_list *r, struct kms_store *st)
     int rc = 0;
 
     KMS_GUARD_PTR(arr);
-    for (size_t i = 0; i < r->n; i++)
-        json_array_append_new(arr,
-                              json_pack("{s:s,s:s}", "url", r->p[i].url, "origin", r->p[i].origin));
+    for (size_t i = 0; i < r->n; i++) {
+        json_t *e = json_pack("{s:s,s:s}", "url", r->p[i].url, "origin", r->p[i].origin);
+
+        KMS_GUARD_PTR(e);
+        if (r->p[i].pending_since != 0)
+            json_object_set_new(e, "pending_since",
+                                json_integer((json_int_t)r->p[i].pending_since));
+        json_array_append_new(arr, e);
+    }
     txt = json_dumps(arr, JSON_COMPACT);
     KMS_GUARD_PTR(txt);
     KMS_GUARD(kms_store_meta_set(st, META_PEERS, txt));
@@ -382,15 +456,17 @@ void kms_repl_peer_joined(struct kms_repl *r, const char *peer_url)
         /* Not started yet: amend the persisted list; kms_repl_start reads it under the lock. */
         memset(&tmp, 0, sizeof(tmp));
         list_load_meta(&tmp, r->cfg.store);
-        if (list_add(&tmp, norm, "onboarded-to") && list_persist(&tmp, r->cfg.store) < 0)
+        if (list_add(&tmp, norm, "onboarded-to", time(NULL)) &&
+            list_persist(&tmp, r->cfg.store) < 0)
             KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
     } else {
-        if (list_add(&r->list, norm, "onboarded-to") && list_persist(&r->list, r->cfg.store) < 0)
+        if (list_add(&r->list, norm, "onboarded-to", time(NULL)) &&
+            list_persist(&r->list, r->cfg.store) < 0)
             KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
         pthread_cond_broadcast(&r->cv); /* check the newcomer now */
     }
     pthread_mutex_unlock(&r->mu);
-    KMS_INFO("peer %s onboarded from this node", norm);
+    KMS_INFO("root keys released to %s: a peer once it serves this cluster's identity", norm);
 }
 
 /* ---------------------------------------------------------------- admin: add / remove */
@@ -502,12 +578,19 @@ int kms_repl_peer_add(struct kms_repl *r, const char *url, char norm_out[KMS_REP
     KMS_GUARD_PTR(l);
     KMS_ENSURE(strcmp(norm, l->self_url) != 0, KMS_ERR_INVAL,
                "%s is this node's own URL, not a peer", norm);
-    for (size_t i = 0; i < l->n && !added; i++)
-        added = strcmp(l->p[i].url, norm) == 0 ? -1 : 0;
+    for (size_t i = 0; i < l->n && !added; i++) {
+        if (strcmp(l->p[i].url, norm) != 0)
+            continue;
+        /* An operator's add confirms a candidate that onboarded from us. */
+        added = l->p[i].pending_since != 0 ? 1 : -1;
+        l->p[i].pending_since = 0;
+    }
     if (added == 0) {
         KMS_ENSURE(l->n < KMS_REPL_MAX_PEERS, KMS_ERR_TOOBIG,
                    "the peer list is full (%d peers): remove one first", KMS_REPL_MAX_PEERS);
-        added = list_add(l, norm, "admin");
+        added = list_add(l, norm, "admin", 0);
+        KMS_GUARD(list_persist(l, r->cfg.store));
+    } else if (added == 1) {
         KMS_GUARD(list_persist(l, r->cfg.store));
     } else {
         added = 0;
@@ -607,13 +690,23 @@ static long check_timeout_ms(long interval)
     return t;
 }
 
-static void record(struct peer_list *r, const struct job *j, time_t now)
+/* Stores a check's verdict; returns 1 when it confirmed a candidate (the list changed). */
+static int record(struct peer_list *r, const struct job *j, time_t now)
 {
     for (size_t i = 0; i < r->n; i++) {
         struct peer *p = &r->p[i];
 
         if (strcmp(p->url, j->url) != 0)
             continue;
+        if (p->pending_since != 0) {
+            p->res = j->res;
+            p->last_check = now;
+            if (j->res.status != KMS_PEER_UP)
+                return 0;
+            p->pending_since = 0;
+            KMS_INFO("peer %s confirmed: it serves this cluster's identity", p->url);
+            return 1;
+        }
         if (p->res.status != j->res.status) {
             if (j->res.status == KMS_PEER_UP)
                 KMS_INFO("peer %s is up", p->url);
@@ -623,8 +716,30 @@ static void record(struct peer_list *r, const struct job *j, time_t now)
         }
         p->res = j->res;
         p->last_check = now;
-        return;
+        return 0;
     }
+    return 0;
+}
+
+/* Drops candidates unconfirmed for longer than window_s; returns the number dropped. */
+static size_t expire_pending(struct peer_list *r, time_t now, long window_s)
+{
+    size_t dropped = 0;
+
+    for (size_t i = 0; i < r->n;) {
+        struct peer *p = &r->p[i];
+
+        if (p->pending_since == 0 || now - p->pending_since <= window_s) {
+            i++;
+            continue;
+        }
+        KMS_WARN("peer candidate %s never confirmed within %ld s (last check: %s): dropped", p->url,
+                 window_s, p->last_check != 0 ? p->res.reason : "none");
+        memmove(&r->p[i], &r->p[i + 1], (r->n - i - 1) * sizeof(r->p[0]));
+        r->n--;
+        dropped++;
+    }
+    return dropped;
 }
 
 static void *loop(void *arg)
@@ -633,6 +748,7 @@ static void *loop(void *arg)
     struct kms_peer_self self;
     struct job *jobs = calloc(KMS_REPL_MAX_PEERS, sizeof(*jobs));
     long interval = r->cfg.interval_ms > 0 ? r->cfg.interval_ms : 5000;
+    long window_s = r->cfg.confirm_window_s > 0 ? r->cfg.confirm_window_s : 3600;
 
     if (jobs == NULL) {
         KMS_ERROR("peer checks disabled: out of memory");
@@ -648,7 +764,7 @@ static void *loop(void *arg)
     self.timeout_ms = check_timeout_ms(interval);
     for (;;) {
         struct timespec deadline;
-        size_t nj;
+        size_t nj, changed;
 
         clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_sec += interval / 1000;
@@ -679,8 +795,12 @@ static void *loop(void *arg)
                 job_run(&jobs[i]);
         }
         pthread_mutex_lock(&r->mu);
+        changed = 0;
         for (size_t i = 0; i < nj; i++)
-            record(&r->list, &jobs[i], time(NULL));
+            changed += record(&r->list, &jobs[i], time(NULL));
+        changed += expire_pending(&r->list, time(NULL), window_s);
+        if (changed && list_persist(&r->list, r->cfg.store) < 0)
+            KMS_WARN("cannot persist the peer list: %s", kms_err_detail());
         /* Wait out the interval; a joining peer (broadcast) or stop ends the wait early. */
         if (!r->stop)
             pthread_cond_timedwait(&r->cv, &r->mu, &deadline);
@@ -728,11 +848,11 @@ int kms_repl_start(struct kms_repl *r, const struct kms_repl_identity *id)
     removed = removed_load(r->cfg.store);
     for (size_t i = 0; i < r->cfg.n_peers; i++) {
         if (!removed_has(removed, r->cfg.peers[i]))
-            list_add(l, r->cfg.peers[i], "config");
+            list_add(l, r->cfg.peers[i], "config", 0);
     }
     if (kms_store_meta_get(r->cfg.store, "onboarded_from", &from) == 0) {
         if (!removed_has(removed, from))
-            list_add(l, from, "onboarded-from");
+            list_add(l, from, "onboarded-from", 0);
         free(from);
     }
     json_decref(removed);
@@ -777,8 +897,8 @@ int kms_repl_degraded(struct kms_repl *r)
         return 0;
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; r->started && i < r->list.n; i++) {
-        if (r->list.p[i].res.status == KMS_PEER_DOWN ||
-            r->list.p[i].res.status == KMS_PEER_INCONSISTENT)
+        if (r->list.p[i].pending_since == 0 && (r->list.p[i].res.status == KMS_PEER_DOWN ||
+                                                r->list.p[i].res.status == KMS_PEER_INCONSISTENT))
             degraded = 1;
     }
     pthread_mutex_unlock(&r->mu);
@@ -800,7 +920,12 @@ json_t *kms_repl_peers_json(struct kms_repl *r)
             break;
         json_object_set_new(o, "url", json_string(p->url));
         json_object_set_new(o, "origin", json_string(p->origin));
-        json_object_set_new(o, "status", json_string(kms_peer_status_name(p->res.status)));
+        json_object_set_new(
+            o, "status",
+            json_string(p->pending_since != 0 ? "pending" : kms_peer_status_name(p->res.status)));
+        json_object_set_new(o, "pending_since",
+                            p->pending_since != 0 ? json_integer((json_int_t)p->pending_since)
+                                                  : json_null());
         json_object_set_new(o, "reason", json_string(p->res.reason));
         json_object_set_new(o, "last_check",
                             p->last_check != 0 ? json_integer((json_int_t)p->last_check)
@@ -834,6 +959,8 @@ static int metric_family(const struct peer_list *r, struct kms_buf *b, int consi
         enum kms_peer_status s = r->p[i].res.status;
         int v = consistency ? s == KMS_PEER_UP : s == KMS_PEER_UP || s == KMS_PEER_INCONSISTENT;
 
+        if (r->p[i].pending_since != 0)
+            continue; /* counted in kmsd_peer_candidates */
         snprintf(line, sizeof(line), "%s{peer=\"%s\"} %d\n",
                  consistency ? "kmsd_peer_identity_consistent" : "kmsd_peer_up", r->p[i].url, v);
         KMS_GUARD(kms_buf_put_str(b, line));
@@ -855,6 +982,17 @@ int kms_repl_metrics(struct kms_repl *r, struct kms_buf *b)
     rc = metric_family(l, b, 0);
     if (rc == 0)
         rc = metric_family(l, b, 1);
+    if (rc == 0)
+        rc = kms_buf_put_str(b, "# HELP kmsd_peer_candidates Nodes that onboarded from this one "
+                                "and have not yet been seen serving its identity.\n"
+                                "# TYPE kmsd_peer_candidates gauge\n");
+    if (rc == 0) {
+        char line[64];
+
+        snprintf(line, sizeof(line), "kmsd_peer_candidates %zu\n",
+                 l != NULL ? list_pending(l) : (size_t)0);
+        rc = kms_buf_put_str(b, line);
+    }
     if (r != NULL)
         pthread_mutex_unlock(&r->mu);
     return rc;

@@ -172,6 +172,8 @@ struct kms_repl_cfg {
     const char *const *peers;          /* --peer URLs */
     size_t n_peers;
     long interval_ms;               /* between peer checks (<= 0: 5000 ms) */
+    long confirm_window_s;          /* a node onboarded from us must serve our identity within this
+                                     * to become a peer (<= 0: 3600 s) */
     const char *expect_k256_pubkey; /* onboarding pin: hex of 33 bytes, or NULL */
     const char *expect_ca_spki;     /* onboarding pin: hex SPKI DER, or NULL */
     /* Callbacks into the owner, each called with cb_arg. */
@@ -216,15 +218,19 @@ KMS_WUR int kms_repl_onboard(struct kms_repl *r, const char *source_url, const c
                              uint8_t k256_pub[33]);
 
 /* Hook for KMS.GetKmsKey: root keys were just released to an attested, authorized KMS that
- * advertised peer_url (NULL or invalid: ignored with a warning). Adds it to the peer list and
- * persists the list (store meta "peers"). Safe from any thread, also before kms_repl_start. */
+ * advertised peer_url (NULL or invalid: ignored with a warning). Adds it as a candidate
+ * (persisted, store meta "peers"): checked like a peer but never degrading this node; it
+ * becomes a peer when a check finds it serving this cluster's identity (so it stored the
+ * keys) or an operator adds it, and is dropped if unconfirmed after cfg->confirm_window_s.
+ * Safe from any thread, also before kms_repl_start. */
 void kms_repl_peer_joined(struct kms_repl *r, const char *peer_url);
 
 /* ---- admin (node/admin.c): operator-managed peers ---- */
 /* Admin.AddPeer: adds url (normalized into norm, may be NULL) with origin "admin" and persists
- * the list (meta "peers"); also forgets an earlier removal. Returns 1 when added, 0 when it was
- * already listed; KMS_ERR_INVAL for a bad URL or this node's own URL, KMS_ERR_TOOBIG when the
- * list is full. Safe from any thread, also before kms_repl_start. */
+ * the list (meta "peers"); also forgets an earlier removal. Returns 1 when added (or a
+ * candidate was confirmed by it), 0 when it was already a peer; KMS_ERR_INVAL for a bad URL or this
+ * node's own URL, KMS_ERR_TOOBIG when the list is full. Safe from any thread, also before
+ * kms_repl_start. */
 KMS_WUR int kms_repl_peer_add(struct kms_repl *r, const char *url, char norm[KMS_REPL_URL_MAX]);
 /* Admin.RemovePeer: drops url from the list and persists it; the URL is also remembered in
  * meta "peers_removed" so that a --peer option or the onboarded-from source does not bring it

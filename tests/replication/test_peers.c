@@ -416,6 +416,32 @@ static void test_url_normalize(void)
     longu[sizeof(longu) - 1] = '\0';
     CHECK_RC(kms_repl_peer_url_normalize(longu, out), KMS_ERR_INVAL);
     CHECK_DETAIL("longer than");
+    /* One TLS endpoint: host, optional port 1..65535, nothing else. */
+    CHECK_OK(kms_repl_peer_url_normalize("https://[::1]:8000/", out));
+    CHECK(strcmp(out, "https://[::1]:8000") == 0);
+    CHECK_OK(kms_repl_peer_url_normalize("https://kms-1.example_x.com:65535", out));
+    CHECK_RC(kms_repl_peer_url_normalize("https://a:b:c", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://a:0", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://a:65536", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://a:123456", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://a:", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://:8000", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("no host");
+    CHECK_RC(kms_repl_peer_url_normalize("https://[::1", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("IPv6");
+    CHECK_RC(kms_repl_peer_url_normalize("https://[]:1", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("IPv6");
+    CHECK_RC(kms_repl_peer_url_normalize("https://[::g]:1", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("IPv6");
+    CHECK_RC(kms_repl_peer_url_normalize("https://[::1]x", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("port must be a number");
+    CHECK_RC(kms_repl_peer_url_normalize("https://a b", out), KMS_ERR_INVAL);
+    CHECK_DETAIL("only letters");
 }
 
 /* The peer status of url in a /health peers array, or NULL. */
@@ -522,6 +548,129 @@ static void test_repl_owned(void)
     kms_http_stop(srv);
 }
 
+/* Waits (bounded) until url's status in r's peer list is want (NULL: until url is gone);
+ * returns the last status seen, or NULL. Caller frees *arr. */
+static const char *status_when(struct kms_repl *r, const char *url, const char *want, json_t **arr)
+{
+    for (int i = 0; i < 1500; i++) {
+        const char *s;
+
+        *arr = kms_repl_peers_json(r);
+        s = status_of(*arr, url);
+        if ((want == NULL && s == NULL) || (want != NULL && s != NULL && strcmp(s, want) == 0))
+            return s;
+        json_decref(*arr);
+        usleep(20000);
+    }
+    *arr = kms_repl_peers_json(r);
+    return status_of(*arr, url);
+}
+
+/* The persisted peer list (store meta "peers") has url, with pending_since iff pending. */
+static int persisted_as(struct kms_store *st, const char *url, int pending)
+{
+    char *txt = NULL;
+    json_t *arr, *e;
+    size_t i;
+    int found = 0;
+
+    if (kms_store_meta_get(st, "peers", &txt) < 0)
+        return 0;
+    arr = json_loads(txt, 0, NULL);
+    free(txt);
+    json_array_foreach(arr, i, e)
+    {
+        if (strcmp(json_string_value(json_object_get(e, "url")), url) == 0)
+            found = (json_object_get(e, "pending_since") != NULL) == pending;
+    }
+    json_decref(arr);
+    return found;
+}
+
+/* Issue 10 item 4: a node that onboarded from us is a candidate, not a peer, until a check
+ * finds it serving our identity; it never degrades us; unconfirmed ones expire (and vanish
+ * from the persisted list); an operator's add confirms one; a candidate recorded before the
+ * thread started stays a candidate; an unusable advertised URL is ignored. */
+static void test_candidates(void)
+{
+    static const char dead[] = "https://127.0.0.1:1";
+    static const char dead2[] = "https://127.0.0.1:2";
+    static const char early[] = "https://127.0.0.1:3";
+    char url[64], dir[300];
+    struct kms_http_server *srv = fake_start(C_GOOD, url);
+    struct kms_seal_cfg seal = {.provider = "file"};
+    struct kms_store *st = NULL;
+    struct kms_repl_cfg cfg;
+    struct kms_repl_identity id;
+    struct kms_repl *r = NULL;
+    struct kms_buf b = {0};
+    json_t *arr = NULL;
+
+    g_mode = F_HONEST;
+    snprintf(dir, sizeof(dir), "%s/cand", g_tmpdir);
+    CHECK_OK(kms_mkdir_p(dir, 0700));
+    CHECK_OK(kms_store_open(dir, &seal, &st));
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.store = st;
+    cfg.actx = g_actx;
+    cfg.listen = "127.0.0.1:9";
+    cfg.interval_ms = 2000; /* RPC timeout 1 s: the honest fake answers under load */
+    CHECK_OK(kms_repl_new(&cfg, &r));
+    kms_repl_peer_joined(r, early); /* before start: persisted as a candidate */
+    CHECK(persisted_as(st, early, 1));
+    kms_repl_peer_joined(r, "https://a/x"); /* invalid: ignored */
+    kms_repl_peer_joined(r, NULL);
+    memset(&id, 0, sizeof(id));
+    id.root_ca_key = g_x.ca;
+    id.root_k256 = g_x.k256;
+    id.k256_pubkey = g_x.k256_pub;
+    id.ca_spki = g_x.spki;
+    id.ca_spki_len = g_x.spki_len;
+    id.domain = "127.0.0.1";
+    CHECK_OK(kms_repl_start(r, &id));
+    kms_repl_peer_joined(r, dead);
+    kms_repl_peer_joined(r, url);
+    kms_repl_peer_joined(r, dead2);
+    /* The honest one is confirmed by a check and persisted as a peer. */
+    CHECK(status_when(r, url, "up", &arr) != NULL);
+    json_decref(arr);
+    CHECK(persisted_as(st, url, 0));
+    /* The dead ones are checked but stay pending and do not degrade us. */
+    CHECK(status_when(r, dead, "pending", &arr) != NULL);
+    json_decref(arr);
+    CHECK(kms_repl_degraded(r) == 0);
+    CHECK_OK(kms_repl_metrics(r, &b));
+    CHECK_OK(kms_buf_put_u8(&b, 0));
+    CHECK(b.data != NULL && strstr((const char *)b.data, "kmsd_peer_candidates 3\n") != NULL);
+    CHECK(b.data != NULL &&
+          strstr((const char *)b.data, "kmsd_peer_up{peer=\"https://127.0.0.1:1\"}") == NULL);
+    /* An operator's add confirms dead2: now a real (down) peer, which degrades us. */
+    CHECK_RC(kms_repl_peer_add(r, dead2, NULL), 1);
+    CHECK(persisted_as(st, dead2, 0));
+    CHECK(status_when(r, dead2, "down", &arr) != NULL);
+    json_decref(arr);
+    CHECK(kms_repl_degraded(r) == 1);
+    kms_repl_free(r);
+
+    /* Restarted with a 1 s window: the persisted candidates keep their deadline and expire,
+     * also from the persisted list; the confirmed peers stay. */
+    cfg.confirm_window_s = 1;
+    cfg.interval_ms = 200;
+    CHECK_OK(kms_repl_new(&cfg, &r));
+    CHECK_OK(kms_repl_start(r, &id));
+    CHECK(status_when(r, dead, NULL, &arr) == NULL);
+    json_decref(arr);
+    CHECK(status_when(r, early, NULL, &arr) == NULL);
+    json_decref(arr);
+    CHECK(!persisted_as(st, dead, 1) && !persisted_as(st, dead, 0));
+    CHECK(!persisted_as(st, early, 1));
+    CHECK(persisted_as(st, url, 0) && persisted_as(st, dead2, 0));
+    kms_repl_free(r);
+    kms_store_close(st);
+    kms_buf_free(&b);
+    kms_http_stop(srv);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/kms-peers-XXXXXX";
@@ -553,6 +702,7 @@ int main(void)
     RUN(test_down_and_hanging);
     g_tmpdir = tmp;
     RUN(test_repl_owned);
+    RUN(test_candidates);
     ident_free(&g_x);
     ident_free(&g_y);
     kms_attest_ctx_free(g_actx);
