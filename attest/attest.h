@@ -284,6 +284,7 @@ enum kms_platform_kind {
     KMS_PLATFORM_TDX,       /* "tdx": configfs-tsm or /dev/tdx_guest */
     KMS_PLATFORM_GCP_TDX,   /* "gcp-tdx": TDX quote + GCP vTPM (tpm2-tss) */
     KMS_PLATFORM_NITRO,     /* "nitro": the NSM at paths->nsm_dev (attest/nsm.h) */
+    KMS_PLATFORM_DSTACK,    /* "dstack": the dstack guest agent (attest/dstack_agent.h) */
 };
 
 /* Static name ("sim-tdx", ...; "none"). */
@@ -301,6 +302,8 @@ struct kms_platform_paths {
     const char *tpm_event_log;      /* /sys/kernel/security/tpm0/binary_bios_measurements */
     const char *runtime_events_log; /* /run/log/dstack/runtime_events.log (optional) */
     const char *tcti;               /* tpm2-tss TCTI; NULL = "device:/dev/tpmrm0" */
+    const char *dstack_socket;      /* /var/run/dstack.sock (the guest agent) */
+    long dstack_timeout_ms;         /* each guest agent call; <= 0 = 30000 */
     /* test seam passed to kms_tsm_opts.on_mkdir (NULL in production) */
     int (*tsm_on_mkdir)(void *arg, const char *report_dir);
     void *tsm_arg;
@@ -308,9 +311,10 @@ struct kms_platform_paths {
 
 /* Fills the production paths. */
 void kms_platform_paths_default(struct kms_platform_paths *p);
-/* TEE detection as the reference does: /dev/nsm → NITRO; DMI product_name "Google Compute
- * Engine" and /dev/tdx_guest → GCP_TDX; /dev/tdx_guest or the configfs-tsm report dir → TDX;
- * else NONE. p NULL = production paths. */
+/* TEE detection: a Unix socket at dstack_socket (the guest agent) → DSTACK; then as the
+ * reference does: /dev/nsm → NITRO; DMI product_name "Google Compute Engine" and /dev/tdx_guest
+ * → GCP_TDX; /dev/tdx_guest or the configfs-tsm report dir → TDX; else NONE. p NULL =
+ * production paths. */
 enum kms_platform_kind kms_platform_detect(const struct kms_platform_paths *p);
 
 struct kms_platform_cfg {
@@ -323,8 +327,9 @@ struct kms_platform_cfg {
 /* An evidence producer for one platform. */
 struct kms_platform;
 
-/* Opens a producer (copies cfg; sim kinds create their simulation roots in sim_dir if missing).
- * KMS_ERR_ATT_UNSUPPORTED for NONE. Caller frees *out. */
+/* Opens a producer (copies cfg; sim kinds create their simulation roots in sim_dir if missing;
+ * dstack asks the guest agent for Info, so a missing or mute agent fails here, with the
+ * dstack_agent.h errors). KMS_ERR_ATT_UNSUPPORTED for NONE. Caller frees *out. */
 KMS_WUR int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **out);
 void kms_platform_free(struct kms_platform *p);
 enum kms_platform_kind kms_platform_get_kind(const struct kms_platform *p);
@@ -336,6 +341,8 @@ enum kms_platform_kind kms_platform_get_kind(const struct kms_platform *p);
  *    zero hash, as the reference). nitro asks the NSM with user_data = report_data.
  *  - tdx, gcp-tdx: the quote's RTMR3 holds what the guest extended; events NULL/0 means "read
  *    paths->runtime_events_log" (JSON lines {event, payload(base64)}), absent file = none.
+ *  - dstack: the guest agent's Attest (TDX or GCP TDX, its own events and vm_config); events
+ *    and config are ignored, the answer must be over report_data.
  * config: vm_config JSON (NULL = ""; sim-gcp: NULL = {"os_image_hash": <sim UKI hash>}).
  * Caller frees *out (kms_att_free). */
 KMS_WUR int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],

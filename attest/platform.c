@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attest/dstack_agent.h"
 #include "attest/events.h"
 #include "attest/internal.h"
 #include "attest/nitro.h"
@@ -62,6 +63,7 @@ static const struct {
     {KMS_PLATFORM_TDX, "tdx"},
     {KMS_PLATFORM_GCP_TDX, "gcp-tdx"},
     {KMS_PLATFORM_NITRO, "nitro"},
+    {KMS_PLATFORM_DSTACK, "dstack"},
 };
 
 const char *kms_platform_kind_name(enum kms_platform_kind k)
@@ -86,8 +88,8 @@ int kms_platform_kind_parse(const char *s, enum kms_platform_kind *out)
         }
     }
     return kms_err_set(KMS_ERR_INVAL,
-                       "unknown TEE \"%s\": use sim (= sim-tdx), sim-nitro, sim-gcp, tdx or "
-                       "gcp-tdx",
+                       "unknown TEE \"%s\": use sim (= sim-tdx), sim-nitro, sim-gcp, tdx, "
+                       "gcp-tdx, nitro or dstack",
                        s != NULL ? s : "");
 }
 
@@ -102,6 +104,8 @@ void kms_platform_paths_default(struct kms_platform_paths *p)
     p->tpm_event_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
     p->runtime_events_log = "/run/log/dstack/runtime_events.log";
     p->tcti = NULL;
+    p->dstack_socket = KMS_DSTACK_SOCKET;
+    p->dstack_timeout_ms = 0;
 }
 
 static int path_exists(const char *p)
@@ -109,6 +113,13 @@ static int path_exists(const char *p)
     struct stat st;
 
     return p != NULL && stat(p, &st) == 0;
+}
+
+static int socket_exists(const char *p)
+{
+    struct stat st;
+
+    return p != NULL && stat(p, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 static int is_gce(const char *dmi)
@@ -137,6 +148,8 @@ enum kms_platform_kind kms_platform_detect(const struct kms_platform_paths *p)
         kms_platform_paths_default(&def);
         p = &def;
     }
+    if (socket_exists(p->dstack_socket))
+        return KMS_PLATFORM_DSTACK;
     if (path_exists(p->nsm_dev))
         return KMS_PLATFORM_NITRO;
     if (path_exists(p->tdx_guest_dev) && is_gce(p->dmi_product_name))
@@ -395,6 +408,22 @@ int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **
             kms_att_free(att);
         }
         break;
+    case KMS_PLATFORM_DSTACK: {
+        json_t *info = NULL;
+
+        /* fail at start, not at the first attestation, when the agent is absent or mute */
+        KMS_GUARD(kms_dstack_agent_info(p->paths.dstack_socket, p->paths.dstack_timeout_ms, &info));
+        KMS_INFO("dstack guest agent at %s: app %s, app_id %s, %s", p->paths.dstack_socket,
+                 json_string_value(json_object_get(info, "app_name")) != NULL
+                     ? json_string_value(json_object_get(info, "app_name"))
+                     : "(unnamed)",
+                 json_string_value(json_object_get(info, "app_id")),
+                 json_string_value(json_object_get(info, "cloud_product")) != NULL
+                     ? json_string_value(json_object_get(info, "cloud_product"))
+                     : "no cloud product");
+        json_decref(info);
+        break;
+    }
     default:
         break;
     }
@@ -732,6 +761,10 @@ int kms_platform_attest(struct kms_platform *p, const uint8_t report_data[64],
     case KMS_PLATFORM_TDX:
     case KMS_PLATFORM_GCP_TDX:
         return attest_hw(p, report_data, events, n_events, config, out);
+    case KMS_PLATFORM_DSTACK:
+        /* the agent measured the boot: its events and vm_config travel, not the caller's */
+        return kms_dstack_agent_attest(p->paths.dstack_socket, p->paths.dstack_timeout_ms,
+                                       report_data, out);
     default:
         return kms_err_set(KMS_ERR_ATT_UNSUPPORTED, "no evidence producer for TEE %s",
                            kms_platform_kind_name(p->kind));

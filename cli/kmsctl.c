@@ -267,7 +267,8 @@ static const char getkeys_usage[] =
     "Usage: kmsctl get-keys --kms URL [--kms URL ...] --app-id HEX [--instance-id HEX]\n"
     "                       [--compose-hash HEX] [--vm-config JSON]\n"
     "                       --out FILE|vsock:CID:PORT [--proxy URL] [--timeout-ms MS]\n"
-    "                       --tee nitro|tdx|gcp-tdx [--nsm-dev PATH]\n"
+    "                       --tee nitro|tdx|gcp-tdx|dstack [--nsm-dev PATH]\n"
+    "                       [--dstack-socket PATH]\n"
     "                       | --tee sim|sim-nitro|sim-gcp --insecure-sim --sim-dir DIR\n"
     "\n"
     "Fetches an app's keys the way a dstack guest does: GetTempCaCert; a fresh key and an\n"
@@ -292,6 +293,10 @@ static const char getkeys_usage[] =
     "                         public_key, config {os_image_hash}; only app-id is carried\n"
     "  --tee tdx, gcp-tdx     inside a TDX (GCP TDX + vTPM) guest: the quote of the hardware and\n"
     "                         the guest's runtime event log, as the dstack guest sends them\n"
+    "  --tee dstack           inside a dstack CVM (TDX or GCP TDX): the attestation of the dstack\n"
+    "                         guest agent (Attest over its Unix socket, --dstack-socket, default\n"
+    "                         /var/run/dstack.sock, 30 s per call); the app id, compose hash and\n"
+    "                         instance id it measured are the ones that count\n"
     "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs)\n"
     "  --tee sim-nitro        simulated AWS Nitro Enclave\n"
     "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
@@ -579,10 +584,11 @@ static int cmd_get_keys(int argc, char **argv)
                                          {"timeout-ms", required_argument, NULL, 'T'},
                                          {"proxy", required_argument, NULL, 'P'},
                                          {"nsm-dev", required_argument, NULL, 'N'},
+                                         {"dstack-socket", required_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *urls[MAX_KMS];
-    const char *proxy = NULL, *nsm_dev = NULL;
+    const char *proxy = NULL, *nsm_dev = NULL, *dstack_socket = NULL;
     struct kms_platform_paths paths;
     unsigned vcid = 0, vport = 0;
     int vsock = 0, vfd = -1, real;
@@ -645,6 +651,9 @@ static int cmd_get_keys(int argc, char **argv)
         case 'N':
             nsm_dev = optarg;
             break;
+        case 'D':
+            dstack_socket = optarg;
+            break;
         case 'h':
             fputs(getkeys_usage, stdout);
             return 0;
@@ -657,16 +666,16 @@ static int cmd_get_keys(int argc, char **argv)
         fputs(getkeys_usage, stderr);
         return 2;
     }
-    /* evidence: --tee nitro | tdx | gcp-tdx, or sim | sim-tdx | sim-nitro | sim-gcp */
+    /* evidence: --tee nitro | tdx | gcp-tdx | dstack, or sim | sim-tdx | sim-nitro | sim-gcp */
     if (kms_platform_kind_parse(tee, &pcfg.kind) < 0) {
         fprintf(stderr, "kmsctl: %s\n", kms_err_detail());
         return 2;
     }
     real = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
-           pcfg.kind == KMS_PLATFORM_NITRO;
+           pcfg.kind == KMS_PLATFORM_NITRO || pcfg.kind == KMS_PLATFORM_DSTACK;
     if (!real && (!insecure || sim_dir == NULL)) {
-        fputs("kmsctl: simulated TEEs need --insecure-sim --sim-dir DIR (or use --tee nitro, tdx "
-              "or gcp-tdx inside a real TEE)\n",
+        fputs("kmsctl: simulated TEEs need --insecure-sim --sim-dir DIR (or use --tee nitro, tdx, "
+              "gcp-tdx or dstack inside a real TEE)\n",
               stderr);
         return 2;
     }
@@ -677,6 +686,10 @@ static int cmd_get_keys(int argc, char **argv)
     }
     if (nsm_dev != NULL && pcfg.kind != KMS_PLATFORM_NITRO) {
         fputs("kmsctl: --nsm-dev needs --tee nitro\n", stderr);
+        return 2;
+    }
+    if (dstack_socket != NULL && pcfg.kind != KMS_PLATFORM_DSTACK) {
+        fputs("kmsctl: --dstack-socket needs --tee dstack\n", stderr);
         return 2;
     }
     vsock = parse_vsock(out_path, &vcid, &vport);
@@ -700,9 +713,12 @@ static int cmd_get_keys(int argc, char **argv)
     kms_platform_paths_default(&paths);
     if (nsm_dev != NULL)
         paths.nsm_dev = nsm_dev;
+    if (dstack_socket != NULL)
+        paths.dstack_socket = dstack_socket;
     pcfg.paths = &paths;
     pcfg.sim_dir = real ? NULL : sim_dir;
-    a.own_events = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX;
+    a.own_events = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
+                   pcfg.kind == KMS_PLATFORM_DSTACK;
     if (kms_platform_open(&pcfg, &a.platform) < 0)
         return die(real ? "cannot open the TEE" : "cannot open the simulated TEE");
     if (sim_dir != NULL) {

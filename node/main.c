@@ -282,15 +282,21 @@ static const struct opt options[] = {
      "node name for logs and GetAttestationInfo.site_name"},
     {"tee", 0, "TEE", "tee", set_str, FIELD(tee),
      "evidence producer (default sim):\n"
-     "  auto     detect as dstack does (/dev/nsm: Nitro, refused;\n"
+     "  auto     the guest agent socket when it exists: dstack; else\n"
+     "           detect as dstack does (/dev/nsm: Nitro, refused;\n"
      "           GCE DMI + /dev/tdx_guest: gcp-tdx; /dev/tdx_guest\n"
      "           or configfs-tsm: tdx)\n"
      "  tdx      TDX quotes via configfs-tsm (/sys/kernel/config/tsm/\n"
      "           report), else the /dev/tdx_guest ioctl; runtime\n"
      "           events from /run/log/dstack/runtime_events.log\n"
      "  gcp-tdx  tdx plus a vTPM quote (GCP AK from NV, /dev/tpmrm0)\n"
+     "  dstack   inside a dstack CVM (TDX or GCP TDX): evidence from\n"
+     "           the dstack guest agent's Attest (--dstack-socket)\n"
      "  sim | sim-nitro | sim-gcp  simulated TDX / Nitro Enclave /\n"
      "           GCP TDX+vTPM evidence (needs --insecure-sim)"},
+    {"dstack-socket", 0, "PATH", "dstack-socket", set_str, FIELD(dstack_socket),
+     "the dstack guest agent's Unix socket for --tee dstack and auto\n"
+     "(default /var/run/dstack.sock; 30 s timeout per call)"},
     {"insecure-sim", 0, NULL, "insecure-sim", set_flag, FIELD(insecure_sim),
      "accept the simulated TEE and trust its simulation roots\n"
      "(development only; reported in logs, /health and GetMeta)"},

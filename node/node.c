@@ -113,9 +113,11 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
 
 int kms_node_attest(struct kms_node *n, const uint8_t report_data[64], struct kms_attestation **out)
 {
-    /* evidence: hardware producers quote what the guest measured (runtime_events.log) */
+    /* evidence: hardware producers quote what the guest measured (runtime_events.log, or the
+     * dstack guest agent's own log) */
     if (n->platform != NULL && (kms_platform_get_kind(n->platform) == KMS_PLATFORM_TDX ||
-                                kms_platform_get_kind(n->platform) == KMS_PLATFORM_GCP_TDX))
+                                kms_platform_get_kind(n->platform) == KMS_PLATFORM_GCP_TDX ||
+                                kms_platform_get_kind(n->platform) == KMS_PLATFORM_DSTACK))
         return kms_platform_attest(n->platform, report_data, NULL, 0, NULL, out);
     if (n->sim != NULL || n->platform != NULL)
         return sim_self_events(n, out, report_data);
@@ -437,10 +439,15 @@ static int setup_attest_ctx(struct kms_node *n)
     /* ---- end aia ---- */
     if (strcmp(n->cfg.tee, "sim") != 0) {
         struct kms_platform_cfg pc;
+        struct kms_platform_paths paths;
 
         memset(&pc, 0, sizeof(pc));
         KMS_GUARD(kms_platform_kind_parse(n->cfg.tee, &pc.kind));
         pc.sim_dir = n->cfg.sim_dir;
+        kms_platform_paths_default(&paths); /* dstack: --dstack-socket (borrowed from cfg) */
+        if (n->cfg.dstack_socket != NULL)
+            paths.dstack_socket = n->cfg.dstack_socket;
+        pc.paths = &paths;
         KMS_GUARD(kms_platform_open(&pc, &n->platform));
         KMS_INFO("evidence producer: %s", kms_platform_kind_name(pc.kind));
     }
@@ -569,25 +576,31 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
 
     KMS_ENSURE(cfg->data_dir != NULL && cfg->data_dir[0] != '\0', KMS_ERR_NODE_CONFIG,
                "--data-dir is required");
-    /* evidence: --tee auto|tdx|gcp-tdx|sim|sim-tdx|sim-nitro|sim-gcp */
+    /* evidence: --tee auto|tdx|gcp-tdx|dstack|sim|sim-tdx|sim-nitro|sim-gcp */
     if (strcmp(cfg->tee, "auto") == 0) {
-        tee_kind = kms_platform_detect(NULL);
-        KMS_ENSURE(tee_kind == KMS_PLATFORM_TDX || tee_kind == KMS_PLATFORM_GCP_TDX,
+        struct kms_platform_paths dp;
+
+        kms_platform_paths_default(&dp); /* the guest agent's socket first, when it exists */
+        if (cfg->dstack_socket != NULL)
+            dp.dstack_socket = cfg->dstack_socket;
+        tee_kind = kms_platform_detect(&dp);
+        KMS_ENSURE(tee_kind == KMS_PLATFORM_TDX || tee_kind == KMS_PLATFORM_GCP_TDX ||
+                       tee_kind == KMS_PLATFORM_DSTACK,
                    KMS_ERR_NODE_CONFIG,
-                   "--tee auto: detected %s, but kmsd produces evidence only on TDX and GCP TDX; "
-                   "use --tee sim --insecure-sim for development",
+                   "--tee auto: detected %s, but kmsd produces evidence only from a dstack guest "
+                   "agent, TDX and GCP TDX; use --tee sim --insecure-sim for development",
                    kms_platform_kind_name(tee_kind));
         KMS_INFO("--tee auto: detected %s", kms_platform_kind_name(tee_kind));
     } else {
         KMS_ENSURE(kms_platform_kind_parse(cfg->tee, &tee_kind) == 0 &&
                        tee_kind != KMS_PLATFORM_NITRO,
                    KMS_ERR_NODE_CONFIG,
-                   "--tee %s is not supported: use auto, tdx, gcp-tdx, or sim, sim-nitro, sim-gcp "
-                   "with --insecure-sim",
+                   "--tee %s is not supported: use auto, tdx, gcp-tdx, dstack, or sim, sim-nitro, "
+                   "sim-gcp with --insecure-sim",
                    cfg->tee);
     }
     KMS_ENSURE(cfg->insecure_sim || tee_kind == KMS_PLATFORM_TDX ||
-                   tee_kind == KMS_PLATFORM_GCP_TDX,
+                   tee_kind == KMS_PLATFORM_GCP_TDX || tee_kind == KMS_PLATFORM_DSTACK,
                KMS_ERR_NODE_CONFIG,
                "--tee %s produces simulated evidence and trusts simulation roots: start with "
                "--insecure-sim to accept that (development only)",

@@ -31,6 +31,7 @@ struct kms_node_cfg {
     const char *listen;                    /* --listen: KMS HTTPS */
     const char *onboard_listen;            /* --onboard-listen: Onboard HTTP (default: --listen) */
     const char *tee;                       /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
+    const char *dstack_socket;             /* --dstack-socket (--tee dstack; NULL = default) */
     const char *sim_dir;                   /* --sim-dir (default <data_dir>/sim) */
     int insecure_sim;                      /* --insecure-sim */
     const char *auth_type;                 /* --auth: dev | webhook | eth */
