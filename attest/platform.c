@@ -410,17 +410,17 @@ int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **
         break;
     case KMS_PLATFORM_DSTACK: {
         json_t *info = NULL;
+        const char *name, *cloud;
 
         /* fail at start, not at the first attestation, when the agent is absent or mute */
         KMS_GUARD(kms_dstack_agent_info(p->paths.dstack_socket, p->paths.dstack_timeout_ms, &info));
-        KMS_INFO("dstack guest agent at %s: app %s, app_id %s, %s", p->paths.dstack_socket,
-                 json_string_value(json_object_get(info, "app_name")) != NULL
-                     ? json_string_value(json_object_get(info, "app_name"))
-                     : "(unnamed)",
+        name = json_string_value(json_object_get(info, "app_name"));
+        cloud = json_string_value(json_object_get(info, "cloud_product"));
+        KMS_INFO("dstack guest agent at %s: app %s, app_id %s%s%s", p->paths.dstack_socket,
+                 name != NULL && name[0] != '\0' ? name : "(unnamed)",
                  json_string_value(json_object_get(info, "app_id")),
-                 json_string_value(json_object_get(info, "cloud_product")) != NULL
-                     ? json_string_value(json_object_get(info, "cloud_product"))
-                     : "no cloud product");
+                 cloud != NULL && cloud[0] != '\0' ? ", on " : "",
+                 cloud != NULL && cloud[0] != '\0' ? cloud : "");
         json_decref(info);
         break;
     }
