@@ -7,6 +7,7 @@
  * refused, not JSON, attestation not hex, HTTP error, Nitro evidence, report_data not echoed,
  * no answer within the timeout.
  */
+#include <ftw.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -250,6 +251,14 @@ static void test_open_refusals(void)
     kmstest_agent_stop(a);
 }
 
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    return remove(path);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -271,5 +280,7 @@ int main(void)
     RUN(test_socket_refused);
     RUN(test_agent_refusals);
     RUN(test_open_refusals);
+    if (kms_test_failures == 0) /* else kept for inspection */
+        nftw(g_tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     TEST_MAIN_END();
 }
