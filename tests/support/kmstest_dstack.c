@@ -202,7 +202,7 @@ static size_t read_request(struct kmstest_agent *a, int fd, char *buf, size_t ca
             body_off = (size_t)(e + 4 - buf);
             cl = strstr(buf, "\r\nContent-Length:");
             need = cl != NULL && cl < e ? strtoul(cl + 17, NULL, 10) : 0;
-            if (body_off + need >= cap)
+            if (need >= cap - body_off)
                 return 0;
         }
     }
