@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
+#include "attest/dstack_agent.h"
 #include "cli/cli.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -296,7 +297,8 @@ static const char getkeys_usage[] =
     "  --tee dstack           inside a dstack CVM (TDX or GCP TDX): the attestation of the dstack\n"
     "                         guest agent (Attest over its Unix socket, --dstack-socket, default\n"
     "                         /var/run/dstack.sock, 30 s per call); the app id, compose hash and\n"
-    "                         instance id it measured are the ones that count\n"
+    "                         instance id it measured are the ones that count (--app-id may be\n"
+    "                         left out: the agent's Info gives it; if given it must match)\n"
     "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs)\n"
     "  --tee sim-nitro        simulated AWS Nitro Enclave\n"
     "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
@@ -570,6 +572,38 @@ static int vsock_send(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* --tee dstack: the app id comes from the guest agent's Info (what its evidence carries, and
+ * what the KMS signs keys for); --app-id, when given, must be that one. */
+static int dstack_app_id(const char *sock, const char *app_hex, uint8_t app_id[20])
+{
+    json_t *info = NULL;
+    const char *measured;
+    uint8_t m[20];
+    int rc = -1;
+
+    if (kms_dstack_agent_info(sock, 0, &info) < 0) {
+        die("cannot open the TEE");
+        goto out;
+    }
+    measured = json_string_value(json_object_get(info, "app_id"));
+    if (kms_hex_decode_exact(measured, m, 20) < 0) {
+        fprintf(stderr, "kmsctl: the dstack guest agent reports app_id \"%.64s\", not 20 bytes\n",
+                measured);
+        goto out;
+    }
+    if (app_hex != NULL && memcmp(m, app_id, 20) != 0) {
+        fprintf(stderr,
+                "kmsctl: --app-id %s is not the app id the dstack guest agent measured (%s)\n",
+                app_hex, measured);
+        goto out;
+    }
+    memcpy(app_id, m, 20);
+    rc = 0;
+out:
+    json_decref(info);
+    return rc;
+}
+
 static int cmd_get_keys(int argc, char **argv)
 {
     static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
@@ -662,13 +696,18 @@ static int cmd_get_keys(int argc, char **argv)
             return 2;
         }
     }
-    if (n_urls == 0 || app_hex == NULL || out_path == NULL || optind != argc || timeout_ms <= 0) {
+    if (n_urls == 0 || out_path == NULL || optind != argc || timeout_ms <= 0) {
         fputs(getkeys_usage, stderr);
         return 2;
     }
     /* evidence: --tee nitro | tdx | gcp-tdx | dstack, or sim | sim-tdx | sim-nitro | sim-gcp */
     if (kms_platform_kind_parse(tee, &pcfg.kind) < 0) {
         fprintf(stderr, "kmsctl: %s\n", kms_err_detail());
+        return 2;
+    }
+    if (app_hex == NULL && pcfg.kind != KMS_PLATFORM_DSTACK) {
+        fputs("kmsctl: --app-id is required (only --tee dstack reads it from the guest agent)\n",
+              stderr);
         return 2;
     }
     real = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
@@ -697,8 +736,14 @@ static int cmd_get_keys(int argc, char **argv)
         fprintf(stderr, "kmsctl: --out %s: expected vsock:CID:PORT (decimal)\n", out_path);
         return 2;
     }
-    if (kms_hex_decode_exact(app_hex, a.app_id, 20) < 0)
+    kms_platform_paths_default(&paths);
+    if (dstack_socket != NULL)
+        paths.dstack_socket = dstack_socket;
+    if (app_hex != NULL && kms_hex_decode_exact(app_hex, a.app_id, 20) < 0)
         return die("--app-id must be 20 bytes of hex");
+    if (pcfg.kind == KMS_PLATFORM_DSTACK &&
+        dstack_app_id(paths.dstack_socket, app_hex, a.app_id) < 0)
+        return 1;
     if (inst_hex != NULL) {
         if (kms_hex_decode_exact(inst_hex, a.instance_id, 20) < 0)
             return die("--instance-id must be 20 bytes of hex");
@@ -710,11 +755,8 @@ static int cmd_get_keys(int argc, char **argv)
     } else {
         SHA256(a.app_id, 20, a.compose);
     }
-    kms_platform_paths_default(&paths);
     if (nsm_dev != NULL)
         paths.nsm_dev = nsm_dev;
-    if (dstack_socket != NULL)
-        paths.dstack_socket = dstack_socket;
     pcfg.paths = &paths;
     pcfg.sim_dir = real ? NULL : sim_dir;
     a.own_events = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||

@@ -46,19 +46,27 @@ static int file_has(const char *path, const char *s)
     return has;
 }
 
-/* kmsctl get-keys from url with --tee tee (and the agent socket for dstack) into
- * tmp/keys-<tag>.json, stderr into tmp/get-keys-<tag>.log; the exit status. */
-static int get_keys(const char *url, const char *tee, const char *sock, const char *tag)
+/* kmsctl get-keys from url with --tee tee (and the agent socket for dstack) for --app-id app
+ * (NULL: none) into tmp/keys-<tag>.json, stderr into tmp/get-keys-<tag>.log; the exit status. */
+static int get_keys_app(const char *url, const char *tee, const char *sock, const char *app,
+                        const char *tag)
 {
-    char cmd[2048], sockopt[400] = "";
+    char cmd[2048], sockopt[400] = "", appopt[100] = "";
 
     if (sock != NULL)
         snprintf(sockopt, sizeof(sockopt), "--dstack-socket %s", sock);
+    if (app != NULL)
+        snprintf(appopt, sizeof(appopt), "--app-id %s", app);
     snprintf(cmd, sizeof(cmd),
-             "%s/cli/kmsctl get-keys --kms %s --app-id %s --out %s/keys-%s.json --tee %s %s "
+             "%s/cli/kmsctl get-keys --kms %s %s --out %s/keys-%s.json --tee %s %s "
              "--insecure-sim --sim-dir %s 2>%s/get-keys-%s.log",
-             getenv("KMS_BIN_DIR"), url, APP_HEX, g_tmp, tag, tee, sockopt, g_sim, g_tmp, tag);
+             getenv("KMS_BIN_DIR"), url, appopt, g_tmp, tag, tee, sockopt, g_sim, g_tmp, tag);
     return system(cmd);
+}
+
+static int get_keys(const char *url, const char *tee, const char *sock, const char *tag)
+{
+    return get_keys_app(url, tee, sock, APP_HEX, tag);
 }
 
 static int same_file(const char *a, const char *b)
@@ -145,8 +153,16 @@ static void test_node_and_client(void)
     CHECK(get_keys(url, "dstack", gsock, "dstack-gcp") == 0);
     path_in_tmp(f2, sizeof(f2), "keys-dstack-gcp.json");
     CHECK(same_file(f1, f2));
+    /* without --app-id: the agent's Info names the app */
+    CHECK(get_keys_app(url, "dstack", asock, NULL, "dstack-noapp") == 0);
+    path_in_tmp(f2, sizeof(f2), "keys-dstack-noapp.json");
+    CHECK(same_file(f1, f2));
 
     /* refusals */
+    CHECK(get_keys_app(url, "dstack", asock, "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c4",
+                       "other-app") != 0);
+    path_in_tmp(log, sizeof(log), "get-keys-other-app.log");
+    CHECK(file_has(log, "is not the app id the dstack guest agent measured"));
     CHECK(get_keys(url, "dstack", none, "none") != 0);
     path_in_tmp(log, sizeof(log), "get-keys-none.log");
     CHECK(file_has(log, "cannot open the TEE: no dstack guest agent socket at"));
