@@ -222,10 +222,10 @@ static int metrics_process(struct kms_buf *b)
     int rc = 0;
 
     if (d != NULL) {
-        struct dirent *e;
+        struct dirent *e = readdir(d);
 
         open_fds = 0;
-        while ((e = readdir(d)) != NULL) {
+        for (; e != NULL; e = readdir(d)) {
             if (e->d_name[0] != '.')
                 open_fds++;
         }
