@@ -6,8 +6,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/utf8.h"
+
 static enum kms_log_level log_level = KMS_LOG_INFO;
+static enum kms_log_format log_format = KMS_LOG_FORMAT_TEXT;
 static char log_tag[64];
+static _Thread_local char tl_request_id[KMS_LOG_REQUEST_ID_MAX + 1];
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Test hooks (kms_log_test_hooks). */
@@ -16,6 +20,8 @@ static unsigned limit_burst = KMS_LOG_LIMIT_BURST;
 static unsigned limit_window_ms = KMS_LOG_LIMIT_WINDOW_MS;
 static void (*log_sink)(void *arg, const char *line);
 static void *log_sink_arg;
+static void (*log_line_sink)(void *arg, const char *line);
+static void *log_line_sink_arg;
 
 /* One rate-limited key: lines shown and suppressed in the window that began at start_ms. */
 struct limit_slot {
@@ -43,6 +49,47 @@ int kms_log_parse_level(const char *s)
             return i;
     }
     return -1;
+}
+
+int kms_log_parse_format(const char *s)
+{
+    if (strcmp(s, "text") == 0)
+        return KMS_LOG_FORMAT_TEXT;
+    if (strcmp(s, "json") == 0)
+        return KMS_LOG_FORMAT_JSON;
+    return -1;
+}
+
+void kms_log_set_format(enum kms_log_format f)
+{
+    log_format = f;
+}
+
+void kms_log_set_request_id(const char *id)
+{
+    size_t n = 0;
+
+    for (; id != NULL && *id != '\0' && n < KMS_LOG_REQUEST_ID_MAX; id++) {
+        char c = *id;
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '.' || c == '_' || c == '-')
+            tl_request_id[n++] = c;
+    }
+    tl_request_id[n] = '\0';
+}
+
+const char *kms_log_request_id(void)
+{
+    return tl_request_id;
+}
+
+void kms_log_test_line_sink(void (*sink)(void *arg, const char *line), void *sink_arg)
+{
+    pthread_mutex_lock(&log_lock);
+    log_line_sink = sink;
+    log_line_sink_arg = sink_arg;
+    pthread_mutex_unlock(&log_lock);
 }
 
 void kms_log_set_tag(const char *tag)
@@ -73,30 +120,215 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Writes one line; log_lock held. */
-static void vemit(enum kms_log_level lvl, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-static void vemit(enum kms_log_level lvl, const char *fmt, va_list ap)
+/* ---- line building (log_lock held: the buffers are static) ---- */
+
+/* A line under construction: never more than cap bytes; a part that does not fit is cut. */
+struct line {
+    char *p;
+    size_t len;
+    size_t cap;
+};
+
+static char line_buf[KMS_LOG_LINE_MAX + 1];
+static char msg_buf[KMS_LOG_LINE_MAX];
+
+/* Appends n bytes whole, or nothing (returns 0 then). */
+static int put_raw(struct line *l, const char *s, size_t n)
 {
-    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
-    char ts[32];
-    struct timespec now;
-    struct tm tm;
+    if (l->cap - l->len < n)
+        return 0;
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+    return 1;
+}
 
-    if (log_sink != NULL) {
-        char line[2048];
+static int put_str(struct line *l, const char *s)
+{
+    return put_raw(l, s, strlen(s));
+}
 
-        vsnprintf(line, sizeof(line), fmt, ap);
-        log_sink(log_sink_arg, line);
+/* Length of the strict UTF-8 sequence at s (2..4), or 0 when s does not start one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    size_t n;
+
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] == '\0')
+            return 0;
+    }
+    return kms_utf8_valid(s, n) ? n : 0;
+}
+
+/* Appends s as a JSON string; keeps room for the closing quote, so the result is always a
+ * complete string (cut at a whole escape or character when the line is full). */
+static void put_json_str(struct line *l, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t saved = l->cap;
+
+    if (l->cap - l->len < 2)
+        return; /* callers check the room first: never reached */
+    put_raw(l, "\"", 1);
+    l->cap--; /* the closing quote */
+    while (*u != '\0') {
+        char esc[8];
+        size_t n = 1;
+        int ok;
+
+        if (*u == '"' || *u == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*u;
+            ok = put_raw(l, esc, 2);
+        } else if (*u == '\n') {
+            ok = put_raw(l, "\\n", 2);
+        } else if (*u == '\r') {
+            ok = put_raw(l, "\\r", 2);
+        } else if (*u == '\t') {
+            ok = put_raw(l, "\\t", 2);
+        } else if (*u < 0x20 || *u == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\u%04x", *u);
+            ok = put_raw(l, esc, 6);
+        } else if (*u < 0x80) {
+            ok = put_raw(l, (const char *)u, 1);
+        } else {
+            n = utf8_seq(u);
+            if (n > 0) {
+                ok = put_raw(l, (const char *)u, n);
+            } else {
+                n = 1;
+                ok = put_raw(l, "\\ufffd", 6);
+            }
+        }
+        if (!ok)
+            break;
+        u += n;
+    }
+    l->cap = saved;
+    l->p[l->len++] = '"';
+}
+
+/* Appends ,"name":"value" (the comma only after the opening brace's first member); a member
+ * whose name and empty value do not fit is left out. */
+static void put_json_member(struct line *l, const char *name, const char *val)
+{
+    if (l->cap - l->len < strlen(name) + 6)
+        return;
+    if (l->len > 1)
+        put_raw(l, ",", 1);
+    put_json_str(l, name);
+    put_raw(l, ":", 1);
+    put_json_str(l, val);
+}
+
+/* Appends " name=value" for the text format; value in double quotes (with \" and \\) when it is
+ * empty or holds a space, quote, backslash, '=' or a control character. */
+static void put_text_field(struct line *l, const char *name, const char *val)
+{
+    int quote = val[0] == '\0';
+
+    for (const char *c = val; *c != '\0' && !quote; c++)
+        quote = *c == ' ' || *c == '"' || *c == '\\' || *c == '=' || (unsigned char)*c < 0x20;
+    if (!put_raw(l, " ", 1) || !put_str(l, name) || !put_raw(l, "=", 1))
+        return;
+    if (!quote) {
+        put_str(l, val);
         return;
     }
+    put_raw(l, "\"", 1);
+    for (const char *c = val; *c != '\0'; c++) {
+        char ch = (unsigned char)*c < 0x20 ? ' ' : *c;
+
+        if ((ch == '"' || ch == '\\') && !put_raw(l, "\\", 1))
+            break;
+        if (!put_raw(l, &ch, 1))
+            break;
+    }
+    put_raw(l, "\"", 1);
+}
+
+/* The message and, for the text format, its fields into msg_buf. */
+static void format_msg(int with_fields, const char *const *kv, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void format_msg(int with_fields, const char *const *kv, const char *fmt, va_list ap)
+{
+    struct line m = {msg_buf, 0, sizeof(msg_buf) - 1};
+    int n = vsnprintf(msg_buf, sizeof(msg_buf), fmt, ap);
+
+    m.len = n < 0 ? 0 : (size_t)n < m.cap ? (size_t)n : m.cap;
+    for (size_t i = 0; with_fields && kv != NULL && kv[i] != NULL; i += 2) {
+        if (kv[i + 1] != NULL)
+            put_text_field(&m, kv[i], kv[i + 1]);
+    }
+    msg_buf[m.len] = '\0';
+}
+
+/* Writes one line; log_lock held. */
+static void vemit(enum kms_log_level lvl, const char *const *kv, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void vemit(enum kms_log_level lvl, const char *const *kv, const char *fmt, va_list ap)
+{
+    static const char *names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    static const char *json_names[] = {"debug", "info", "warn", "error"};
+    struct line l = {line_buf, 0, sizeof(line_buf) - 1};
+    int json = log_format == KMS_LOG_FORMAT_JSON;
+    char ts[48];
+    struct timespec now;
+    struct tm tm;
+    size_t n;
+
+    if (log_sink != NULL && log_line_sink == NULL) {
+        format_msg(1, kv, fmt, ap);
+        log_sink(log_sink_arg, msg_buf);
+        return;
+    }
+    format_msg(!json, kv, fmt, ap);
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03ldZ %-5s %s%s", ts, now.tv_nsec / 1000000, names[lvl], log_tag,
-            log_tag[0] != '\0' ? " " : "");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03ldZ", now.tv_nsec / 1000000);
+    if (json) {
+        l.cap -= 1; /* the closing brace */
+        put_raw(&l, "{", 1);
+        put_json_member(&l, "ts", ts);
+        put_json_member(&l, "level", json_names[lvl]);
+        if (log_tag[0] != '\0')
+            put_json_member(&l, "node", log_tag);
+        if (tl_request_id[0] != '\0')
+            put_json_member(&l, "request_id", tl_request_id);
+        put_json_member(&l, "msg", msg_buf);
+        for (size_t i = 0; kv != NULL && kv[i] != NULL; i += 2) {
+            if (kv[i + 1] != NULL)
+                put_json_member(&l, kv[i], kv[i + 1]);
+        }
+        l.p[l.len++] = '}';
+    } else {
+        char head[160];
+
+        snprintf(head, sizeof(head), "%s %-5s %s%s", ts, names[lvl], log_tag,
+                 log_tag[0] != '\0' ? " " : "");
+        put_str(&l, head);
+        if (tl_request_id[0] != '\0') {
+            put_str(&l, "req=");
+            put_str(&l, tl_request_id);
+            put_str(&l, " ");
+        }
+        put_raw(&l, msg_buf, strnlen(msg_buf, l.cap - l.len));
+    }
+    if (log_line_sink != NULL) {
+        line_buf[l.len] = '\0';
+        log_line_sink(log_line_sink_arg, line_buf);
+        return;
+    }
+    line_buf[l.len++] = '\n';
+    fwrite(line_buf, 1, l.len, stderr);
 }
 
 static void emit(enum kms_log_level lvl, const char *fmt, ...)
@@ -106,7 +338,7 @@ static void emit(enum kms_log_level lvl, const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    vemit(lvl, fmt, ap);
+    vemit(lvl, NULL, fmt, ap);
     va_end(ap);
 }
 
@@ -118,7 +350,20 @@ void kms_log(enum kms_log_level lvl, const char *fmt, ...)
         return;
     pthread_mutex_lock(&log_lock);
     va_start(ap, fmt);
-    vemit(lvl, fmt, ap);
+    vemit(lvl, NULL, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void kms_log_fields(enum kms_log_level lvl, const char *const *kv, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (lvl < log_level)
+        return;
+    pthread_mutex_lock(&log_lock);
+    va_start(ap, fmt);
+    vemit(lvl, kv, fmt, ap);
     va_end(ap);
     pthread_mutex_unlock(&log_lock);
 }
@@ -177,7 +422,10 @@ static void key_norm(const char *key, char out[KMS_LOG_LIMIT_KEY_MAX + 1])
     out[n] = '\0';
 }
 
-void kms_log_vlimited(enum kms_log_level lvl, const char *key, const char *fmt, va_list ap)
+static void vlimited(enum kms_log_level lvl, const char *key, const char *const *kv,
+                     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void vlimited(enum kms_log_level lvl, const char *key, const char *const *kv,
+                     const char *fmt, va_list ap)
 {
     char k[KMS_LOG_LIMIT_KEY_MAX + 1];
     struct limit_slot *s;
@@ -197,11 +445,26 @@ void kms_log_vlimited(enum kms_log_level lvl, const char *key, const char *fmt, 
     }
     if (s->shown < limit_burst) {
         s->shown++;
-        vemit(lvl, fmt, ap);
+        vemit(lvl, kv, fmt, ap);
     } else {
         s->suppressed++;
     }
     pthread_mutex_unlock(&log_lock);
+}
+
+void kms_log_vlimited(enum kms_log_level lvl, const char *key, const char *fmt, va_list ap)
+{
+    vlimited(lvl, key, NULL, fmt, ap);
+}
+
+void kms_log_limited_fields(enum kms_log_level lvl, const char *key, const char *const *kv,
+                            const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vlimited(lvl, key, kv, fmt, ap);
+    va_end(ap);
 }
 
 void kms_log_limited(enum kms_log_level lvl, const char *key, const char *fmt, ...)

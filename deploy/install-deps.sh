@@ -10,6 +10,8 @@ PKGS=(build-essential cmake pkg-config git ca-certificates curl
       nodejs npm)
 # deploy tests (tests/deploy): podman with runc, the mmdebstrap base, compose and .deb checks
 PKGS+=(podman buildah runc uidmap mmdebstrap jq python3-yaml docker-compose dpkg-dev)
+# promtool (package prometheus): tests/integration/test_obs.sh checks /metrics with it
+PKGS+=(prometheus)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,11 +1,15 @@
 /* GET /health (state with distinct HTTP codes, DESIGN.md §8) and GET /metrics (Prometheus). */
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/hex.h"
+#include "common/version.h"
 #include "node/http.h"
 #include "node/node.h"
 #include "replication/replication.h"
@@ -66,65 +70,238 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
     kms_http_resp_own(resp, state_http_code(s), "application/json", txt);
 }
 
-static void metrics(struct kms_node *n, struct kms_http_resp *resp)
+/* ---- /metrics (Prometheus text format 0.0.4; `promtool check metrics` clean) ----
+ * Every family has HELP and TYPE. The reference's two counters keep their names
+ * (dstack_kms_*); process_* are the names Prometheus client libraries use. The reference of
+ * every metric: docs/observability.md. */
+
+const double kms_node_latency_bounds[KMS_NODE_LATENCY_BUCKETS - 1] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+static unsigned long load(unsigned long *p)
 {
-    static const char *bounds[8] = {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "+Inf"};
-    struct kms_buf b = {0};
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+/* "# HELP name help\n# TYPE name type\n" */
+static int family(struct kms_buf *b, const char *name, const char *type, const char *help)
+{
     char line[512];
-    unsigned long cum = 0;
-    double sum;
-    unsigned long count;
+
+    snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    return kms_buf_put_str(b, line);
+}
+
+/* One sample: name, optional {labels}, value (whole numbers up to 2^53 printed exactly). */
+static int sample(struct kms_buf *b, const char *name, const char *labels, double v)
+{
+    char line[512];
+    char num[40];
+
+    if (v >= 0 && v < 9007199254740992.0 && v == (double)(unsigned long long)v)
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+    else
+        snprintf(num, sizeof(num), "%.9g", v);
+    snprintf(line, sizeof(line), "%s%s%s%s %s\n", name, labels != NULL ? "{" : "",
+             labels != NULL ? labels : "", labels != NULL ? "}" : "", num);
+    return kms_buf_put_str(b, line);
+}
+
+/* A family with one unlabelled sample. */
+static int single(struct kms_buf *b, const char *name, const char *type, const char *help, double v)
+{
+    int rc = family(b, name, type, help);
+
+    return rc < 0 ? rc : sample(b, name, NULL, v);
+}
+
+static int metrics_rpc(struct kms_node *n, struct kms_buf *b)
+{
+    struct kms_node_metrics *m = &n->m;
+    static const char *refusal_reasons[] = {"attestation", "policy", "backend", "input"};
+    unsigned long *refusals[] = {&m->refusals_attestation, &m->refusals_policy,
+                                 &m->refusals_backend, &m->refusals_input};
     int rc = 0;
 
-#define EMIT(...)                                                                                  \
-    do {                                                                                           \
-        snprintf(line, sizeof(line), __VA_ARGS__);                                                 \
-        KMS_GUARD(kms_buf_put_str(&b, line));                                                      \
-    } while (0)
-    EMIT("# HELP dstack_kms_attestation_requests_total Attested RPCs (GetAppKey, GetKmsKey, "
-         "SignCert).\n# TYPE dstack_kms_attestation_requests_total counter\n"
-         "dstack_kms_attestation_requests_total %lu\n",
-         __atomic_load_n(&n->m.attestation_requests, __ATOMIC_RELAXED));
-    EMIT("# HELP dstack_kms_attestation_failures_total Attested RPCs that failed.\n"
-         "# TYPE dstack_kms_attestation_failures_total counter\n"
-         "dstack_kms_attestation_failures_total %lu\n",
-         __atomic_load_n(&n->m.attestation_failures, __ATOMIC_RELAXED));
-    EMIT("# TYPE kmsd_rpc_requests_total counter\nkmsd_rpc_requests_total %lu\n",
-         __atomic_load_n(&n->m.rpc_requests, __ATOMIC_RELAXED));
-    EMIT("# TYPE kmsd_keys_released_total counter\nkmsd_keys_released_total %lu\n",
-         __atomic_load_n(&n->m.keys_released, __ATOMIC_RELAXED));
-    EMIT("# HELP kmsd_refusals_total Refused requests by reason.\n"
-         "# TYPE kmsd_refusals_total counter\n"
-         "kmsd_refusals_total{reason=\"attestation\"} %lu\n"
-         "kmsd_refusals_total{reason=\"policy\"} %lu\n"
-         "kmsd_refusals_total{reason=\"input\"} %lu\n",
-         __atomic_load_n(&n->m.refusals_attestation, __ATOMIC_RELAXED),
-         __atomic_load_n(&n->m.refusals_policy, __ATOMIC_RELAXED),
-         __atomic_load_n(&n->m.refusals_input, __ATOMIC_RELAXED));
-    EMIT("# HELP kmsd_attested_rpc_seconds Latency of attested RPCs.\n"
-         "# TYPE kmsd_attested_rpc_seconds histogram\n");
-    for (int i = 0; i < 8; i++) {
-        cum += __atomic_load_n(&n->m.latency_bucket[i], __ATOMIC_RELAXED);
-        EMIT("kmsd_attested_rpc_seconds_bucket{le=\"%s\"} %lu\n", bounds[i], cum);
+    KMS_GUARD(single(b, "dstack_kms_attestation_requests_total", "counter",
+                     "Attested RPCs (GetAppKey, GetKmsKey, SignCert).",
+                     (double)load(&m->attestation_requests)));
+    KMS_GUARD(single(b, "dstack_kms_attestation_failures_total", "counter",
+                     "Attested RPCs answered with a status of 400 or more.",
+                     (double)load(&m->attestation_failures)));
+    KMS_GUARD(single(b, "kmsd_rpc_requests_total", "counter",
+                     "KMS service RPCs received (every method).", (double)load(&m->rpc_requests)));
+    KMS_GUARD(single(b, "kmsd_keys_released_total", "counter", "App keys released by GetAppKey.",
+                     (double)load(&m->keys_released)));
+    KMS_GUARD(family(b, "kmsd_refusals_total", "counter",
+                     "Refused requests by reason: attestation, policy (a denial), backend (the "
+                     "authorization backend failed or was unreachable), input."));
+    for (size_t i = 0; i < sizeof(refusal_reasons) / sizeof(refusal_reasons[0]); i++) {
+        char label[64];
+
+        snprintf(label, sizeof(label), "reason=\"%s\"", refusal_reasons[i]);
+        KMS_GUARD(sample(b, "kmsd_refusals_total", label, (double)load(refusals[i])));
+    }
+out:
+    return rc;
+}
+
+static int metrics_latency(struct kms_node *n, struct kms_buf *b)
+{
+    unsigned long cum = 0;
+    unsigned long count;
+    double sum;
+    int rc = 0;
+
+    KMS_GUARD(family(b, "kmsd_attested_rpc_seconds", "histogram",
+                     "Latency of attested RPCs (GetAppKey, GetKmsKey, SignCert)."));
+    for (int i = 0; i < KMS_NODE_LATENCY_BUCKETS; i++) {
+        char label[32];
+
+        cum += load(&n->m.latency_bucket[i]);
+        if (i < KMS_NODE_LATENCY_BUCKETS - 1)
+            snprintf(label, sizeof(label), "le=\"%g\"", kms_node_latency_bounds[i]);
+        else
+            snprintf(label, sizeof(label), "le=\"+Inf\"");
+        KMS_GUARD(sample(b, "kmsd_attested_rpc_seconds_bucket", label, (double)cum));
     }
     pthread_mutex_lock(&n->lock);
     sum = n->m.latency_sum_s;
     count = n->m.latency_count;
     pthread_mutex_unlock(&n->lock);
-    EMIT("kmsd_attested_rpc_seconds_sum %.6f\nkmsd_attested_rpc_seconds_count %lu\n", sum, count);
-    EMIT("# TYPE kmsd_state gauge\nkmsd_state{state=\"%s\"} 1\n",
-         kms_node_state_name(effective_state(n)));
+    /* the buckets are read without the lock: never let +Inf fall below _count */
+    if (count < cum)
+        count = cum;
+    KMS_GUARD(sample(b, "kmsd_attested_rpc_seconds_sum", NULL, sum));
+    KMS_GUARD(sample(b, "kmsd_attested_rpc_seconds_count", NULL, (double)count));
+out:
+    return rc;
+}
+
+static int metrics_node(struct kms_node *n, struct kms_buf *b)
+{
+    static const enum kms_node_state states[] = {KMS_STATE_UNINITIALIZED, KMS_STATE_ONBOARDING,
+                                                 KMS_STATE_SERVING,       KMS_STATE_DEGRADED,
+                                                 KMS_STATE_SEALED,        KMS_STATE_NOT_AUTHORIZED};
+    enum kms_node_state cur = effective_state(n);
+    char label[64];
+    int rc = 0;
+
+    KMS_GUARD(family(b, "kmsd_state", "gauge",
+                     "1 for the node's current state (as /health), 0 for the others."));
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+        snprintf(label, sizeof(label), "state=\"%s\"", kms_node_state_name(states[i]));
+        KMS_GUARD(sample(b, "kmsd_state", label, states[i] == cur ? 1 : 0));
+    }
     /* admin: the Admin listener's calls and token refusals */
-    EMIT("# HELP kmsd_admin_requests_total Admin calls with a valid token.\n"
-         "# TYPE kmsd_admin_requests_total counter\nkmsd_admin_requests_total %lu\n"
-         "# HELP kmsd_admin_unauthorized_total Admin calls refused for a missing or wrong "
-         "token.\n# TYPE kmsd_admin_unauthorized_total counter\n"
-         "kmsd_admin_unauthorized_total %lu\n",
-         __atomic_load_n(&n->m.admin_requests, __ATOMIC_RELAXED),
-         __atomic_load_n(&n->m.admin_unauthorized, __ATOMIC_RELAXED));
-    EMIT("# TYPE kmsd_insecure_simulation gauge\nkmsd_insecure_simulation %d\n",
-         n->cfg.insecure_sim ? 1 : 0);
-#undef EMIT
+    KMS_GUARD(single(b, "kmsd_admin_requests_total", "counter", "Admin calls with a valid token.",
+                     (double)load(&n->m.admin_requests)));
+    KMS_GUARD(single(b, "kmsd_admin_unauthorized_total", "counter",
+                     "Admin calls refused for a missing or wrong token.",
+                     (double)load(&n->m.admin_unauthorized)));
+    KMS_GUARD(single(b, "kmsd_insecure_simulation", "gauge",
+                     "1 when the node accepts simulated attestations (--insecure-sim).",
+                     n->cfg.insecure_sim ? 1 : 0));
+    KMS_GUARD(family(b, "kmsd_build_info", "gauge", "Always 1; the kmsd version as a label."));
+    snprintf(label, sizeof(label), "version=\"%s\"", KMS_VERSION_STRING);
+    KMS_GUARD(sample(b, "kmsd_build_info", label, 1));
+out:
+    return rc;
+}
+
+/* Process metrics from /proc (Linux); a value that cannot be read is left out. */
+static int metrics_process(struct kms_buf *b)
+{
+    struct rlimit rl;
+    double open_fds = -1;
+    double utime = -1, stime = -1, start = -1, vsize = -1, rss = -1;
+    long tck = sysconf(_SC_CLK_TCK);
+    long page = sysconf(_SC_PAGESIZE);
+    DIR *d = opendir("/proc/self/fd");
+    FILE *f;
+    int rc = 0;
+
+    if (d != NULL) {
+        struct dirent *e = readdir(d);
+
+        open_fds = 0;
+        for (; e != NULL; e = readdir(d)) {
+            if (e->d_name[0] != '.')
+                open_fds++;
+        }
+        closedir(d);
+        open_fds--; /* the directory stream's own descriptor */
+    }
+    f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        char st[1024];
+        size_t len = fread(st, 1, sizeof(st) - 1, f);
+        char *p;
+        unsigned long long ut, sti, stt, vs;
+        long long rs;
+
+        fclose(f);
+        st[len] = '\0';
+        /* after the command name "(...)", which may hold spaces: fields 3.. */
+        p = strrchr(st, ')');
+        if (p != NULL && tck > 0 && page > 0 &&
+            sscanf(p + 1,
+                   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                   "%*d %llu %llu %lld",
+                   &ut, &sti, &stt, &vs, &rs) == 5) {
+            utime = (double)ut / (double)tck;
+            stime = (double)sti / (double)tck;
+            start = (double)stt / (double)tck;
+            vsize = (double)vs;
+            rss = (double)rs * (double)page;
+        }
+    }
+    if (start >= 0) {
+        char ln[256];
+        double btime = -1;
+
+        f = fopen("/proc/stat", "r");
+        while (f != NULL && fgets(ln, sizeof(ln), f) != NULL) {
+            unsigned long long bt;
+
+            if (sscanf(ln, "btime %llu", &bt) == 1)
+                btime = (double)bt;
+        }
+        if (f != NULL)
+            fclose(f);
+        start = btime >= 0 ? btime + start : -1;
+    }
+    if (utime >= 0)
+        KMS_GUARD(single(b, "process_cpu_seconds_total", "counter",
+                         "User and system CPU time spent in seconds.", utime + stime));
+    if (open_fds >= 0)
+        KMS_GUARD(
+            single(b, "process_open_fds", "gauge", "Number of open file descriptors.", open_fds));
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        KMS_GUARD(single(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+                         (double)rl.rlim_cur));
+    if (rss >= 0) {
+        KMS_GUARD(single(b, "process_resident_memory_bytes", "gauge",
+                         "Resident memory size in bytes.", rss));
+        KMS_GUARD(single(b, "process_virtual_memory_bytes", "gauge",
+                         "Virtual memory size in bytes.", vsize));
+    }
+    if (start >= 0)
+        KMS_GUARD(single(b, "process_start_time_seconds", "gauge",
+                         "Start time of the process since the Unix epoch in seconds.", start));
+out:
+    return rc;
+}
+
+static void metrics(struct kms_node *n, struct kms_http_resp *resp)
+{
+    struct kms_buf b = {0};
+    int rc = 0;
+
+    KMS_GUARD(metrics_rpc(n, &b));
+    KMS_GUARD(metrics_latency(n, &b));
+    KMS_GUARD(metrics_node(n, &b));
+    KMS_GUARD(metrics_process(&b));
     KMS_GUARD(kms_repl_metrics(n->repl, &b));
     KMS_GUARD(kms_buf_put_u8(&b, 0));
     kms_http_resp_own(resp, 200, "text/plain; version=0.0.4", (char *)kms_buf_steal(&b, NULL));

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
+#include <openssl/rand.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -92,6 +93,7 @@ struct req_ctx {
     int has_pct00;       /* "%00" in the target */
     void (*on_sent)(void *arg);
     void *on_sent_arg;
+    char req_id[KMS_LOG_REQUEST_ID_MAX + 1]; /* set when the headers are complete */
 };
 
 static uint64_t mono_ms(void)
@@ -570,6 +572,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_re
     MHD_add_response_header(resp, "Content-Type",
                             r->content_type != NULL ? r->content_type : "application/json");
     MHD_add_response_header(resp, "X-App-Version", "kmsd v" KMS_VERSION_STRING);
+    if (kms_log_request_id()[0] != '\0')
+        MHD_add_response_header(resp, "X-Request-Id", kms_log_request_id());
     if (allow != NULL)
         MHD_add_response_header(resp, "Allow", allow);
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
@@ -707,18 +711,49 @@ static int request_refusal(struct MHD_Connection *conn, const struct req_ctx *rc
     return 0;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+/* ---- request ids ----
+ * The client's X-Request-Id when it is 1..KMS_LOG_REQUEST_ID_MAX characters of [A-Za-z0-9._-]
+ * (so a caller can follow its request through the logs), else "<process prefix>-<counter>". */
+
+static pthread_once_t req_id_once = PTHREAD_ONCE_INIT;
+static uint32_t req_id_prefix;
+static unsigned long req_id_seq;
+
+static void req_id_init(void)
 {
-    struct kms_http_server *s = cls;
-    struct req_ctx *rc = *con_cls;
+    if (RAND_bytes((unsigned char *)&req_id_prefix, sizeof(req_id_prefix)) != 1)
+        req_id_prefix = (uint32_t)time(NULL) ^ (uint32_t)getpid();
+}
+
+static void request_id_set(struct MHD_Connection *conn, struct req_ctx *rc)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = h != NULL ? strlen(h) : 0;
+    int ok = n > 0 && n <= KMS_LOG_REQUEST_ID_MAX;
+
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = h[i];
+
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == '-';
+    }
+    if (ok) {
+        memcpy(rc->req_id, h, n + 1);
+        return;
+    }
+    pthread_once(&req_id_once, req_id_init);
+    snprintf(rc->req_id, sizeof(rc->req_id), "%08x-%06lx", (unsigned)req_id_prefix,
+             __atomic_add_fetch(&req_id_seq, 1, __ATOMIC_RELAXED));
+}
+
+static enum MHD_Result serve(struct kms_http_server *s, struct MHD_Connection *conn,
+                             struct req_ctx *rc, const char *url, const char *method,
+                             const char *version, const char *upload_data, size_t *upload_data_size)
+{
     struct kms_http_req req;
     struct kms_http_resp resp = {0};
     enum MHD_Result ret;
 
-    if (rc == NULL)
-        return MHD_NO; /* on_uri could not allocate: close */
     if (!rc->started) {
         const char *msg = NULL;
         const char *cl;
@@ -772,6 +807,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return ret;
 }
 
+/* Every line logged while MHD runs this request's callback carries its id. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct req_ctx *rc = *con_cls;
+    enum MHD_Result ret;
+
+    if (rc == NULL)
+        return MHD_NO; /* on_uri could not allocate: close */
+    if (rc->req_id[0] == '\0')
+        request_id_set(conn, rc);
+    kms_log_set_request_id(rc->req_id);
+    ret = serve(cls, conn, rc, url, method, version, upload_data, upload_data_size);
+    kms_log_set_request_id(NULL);
+    return ret;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -782,8 +835,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         conn_stage(s, conn, ST_HEADERS, 1);
     if (rc != NULL) {
-        if (rc->on_sent != NULL)
+        if (rc->on_sent != NULL) {
+            kms_log_set_request_id(rc->req_id);
             rc->on_sent(rc->on_sent_arg);
+            kms_log_set_request_id(NULL);
+        }
         kms_buf_free(&rc->body);
         free(rc);
         *con_cls = NULL;

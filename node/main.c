@@ -241,6 +241,20 @@ static int set_log_level(struct kms_node_cfg *cfg, const struct opt *o, const ch
     return 0;
 }
 
+static int set_log_format(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    int f = kms_log_parse_format(arg);
+
+    (void)cfg;
+    (void)o;
+    if (f < 0) {
+        fprintf(stderr, "kmsd: --log-format must be text or json\n");
+        return -1;
+    }
+    kms_log_set_format((enum kms_log_format)f);
+    return 0;
+}
+
 /* --config is read before the other options (load_config). */
 static int set_config(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
 {
@@ -399,6 +413,9 @@ static const struct opt options[] = {
      "network in clear: put a TLS proxy in front)"},
     {"log-level", 0, "LEVEL", "log-level", set_log_level, 0,
      "debug|info|warn|error (default info)"},
+    {"log-format", 0, "FORMAT", "log-format", set_log_format, 0,
+     "text (default) or json: one JSON object per line with ts, level,\n"
+     "node, request_id, msg and fields (docs/observability.md)"},
     {"config", 0, "FILE", NULL, set_config, 0,
      "read options from FILE first: one `name = value` per line\n"
      "(long option names without --; \"quoted\" values; flags take\n"
@@ -645,6 +662,9 @@ int main(int argc, char **argv)
     }
     if (cfg.name != NULL)
         kms_log_set_tag(cfg.name);
+    /* tpm2-tss has no log callback (3.x): its own stderr lines stay off unless the operator
+     * sets TSS2_LOG; kmsd reports TPM failures itself (common/tpm.c). */
+    setenv("TSS2_LOG", "all+none", 0);
     kms_secmem_install_jansson();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* Before any thread exists, so all of them inherit the mask. */

@@ -21,6 +21,7 @@
 enum {
     KMS_ERR_NODE_CONFIG = -200,
     KMS_ERR_NODE_STATE = -201,
+    KMS_ERR_NODE_AUTH_BACKEND = -202, /* the authorization backend failed or was unreachable */
 };
 
 #define KMS_NODE_MAX_PEERS 16
@@ -97,6 +98,11 @@ enum kms_node_state {
 
 const char *kms_node_state_name(enum kms_node_state s);
 
+/* Upper bounds in seconds of the latency histogram's buckets but the last (+Inf); up to 10 s,
+ * beyond the default authorization timeout (node/health.c). */
+#define KMS_NODE_LATENCY_BUCKETS 12
+extern const double kms_node_latency_bounds[KMS_NODE_LATENCY_BUCKETS - 1];
+
 /* Metrics (atomic counters). */
 struct kms_node_metrics {
     unsigned long attestation_requests;
@@ -105,9 +111,10 @@ struct kms_node_metrics {
     unsigned long refusals_attestation;
     unsigned long refusals_policy;
     unsigned long refusals_input;
+    unsigned long refusals_backend; /* the authorization backend failed: not a policy denial */
     unsigned long keys_released;
-    /* latency histogram of attested RPCs, buckets in ms */
-    unsigned long latency_bucket[8];
+    /* latency histogram of attested RPCs: one count per bucket (not cumulative) */
+    unsigned long latency_bucket[KMS_NODE_LATENCY_BUCKETS];
     double latency_sum_s;
     unsigned long latency_count;
     unsigned long admin_requests;     /* admin: authorized Admin calls */
@@ -193,12 +200,16 @@ KMS_WUR int kms_node_require_serving(struct kms_node *n);
 KMS_WUR int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestation *att,
                                     const struct kms_boot_info *bi, const struct kms_verified *v);
 /* BootInfo of a verified attestation, OS-image check, then bootAuth/kms (is_kms) or
- * bootAuth/app; "Boot denied: <reason>" (KMS_ERR_DENIED) on refusal. bi is filled (caller
- * frees with kms_boot_info_free, also on error); res has the gateway app id. */
+ * bootAuth/app; "Boot denied: <reason>" (KMS_ERR_DENIED) on refusal, "authorization backend
+ * unavailable: ..." (KMS_ERR_NODE_AUTH_BACKEND) when the backend failed; each is counted in
+ * its own refusal metric. bi is filled (caller frees with kms_boot_info_free, also on error);
+ * res has the gateway app id. */
 KMS_WUR int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
                                const struct kms_verified *v, int is_kms, const char *vm_config,
                                int boottime, struct kms_boot_info *bi, struct kms_auth_result *res);
-/* Appends the released/refused decision for ev (app id, reason) to the store's audit log. */
+/* Appends the released/refused decision for ev (app id, reason) to the store's audit log, and
+ * logs it at info (app id, instance id, refusal class and reason; refusals rate-limited per
+ * event and class, since any client can cause them). */
 void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi);
 
 /* HTTP handlers (node/service_*.c). arg is the node. */

@@ -167,8 +167,9 @@ int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
     KMS_GUARD(kms_node_check_os_image(n, att, bi, v));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
-        __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);
-        rc = kms_err_wrap(rc, "authorization backend unavailable");
+        /* an outage, not a decision: counted and classed apart from policy denials */
+        __atomic_add_fetch(&n->m.refusals_backend, 1, __ATOMIC_RELAXED);
+        rc = kms_err_wrap(KMS_ERR_NODE_AUTH_BACKEND, "authorization backend unavailable");
         goto out;
     }
     if (!res->allowed) {
@@ -179,13 +180,52 @@ out:
     return rc;
 }
 
+/* The class of a refusal, as in kmsd_refusals_total{reason} (docs/observability.md). */
+static const char *refusal_class(int rc)
+{
+    if (rc == KMS_ERR_NODE_AUTH_BACKEND)
+        return "backend";
+    if (rc == KMS_ERR_DENIED)
+        return "policy";
+    if (rc <= -100 && rc > -200)
+        return "attestation";
+    if (rc == KMS_ERR_INVAL || rc == KMS_ERR_PARSE || rc == KMS_ERR_TOOBIG || rc == KMS_ERR_VERIFY)
+        return "input";
+    return "internal";
+}
+
+/* One info line per decision; never key material (the detail strings carry none). */
+static void log_decision(const char *ev, int rc, const char *app, const char *instance)
+{
+    if (rc >= 0) {
+        const char *kv[] = {"event", "released",    "method", ev,  "app_id",
+                            app,     "instance_id", instance, NULL};
+
+        kms_log_fields(KMS_LOG_INFO, kv, "%s: released", ev);
+    } else {
+        const char *cls = refusal_class(rc);
+        const char *kv[] = {"event",  "refused",        "method", ev,      "app_id",
+                            app,      "instance_id",    instance, "class", cls,
+                            "reason", kms_err_detail(), NULL};
+        char key[64];
+
+        snprintf(key, sizeof(key), "%s refused (%s)", ev, cls);
+        kms_log_limited_fields(rc == KMS_ERR_NODE_AUTH_BACKEND ? KMS_LOG_WARN : KMS_LOG_INFO, key,
+                               kv, "%s: refused", ev);
+    }
+}
+
 void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms_boot_info *bi)
 {
     char detail[768];
     char app[65] = "";
+    char instance[65] = "";
 
     if (bi != NULL && bi->app_id.len > 0 && bi->app_id.len <= 32)
         kms_hex_encode(bi->app_id.p, bi->app_id.len, app);
+    if (bi != NULL && bi->instance_id.len > 0 && bi->instance_id.len <= 32)
+        kms_hex_encode(bi->instance_id.p, bi->instance_id.len, instance);
+    log_decision(ev, rc, app, instance);
     snprintf(detail, sizeof(detail), "app_id=%s%s%s", app, rc < 0 ? " reason=" : "",
              rc < 0 ? kms_err_detail() : "");
     if (kms_store_audit(n->store, ev, rc < 0 ? "refused" : "released", detail) < 0)
@@ -405,19 +445,16 @@ const struct kms_pb_service kms_kms_service = {"KMS", kms_methods,
 
 static void observe(struct kms_node *n, const struct kms_pb_method *pm, int status, double secs)
 {
-    static const double bounds[8] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1e30};
+    int i = 0;
 
     if (pm == NULL || !pm->attested)
         return;
     __atomic_add_fetch(&n->m.attestation_requests, 1, __ATOMIC_RELAXED);
     if (status >= 400)
         __atomic_add_fetch(&n->m.attestation_failures, 1, __ATOMIC_RELAXED);
-    for (int i = 0; i < 8; i++) {
-        if (secs <= bounds[i]) {
-            __atomic_add_fetch(&n->m.latency_bucket[i], 1, __ATOMIC_RELAXED);
-            break;
-        }
-    }
+    while (i < KMS_NODE_LATENCY_BUCKETS - 1 && secs > kms_node_latency_bounds[i])
+        i++;
+    __atomic_add_fetch(&n->m.latency_bucket[i], 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&n->lock);
     n->m.latency_sum_s += secs;
     n->m.latency_count++;
@@ -447,10 +484,14 @@ void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_r
     rc = verify_caller(n, req->client_cert, &c);
     if (rc < 0) {
         char msg[1200];
+        const char *kv[] = {"event",       "refused", "method", m,   "class",
+                            "attestation", "reason",  msg,      NULL};
 
         __atomic_add_fetch(&n->m.refusals_attestation, 1, __ATOMIC_RELAXED);
         snprintf(msg, sizeof(msg), "invalid quote: %s", kms_err_detail());
-        KMS_WARN("%s: %s", m, msg);
+        /* any client can send a bad certificate: one limit for all (m is the client's) */
+        kms_log_limited_fields(KMS_LOG_INFO, "KMS refused (client certificate)", kv, "%s: refused",
+                               m);
         kms_prpc_error(resp, msg);
         goto out;
     }
