@@ -2,6 +2,7 @@
 #ifndef KMS_CLI_CLI_H
 #define KMS_CLI_CLI_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 struct kms_cli_sub {
@@ -13,6 +14,16 @@ struct kms_cli_sub {
  * --help/-h: usage on stdout, 0; an unknown one: a message naming it plus usage, 2. */
 int kms_cli_subcommands(const char *family, const char *usage, const struct kms_cli_sub *subs,
                         size_t n, int argc, char **argv);
+
+/* --ca FILE: reads the cluster's root CA certificate (PEM, the ca_cert of Bootstrap/GetMeta)
+ * into *pem (caller frees); refused unless it parses as a certificate. */
+int kms_cli_read_ca(const char *path, char **pem);
+
+/* pRPC call to url/prpc/method. ca_pem non-NULL: the server certificate must chain to it
+ * (host name not checked: the root CA is the cluster's identity); NULL: not verified, and a
+ * plain warning saying so goes to stderr. *resp as kms_rpc_call. */
+int kms_cli_rpc(const char *url, const char *ca_pem, long timeout_ms, const char *method,
+                const char *body, json_t **resp);
 
 /* The command families (argv[0] is the family name; each handles --help). */
 int kms_cli_admin(int argc, char **argv);   /* cli/admin_cmd.c: a node's Admin service */

@@ -22,7 +22,7 @@
 #define HEALTH_MAX_BODY (1024u * 1024u)
 
 static const char cluster_usage[] =
-    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "Usage: kmsctl cluster status --kms URL [--ca FILE] [--json] [--timeout-ms MS]\n"
     "       kmsctl cluster verify --kms URL --kms URL ... [--insecure-sim --sim-dir DIR]\n"
     "                             [--skip-attestation] [--timeout-ms MS]\n"
     "\n"
@@ -31,16 +31,20 @@ static const char cluster_usage[] =
     "kmsctl cluster status --help / kmsctl cluster verify --help for details.\n";
 
 static const char status_usage[] =
-    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "Usage: kmsctl cluster status --kms URL [--ca FILE] [--json] [--timeout-ms MS]\n"
     "\n"
     "Prints the node at URL (state, identity = k256 public key prefix) and each of its peers as\n"
     "the node last checked them: status (up, down, inconsistent, unknown), the peer's k256\n"
     "public key prefix, time of the last check, latency, and the reason of a failure. Peers are\n"
     "checked by the node every --peer-interval-ms: reachable, attested kms:rpc certificate, same\n"
     "k256 and root CA public keys, and the identity challenge (see `cluster verify`).\n"
-    "The data comes from GET URL/health, read without certificate verification (it is the\n"
-    "node's own report; use `cluster verify` for an authenticated check).\n"
-    "  --json            print the node's /health document with \"url\" and \"http_status\"\n"
+    "The data comes from GET URL/health (the node's own report; use `cluster verify` for an\n"
+    "authenticated identity check).\n"
+    "  --ca FILE         the cluster's root CA (PEM, the ca_cert of Bootstrap/GetMeta): the\n"
+    "                    node's certificate must chain to it, or kmsctl fails. Without --ca\n"
+    "                    the certificate is NOT verified (said on stderr and in --json)\n"
+    "  --json            print the node's /health document with \"url\", \"http_status\"\n"
+    "                    and \"server_verified\"\n"
     "  --timeout-ms MS   timeout of the request (default 5000)\n"
     "Exit status: 0 when the node answered, 1 when it did not.\n";
 
@@ -69,17 +73,26 @@ static long parse_timeout(const char *s)
 
 /* ---------------------------------------------------------------- status */
 
-/* The node's self-report: informational, so no certificate check (see --help). */
-static int no_tls_check(CURL *h, void *arg)
+/* arg: the root CA PEM the server must chain to, or NULL (not verified, see --help). */
+static int health_tls(CURL *h, void *arg)
 {
-    (void)arg;
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    const char *ca = arg;
+
+    if (ca != NULL) {
+        struct curl_blob b = {(void *)ca, strlen(ca), CURL_BLOB_COPY};
+
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &b);
+        curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    }
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     return 0;
 }
 
 /* GET base/health: *status the HTTP code, *out the JSON document (caller owns). */
-static int get_health(const char *base, long timeout_ms, long *status, json_t **out)
+static int get_health(const char *base, const char *ca, long timeout_ms, long *status, json_t **out)
 {
     struct kms_fetch_req req = {0};
     struct kms_fetch_resp fr = {0};
@@ -96,7 +109,8 @@ static int get_health(const char *base, long timeout_ms, long *status, json_t **
     req.url = url;
     req.timeout_ms = timeout_ms;
     req.max_body = HEALTH_MAX_BODY;
-    req.setup = no_tls_check;
+    req.setup = health_tls;
+    req.arg = (void *)ca;
     rc = kms_fetch(&req, &fr);
     KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms", url,
                timeout_ms);
@@ -159,15 +173,15 @@ static void print_row(const char *indent, const char *url, const char *state, js
 
 static int cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"timeout-ms", required_argument, NULL, 'T'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *url = NULL;
+    static const struct option opts[] = {
+        {"kms", required_argument, NULL, 'k'}, {"ca", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},      {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    const char *url = NULL, *ca_path = NULL;
+    char *ca = NULL;
     int as_json = 0, c;
     long timeout_ms = 5000, status = 0;
-    json_t *h = NULL, *peers, *p;
+    json_t *h = NULL, *meta = NULL, *peers, *p;
     size_t i;
 
     optind = 1;
@@ -178,6 +192,9 @@ static int cmd_status(int argc, char **argv)
         switch (c) {
         case 'k':
             url = optarg;
+            break;
+        case 'c':
+            ca_path = optarg;
             break;
         case 'j':
             as_json = 1;
@@ -197,15 +214,32 @@ static int cmd_status(int argc, char **argv)
         fputs(status_usage, stderr);
         return 2;
     }
-    if (get_health(url, timeout_ms, &status, &h) < 0) {
+    if (ca_path != NULL && kms_cli_read_ca(ca_path, &ca) < 0) {
         fprintf(stderr, "kmsctl: cluster status: %s\n", kms_err_detail());
         return 1;
     }
+    /* With --ca, GetMeta first: its TLS check names a certificate of another cluster plainly. */
+    if (ca != NULL && kms_cli_rpc(url, ca, timeout_ms, "GetMeta", NULL, &meta) < 0) {
+        fprintf(stderr, "kmsctl: cluster status: %s\n", kms_err_detail());
+        free(ca);
+        return 1;
+    }
+    json_decref(meta);
+    if (ca == NULL && strncmp(url, "https://", 8) == 0)
+        fprintf(stderr, "kmsctl: WARNING: server certificate of %s NOT verified (no --ca given)\n",
+                url);
+    if (get_health(url, ca, timeout_ms, &status, &h) < 0) {
+        fprintf(stderr, "kmsctl: cluster status: %s\n", kms_err_detail());
+        free(ca);
+        return 1;
+    }
+    free(ca);
     if (as_json) {
         char *txt;
 
         json_object_set_new(h, "url", json_string(url));
         json_object_set_new(h, "http_status", json_integer(status));
+        json_object_set_new(h, "server_verified", json_boolean(ca_path != NULL));
         txt = json_dumps(h, JSON_INDENT(2));
         if (txt != NULL)
             puts(txt);
@@ -213,6 +247,8 @@ static int cmd_status(int argc, char **argv)
         json_decref(h);
         return 0;
     }
+    printf("server certificate: %s\n",
+           ca_path != NULL ? "verified against --ca" : "NOT verified (no --ca)");
     printf("%-38s %-14s %-18s %-10s %-9s %s\n", "NODE / PEER", "STATE", "IDENTITY (k256)",
            "LAST CHECK", "LATENCY", "REASON");
     print_row("", url, str_or(h, "state", "?"), h, NULL, NULL, str_or(h, "reason", ""));
