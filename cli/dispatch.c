@@ -104,7 +104,9 @@ const char *kms_cli_hint(const char *url, const char *detail)
         return "URLs start with https:// (a serving node) or http:// (a node without keys: "
                "Onboard listener; admin listener)";
     if (tls && (has(detail, "wrong version number") || has(detail, "packet length too long") ||
-                has(detail, "record layer failure") || has(detail, "unexpected eof")))
+                has(detail, "record layer failure") || has(detail, "unexpected eof") ||
+                has(detail, "SSL_ERROR_SYSCALL") || has(detail, "Connection reset") ||
+                has(detail, "SSL connect error")))
         return "the server does not speak TLS there: a node without keys serves Onboard over plain "
                "HTTP (use http://), and the admin listener is plain HTTP too; or is this the "
                "wrong port?";
