@@ -20,6 +20,7 @@ static const char admin_usage[] =
     "       kmsctl admin add-peer    URL --admin URL --token-file FILE [--json]\n"
     "       kmsctl admin remove-peer URL --admin URL --token-file FILE [--json]\n"
     "       kmsctl admin audit-head  --admin URL --token-file FILE [--json]\n"
+    "       (each also takes [--ca FILE] [--timeout-ms MS])\n"
     "\n"
     "Calls the Admin service of a node (kmsd --admin-listen, --admin-token-file):\n"
     "  peers        the node's peer list with the status of each peer's last check\n"
