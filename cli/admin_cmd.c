@@ -257,12 +257,15 @@ int kms_cli_admin(int argc, char **argv)
             return 1;
         }
     }
+    if (ca_path != NULL && strncmp(admin, "https://", 8) != 0) {
+        fprintf(stderr, "kmsctl admin %s: --ca applies to an https:// --admin URL only\n", sub);
+        free(body);
+        return 2;
+    }
     rc = read_token(token_file, &token);
     /* the admin listener is plain HTTP (loopback); $KMSCTL_CA is for https:// only */
     if (rc == 0 && strncmp(admin, "https://", 8) == 0)
         rc = kms_cli_load_ca(ca_path, &ca);
-    else if (rc == 0 && ca_path != NULL)
-        rc = kms_err_set(KMS_ERR_INVAL, "--ca applies to an https:// --admin URL only");
     if (rc == 0 && strncmp(admin, "https://", 8) != 0)
         fprintf(stderr,
                 "kmsctl admin: note: %s is plain HTTP: the answer is not authenticated "
