@@ -522,7 +522,7 @@ static int cmd_verify(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         const struct answer *r = ref < n ? &a[ref] : NULL;
         const char *what = NULL;
-        char k[20], kfull[67];
+        char k[20], kfull[69];
 
         if (!a[i].ok)
             continue;

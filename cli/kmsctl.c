@@ -270,9 +270,8 @@ static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
     free(body);
     if (rc < 0)
         return kms_cli_fail(onboard ? "onboard failed" : "bootstrap failed", url);
-    fprintf(stderr, "kmsctl: [1/%d] %s done in %.1f s\n", steps,
-            onboard ? "keys received and stored" : "root keys generated and stored",
-            seconds_since(&t0));
+    fprintf(stderr, "kmsctl: [1/%d] done in %.1f s: %s\n", steps, seconds_since(&t0),
+            onboard ? "keys received and stored" : "root keys generated and stored");
     print_json(resp);
     fflush(stdout);
     json_decref(resp);
