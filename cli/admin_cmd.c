@@ -20,6 +20,7 @@ static const char admin_usage[] =
     "       kmsctl admin add-peer    URL --admin URL --token-file FILE [--json]\n"
     "       kmsctl admin remove-peer URL --admin URL --token-file FILE [--json]\n"
     "       kmsctl admin audit-head  --admin URL --token-file FILE [--json]\n"
+    "       (each also takes [--ca FILE] [--timeout-ms MS])\n"
     "\n"
     "Calls the Admin service of a node (kmsd --admin-listen, --admin-token-file):\n"
     "  peers        the node's peer list with the status of each peer's last check\n"
@@ -31,6 +32,10 @@ static const char admin_usage[] =
     "  --token-file FILE   file holding the admin token (sent as Authorization: Bearer)\n"
     "  --json              print the node's JSON answer\n"
     "  --timeout-ms MS     timeout of the request (default 10000)\n"
+    "  --ca FILE           for an https:// --admin URL (a TLS proxy in front): the only CA its\n"
+    "                      certificate may chain to (default $KMSCTL_CA; else the system's CAs)\n"
+    "TLS: kmsd's admin listener is plain HTTP on loopback; kmsctl says so on stderr (the answer\n"
+    "is not authenticated; the token protects the node, not you).\n"
     "Exit status: 0 on success, 1 when the node refused or failed, 2 on usage errors.\n";
 
 /* The token from path with a trailing newline removed; caller frees with kms_free_secret. */
@@ -56,10 +61,23 @@ out:
     return rc;
 }
 
+/* https admin URL with a pinned CA (arg): only that CA is trusted, host name not checked. */
+static int pin_ca(CURL *h, void *arg)
+{
+    const char *ca = arg;
+    struct curl_blob b = {(void *)ca, strlen(ca), CURL_BLOB_COPY};
+
+    curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &b);
+    curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    return 0;
+}
+
 /* POST base/prpc/Admin.<method>?json with body; *res the JSON answer (caller owns), *status
- * the HTTP code. */
-static int admin_call(const char *base, const char *token, long timeout_ms, const char *method,
-                      const char *body, long *status, json_t **res)
+ * the HTTP code. ca: the CA an https:// server must chain to (NULL: the system's CAs). */
+static int admin_call(const char *base, const char *ca, const char *token, long timeout_ms,
+                      const char *method, const char *body, long *status, json_t **res)
 {
     char url[KMS_REPL_URL_MAX + 64];
     const char *hdrs[3] = {NULL, "Content-Type: application/json", NULL};
@@ -87,6 +105,10 @@ static int admin_call(const char *base, const char *token, long timeout_ms, cons
     req.headers = hdrs;
     req.timeout_ms = timeout_ms;
     req.max_body = ADMIN_MAX_BODY;
+    if (ca != NULL) {
+        req.setup = pin_ca;
+        req.arg = (void *)ca;
+    }
     rc = kms_fetch(&req, &fr);
     KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms", base,
                timeout_ms);
@@ -142,10 +164,16 @@ static void print_peers(json_t *res)
 int kms_cli_admin(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"admin", required_argument, NULL, 'a'}, {"token-file", required_argument, NULL, 't'},
-        {"json", no_argument, NULL, 'j'},        {"timeout-ms", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"admin", required_argument, NULL, 'a'},
+        {"token-file", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"timeout-ms", required_argument, NULL, 'T'},
+        {"ca", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
+    const char *ca_path = NULL;
+    char *ca = NULL;
     const char *admin = NULL, *token_file = NULL, *sub, *method, *arg = NULL;
     long timeout_ms = 10000, status = 0;
     char *token = NULL, *body = NULL;
@@ -180,6 +208,9 @@ int kms_cli_admin(int argc, char **argv)
             break;
         case 't':
             token_file = optarg;
+            break;
+        case 'c':
+            ca_path = optarg;
             break;
         case 'j':
             as_json = 1;
@@ -226,15 +257,31 @@ int kms_cli_admin(int argc, char **argv)
             return 1;
         }
     }
+    if (ca_path != NULL && strncmp(admin, "https://", 8) != 0) {
+        fprintf(stderr, "kmsctl admin %s: --ca applies to an https:// --admin URL only\n", sub);
+        free(body);
+        return 2;
+    }
     rc = read_token(token_file, &token);
+    /* the admin listener is plain HTTP (loopback); $KMSCTL_CA is for https:// only */
+    if (rc == 0 && strncmp(admin, "https://", 8) == 0)
+        rc = kms_cli_load_ca(ca_path, &ca);
+    if (rc == 0 && strncmp(admin, "https://", 8) != 0)
+        fprintf(stderr,
+                "kmsctl admin: note: %s is plain HTTP: the answer is not authenticated "
+                "(kmsd serves Admin on loopback only, unless --admin-allow-remote)\n",
+                admin);
     if (rc == 0)
-        rc = admin_call(admin, token, timeout_ms, method, body, &status, &res);
+        rc = admin_call(admin, ca, token, timeout_ms, method, body, &status, &res);
     if (token != NULL)
         kms_free_secret(token, strlen(token));
     free(body);
+    free(ca);
     if (rc < 0) {
-        fprintf(stderr, "kmsctl admin %s: %s\n", sub, kms_err_detail());
-        return 1;
+        char what[64];
+
+        snprintf(what, sizeof(what), "admin %s", sub);
+        return kms_cli_fail(what, admin);
     }
     if (as_json) {
         char *s = json_dumps(res, JSON_INDENT(2) | JSON_ENCODE_ANY);

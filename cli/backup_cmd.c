@@ -153,15 +153,17 @@ static const char create_usage[] =
     "  --share-dir DIR    write share-1.txt .. share-N.txt (0600) into DIR (created 0700);\n"
     "                     give each share to a different custodian and delete the copies\n"
     "  --print-shares     print the N share lines to stdout (the only way kmsctl prints\n"
-    "                     secrets); the summary goes to stderr\n" SEAL_USAGE
+    "                     secrets); the summary goes to stderr\n"
+    "  --json             print {backup, bytes, share_set, threshold, shares, share_dir}\n"
+    "                     (with --share-dir only: shares never go into JSON)\n" SEAL_USAGE
     "Refuses to overwrite FILE or an existing share file.\n";
 
 static const char inspect_usage[] =
-    "Usage: kmsctl backup inspect FILE\n"
+    "Usage: kmsctl backup inspect [--json] FILE\n"
     "\n"
     "Prints a backup's clear header without shares: format version, creation time, M-of-N,\n"
     "share set id, k256 public key and root CA public key (SPKI, and its SHA-256). The header\n"
-    "is authenticated only when the backup is restored.\n";
+    "is authenticated only when the backup is restored. --json prints the same fields as JSON.\n";
 
 static const char restore_usage[] =
     "Usage: kmsctl backup restore --data-dir DIR --backup FILE [--share FILE]... [--domain NAME]\n"
@@ -174,7 +176,8 @@ static const char restore_usage[] =
     "comment lines are ignored; --share - reads stdin), or, without --share, from stdin (one\n"
     "per line). A mistyped\n"
     "share is rejected by name; so is a share of another backup.\n"
-    "  --domain NAME      replace the RPC certificate domain stored in the backup\n" SEAL_USAGE;
+    "  --domain NAME      replace the RPC certificate domain stored in the backup\n"
+    "  --json             print {restored_from, data_dir, k256_pubkey}\n" SEAL_USAGE;
 
 static int write_new(const char *path, const void *p, size_t n)
 {
@@ -222,6 +225,7 @@ static int cmd_create(int argc, char **argv)
                                          {"threshold", required_argument, NULL, 'm'},
                                          {"share-dir", required_argument, NULL, 's'},
                                          {"print-shares", no_argument, NULL, 'p'},
+                                         {"json", no_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          SEAL_OPTIONS,
                                          {NULL, 0, NULL, 0}};
@@ -238,7 +242,7 @@ static int cmd_create(int argc, char **argv)
     unsigned written = 0;
     int wrote_backup = 0;
     char path[PATH_LEN];
-    int c, rc = 0;
+    int c, rc = 0, as_json = 0;
 
     memset(&id, 0, sizeof(id));
     optind = 1;
@@ -271,6 +275,9 @@ static int cmd_create(int argc, char **argv)
         case 's':
             share_dir = optarg;
             break;
+        case 'J':
+            as_json = 1;
+            break;
         case 'p':
             print_shares = 1;
             break;
@@ -284,6 +291,11 @@ static int cmd_create(int argc, char **argv)
     }
     if (data_dir == NULL || out == NULL || n == 0 || m == 0 || optind != argc) {
         fputs(create_usage, stderr);
+        return 2;
+    }
+    if (as_json && print_shares) {
+        fprintf(stderr, "kmsctl: --json with --print-shares would put the shares into a JSON "
+                        "document: use --share-dir DIR\n");
         return 2;
     }
     if (share_dir == NULL && !print_shares) {
@@ -339,7 +351,17 @@ static int cmd_create(int argc, char **argv)
             printf("%s\n", shares[i]);
         fflush(stdout);
     }
-    {
+    if (as_json) {
+        char set_hex[17];
+        json_t *o;
+
+        kms_hex_encode(info.set_id, sizeof(info.set_id), set_hex);
+        o = json_pack("{s:s,s:I,s:s,s:i,s:i,s:s?}", "backup", out, "bytes", (json_int_t)file_len,
+                      "share_set", set_hex, "threshold", (int)m, "shares", (int)n, "share_dir",
+                      share_dir);
+        kms_cli_print_json(o);
+        json_decref(o);
+    } else {
         FILE *f = print_shares ? stderr : stdout;
         char set_hex[17];
 
@@ -379,8 +401,10 @@ static int read_backup(const char *path, uint8_t **file, size_t *len)
 
 static int cmd_inspect(int argc, char **argv)
 {
-    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'J'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     struct kms_backup_info info;
+    int as_json = 0;
     uint8_t *file = NULL;
     size_t len = 0;
     uint8_t fp[32];
@@ -397,6 +421,9 @@ static int cmd_inspect(int argc, char **argv)
         if (c == -1)
             break;
         switch (c) {
+        case 'J':
+            as_json = 1;
+            break;
         case 'h':
             fputs(inspect_usage, stdout);
             return 0;
@@ -418,6 +445,17 @@ static int cmd_inspect(int argc, char **argv)
     kms_hex_encode(fp, sizeof(fp), fp_hex);
     spki_hex = kms_hex_dup(info.ca_spki, info.ca_spki_len, 1);
     KMS_GUARD_PTR(spki_hex);
+    if (as_json) {
+        json_t *o = json_pack(
+            "{s:s,s:i,s:I,s:I,s:i,s:i,s:s,s:s+,s:s,s:s}", "backup", argv[optind], "format_version",
+            (int)info.version, "bytes", (json_int_t)len, "created_at", (json_int_t)info.created_at,
+            "threshold", (int)info.threshold, "shares", (int)info.shares, "share_set", set_hex,
+            "k256_pubkey", "0x", pub_hex, "ca_spki", spki_hex, "ca_spki_sha256", fp_hex);
+
+        kms_cli_print_json(o);
+        json_decref(o);
+        goto out;
+    }
     printf("backup:              %s (format version %u, %zu bytes)\n", argv[optind], info.version,
            len);
     printf("created:             ");
@@ -539,6 +577,7 @@ static int cmd_restore(int argc, char **argv)
                                          {"backup", required_argument, NULL, 'b'},
                                          {"share", required_argument, NULL, 's'},
                                          {"domain", required_argument, NULL, 'n'},
+                                         {"json", no_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          SEAL_OPTIONS,
                                          {NULL, 0, NULL, 0}};
@@ -552,7 +591,7 @@ static int cmd_restore(int argc, char **argv)
     struct share_set set;
     uint8_t *file = NULL;
     size_t len = 0;
-    int c, rc = 0;
+    int c, rc = 0, as_json = 0;
 
     memset(&id, 0, sizeof(id));
     memset(&set, 0, sizeof(set));
@@ -579,6 +618,9 @@ static int cmd_restore(int argc, char **argv)
                 return 2;
             }
             share_files[nfiles++] = optarg;
+            break;
+        case 'J':
+            as_json = 1;
             break;
         case 'h':
             fputs(restore_usage, stdout);
@@ -614,6 +656,14 @@ static int cmd_restore(int argc, char **argv)
         char pub_hex[67];
 
         kms_hex_encode(info.k256_pubkey, sizeof(info.k256_pubkey), pub_hex);
+        if (as_json) {
+            json_t *o = json_pack("{s:s,s:s,s:s+}", "restored_from", backup, "data_dir", data_dir,
+                                  "k256_pubkey", "0x", pub_hex);
+
+            kms_cli_print_json(o);
+            json_decref(o);
+            goto out;
+        }
         printf("restored the cluster identity (k256 public key 0x%s) from %s into %s\n", pub_hex,
                backup, data_dir);
         printf("start kmsd with --data-dir %s; it generates a new RPC key on first start\n",
@@ -652,14 +702,17 @@ static const char verify_usage[] =
     "and last hash). Record the head outside the node: the chain alone cannot show that rows\n"
     "were cut off the end. --anchor COUNT:HASH (a head printed earlier) also checks that row\n"
     "COUNT still has that hash, i.e. the log only grew since. Safe while kmsd runs.\n" SEAL_USAGE
+    "--json prints {intact, rows, last_hash, anchor_checked} ({intact: false, rows_verified,\n"
+    "error} when broken).\n"
     "Exit status: 0 intact; 1 broken (naming the first broken row) or anchor mismatch.\n";
 
 static const char show_usage[] =
-    "Usage: kmsctl audit show --data-dir DIR [--last N]\n"
+    "Usage: kmsctl audit show --data-dir DIR [--last N] [--json]\n"
     "\n"
     "Prints the audit log of DIR's keystore, one row per line: id, time (UTC), event, outcome,\n"
     "detail. --last N prints only the last N rows. Reads the database read-only and needs no\n"
-    "KEK; it does not verify the chain (use audit verify).\n";
+    "KEK; it does not verify the chain (use audit verify). --json prints an array of\n"
+    "{id, ts_ms, event, outcome, detail, hash}.\n";
 
 struct anchor_find {
     int64_t id;
@@ -681,6 +734,7 @@ static int cmd_verify(int argc, char **argv)
 {
     static const struct option opts[] = {{"data-dir", required_argument, NULL, 'd'},
                                          {"anchor", required_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          SEAL_OPTIONS,
                                          {NULL, 0, NULL, 0}};
@@ -691,7 +745,7 @@ static int cmd_verify(int argc, char **argv)
     uint8_t head[32];
     char head_hex[65];
     size_t count = 0;
-    int c, rc = 0;
+    int c, rc = 0, as_json = 0;
 
     memset(&af, 0, sizeof(af));
     optind = 1;
@@ -707,6 +761,9 @@ static int cmd_verify(int argc, char **argv)
             break;
         case 'a':
             anchor = optarg;
+            break;
+        case 'J':
+            as_json = 1;
             break;
         case 'h':
             fputs(verify_usage, stdout);
@@ -741,6 +798,13 @@ static int cmd_verify(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "kmsctl: audit log verification FAILED: %s\n", kms_err_detail());
         fprintf(stderr, "kmsctl: %zu row(s) verified before the break\n", count);
+        if (as_json) {
+            json_t *o = json_pack("{s:b,s:I,s:s}", "intact", 0, "rows_verified", (json_int_t)count,
+                                  "error", kms_err_detail());
+
+            kms_cli_print_json(o);
+            json_decref(o);
+        }
         kms_store_close(st);
         return 1;
     }
@@ -753,6 +817,14 @@ static int cmd_verify(int argc, char **argv)
                                  : "row %lld no longer has the anchored hash: the log was "
                                    "rewritten",
                    (long long)af.id);
+    }
+    if (as_json) {
+        json_t *o = json_pack("{s:b,s:I,s:s+,s:b}", "intact", 1, "rows", (json_int_t)count,
+                              "last_hash", "0x", head_hex, "anchor_checked", anchor != NULL);
+
+        kms_cli_print_json(o);
+        json_decref(o);
+        goto out;
     }
     printf("audit log intact: %zu rows\n", count);
     printf("head: %zu:0x%s\n", count, head_hex);
@@ -774,9 +846,39 @@ static void print_clean(const char *s)
         putchar(((unsigned char)*s < 0x20 || *s == 0x7f) ? '?' : *s);
 }
 
+/* s as a JSON string; bytes that are not printable ASCII become '?' when s is not UTF-8. */
+static json_t *clean_json(const char *s)
+{
+    json_t *j = json_string(s);
+    char *c;
+
+    if (j != NULL)
+        return j;
+    c = strdup(s);
+    if (c == NULL)
+        return NULL;
+    for (char *p = c; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    }
+    j = json_string(c);
+    free(c);
+    return j;
+}
+
+/* --json: each row into the array arg; else printed. */
 static int show_cb(void *arg, const struct kms_audit_row *row)
 {
-    (void)arg;
+    if (arg != NULL) {
+        char h[65];
+        json_t *o = json_pack("{s:I,s:I,s:o,s:o,s:o}", "id", (json_int_t)row->id, "ts_ms",
+                              (json_int_t)row->ts_ms, "event", clean_json(row->event), "outcome",
+                              clean_json(row->outcome), "detail", clean_json(row->detail));
+
+        kms_hex_encode(row->hash, 32, h);
+        json_object_set_new(o, "hash", json_string(h));
+        return json_array_append_new(arg, o) == 0 ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory");
+    }
     printf("%-6lld ", (long long)row->id);
     print_utc(stdout, row->ts_ms);
     putchar(' ');
@@ -793,11 +895,13 @@ static int cmd_show(int argc, char **argv)
 {
     static const struct option opts[] = {{"data-dir", required_argument, NULL, 'd'},
                                          {"last", required_argument, NULL, 'l'},
+                                         {"json", no_argument, NULL, 'J'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *data_dir = NULL;
     unsigned last = 0;
-    int c;
+    json_t *rows = NULL;
+    int c, as_json = 0;
 
     optind = 1;
     for (;;) {
@@ -814,6 +918,9 @@ static int cmd_show(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'J':
+            as_json = 1;
+            break;
         case 'h':
             fputs(show_usage, stdout);
             return 0;
@@ -826,8 +933,19 @@ static int cmd_show(int argc, char **argv)
         fputs(show_usage, stderr);
         return 2;
     }
-    if (kms_store_audit_read(data_dir, last, show_cb, NULL) < 0)
+    if (as_json) {
+        rows = json_array();
+        if (rows == NULL)
+            return fail("out of memory");
+    }
+    if (kms_store_audit_read(data_dir, last, show_cb, rows) < 0) {
+        json_decref(rows);
         return fail("audit show failed");
+    }
+    if (rows != NULL) {
+        kms_cli_print_json(rows);
+        json_decref(rows);
+    }
     return 0;
 }
 

@@ -7,8 +7,10 @@
  * The private key comes from KMS_ETH_PRIVATE_KEY or --key-file, never from the command line,
  * and is never printed. Exit status: 0 done (or "allowed"), 1 error, 2 usage, 3 "denied".
  */
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,7 @@ struct opts {
     const char *bi_app_id, *bi_compose, *bi_instance, *bi_device, *bi_mra, *bi_mrs, *bi_os, *bi_tcb;
     const char *adv[MAX_ADV];
     size_t nadv;
-    int legacy, allow_any, disable_upgrades, help;
+    int legacy, allow_any, disable_upgrades, help, json;
     long timeout_ms, wait_s;
     uint64_t chain_id;
     const char *pos[MAX_POS];
@@ -51,7 +53,34 @@ struct ctx {
     uint8_t key[32];
     int have_key;
     uint8_t from[20];
+    const char *fn; /* the function of the next transaction (for --json) */
 };
+
+/* ---------------------------------------------------------------- output */
+
+/* Human lines: stdout, or stderr with --json (stdout then carries only the JSON result). */
+static FILE *txt_out;
+/* The --json result the commands fill in: {command, transactions: [...], ...}. */
+static json_t *result;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vfprintf(txt_out != NULL ? txt_out : stdout, fmt, ap);
+    va_end(ap);
+}
+
+/* result[key] = v (reference stolen; nothing when v is NULL). */
+static void put(const char *key, json_t *v)
+{
+    if (result != NULL && v != NULL)
+        json_object_set_new(result, key, v);
+    else
+        json_decref(v);
+}
 
 /* ---------------------------------------------------------------- help */
 
@@ -70,6 +99,7 @@ static const char *const usage_global =
     "  app add-hash|remove-hash --app-id A H   app compose-hash allow list\n"
     "  app add-device|remove-device --app-id A D   app device allow list\n"
     "  app set-allow-any-device --app-id A true|false\n"
+    "  app set-require-tcb-up-to-date --app-id A true|false   (read: status --app-id A)\n"
     "  set-gateway ID              set the gateway app id\n"
     "  set-app-impl A              set the DstackApp implementation used by create-app\n"
     "  set-info FILE               set KMS info from JSON (k256Pubkey, caPubkey, quote, eventlog)\n"
@@ -77,16 +107,28 @@ static const char *const usage_global =
     "  is-kms-allowed | is-app-allowed [boot info]   ask the contract, print its reason\n"
     "\n"
     "options (anywhere on the line):\n"
-    "  --rpc URL          JSON-RPC endpoint (default $KMS_ETH_RPC_URL)\n"
-    "  --contract ADDR    DstackKms address (default $KMS_CONTRACT_ADDR)\n"
-    "  --key-file FILE    hex private key file (default: $KMS_ETH_PRIVATE_KEY)\n"
+    "  --rpc URL          JSON-RPC endpoint (default $KMS_ETH_RPC_URL, or $RPC_URL)\n"
+    "  --contract ADDR    DstackKms address (default $KMS_CONTRACT_ADDR, or\n"
+    "                     $KMS_CONTRACT_ADDRESS)\n"
+    "  --key-file FILE    hex private key file (default: $KMS_ETH_PRIVATE_KEY, or\n"
+    "                     $PRIVATE_KEY)\n"
+    "  --json             human lines go to stderr; stdout gets one JSON object: command, ok,\n"
+    "                     exit_status, error, transactions [{function, tx_hash, block,\n"
+    "                     gas_used, status, events [{event, args, address}]}] and the\n"
+    "                     command's fields (app_id, allowed, reason, status fields, ...)\n"
     "  --chain-id N       refuse to act unless the RPC serves this chain\n"
     "  --legacy           send EIP-155 legacy transactions instead of EIP-1559\n"
     "  --timeout-ms N     per RPC call (default 10000)\n"
     "  --wait-s N         how long to wait for a receipt (default 120)\n"
     "  -h, --help         help (also after any command)\n"
     "\n"
-    "exit status: 0 done/allowed, 1 error, 2 usage, 3 denied\n";
+    "The seed guide's variable names (RPC_URL, PRIVATE_KEY, KMS_CONTRACT_ADDRESS) are aliases;\n"
+    "both spellings set to different values are refused.\n"
+    "Hex values: bytes32 arguments need exactly 64 hex digits, addresses 40 (0x optional);\n"
+    "another length is refused (exit 2), never padded.\n"
+    "Events are decoded, PolicyChanged(actor, policy, value, enabled) with the policy's name.\n"
+    "\n"
+    "exit status: 0 done/allowed, 1 error, 2 usage (also a malformed value), 3 denied\n";
 
 struct cmd {
     const char *name; /* "app add-hash" for two-word commands */
@@ -102,6 +144,74 @@ static int fail(void)
     return EXIT_ERR;
 }
 
+/* kmsctl's variable `name`, else the seed guide's `alias` (RPC_URL, PRIVATE_KEY,
+ * KMS_CONTRACT_ADDRESS); NULL when neither is set. When both are set and differ, kmsctl's wins:
+ * env_conflicts() refuses that case before any command runs. */
+static const char *env_get(const char *name, const char *alias)
+{
+    const char *v = getenv(name);
+
+    if (v != NULL && v[0] != '\0')
+        return v;
+    v = getenv(alias);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static const char *const env_aliases[3][2] = {{"KMS_ETH_RPC_URL", "RPC_URL"},
+                                              {"KMS_CONTRACT_ADDR", "KMS_CONTRACT_ADDRESS"},
+                                              {"KMS_ETH_PRIVATE_KEY", "PRIVATE_KEY"}};
+
+/* Both spellings set to different values: which one was meant is unclear, so refuse (the
+ * message names the variables, never their values). */
+static int env_conflicts(void)
+{
+    for (size_t i = 0; i < 3; i++) {
+        const char *a = getenv(env_aliases[i][0]), *b = getenv(env_aliases[i][1]);
+
+        if (a != NULL && b != NULL && a[0] != '\0' && b[0] != '\0' && strcmp(a, b) != 0)
+            return kms_err_set(KMS_ERR_INVAL,
+                               "%s and %s are both set, to different values: unset one",
+                               env_aliases[i][0], env_aliases[i][1]);
+    }
+    return 0;
+}
+
+/* A bytes32 / bytes20 argument: exactly 2*n hex digits ("0x" optional), never padded. Empty
+ * (or absent) only where empty_ok: all zero. */
+static int usage_error; /* set by a malformed argument value: exit status 2 */
+
+static int strict_hex(const char *field, const char *s, uint8_t *out, size_t n, int empty_ok)
+{
+    size_t len;
+
+    usage_error = 1; /* until the value is known good */
+
+    if (s == NULL || s[0] == '\0') {
+        if (!empty_ok)
+            return kms_err_set(KMS_ERR_INVAL, "%s: missing value", field);
+        memset(out, 0, n);
+        usage_error = 0;
+        return 0;
+    }
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+        s += 2;
+    len = strlen(s);
+    for (size_t i = 0; i < len; i++) {
+        if (!isxdigit((unsigned char)s[i]))
+            return kms_err_set(KMS_ERR_INVAL, "%s is not hex (bad character at position %zu)",
+                               field, i + 1);
+    }
+    if (len != 2 * n)
+        return kms_err_set(KMS_ERR_INVAL,
+                           "%s must be %zu bytes: %zu hex digits (0x optional), got %zu; nothing "
+                           "was sent",
+                           field, n, 2 * n, len);
+    if (kms_hex_decode_exact(s, out, n) < 0)
+        return -1;
+    usage_error = 0;
+    return 0;
+}
+
 static int parse_u64(const char *s, uint64_t *v)
 {
     char *end = NULL;
@@ -113,14 +223,6 @@ static int parse_u64(const char *s, uint64_t *v)
         return kms_err_set(KMS_ERR_INVAL, "not a number: \"%.40s\"", s);
     *v = x;
     return 0;
-}
-
-static void print_hex0x(const char *label, const uint8_t *p, size_t n)
-{
-    char *h = kms_hex_dup(p, n, 1);
-
-    printf("%s%s\n", label, h != NULL ? h : "?");
-    free(h);
 }
 
 static int load_key(struct ctx *c)
@@ -143,9 +245,11 @@ static int load_key(struct ctx *c)
                     c->o.key_file);
         hex = strndup((const char *)file, flen);
     } else {
-        env = getenv("KMS_ETH_PRIVATE_KEY");
-        KMS_ENSURE(env != NULL && env[0] != '\0', KMS_ERR_INVAL,
-                   "no signing key: set KMS_ETH_PRIVATE_KEY or pass --key-file FILE");
+        env = env_get("KMS_ETH_PRIVATE_KEY", "PRIVATE_KEY");
+        KMS_ENSURE(
+            env != NULL && env[0] != '\0', KMS_ERR_INVAL,
+            "no signing key: set KMS_ETH_PRIVATE_KEY or pass --key-file FILE (PRIVATE_KEY is "
+            "accepted too)");
         hex = strdup(env);
     }
     KMS_GUARD_PTR(hex);
@@ -197,7 +301,8 @@ out:
 struct ev {
     const char *sig;
     const char *args; /* per non-indexed arg: 'h' bytes32, 'a' address, 's' string, 'b' bool,
-                         'B' bytes (length only), 'u' uint; indexed args: 'A' (topics) */
+                         'B' bytes (length only), 'u' uint; indexed args (topics): 'A' address,
+                         'H' bytes32, 'P' PolicyChanged's policy (hash of a known name) */
 };
 
 static const struct ev events[] = {
@@ -218,19 +323,65 @@ static const struct ev events[] = {
     {"DeviceRemoved(bytes32)", "h"},
     {"UpgradesDisabled()", ""},
     {"AllowAnyDeviceSet(bool)", "b"},
+    {"RequireTcbUpToDateSet(bool)", "b"},
+    {"PolicyChanged(address,bytes32,bytes32,bool)", "APHb"},
     {"Upgraded(address)", "A"},
     {"Initialized(uint64)", "u"},
     {"OwnershipTransferred(address,address)", "AA"},
 };
 
-/* Prints one log as "  Event(args)  [at 0x...]"; unknown events by topic. */
-static void print_log(const json_t *log)
+/* Policy names DstackKms / DstackApp hash into PolicyChanged's indexed `policy` topic. */
+static const char *const policies[] = {
+    "compose-hash",       "device",
+    "allow-any-device",   "require-tcb-up-to-date",
+    "upgrades-disabled",  "implementation-upgrade",
+    "app-implementation", "kms-info",
+    "gateway-app-id",     "registered-app",
+    "kms-aggregated-mr",  "kms-device",
+    "os-image",
+};
+
+/* Topic `t` (32 bytes of hex) as text for arg kind k ('A' address, 'H' bytes32, 'P' policy). */
+static void topic_text(const char *t, char k, char *buf, size_t cap)
+{
+    uint8_t tw[32], h[32];
+
+    if (t == NULL || kms_hex_decode_exact(t, tw, 32) != 0) {
+        kms_err_clear();
+        snprintf(buf, cap, "?");
+        return;
+    }
+    if (k == 'A') {
+        char sum[43];
+
+        kms_eth_addr_checksum(tw + 12, sum);
+        snprintf(buf, cap, "%s", sum);
+        return;
+    }
+    if (k == 'P') {
+        for (size_t i = 0; i < sizeof(policies) / sizeof(policies[0]); i++) {
+            kms_keccak256(policies[i], strlen(policies[i]), h);
+            if (memcmp(h, tw, 32) == 0) {
+                snprintf(buf, cap, "%s", policies[i]);
+                return;
+            }
+        }
+    }
+    buf[0] = '0';
+    buf[1] = 'x';
+    kms_hex_encode(tw, 32, buf + 2);
+}
+
+/* One decoded log: {event, args: [strings], address}; the text line "  Event(args)  [at 0x...]"
+ * (string args quoted) is printed too. Unknown events by topic. */
+static void print_log(const json_t *log, json_t *events_out)
 {
     const json_t *topics = json_object_get(log, "topics");
     uint8_t *data = NULL, t0[32], emitter[20];
     size_t dlen = 0;
     const char *addr = json_string_value(json_object_get(log, "address"));
-    char em[43] = "?";
+    char em[43] = "?", line[2048];
+    json_t *ev = NULL, *args = NULL;
 
     if (addr != NULL && kms_eth_parse_address(addr, emitter) == 0)
         kms_eth_addr_checksum(emitter, em);
@@ -241,79 +392,85 @@ static void print_log(const json_t *log)
                              t0, 32) != 0 ||
         kms_eth_data(json_object_get(log, "data"), KMS_ETH_MAX_RETURN, &data, &dlen) != 0) {
         kms_err_clear();
-        printf("  (undecodable log from %s)\n", em);
+        say("  (undecodable log from %s)\n", em);
+        json_array_append_new(events_out, json_pack("{s:s,s:s}", "event", "?", "address", em));
         free(data);
         return;
     }
     for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
         uint8_t h[32];
-        size_t word = 0, topic = 1;
+        size_t word = 0, topic = 1, used;
+        int nl = (int)strcspn(events[i].sig, "(");
 
         kms_keccak256(events[i].sig, strlen(events[i].sig), h);
         if (memcmp(h, t0, 32) != 0)
             continue;
-        printf("  %.*s(", (int)strcspn(events[i].sig, "("), events[i].sig);
+        args = json_array();
+        used = (size_t)snprintf(line, sizeof(line), "  %.*s(", nl, events[i].sig);
         for (const char *a = events[i].args; *a != '\0'; a++) {
             const uint8_t *w = (word + 1) * 32 <= dlen ? data + word * 32 : NULL;
-            char buf[80];
+            char buf[300];
+            int quote = 0;
 
-            if (a != events[i].args)
-                printf(", ");
-            if (*a == 'A') {
-                const char *t = json_string_value(json_array_get(topics, topic++));
-                uint8_t tw[32];
+            if (*a == 'A' || *a == 'H' || *a == 'P') {
+                topic_text(json_string_value(json_array_get(topics, topic++)), *a, buf,
+                           sizeof(buf));
+                quote = *a == 'P';
+            } else if (*a == 's' || *a == 'B') {
+                char *str = NULL;
 
-                if (t != NULL && kms_hex_decode_exact(t, tw, 32) == 0) {
-                    kms_eth_addr_checksum(tw + 12, buf);
-                    printf("%s", buf);
+                if (*a == 's' && kms_eth_abi_decode_string(data, dlen, &str) == 0) {
+                    snprintf(buf, sizeof(buf), "%s", str);
+                    quote = 1;
+                } else if (*a == 'B' && dlen >= 64) {
+                    snprintf(buf, sizeof(buf), "%zu bytes", (size_t)data[62] << 8 | data[63]);
                 } else {
-                    kms_err_clear();
-                    printf("?");
+                    snprintf(buf, sizeof(buf), "?");
                 }
-                continue;
-            }
-            if (*a == 's' || *a == 'B') {
-                char *s = NULL;
-
-                if (*a == 's' && kms_eth_abi_decode_string(data, dlen, &s) == 0)
-                    printf("\"%s\"", s);
-                else if (*a == 'B' && dlen >= 64)
-                    printf("%zu bytes", (size_t)data[62] << 8 | data[63]);
-                else
-                    printf("?");
                 kms_err_clear();
-                free(s);
+                free(str);
                 word++;
-                continue;
-            }
-            if (w == NULL) {
-                printf("?");
-                continue;
-            }
-            word++;
-            if (*a == 'h') {
-                char hx[65];
+            } else if (w == NULL) {
+                snprintf(buf, sizeof(buf), "?");
+            } else {
+                word++;
+                if (*a == 'h') {
+                    buf[0] = '0';
+                    buf[1] = 'x';
+                    kms_hex_encode(w, 32, buf + 2);
+                } else if (*a == 'a') {
+                    kms_eth_addr_checksum(w + 12, buf);
+                } else if (*a == 'b') {
+                    snprintf(buf, sizeof(buf), "%s", w[31] ? "true" : "false");
+                } else {
+                    uint64_t v = 0;
 
-                kms_hex_encode(w, 32, hx);
-                printf("0x%s", hx);
-            } else if (*a == 'a') {
-                kms_eth_addr_checksum(w + 12, buf);
-                printf("%s", buf);
-            } else if (*a == 'b') {
-                printf("%s", w[31] ? "true" : "false");
-            } else if (*a == 'u') {
-                uint64_t v = 0;
-
-                for (int k = 24; k < 32; k++)
-                    v = (v << 8) | w[k];
-                printf("%llu", (unsigned long long)v);
+                    for (int k = 24; k < 32; k++)
+                        v = (v << 8) | w[k];
+                    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+                }
             }
+            json_array_append_new(args, json_string(buf));
+            if (used < sizeof(line))
+                used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s%s%s",
+                                         a != events[i].args ? ", " : "", quote ? "\"" : "", buf,
+                                         quote ? "\"" : "");
         }
-        printf(")  [at %s]\n", em);
+        say("%s)  [at %s]\n", line, em);
+        ev = json_pack("{s:s%,s:o,s:s}", "event", events[i].sig, (size_t)nl, "args", args,
+                       "address", em);
+        json_array_append_new(events_out, ev);
         free(data);
         return;
     }
-    print_hex0x("  unknown event, topic0 ", t0, 32);
+    {
+        char hx[67] = "0x";
+
+        kms_hex_encode(t0, 32, hx + 2);
+        say("  unknown event, topic0 %s\n", hx);
+        json_array_append_new(
+            events_out, json_pack("{s:s,s:s,s:s}", "event", "?", "topic0", hx, "address", em));
+    }
     free(data);
 }
 
@@ -359,7 +516,7 @@ static int send_tx(struct ctx *c, const uint8_t *to, const uint8_t *data, size_t
 {
     struct kms_eth_tx tx = {0};
     struct kms_buf raw = {0};
-    json_t *params = NULL, *res = NULL, *err = NULL, *rcpt = NULL;
+    json_t *params = NULL, *res = NULL, *err = NULL, *rcpt = NULL, *txj = NULL;
     char *from_hex = NULL, *to_hex = NULL, *data_hex = NULL, *raw_hex = NULL;
     uint8_t txhash[32], sent[32];
     uint64_t est = 0, status = 0, blk = 0, gas_used = 0;
@@ -440,9 +597,18 @@ static int send_tx(struct ctx *c, const uint8_t *to, const uint8_t *data, size_t
                    memcmp(sent, txhash, 32) == 0,
                KMS_ERR_AUTH_RESPONSE, "the node returned a different transaction hash than 0x%s",
                hx);
-    printf("tx 0x%s sent (%s, nonce %llu, gas limit %llu)\n", hx,
-           tx.legacy ? "legacy EIP-155" : "EIP-1559", (unsigned long long)tx.nonce,
-           (unsigned long long)tx.gas_limit);
+    txj = json_pack("{s:s,s:s,s:s,s:I,s:I}", "function", c->fn != NULL ? c->fn : "(deploy)",
+                    "tx_hash", "", "type", tx.legacy ? "legacy" : "eip1559", "nonce",
+                    (json_int_t)tx.nonce, "gas_limit", (json_int_t)tx.gas_limit);
+    {
+        char q[70];
+
+        snprintf(q, sizeof(q), "0x%s", hx);
+        json_object_set_new(txj, "tx_hash", json_string(q));
+    }
+    say("tx 0x%s sent (%s, nonce %llu, gas limit %llu)\n", hx,
+        tx.legacy ? "legacy EIP-155" : "EIP-1559", (unsigned long long)tx.nonce,
+        (unsigned long long)tx.gas_limit);
 
     deadline = time(NULL) + c->o.wait_s;
     for (long delay = 100;; delay = delay < 1000 ? delay * 2 : 1000) {
@@ -467,25 +633,42 @@ static int send_tx(struct ctx *c, const uint8_t *to, const uint8_t *data, size_t
     KMS_GUARD(kms_eth_quantity(json_object_get(rcpt, "status"), &status));
     KMS_GUARD(kms_eth_quantity(json_object_get(rcpt, "blockNumber"), &blk));
     KMS_GUARD(kms_eth_quantity(json_object_get(rcpt, "gasUsed"), &gas_used));
+    json_object_set_new(txj, "block", json_integer((json_int_t)blk));
+    json_object_set_new(txj, "gas_used", json_integer((json_int_t)gas_used));
+    json_object_set_new(txj, "status", json_string(status == 1 ? "mined" : "failed"));
     KMS_ENSURE(status == 1, KMS_ERR_ETH_TX, "tx 0x%s failed (status 0) in block %llu", hx,
                (unsigned long long)blk);
-    printf("mined in block %llu, gas used %llu\n", (unsigned long long)blk,
-           (unsigned long long)gas_used);
+    say("mined in block %llu, gas used %llu\n", (unsigned long long)blk,
+        (unsigned long long)gas_used);
     {
         json_t *logs = json_object_get(rcpt, "logs");
+        json_t *evs = json_array();
         size_t i;
         json_t *l;
 
         if (json_is_array(logs) && json_array_size(logs) > 0) {
-            printf("events:\n");
-            json_array_foreach(logs, i, l) print_log(l);
+            say("events:\n");
+            json_array_foreach(logs, i, l) print_log(l, evs);
         }
+        json_object_set_new(txj, "events", evs);
     }
     if (receipt != NULL) {
         *receipt = rcpt;
         rcpt = NULL;
     }
 out:
+    if (txj != NULL && result != NULL) {
+        json_t *txs = json_object_get(result, "transactions");
+
+        if (txs == NULL) {
+            txs = json_array();
+            json_object_set_new(result, "transactions", txs);
+        }
+        json_array_append_new(txs, txj);
+    } else {
+        json_decref(txj);
+    }
+    c->fn = NULL;
     json_decref(params);
     json_decref(res);
     json_decref(err);
@@ -512,7 +695,8 @@ static int call_tx(struct ctx *c, const uint8_t *to, const char *sig,
     }
     kms_eth_selector(sig, sel);
     KMS_GUARD(kms_eth_abi_encode(sel, args, n, &cd));
-    printf("%s\n", sig);
+    say("%s\n", sig);
+    c->fn = sig;
     KMS_GUARD(send_tx(c, to, cd.data, cd.len, receipt));
 out:
     kms_buf_free(&cd);
@@ -536,7 +720,7 @@ static int call_view(struct ctx *c, const uint8_t *to, const char *sig, const ui
 
 static int arg_word(const char *field, const char *hex, uint8_t w[32])
 {
-    return kms_eth_pad_hex(field, hex, w, 32);
+    return strict_hex(field, hex, w, 32, 0);
 }
 
 static int one_hash_cmd(struct ctx *c, const char *sig, const char *what)
@@ -679,7 +863,8 @@ static int cmd_create_app(struct ctx *c)
     }
     KMS_GUARD(find_app_id(rcpt, app));
     kms_eth_addr_checksum(app, sum);
-    printf("App ID: %s\n", sum);
+    say("App ID: %s\n", sum);
+    put("app_id", json_string(sum));
 out:
     json_decref(rcpt);
     return rc;
@@ -698,8 +883,8 @@ static int app_cmd(struct ctx *c, const char *sig, const char *what, int is_bool
     if (is_bool) {
         const char *v = c->o.pos[2];
 
-        KMS_ENSURE(strcmp(v, "true") == 0 || strcmp(v, "false") == 0, KMS_ERR_INVAL,
-                   "app %s takes true or false", c->o.pos[1]);
+        usage_error = strcmp(v, "true") != 0 && strcmp(v, "false") != 0;
+        KMS_ENSURE(!usage_error, KMS_ERR_INVAL, "app %s takes true or false", c->o.pos[1]);
         kms_eth_word_u64(strcmp(v, "true") == 0, w);
     } else {
         KMS_GUARD(arg_word(what, c->o.pos[2], w));
@@ -732,6 +917,10 @@ static int cmd_app_remove_device(struct ctx *c)
 static int cmd_app_set_any(struct ctx *c)
 {
     return app_cmd(c, "setAllowAnyDevice(bool)", "flag", 1);
+}
+static int cmd_app_set_tcb(struct ctx *c)
+{
+    return app_cmd(c, "setRequireTcbUpToDate(bool)", "flag", 1);
 }
 
 /* JSON string field (first of two spellings) decoded from hex; empty when absent. */
@@ -802,23 +991,29 @@ static int cmd_status(struct ctx *c)
     KMS_GUARD(check_chain(c, &id));
     KMS_GUARD(kms_eth_block_number(c->o.rpc, &c->ro, "latest", &blk));
     kms_eth_addr_checksum(c->contract, sum);
-    printf("contract:           %s\nchain id:           %llu\nlatest block:       %llu\n", sum,
-           (unsigned long long)id, (unsigned long long)blk);
+    say("contract:           %s\nchain id:           %llu\nlatest block:       %llu\n", sum,
+        (unsigned long long)id, (unsigned long long)blk);
+    put("contract", json_string(sum));
+    put("chain_id", json_integer((json_int_t)id));
+    put("latest_block", json_integer((json_int_t)blk));
     KMS_GUARD(call_view(c, c->contract, "owner()", NULL, &ret, &n));
     KMS_GUARD(kms_eth_abi_decode_address(ret, n, a));
     kms_eth_addr_checksum(a, sum);
-    printf("owner:              %s\n", sum);
+    say("owner:              %s\n", sum);
+    put("owner", json_string(sum));
     free(ret);
     ret = NULL;
     KMS_GUARD(call_view(c, c->contract, "gatewayAppId()", NULL, &ret, &n));
     KMS_GUARD(kms_eth_abi_decode_string(ret, n, &s));
-    printf("gatewayAppId:       \"%s\"\n", s);
+    say("gatewayAppId:       \"%s\"\n", s);
+    put("gateway_app_id", json_string(s));
     free(ret);
     ret = NULL;
     KMS_GUARD(call_view(c, c->contract, "appImplementation()", NULL, &ret, &n));
     KMS_GUARD(kms_eth_abi_decode_address(ret, n, a));
     kms_eth_addr_checksum(a, sum);
-    printf("appImplementation:  %s\n", sum);
+    say("appImplementation:  %s\n", sum);
+    put("app_implementation", json_string(sum));
     if (c->o.app_id != NULL) {
         uint8_t app[20], w[32];
         int flag = 0;
@@ -829,18 +1024,35 @@ static int cmd_status(struct ctx *c)
         ret = NULL;
         KMS_GUARD(call_view(c, c->contract, "registeredApps(address)", w, &ret, &n));
         KMS_GUARD(kms_eth_abi_decode_bool(ret, n, &flag));
-        printf("app registered:     %s\n", flag ? "yes" : "no");
+        say("app registered:     %s\n", flag ? "yes" : "no");
+        put("app_registered", json_boolean(flag));
         free(ret);
         ret = NULL;
         if (call_view(c, app, "allowAnyDevice()", NULL, &ret, &n) == 0 &&
-            kms_eth_abi_decode_bool(ret, n, &flag) == 0)
-            printf("app allowAnyDevice: %s\n", flag ? "true" : "false");
+            kms_eth_abi_decode_bool(ret, n, &flag) == 0) {
+            say("app allowAnyDevice: %s\n", flag ? "true" : "false");
+            put("app_allow_any_device", json_boolean(flag));
+        }
+        kms_err_clear();
+        free(ret);
+        ret = NULL;
+        /* newer DstackApp only: an older one has no such view (the call reverts) */
+        if (call_view(c, app, "requireTcbUpToDate()", NULL, &ret, &n) == 0 &&
+            kms_eth_abi_decode_bool(ret, n, &flag) == 0) {
+            say("app requireTcbUpToDate: %s\n", flag ? "true" : "false");
+            put("app_require_tcb_up_to_date", json_boolean(flag));
+        } else {
+            say("app requireTcbUpToDate: (not in this DstackApp version)\n");
+            put("app_require_tcb_up_to_date", json_null());
+        }
         kms_err_clear();
     }
-    if (c->have_key || getenv("KMS_ETH_PRIVATE_KEY") != NULL || c->o.key_file != NULL) {
+    if (c->have_key || env_get("KMS_ETH_PRIVATE_KEY", "PRIVATE_KEY") != NULL ||
+        c->o.key_file != NULL) {
         KMS_GUARD(load_key(c));
         kms_eth_addr_checksum(c->from, sum);
-        printf("signer:             %s\n", sum);
+        say("signer:             %s\n", sum);
+        put("signer", json_string(sum));
     }
 out:
     free(ret);
@@ -894,13 +1106,13 @@ static int boot_info_from_opts(struct ctx *c, struct kms_eth_boot_info *b, json_
             }
         }
     }
-    KMS_GUARD(kms_eth_pad_hex("appId", app != NULL ? app : "", b->app_id, 20));
-    KMS_GUARD(kms_eth_pad_hex("composeHash", compose != NULL ? compose : "", b->compose_hash, 32));
-    KMS_GUARD(kms_eth_pad_hex("instanceId", inst != NULL ? inst : "", b->instance_id, 20));
-    KMS_GUARD(kms_eth_pad_hex("deviceId", dev != NULL ? dev : "", b->device_id, 32));
-    KMS_GUARD(kms_eth_pad_hex("mrAggregated", mra != NULL ? mra : "", b->mr_aggregated, 32));
-    KMS_GUARD(kms_eth_pad_hex("mrSystem", mrs != NULL ? mrs : "", b->mr_system, 32));
-    KMS_GUARD(kms_eth_pad_hex("osImageHash", os != NULL ? os : "", b->os_image_hash, 32));
+    KMS_GUARD(strict_hex("appId", app, b->app_id, 20, 1));
+    KMS_GUARD(strict_hex("composeHash", compose, b->compose_hash, 32, 1));
+    KMS_GUARD(strict_hex("instanceId", inst, b->instance_id, 20, 1));
+    KMS_GUARD(strict_hex("deviceId", dev, b->device_id, 32, 1));
+    KMS_GUARD(strict_hex("mrAggregated", mra, b->mr_aggregated, 32, 1));
+    KMS_GUARD(strict_hex("mrSystem", mrs, b->mr_system, 32, 1));
+    KMS_GUARD(strict_hex("osImageHash", os, b->os_image_hash, 32, 1));
     b->tcb_status = tcb != NULL ? tcb : "";
     b->advisory_ids = c->o.adv;
     b->n_advisory_ids = c->o.nadv;
@@ -934,17 +1146,21 @@ static int is_allowed_cmd(struct ctx *c, int is_kms, int *denied)
     rc = kms_eth_call(c->o.rpc, &c->ro, c->contract, cd.data, cd.len,
                       c->o.block != NULL ? c->o.block : "latest", &ret, &n);
     if (rc == KMS_ERR_ETH_REVERT) {
-        printf("denied: contract call reverted: %s\n", kms_err_detail());
+        say("denied: contract call reverted: %s\n", kms_err_detail());
+        put("allowed", json_false());
+        put("reason", json_sprintf("contract call reverted: %s", kms_err_detail()));
         *denied = 1;
         rc = 0;
         goto out;
     }
     KMS_GUARD(rc);
     KMS_GUARD(kms_eth_abi_decode_bool_string(ret, n, &allowed, &reason));
+    put("allowed", json_boolean(allowed));
+    put("reason", json_string(reason != NULL ? reason : ""));
     if (allowed) {
-        printf("allowed\n");
+        say("allowed\n");
     } else {
-        printf("denied: %s\n", reason);
+        say("denied: %s\n", reason);
         *denied = 1;
     }
 out:
@@ -992,13 +1208,14 @@ out:
     return rc;
 }
 
-static int deploy_one(struct ctx *c, const char *what, const struct kms_buf *code, uint8_t addr[20])
+static int deploy_one(struct ctx *c, const char *what, const char *key, const struct kms_buf *code,
+                      uint8_t addr[20])
 {
     json_t *rcpt = NULL;
     char sum[43];
     int rc = 0;
 
-    printf("deploying %s (%zu bytes)\n", what, code->len);
+    say("deploying %s (%zu bytes)\n", what, code->len);
     KMS_GUARD(send_tx(c, NULL, code->data, code->len, &rcpt));
     rc = kms_eth_parse_address(json_string_value(json_object_get(rcpt, "contractAddress")), addr);
     if (rc < 0) {
@@ -1007,7 +1224,8 @@ static int deploy_one(struct ctx *c, const char *what, const struct kms_buf *cod
         goto out;
     }
     kms_eth_addr_checksum(addr, sum);
-    printf("%s: %s\n", what, sum);
+    say("%s: %s\n", what, sum);
+    put(key, json_string(sum));
 out:
     json_decref(rcpt);
     return rc;
@@ -1040,8 +1258,8 @@ static int cmd_deploy(struct ctx *c)
     else
         memcpy(owner, c->from, 20);
 
-    KMS_GUARD(deploy_one(c, "DstackApp implementation", &app, app_addr));
-    KMS_GUARD(deploy_one(c, "DstackKms implementation", &kms, kms_addr));
+    KMS_GUARD(deploy_one(c, "DstackApp implementation", "app_implementation", &app, app_addr));
+    KMS_GUARD(deploy_one(c, "DstackKms implementation", "kms_implementation", &kms, kms_addr));
     /* proxy constructor(address implementation, bytes data = initialize(owner, appImpl)) */
     kms_eth_word_address(owner, w_owner);
     kms_eth_word_address(app_addr, w_impl);
@@ -1060,9 +1278,9 @@ static int cmd_deploy(struct ctx *c)
 
         KMS_GUARD(kms_eth_abi_encode(NULL, pa, 2, &proxy));
     }
-    KMS_GUARD(deploy_one(c, "DstackKms proxy", &proxy, proxy_addr));
+    KMS_GUARD(deploy_one(c, "DstackKms proxy", "kms_contract_addr", &proxy, proxy_addr));
     kms_eth_addr_checksum(proxy_addr, sum);
-    printf("KMS_CONTRACT_ADDR=%s\n", sum);
+    say("KMS_CONTRACT_ADDR=%s\n", sum);
 out:
     kms_buf_free(&app);
     kms_buf_free(&kms);
@@ -1131,6 +1349,12 @@ static const struct cmd cmds[] = {
      "usage: kmsctl chain app set-allow-any-device --app-id A "
      "true|false\nDstackApp(A).setAllowAnyDevice (app owner only).\n",
      cmd_app_set_any},
+    {"app set-require-tcb-up-to-date",
+     "usage: kmsctl chain app set-require-tcb-up-to-date --app-id A true|false\n"
+     "DstackApp(A).setRequireTcbUpToDate (app owner only; newer DstackApp): with true, the app\n"
+     "boots only on a platform whose TCB status is UpToDate. Read it with\n"
+     "`kmsctl chain status --app-id A`. Emits RequireTcbUpToDateSet and PolicyChanged.\n",
+     cmd_app_set_tcb},
     {"set-gateway",
      "usage: kmsctl chain set-gateway GATEWAY_APP_ID\nDstackKms.setGatewayAppId (owner only).\n",
      cmd_set_gateway},
@@ -1141,15 +1365,16 @@ static const struct cmd cmds[] = {
     {"status",
      "usage: kmsctl chain status [--app-id A] [--block TAG]\nShows the contract, chain id, latest "
      "block, owner, gatewayAppId, appImplementation\n(and with --app-id, whether the app is "
-     "registered). Read-only; no key needed.\n",
+     "registered, allowAnyDevice, requireTcbUpToDate). Read-only; no key needed.\n",
      cmd_status},
     {"is-kms-allowed",
      "usage: kmsctl chain is-kms-allowed [--boot-info FILE.json] [--mr-aggregated H] "
      "[--os-image-hash H]\n"
      "       [--device-id H] [--tcb-status S] [--app-id H] [--compose-hash H] [--instance-id H]\n"
      "       [--mr-system H] [--advisory-id ID]... [--block TAG]\n"
-     "Calls DstackKms.isKmsAllowed with the boot info (hex normalized and padded as auth-eth\n"
-     "does; FILE is the auth-api JSON body) and prints \"allowed\" or \"denied: <reason>\".\n"
+     "Calls DstackKms.isKmsAllowed with the boot info (FILE is the auth-api JSON body; each hex\n"
+     "value exactly its size: 20 bytes for app/instance ids, 32 for the others; empty or absent\n"
+     "= zero) and prints \"allowed\" or \"denied: <reason>\".\n"
      "Exit status 0 allowed, 3 denied. Read-only; no key needed.\n",
      cmd_is_kms_allowed},
     {"is-app-allowed",
@@ -1195,6 +1420,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"--allow-any-device", NULL, &o->allow_any, 1},
         {"--disable-upgrades", NULL, &o->disable_upgrades, 1},
         {"--help", NULL, &o->help, 1},
+        {"--json", NULL, &o->json, 1},
         {"-h", NULL, &o->help, 1},
         {"--timeout-ms", NULL, NULL, 2},
         {"--wait-s", NULL, NULL, 2},
@@ -1301,23 +1527,51 @@ int kms_cli_chain(int argc, char **argv)
               stdout);
         return 0;
     }
-    if (c.o.rpc == NULL)
-        c.o.rpc = getenv("KMS_ETH_RPC_URL");
-    if (c.o.contract == NULL)
-        c.o.contract = getenv("KMS_CONTRACT_ADDR");
-    if (c.o.rpc == NULL) {
-        fprintf(stderr, "kmsctl chain: no RPC: pass --rpc URL or set KMS_ETH_RPC_URL\n");
+    if (env_conflicts() < 0) {
+        fprintf(stderr, "kmsctl chain: %s\n", kms_err_detail());
         return EXIT_USAGE;
     }
+    if (c.o.rpc == NULL)
+        c.o.rpc = env_get("KMS_ETH_RPC_URL", "RPC_URL");
+    if (c.o.contract == NULL)
+        c.o.contract = env_get("KMS_CONTRACT_ADDR", "KMS_CONTRACT_ADDRESS");
+    if (c.o.rpc == NULL) {
+        fprintf(stderr,
+                "kmsctl chain: no RPC: pass --rpc URL or set KMS_ETH_RPC_URL (or RPC_URL)\n");
+        return EXIT_USAGE;
+    }
+    txt_out = c.o.json ? stderr : stdout;
+    result = c.o.json ? json_pack("{s:s}", "command", cmd->name) : NULL;
     c.ro.timeout_ms = c.o.timeout_ms;
     c.ro.retries = 1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     denied_flag = 0;
+    usage_error = 0;
     rc = cmd->fn(&c);
-    if (rc < 0)
+    if (rc < 0 && usage_error) {
+        fail();
+        ret = EXIT_USAGE;
+    } else if (rc < 0) {
         ret = fail();
-    else
+    } else {
         ret = denied_flag ? EXIT_DENIED : 0;
+    }
+    if (result != NULL) {
+        /* the result so far, also after an error (e.g. a transaction that was sent) */
+        put("ok", json_boolean(rc == 0));
+        if (rc < 0)
+            put("error", json_string(kms_err_detail()));
+        put("exit_status", json_integer(ret));
+        {
+            char *txt = json_dumps(result, JSON_INDENT(2));
+
+            printf("%s\n", txt != NULL ? txt : "null");
+            free(txt);
+        }
+        json_decref(result);
+        result = NULL;
+    }
+    txt_out = NULL;
     OPENSSL_cleanse(c.key, sizeof(c.key));
     return ret;
 }

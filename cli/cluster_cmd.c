@@ -20,33 +20,42 @@
 
 #define CLUSTER_MAX_NODES 16
 #define HEALTH_MAX_BODY (1024u * 1024u)
+#define STATUS_DEGRADED 3    /* cluster status: serving, but a peer is down or inconsistent */
+#define STATUS_NOT_SERVING 4 /* cluster status: sealed, not-authorized, no keys, ... */
 
 static const char cluster_usage[] =
-    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "Usage: kmsctl cluster status --kms URL [--ca FILE] [--json] [--timeout-ms MS]\n"
     "       kmsctl cluster verify --kms URL --kms URL ... [--insecure-sim --sim-dir DIR]\n"
-    "                             [--skip-attestation] [--timeout-ms MS]\n"
+    "                             [--skip-attestation] [--ca FILE] [--json] [--timeout-ms MS]\n"
     "\n"
     "status: the node's state and its view of each peer (from GET /health).\n"
     "verify: runs the identity challenge across the given nodes itself.\n"
     "kmsctl cluster status --help / kmsctl cluster verify --help for details.\n";
 
 static const char status_usage[] =
-    "Usage: kmsctl cluster status --kms URL [--json] [--timeout-ms MS]\n"
+    "Usage: kmsctl cluster status --kms URL [--ca FILE] [--json] [--timeout-ms MS]\n"
     "\n"
     "Prints the node at URL (state, identity = k256 public key prefix) and each of its peers as\n"
     "the node last checked them: status (up, down, inconsistent, unknown), the peer's k256\n"
     "public key prefix, time of the last check, latency, and the reason of a failure. Peers are\n"
     "checked by the node every --peer-interval-ms: reachable, attested kms:rpc certificate, same\n"
     "k256 and root CA public keys, and the identity challenge (see `cluster verify`).\n"
-    "The data comes from GET URL/health, read without certificate verification (it is the\n"
-    "node's own report; use `cluster verify` for an authenticated check).\n"
-    "  --json            print the node's /health document with \"url\" and \"http_status\"\n"
+    "The data comes from GET URL/health (the node's own report; use `cluster verify` for an\n"
+    "authenticated identity check).\n"
+    "  --ca FILE         the cluster's root CA (PEM; `kmsctl ca pin` writes it; default\n"
+    "                    $KMSCTL_CA): the node's certificate must chain to it, or kmsctl\n"
+    "                    fails. Without one the certificate is NOT verified (said on stderr,\n"
+    "                    in the table and in --json)\n"
+    "  --json            print the node's /health document with \"url\", \"http_status\",\n"
+    "                    \"server_verified\", \"verdict\" and \"exit_status\"\n"
     "  --timeout-ms MS   timeout of the request (default 5000)\n"
-    "Exit status: 0 when the node answered, 1 when it did not.\n";
+    "Exit status: 0 serving and no peer down or inconsistent; 1 unreachable, or its\n"
+    "certificate refused; 2 usage; 3 degraded (a peer down or inconsistent); 4 not serving\n"
+    "(sealed, not-authorized, uninitialized, onboarding).\n";
 
 static const char verify_usage[] =
     "Usage: kmsctl cluster verify --kms URL --kms URL ... [--insecure-sim --sim-dir DIR]\n"
-    "                             [--skip-attestation] [--timeout-ms MS]\n"
+    "                             [--skip-attestation] [--ca FILE] [--json] [--timeout-ms MS]\n"
     "\n"
     "Runs the identity challenge across the given nodes: a fresh random 20-byte app id; on each\n"
     "node GetMeta (k256_pubkey, ca_pubkey) and GetAppEnvEncryptPubKey(app id), each over TLS\n"
@@ -56,6 +65,13 @@ static const char verify_usage[] =
     "key and signature. Equal answers prove the same root keys without revealing them.\n"
     "  --insecure-sim --sim-dir DIR  also trust the simulated TEE root in DIR (development)\n"
     "  --skip-attestation            check only the kms:rpc usage of server certificates\n"
+    "  --ca FILE                     the cluster's root CA (default $KMSCTL_CA): every node's\n"
+    "                                certificate must chain to it and its GetMeta.ca_pubkey\n"
+    "                                must be its key. Without it the nodes are compared with\n"
+    "                                each other only (said on stderr)\n"
+    "  --json                        print {challenge_app_id, root_ca_pinned,\n"
+    "                                attestation_checked, nodes: [{url, result, reason}],\n"
+    "                                all_agree}\n"
     "  --timeout-ms MS               timeout of each request (default 5000)\n"
     "Exit status: 0 when all nodes agree; 1 naming each node that diverges or fails.\n";
 
@@ -69,17 +85,26 @@ static long parse_timeout(const char *s)
 
 /* ---------------------------------------------------------------- status */
 
-/* The node's self-report: informational, so no certificate check (see --help). */
-static int no_tls_check(CURL *h, void *arg)
+/* arg: the root CA PEM the server must chain to, or NULL (not verified, see --help). */
+static int health_tls(CURL *h, void *arg)
 {
-    (void)arg;
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    const char *ca = arg;
+
+    if (ca != NULL) {
+        struct curl_blob b = {(void *)ca, strlen(ca), CURL_BLOB_COPY};
+
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &b);
+        curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    }
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     return 0;
 }
 
 /* GET base/health: *status the HTTP code, *out the JSON document (caller owns). */
-static int get_health(const char *base, long timeout_ms, long *status, json_t **out)
+static int get_health(const char *base, const char *ca, long timeout_ms, long *status, json_t **out)
 {
     struct kms_fetch_req req = {0};
     struct kms_fetch_resp fr = {0};
@@ -96,7 +121,8 @@ static int get_health(const char *base, long timeout_ms, long *status, json_t **
     req.url = url;
     req.timeout_ms = timeout_ms;
     req.max_body = HEALTH_MAX_BODY;
-    req.setup = no_tls_check;
+    req.setup = health_tls;
+    req.arg = (void *)ca;
     rc = kms_fetch(&req, &fr);
     KMS_ENSURE(rc != KMS_ERR_TIMEOUT, KMS_ERR_TIMEOUT, "no answer from %s within %ld ms", url,
                timeout_ms);
@@ -157,17 +183,47 @@ static void print_row(const char *indent, const char *url, const char *state, js
            lc, lt, reason);
 }
 
+/* The exit status of `cluster status` for a /health document (see status_usage) and the word
+ * that says why. */
+static const char *status_verdict(json_t *h, int *code)
+{
+    const char *state = str_or(h, "state", "?");
+    json_t *p;
+    size_t i;
+
+    if (strcmp(state, "degraded") == 0) {
+        *code = STATUS_DEGRADED;
+        return "degraded: a peer is down or inconsistent";
+    }
+    if (strcmp(state, "serving") != 0) {
+        *code = STATUS_NOT_SERVING;
+        return "not serving (sealed, not authorized, or without keys)";
+    }
+    json_array_foreach(json_object_get(h, "peers"), i, p)
+    {
+        const char *ps = str_or(p, "status", "unknown");
+
+        if (strcmp(ps, "up") != 0 && strcmp(ps, "unknown") != 0) {
+            *code = STATUS_DEGRADED;
+            return "degraded: a peer is down or inconsistent";
+        }
+    }
+    *code = 0;
+    return "ok: serving, no peer down";
+}
+
 static int cmd_status(int argc, char **argv)
 {
-    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"timeout-ms", required_argument, NULL, 'T'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *url = NULL;
-    int as_json = 0, c;
+    static const struct option opts[] = {
+        {"kms", required_argument, NULL, 'k'}, {"ca", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},      {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    const char *url = NULL, *ca_path = NULL;
+    char *ca = NULL;
+    int as_json = 0, c, rc, verified;
     long timeout_ms = 5000, status = 0;
-    json_t *h = NULL, *peers, *p;
+    const char *verdict;
+    json_t *h = NULL, *meta = NULL, *peers, *p;
     size_t i;
 
     optind = 1;
@@ -178,6 +234,9 @@ static int cmd_status(int argc, char **argv)
         switch (c) {
         case 'k':
             url = optarg;
+            break;
+        case 'c':
+            ca_path = optarg;
             break;
         case 'j':
             as_json = 1;
@@ -197,22 +256,35 @@ static int cmd_status(int argc, char **argv)
         fputs(status_usage, stderr);
         return 2;
     }
-    if (get_health(url, timeout_ms, &status, &h) < 0) {
-        fprintf(stderr, "kmsctl: cluster status: %s\n", kms_err_detail());
-        return 1;
+    if (kms_cli_load_ca(ca_path, &ca) < 0)
+        return kms_cli_fail("cluster status", NULL);
+    verified = ca != NULL;
+    /* With a CA, GetMeta first: its TLS check names a certificate of another cluster plainly. */
+    if (ca != NULL && kms_cli_rpc(url, ca, timeout_ms, "GetMeta", NULL, &meta) < 0) {
+        free(ca);
+        return kms_cli_fail("cluster status", url);
     }
+    json_decref(meta);
+    if (ca == NULL)
+        kms_cli_warn_unverified(url);
+    if (get_health(url, ca, timeout_ms, &status, &h) < 0) {
+        free(ca);
+        return kms_cli_fail("cluster status", url);
+    }
+    free(ca);
+    verdict = status_verdict(h, &rc);
     if (as_json) {
-        char *txt;
-
         json_object_set_new(h, "url", json_string(url));
         json_object_set_new(h, "http_status", json_integer(status));
-        txt = json_dumps(h, JSON_INDENT(2));
-        if (txt != NULL)
-            puts(txt);
-        free(txt);
+        json_object_set_new(h, "server_verified", json_boolean(verified));
+        json_object_set_new(h, "verdict", json_string(verdict));
+        json_object_set_new(h, "exit_status", json_integer(rc));
+        kms_cli_print_json(h);
         json_decref(h);
-        return 0;
+        return rc;
     }
+    printf("server certificate: %s\n",
+           verified ? "verified against the pinned root CA" : "NOT verified (no --ca)");
     printf("%-38s %-14s %-18s %-10s %-9s %s\n", "NODE / PEER", "STATE", "IDENTITY (k256)",
            "LAST CHECK", "LATENCY", "REASON");
     print_row("", url, str_or(h, "state", "?"), h, NULL, NULL, str_or(h, "reason", ""));
@@ -225,8 +297,9 @@ static int cmd_status(int argc, char **argv)
     }
     if (json_array_size(peers) == 0)
         printf("  (no peers known)\n");
+    printf("verdict: %s\n", verdict);
     json_decref(h);
-    return 0;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- verify */
@@ -262,8 +335,8 @@ out:
 }
 
 /* Asks one node; a->ok when it answered and its signature recovers to its own k256 key. */
-static int ask(struct answer *a, const struct kms_attest_ctx *actx, long timeout_ms,
-               const uint8_t app_id[20])
+static int ask(struct answer *a, const struct kms_attest_ctx *actx, const char *pin,
+               long timeout_ms, const uint8_t app_id[20])
 {
     struct kms_rpc_opts o;
     json_t *meta = NULL, *ek = NULL;
@@ -276,6 +349,8 @@ static int ask(struct answer *a, const struct kms_attest_ctx *actx, long timeout
     o.timeout_ms = timeout_ms;
     o.server_check = cert_check;
     o.server_check_arg = (void *)actx;
+    o.ca_pem = pin; /* NULL: chain not checked (the challenge compares the nodes) */
+    o.no_host_check = 1;
     KMS_GUARD(kms_rpc_call(&o, "GetMeta", NULL, &meta, NULL));
     KMS_GUARD(field_exact(meta, "k256_pubkey", a->k256, 33));
     KMS_GUARD(kms_prpc_get_bytes(meta, "ca_pubkey", &a->ca_spki, &a->ca_spki_len));
@@ -333,9 +408,17 @@ static int cmd_verify(int argc, char **argv)
                                          {"sim-dir", required_argument, NULL, 's'},
                                          {"skip-attestation", no_argument, NULL, 'S'},
                                          {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"ca", required_argument, NULL, 'c'},
+                                         {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     struct answer a[CLUSTER_MAX_NODES];
+    const char *ca_path = NULL;
+    char *pin = NULL;
+    uint8_t *pin_spki = NULL;
+    size_t pin_spki_len = 0;
+    int as_json = 0;
+    json_t *jn = NULL, *jo = NULL;
     size_t n = 0, ref = CLUSTER_MAX_NODES, bad = 0;
     int insecure = 0, skip = 0, c;
     const char *sim_dir = NULL;
@@ -370,6 +453,12 @@ static int cmd_verify(int argc, char **argv)
         case 'T':
             timeout_ms = parse_timeout(optarg);
             break;
+        case 'c':
+            ca_path = optarg;
+            break;
+        case 'j':
+            as_json = 1;
+            break;
         case 'h':
             fputs(verify_usage, stdout);
             return 0;
@@ -382,21 +471,49 @@ static int cmd_verify(int argc, char **argv)
         fputs(verify_usage, stderr);
         return 2;
     }
+    if (kms_cli_load_ca(ca_path, &pin) < 0 ||
+        (pin != NULL && kms_cli_ca_spki(pin, &pin_spki, &pin_spki_len) < 0)) {
+        free(pin);
+        return kms_cli_fail("cluster verify", NULL);
+    }
+    if (pin == NULL && skip)
+        fprintf(stderr, "kmsctl: WARNING: no root CA pinned (--ca or " KMS_CLI_CA_ENV
+                        ") and --skip-attestation: the nodes are only compared with each other; "
+                        "who they are is NOT verified\n");
+    else if (pin == NULL)
+        fprintf(stderr, "kmsctl: note: no root CA pinned (--ca or " KMS_CLI_CA_ENV
+                        "): the nodes are checked by attestation and against each other, not "
+                        "against your cluster's root CA\n");
     actx = verify_ctx(skip, insecure, sim_dir);
     if (!skip && actx == NULL) {
         fprintf(stderr, "kmsctl: cannot set up attestation verification: %s\n", kms_err_detail());
+        free(pin);
+        free(pin_spki);
         return 1;
     }
     if (RAND_bytes(app_id, sizeof(app_id)) != 1) {
         fprintf(stderr, "kmsctl: no randomness for the challenge\n");
         kms_attest_ctx_free(actx);
+        free(pin);
+        free(pin_spki);
         return 1;
     }
     kms_hex_encode(app_id, 20, hex);
-    printf("challenge app id 0x%s\n", hex);
+    jo = json_pack("{s:s,s:b,s:b,s:[]}", "challenge_app_id", hex, "root_ca_pinned", pin != NULL,
+                   "attestation_checked", !skip, "nodes");
+    jn = json_object_get(jo, "nodes");
+    if (!as_json)
+        printf("challenge app id 0x%s\n", hex);
     for (size_t i = 0; i < n; i++) {
-        if (ask(&a[i], actx, timeout_ms, app_id) < 0) {
-            printf("FAIL      %s: %s\n", a[i].url, kms_err_detail());
+        if (ask(&a[i], actx, pin, timeout_ms, &app_id[0]) < 0) {
+            const char *hint = kms_cli_hint(a[i].url, kms_err_detail());
+
+            if (!as_json)
+                printf("FAIL      %s: %s\n", a[i].url, kms_err_detail());
+            if (!as_json && hint != NULL)
+                printf("          hint: %s\n", hint);
+            json_array_append_new(jn, json_pack("{s:s,s:s,s:s}", "url", a[i].url, "result", "fail",
+                                                "reason", kms_err_detail()));
             bad++;
         } else if (ref == CLUSTER_MAX_NODES) {
             ref = i;
@@ -405,11 +522,14 @@ static int cmd_verify(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         const struct answer *r = ref < n ? &a[ref] : NULL;
         const char *what = NULL;
-        char k[20];
+        char k[20], kfull[69];
 
         if (!a[i].ok)
             continue;
-        if (memcmp(a[i].k256, r->k256, 33) != 0)
+        if (pin_spki != NULL &&
+            (a[i].ca_spki_len != pin_spki_len || memcmp(a[i].ca_spki, pin_spki, pin_spki_len) != 0))
+            what = "root CA public key is not the pinned root CA (--ca)";
+        else if (memcmp(a[i].k256, r->k256, 33) != 0)
             what = "k256_pubkey differs";
         else if (a[i].ca_spki_len != r->ca_spki_len ||
                  memcmp(a[i].ca_spki, r->ca_spki, r->ca_spki_len) != 0)
@@ -419,21 +539,38 @@ static int cmd_verify(int argc, char **argv)
         else if (memcmp(a[i].sig, r->sig, 65) != 0)
             what = "challenge signature differs (another root k256 key)";
         kms_hex_encode(a[i].k256, 6, k);
+        kfull[0] = '0';
+        kfull[1] = 'x';
+        kms_hex_encode(a[i].k256, 33, kfull + 2);
         if (what != NULL) {
-            printf("DIVERGES  %s: %s (compared with %s)\n", a[i].url, what, r->url);
+            if (!as_json)
+                printf("DIVERGES  %s: %s (compared with %s)\n", a[i].url, what, r->url);
+            json_array_append_new(jn, json_pack("{s:s,s:s,s:s,s:s,s:s}", "url", a[i].url, "result",
+                                                "diverges", "reason", what, "compared_with", r->url,
+                                                "k256_pubkey", kfull));
             bad++;
         } else {
-            printf("OK        %s  k256 0x%s..\n", a[i].url, k);
+            if (!as_json)
+                printf("OK        %s  k256 0x%s..\n", a[i].url, k);
+            json_array_append_new(jn, json_pack("{s:s,s:s,s:s}", "url", a[i].url, "result", "ok",
+                                                "k256_pubkey", kfull));
         }
     }
     for (size_t i = 0; i < n; i++)
         free(a[i].ca_spki);
     kms_attest_ctx_free(actx);
+    free(pin);
+    free(pin_spki);
+    json_object_set_new(jo, "all_agree", json_boolean(bad == 0));
+    if (as_json)
+        kms_cli_print_json(jo);
+    json_decref(jo);
     if (bad > 0) {
         fprintf(stderr, "kmsctl: cluster verify: %zu of %zu node(s) failed or diverge\n", bad, n);
         return 1;
     }
-    printf("all %zu node(s) hold the same identity\n", n);
+    if (!as_json)
+        printf("all %zu node(s) hold the same identity\n", n);
     return 0;
 }
 

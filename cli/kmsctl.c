@@ -31,6 +31,15 @@ static int die(const char *what)
     return 1;
 }
 
+/* A timeout argument: 1..600000 ms, else -1. */
+static long parse_ms(const char *s)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+
+    return (end != s && *end == '\0' && v > 0 && v <= 600000) ? v : -1;
+}
+
 static int plain_call(const char *url, const char *method, const char *body, json_t **resp)
 {
     struct kms_rpc_opts o;
@@ -55,25 +64,25 @@ static void print_json(json_t *j)
 
 static const char import_usage[] =
     "Usage: kmsctl keystore import-dstack --data-dir DIR [--domain NAME] [--kek-file PATH] "
-    "SRC_DIR\n"
+    "[--json] SRC_DIR\n"
     "\n"
     "Imports the root keys of a dstack KMS (root-ca.key, tmp-ca.key, root-k256.key, and\n"
     "rpc-domain / bootstrap-info.json when present) from SRC_DIR into the kmsd keystore in\n"
     "DIR, sealed. The node then serves the same apps with the same keys. Refused when the\n"
-    "keystore already holds keys. --domain overrides rpc-domain.\n";
+    "keystore already holds keys. --domain overrides rpc-domain. --json prints\n"
+    "{imported_from, data_dir, domain}. Exit status: 0 imported, 1 error, 2 usage.\n";
 
 static int cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {{"data-dir", required_argument, NULL, 'd'},
-                                         {"domain", required_argument, NULL, 'n'},
-                                         {"kek-file", required_argument, NULL, 'k'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, 'd'}, {"domain", required_argument, NULL, 'n'},
+        {"kek-file", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *data_dir = NULL, *domain = NULL, *kek = NULL;
     struct kms_seal_cfg seal = {.provider = "file"};
     struct kms_store *st = NULL;
     struct kms_identity id;
-    int c, rc;
+    int c, rc, as_json = 0;
 
     memset(&id, 0, sizeof(id));
     optind = 1;
@@ -90,6 +99,9 @@ static int cmd_import(int argc, char **argv)
             break;
         case 'k':
             kek = optarg;
+            break;
+        case 'j':
+            as_json = 1;
             break;
         case 'h':
             fputs(import_usage, stdout);
@@ -122,11 +134,19 @@ static int cmd_import(int argc, char **argv)
         rc = kms_store_save_identity(st, &id);
     if (rc == 0 && kms_store_audit(st, "Import", "ok", argv[optind]) < 0)
         rc = -1;
+    if (rc == 0 && as_json) {
+        json_t *o = json_pack("{s:s,s:s,s:s}", "imported_from", argv[optind], "data_dir", data_dir,
+                              "domain", id.domain);
+
+        kms_cli_print_json(o);
+        json_decref(o);
+    } else if (rc == 0) {
+        printf("imported root keys from %s into %s\n", argv[optind], data_dir);
+    }
     kms_identity_clear(&id);
     kms_store_close(st);
     if (rc < 0)
         return die("import failed");
-    printf("imported root keys from %s into %s\n", argv[optind], data_dir);
     return 0;
 }
 
@@ -144,17 +164,27 @@ static int cmd_keystore(int argc, char **argv)
 /* ---------------------------------------------------------------- bootstrap / onboard */
 
 static const char bootstrap_usage[] =
-    "Usage: kmsctl bootstrap --onboard-url URL --domain NAME [--no-finish]\n"
+    "Usage: kmsctl bootstrap --onboard-url URL --domain NAME [--no-finish] [--json]\n"
     "\n"
     "Calls Onboard.Bootstrap on a node without keys (generates the cluster's root keys), prints\n"
-    "the bootstrap info (root CA public key, k256 public key, attestation), then calls\n"
-    "GET /finish so the node starts serving.\n";
+    "the bootstrap info (JSON: root CA public key, k256 public key, attestation; --json is\n"
+    "accepted for uniformity), then calls GET /finish so the node starts serving. Progress lines\n"
+    "go to stderr. The Onboard listener is plain HTTP (a node without keys has no certificate):\n"
+    "its answer is not authenticated, which kmsctl says on stderr. Afterwards pin the new root\n"
+    "CA with `kmsctl ca pin --kms https://HOST:PORT --ca-pubkey CA_PUBKEY --out root-ca.pem`\n"
+    "(CA_PUBKEY: the ca_pubkey printed here).\n"
+    "Exit status: 0 done, 1 refused or unreachable, 2 usage.\n";
 
 static const char onboard_usage[] =
-    "Usage: kmsctl onboard --onboard-url URL --source KMS_URL --domain NAME [--no-finish]\n"
+    "Usage: kmsctl onboard --onboard-url URL --source KMS_URL --domain NAME [--no-finish] "
+    "[--json]\n"
     "\n"
     "Calls Onboard.Onboard on a node without keys: it pulls the cluster identity from the\n"
-    "running KMS at KMS_URL over mutually attested TLS, then GET /finish.\n";
+    "running KMS at KMS_URL over mutually attested TLS, then GET /finish. Prints the answer\n"
+    "(JSON: the cluster's k256 public key) on stdout and a progress line per step on stderr.\n"
+    "The Onboard listener is plain HTTP (not authenticated, said on stderr); the node itself\n"
+    "authenticates the source by its attestation.\n"
+    "Exit status: 0 done, 1 refused or unreachable, 2 usage.\n";
 
 static int finish(const char *url)
 {
@@ -165,18 +195,29 @@ static int finish(const char *url)
     return rc;
 }
 
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
 static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
 {
     static const struct option opts[] = {{"onboard-url", required_argument, NULL, 'u'},
                                          {"domain", required_argument, NULL, 'd'},
                                          {"source", required_argument, NULL, 's'},
                                          {"no-finish", no_argument, NULL, 'n'},
+                                         {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *url = NULL, *domain = NULL, *source = NULL;
     const char *usage = onboard ? onboard_usage : bootstrap_usage;
-    int no_finish = 0, c, rc;
+    const char *what = onboard ? "Onboard" : "Bootstrap";
+    int no_finish = 0, c, rc, steps;
     json_t *req, *resp = NULL;
+    struct timespec t0, t1;
     char *body;
 
     optind = 1;
@@ -197,6 +238,8 @@ static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
         case 'n':
             no_finish = 1;
             break;
+        case 'j':
+            break;
         case 'h':
             fputs(usage, stdout);
             return 0;
@@ -209,29 +252,67 @@ static int cmd_bootstrap_onboard(int argc, char **argv, int onboard)
         fputs(usage, stderr);
         return 2;
     }
+    steps = no_finish ? 1 : 2;
+    kms_cli_warn_unverified(url);
     req = onboard ? json_pack("{s:s,s:s}", "source_url", source, "domain", domain)
                   : json_pack("{s:s}", "domain", domain);
     body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
-    rc = plain_call(url, onboard ? "Onboard" : "Bootstrap", body, &resp);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (onboard)
+        fprintf(stderr,
+                "kmsctl: [1/%d] Onboard: %s pulls the cluster keys from %s over attested TLS "
+                "(up to 30 s)...\n",
+                steps, url, source);
+    else
+        fprintf(stderr, "kmsctl: [1/%d] Bootstrap: %s generates the root keys for domain %s...\n",
+                steps, url, domain);
+    rc = plain_call(url, what, body, &resp);
     free(body);
     if (rc < 0)
-        return die(onboard ? "onboard failed" : "bootstrap failed");
+        return kms_cli_fail(onboard ? "onboard failed" : "bootstrap failed", url);
+    fprintf(stderr, "kmsctl: [1/%d] done in %.1f s: %s\n", steps, seconds_since(&t0),
+            onboard ? "keys received and stored" : "root keys generated and stored");
     print_json(resp);
+    fflush(stdout);
     json_decref(resp);
-    if (!no_finish && finish(url) < 0)
-        return die("finish failed");
+    if (!no_finish) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "kmsctl: [2/2] Finish: the node leaves onboarding and starts serving...\n");
+        if (finish(url) < 0)
+            return kms_cli_fail("finish failed", url);
+        fprintf(stderr,
+                "kmsctl: [2/2] done in %.1f s: the node now serves KMS over TLS on its --listen "
+                "address (https://)\n",
+                seconds_since(&t1));
+    } else {
+        fprintf(stderr, "kmsctl: not finished (--no-finish): call GET %s/finish when ready\n", url);
+    }
     return 0;
 }
 
 /* ---------------------------------------------------------------- meta */
 
+static const char meta_usage[] =
+    "Usage: kmsctl meta --kms URL [--ca FILE] [--json] [--timeout-ms MS]\n"
+    "\n"
+    "Prints KMS.GetMeta of the node (JSON, always; --json is accepted for uniformity), with\n"
+    "\"server_verified\": whether its TLS certificate was checked against the root CA.\n"
+    "  --ca FILE        the cluster's root CA (PEM; `kmsctl ca pin` writes it). The server\n"
+    "                   certificate must chain to it, or kmsctl fails. Default: $KMSCTL_CA.\n"
+    "                   Without either the certificate is NOT verified (said on stderr).\n"
+    "  --timeout-ms MS  timeout of the request (default 30000)\n"
+    "Exit status: 0 answered, 1 error (unreachable, certificate refused), 2 usage.\n";
+
 static int cmd_meta(int argc, char **argv)
 {
-    static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *url = NULL;
+    static const struct option opts[] = {
+        {"kms", required_argument, NULL, 'k'}, {"ca", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},      {"timeout-ms", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+    const char *url = NULL, *ca_path = NULL;
+    long timeout_ms = 30000;
+    char *ca = NULL;
     json_t *r = NULL;
     int c;
 
@@ -244,21 +325,37 @@ static int cmd_meta(int argc, char **argv)
         case 'k':
             url = optarg;
             break;
+        case 'c':
+            ca_path = optarg;
+            break;
+        case 'j':
+            break;
+        case 'T':
+            timeout_ms = parse_ms(optarg);
+            break;
         case 'h':
-            puts("Usage: kmsctl meta --kms URL\n\nPrints KMS.GetMeta of the node.");
+            fputs(meta_usage, stdout);
             return 0;
         default:
+            fputs(meta_usage, stderr);
             return 2;
         }
     }
-    if (url == NULL) {
-        fputs("Usage: kmsctl meta --kms URL\n", stderr);
+    if (url == NULL || optind != argc || timeout_ms <= 0) {
+        fputs(meta_usage, stderr);
         return 2;
     }
-    if (plain_call(url, "GetMeta", NULL, &r) < 0)
-        return die("GetMeta failed");
+    if (kms_cli_load_ca(ca_path, &ca) < 0)
+        return die("cannot read the root CA");
+    if (kms_cli_rpc(url, ca, timeout_ms, "GetMeta", NULL, &r) < 0) {
+        free(ca);
+        return kms_cli_fail("GetMeta failed", url);
+    }
+    if (json_is_object(r))
+        json_object_set_new(r, "server_verified", json_boolean(ca != NULL));
     print_json(r);
     json_decref(r);
+    free(ca);
     return 0;
 }
 
@@ -268,6 +365,7 @@ static const char getkeys_usage[] =
     "Usage: kmsctl get-keys --kms URL [--kms URL ...] --app-id HEX [--instance-id HEX]\n"
     "                       [--compose-hash HEX] [--vm-config JSON]\n"
     "                       --out FILE|vsock:CID:PORT [--proxy URL] [--timeout-ms MS]\n"
+    "                       [--ca FILE] [--json]\n"
     "                       --tee nitro|tdx|gcp-tdx|dstack [--nsm-dev PATH]\n"
     "                       [--dstack-socket PATH]\n"
     "                       | --tee sim|sim-nitro|sim-gcp --insecure-sim --sim-dir DIR\n"
@@ -304,7 +402,17 @@ static const char getkeys_usage[] =
     "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
     "Simulated TEEs need --insecure-sim and the cluster's --sim-dir. The server certificate must\n"
     "chain to the KMS root CA of GetTempCaCert and carry the kms:rpc usage; with --sim-dir\n"
-    "(and --insecure-sim) its attestation must also verify under the simulation roots there.\n";
+    "(and --insecure-sim) its attestation must also verify under the simulation roots there.\n"
+    "\n"
+    "Root CA: --ca FILE (default $KMSCTL_CA; `kmsctl ca pin` writes it) pins the cluster's root\n"
+    "CA: GetTempCaCert is then asked only over TLS whose certificate chains to it, and the CA\n"
+    "the node reports must be the same key, else the node is refused. Without a pinned CA,\n"
+    "kmsctl trusts the CA of the unverified GetTempCaCert answer (as a dstack guest does) and\n"
+    "says so on stderr.\n"
+    "Hex arguments: exactly 20 (--app-id, --instance-id) or 32 (--compose-hash) bytes, 0x\n"
+    "optional; any other length is refused.\n"
+    "--json: print {served_by, out, root_ca_pinned, attestation_checked} on stdout (never keys).\n"
+    "Exit status: 0 keys written, 1 no node served them (each failure is printed), 2 usage.\n";
 
 struct app_ev {
     struct kms_platform *platform; /* evidence: the --tee producer */
@@ -388,7 +496,9 @@ static int budget(const struct timespec *deadline, const char *url, long total, 
     return 0;
 }
 
-static int get_keys_from(const char *url, const char *proxy, struct app_ev *a,
+/* One get-keys attempt at url. pin: the root CA the node must present and report (NULL: the
+ * ca_cert of its unverified GetTempCaCert answer is trusted, as the dstack guest does). */
+static int get_keys_from(const char *url, const char *proxy, const char *pin, struct app_ev *a,
                          struct kms_attest_ctx *actx, long timeout_ms, json_t **app_keys)
 {
     struct timespec deadline;
@@ -416,6 +526,13 @@ static int get_keys_from(const char *url, const char *proxy, struct app_ev *a,
     }
     o.url = url;
     o.proxy = proxy;
+    if (pin != NULL) {
+        /* the pinned CA, not the answer, decides whom GetTempCaCert is asked */
+        o.ca_pem = pin;
+        o.no_host_check = 1;
+        o.server_check = kms_cert_check;
+        o.server_check_arg = actx;
+    }
     KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
     tmp_cert = jstr(tmp, "temp_ca_cert");
@@ -423,6 +540,14 @@ static int get_keys_from(const char *url, const char *proxy, struct app_ev *a,
     ca_cert = jstr(tmp, "ca_cert");
     KMS_ENSURE(tmp_cert != NULL && tmp_key != NULL && ca_cert != NULL, KMS_ERR_PARSE,
                "GetTempCaCert response is incomplete");
+    if (pin != NULL) {
+        rc = kms_cli_same_ca(pin, ca_cert);
+        KMS_GUARD(rc);
+        KMS_ENSURE(rc == 1, KMS_ERR_VERIFY,
+                   "the node reports another root CA than the pinned one (--ca)");
+        rc = 0;
+    }
+    o.no_host_check = 0;
     KMS_GUARD(kms_ra_identity_new(tmp_cert, tmp_key, app_attest, a, &ra));
     o.ca_pem = ca_cert;
     o.client_cert_pem = ra.cert_pem;
@@ -586,6 +711,10 @@ static int dstack_app_id(const char *sock, const char *app_hex, uint8_t app_id[2
         goto out;
     }
     measured = json_string_value(json_object_get(info, "app_id"));
+    if (measured == NULL) {
+        fprintf(stderr, "kmsctl: the dstack guest agent's Info has no app_id\n");
+        goto out;
+    }
     if (kms_hex_decode_exact(measured, m, 20) < 0) {
         fprintf(stderr, "kmsctl: the dstack guest agent reports app_id \"%.64s\", not 20 bytes\n",
                 measured);
@@ -604,6 +733,12 @@ out:
     return rc;
 }
 
+static int usage_err(void)
+{
+    fprintf(stderr, "kmsctl: %s\n", kms_err_detail());
+    return 2;
+}
+
 static int cmd_get_keys(int argc, char **argv)
 {
     static const struct option opts[] = {{"kms", required_argument, NULL, 'k'},
@@ -619,10 +754,15 @@ static int cmd_get_keys(int argc, char **argv)
                                          {"proxy", required_argument, NULL, 'P'},
                                          {"nsm-dev", required_argument, NULL, 'N'},
                                          {"dstack-socket", required_argument, NULL, 'D'},
+                                         {"ca", required_argument, NULL, 'C'},
+                                         {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *urls[MAX_KMS];
-    const char *proxy = NULL, *nsm_dev = NULL, *dstack_socket = NULL;
+    const char *proxy = NULL, *nsm_dev = NULL, *ca_path = NULL, *served = NULL;
+    const char *dstack_socket = NULL;
+    char *pin = NULL;
+    int as_json = 0;
     struct kms_platform_paths paths;
     unsigned vcid = 0, vport = 0;
     int vsock = 0, vfd = -1, real;
@@ -677,7 +817,7 @@ static int cmd_get_keys(int argc, char **argv)
             sim_dir = optarg;
             break;
         case 'T':
-            timeout_ms = strtol(optarg, NULL, 10);
+            timeout_ms = parse_ms(optarg);
             break;
         case 'P':
             proxy = optarg;
@@ -687,6 +827,12 @@ static int cmd_get_keys(int argc, char **argv)
             break;
         case 'D':
             dstack_socket = optarg;
+            break;
+        case 'C':
+            ca_path = optarg;
+            break;
+        case 'j':
+            as_json = 1;
             break;
         case 'h':
             fputs(getkeys_usage, stdout);
@@ -739,30 +885,40 @@ static int cmd_get_keys(int argc, char **argv)
     kms_platform_paths_default(&paths);
     if (dstack_socket != NULL)
         paths.dstack_socket = dstack_socket;
-    if (app_hex != NULL && kms_hex_decode_exact(app_hex, a.app_id, 20) < 0)
-        return die("--app-id must be 20 bytes of hex");
+    if (app_hex != NULL && kms_cli_hex_arg("--app-id", app_hex, a.app_id, 20) < 0)
+        return usage_err();
     if (pcfg.kind == KMS_PLATFORM_DSTACK &&
         dstack_app_id(paths.dstack_socket, app_hex, a.app_id) < 0)
         return 1;
     if (inst_hex != NULL) {
-        if (kms_hex_decode_exact(inst_hex, a.instance_id, 20) < 0)
-            return die("--instance-id must be 20 bytes of hex");
+        if (kms_cli_hex_arg("--instance-id", inst_hex, a.instance_id, 20) < 0)
+            return usage_err();
         a.instance_len = 20;
     }
     if (compose_hex != NULL) {
-        if (kms_hex_decode_exact(compose_hex, a.compose, 32) < 0)
-            return die("--compose-hash must be 32 bytes of hex");
+        if (kms_cli_hex_arg("--compose-hash", compose_hex, a.compose, 32) < 0)
+            return usage_err();
     } else {
         SHA256(a.app_id, 20, a.compose);
     }
+    if (kms_cli_load_ca(ca_path, &pin) < 0)
+        return die("cannot read the root CA");
     if (nsm_dev != NULL)
         paths.nsm_dev = nsm_dev;
     pcfg.paths = &paths;
     pcfg.sim_dir = real ? NULL : sim_dir;
     a.own_events = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
                    pcfg.kind == KMS_PLATFORM_DSTACK;
-    if (kms_platform_open(&pcfg, &a.platform) < 0)
+    if (kms_platform_open(&pcfg, &a.platform) < 0) {
+        free(pin);
         return die(real ? "cannot open the TEE" : "cannot open the simulated TEE");
+    }
+    if (pin == NULL)
+        fprintf(stderr,
+                "kmsctl: WARNING: no root CA pinned (--ca or " KMS_CLI_CA_ENV
+                "): the CA of the node's unverified GetTempCaCert answer is trusted%s\n",
+                sim_dir != NULL ? "; its certificate's attestation is checked"
+                                : ", and its certificate's attestation is NOT checked");
     if (sim_dir != NULL) {
         actx = kms_attest_ctx_new();
         if (actx == NULL || kms_platform_add_sim_roots(sim_dir, actx) < 0) {
@@ -783,14 +939,19 @@ static int cmd_get_keys(int argc, char **argv)
             via = getenv("https_proxy") != NULL ? getenv("https_proxy") : getenv("HTTPS_PROXY");
         else if (via == NULL)
             via = getenv("http_proxy");
-        if (get_keys_from(urls[i], proxy, &a, actx, timeout_ms, &keys) == 0) {
+        if (get_keys_from(urls[i], proxy, pin, &a, actx, timeout_ms, &keys) == 0) {
             fprintf(stderr, "kmsctl: keys served by %s\n", urls[i]);
+            served = urls[i];
             break;
         }
-        if (via != NULL && via[0] != '\0')
+        if (via != NULL && via[0] != '\0') {
             fprintf(stderr, "kmsctl: %s (through proxy %s): %s\n", urls[i], via, kms_err_detail());
-        else
-            fprintf(stderr, "kmsctl: %s: %s\n", urls[i], kms_err_detail());
+        } else {
+            char msg[300];
+
+            snprintf(msg, sizeof(msg), "%s", urls[i]);
+            kms_cli_fail(msg, urls[i]);
+        }
     }
     if (keys == NULL) {
         fprintf(stderr, "kmsctl: no KMS served the keys\n");
@@ -811,8 +972,17 @@ static int cmd_get_keys(int argc, char **argv)
         rc = die("cannot write the keys file");
         goto out;
     }
+    if (as_json) {
+        /* what happened, never the keys */
+        json_t *o = json_pack("{s:s,s:s,s:b,s:b}", "served_by", served, "out", out_path,
+                              "root_ca_pinned", pin != NULL, "attestation_checked", actx != NULL);
+
+        kms_cli_print_json(o);
+        json_decref(o);
+    }
     rc = 0;
 out:
+    free(pin);
     if (vfd >= 0)
         close(vfd);
     if (txt != NULL)
@@ -834,6 +1004,7 @@ static const char main_usage[] =
     "  onboard         make a node without keys join a running cluster\n"
     "  get-keys        fetch an app's keys over RA-TLS (the dstack client flow)\n"
     "  meta            print a node's GetMeta\n"
+    "  ca pin          fetch a node's root CA once, check it, and pin it in a file (--ca)\n"
     "  keystore import-dstack   import a dstack KMS key directory into a kmsd keystore\n"
     "  chain           on-chain policy administration (DstackKms / DstackApp)\n"
     "  cluster         cluster status and identity verification across nodes\n"
@@ -842,7 +1013,14 @@ static const char main_usage[] =
     "  backup          encrypted identity backup with M-of-N recovery shares; restore\n"
     "  audit           verify / show the keystore's hash-chained audit log\n"
     "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n"
-    "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n";
+    "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n"
+    "\n"
+    "TLS: commands that talk to a serving node (meta, get-keys, cluster, admin over https) verify\n"
+    "its certificate against the cluster root CA given with --ca FILE or $KMSCTL_CA (write it\n"
+    "once with `kmsctl ca pin`); without one they say on stderr that nothing was verified.\n"
+    "Every command prints a result with --json (JSON on stdout); progress and warnings go to\n"
+    "stderr. Exit status: 0 success, 1 error, 2 usage; `cluster status` and `chain` add their\n"
+    "own (see their --help).\n";
 
 int main(int argc, char **argv)
 {
@@ -866,6 +1044,8 @@ int main(int argc, char **argv)
         rc = cmd_bootstrap_onboard(argc - 1, argv + 1, 1);
     else if (strcmp(argv[1], "meta") == 0)
         rc = cmd_meta(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "ca") == 0)
+        rc = kms_cli_ca(argc - 1, argv + 1);
     else if (strcmp(argv[1], "get-keys") == 0)
         rc = cmd_get_keys(argc - 1, argv + 1);
     else if (strcmp(argv[1], "chain") == 0)

@@ -83,6 +83,41 @@ static void do_onboard(struct kms_node *n, struct kms_rpc_caller *c, json_t *bod
     kms_prpc_ok(resp, o);
 }
 
+/* The RPC URL as GetAttestationInfo shows it: scheme://host[:port] of the first --eth-rpc, with
+ * "/<hidden>" when a path, query or user info was dropped. The reference forwards the backend's
+ * URL verbatim, but providers put API keys there (…/v2/KEY, ?apikey=, user:pass@) and this
+ * answer is served to anyone on the plain-HTTP Onboard listener. NULL when out of memory. */
+static char *public_rpc_url(const char *url)
+{
+    const char *p = strstr(url, "://"), *host, *end, *at;
+    size_t hl, cap;
+    char *out;
+    int hidden;
+
+    if (p == NULL)
+        return strdup("<hidden>");
+    host = p + 3;
+    end = host + strcspn(host, "/?#");
+    at = memchr(host, '@', (size_t)(end - host));
+    hidden = at != NULL || (*end != '\0' && strcmp(end, "/") != 0);
+    if (at != NULL) {
+        /* the last '@' of the authority ends the user info */
+        for (const char *q = at; q < end; q++) {
+            if (*q == '@')
+                at = q;
+        }
+        host = at + 1;
+    }
+    hl = (size_t)(end - host);
+    cap = (size_t)(p - url) + 3 + hl + sizeof("/<hidden>");
+    out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    snprintf(out, cap, "%.*s://%.*s%s", (int)(p - url), url, (int)hl, host,
+             hidden ? "/<hidden>" : "");
+    return out;
+}
+
 static void do_attestation_info(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                                 struct kms_http_resp *resp)
 {
@@ -117,7 +152,14 @@ static void do_attestation_info(struct kms_node *n, struct kms_rpc_caller *c, js
                         kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
     json_object_set_new(o, "tee_variant", json_string(kms_att_mode_name(bi.mode)));
     json_object_set_new(o, "site_name", json_string(n->cfg.name != NULL ? n->cfg.name : ""));
-    json_object_set_new(o, "eth_rpc_url", json_string(""));
+    if (n->cfg.n_eth_rpc_urls > 0) {
+        char *u = public_rpc_url(n->cfg.eth_rpc_urls[0]);
+
+        json_object_set_new(o, "eth_rpc_url", json_string(u != NULL ? u : ""));
+        free(u);
+    } else {
+        json_object_set_new(o, "eth_rpc_url", json_string(""));
+    }
     json_object_set_new(o, "kms_contract_address",
                         json_string(info.kms_contract_addr != NULL ? info.kms_contract_addr : ""));
     json_object_set_new(o, "ppid", kms_prpc_bytes(v.ppid, v.ppid_len));

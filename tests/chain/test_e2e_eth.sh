@@ -160,12 +160,31 @@ expect_fail "no --sim-collateral: bootstrap refused" \
 expect_out "TCB status is not up to date" "no --sim-collateral: contract's TCB reason"
 kill "${PIDS[-1]}"
 
+# ---- an RPC URL with credentials: GetAttestationInfo (plain HTTP, unauthenticated) hides them
+P5=$((BASE + 4))
+start_node redact "$P5" --auth eth --eth-rpc "https://user:pw@rpc.invalid:8545/v2/SECRETKEY?apikey=SECRET2" \
+    --kms-contract "$KMS_CONTRACT_ADDR"
+RU=$(att_field "$P5" eth_rpc_url)
+if [ "$RU" = "https://rpc.invalid:8545/<hidden>" ]; then ok "eth_rpc_url: credentials hidden"
+else bad "eth_rpc_url with credentials shown as '$RU'"; fi
+if curl -s -X POST "http://127.0.0.1:$P5/prpc/Onboard.GetAttestationInfo?json" | grep -q 'SECRET\|pw@'; then
+    bad "GetAttestationInfo leaks the RPC credentials"
+else ok "GetAttestationInfo: no RPC credentials"; fi
+kill "${PIDS[-1]}"
+
 # ---- node1: register its own measurements step by step
 start_node node1 "$P1" "${ETH[@]}"
 OS=$(att_field "$P1" os_image_hash)
 MR1=$(att_field "$P1" mr_aggregated)
 DEV=$(att_field "$P1" device_id)
 [ ${#OS} = 66 ] && [ ${#MR1} = 66 ] && [ ${#DEV} = 66 ] || die "GetAttestationInfo: '$OS' '$MR1' '$DEV'"
+# the backend's RPC URL and contract, for the operator who registers the node
+if [ "$(att_field "$P1" eth_rpc_url)" = "$KMS_ETH_RPC_URL" ]; then ok "GetAttestationInfo: eth_rpc_url"
+else bad "GetAttestationInfo: eth_rpc_url is '$(att_field "$P1" eth_rpc_url)'"; fi
+CA_FIELD=$(att_field "$P1" kms_contract_address)
+if [ "$(echo "$CA_FIELD" | tr A-F a-f)" = "$(echo "$KMS_CONTRACT_ADDR" | tr A-F a-f)" ]; then
+    ok "GetAttestationInfo: kms_contract_address"
+else bad "GetAttestationInfo: kms_contract_address is '$CA_FIELD'"; fi
 boot1() { "$KMSCTL" bootstrap --onboard-url "http://127.0.0.1:$P1" --domain 127.0.0.1; }
 expect_fail "fresh contract: bootstrap refused" boot1
 expect_out "OS image is not allowed" "fresh contract: contract's reason"

@@ -3,7 +3,11 @@
 # every subcommand; usage errors exit 2; the signing key never appears in any output, whether
 # it comes from the environment or a file; deploy → add-image → create-app → is-app-allowed
 # allowed (exit 0) → app remove-hash → denied with the contract's reason (exit 3); status shows
-# the state; a non-owner key is refused with the contract's error and nothing is sent.
+# the state; a non-owner key is refused with the contract's error and nothing is sent; hex
+# arguments of the wrong length (63 digits) are refused before anything is sent (exit 2); the
+# seed guide's RPC_URL / PRIVATE_KEY / KMS_CONTRACT_ADDRESS work as aliases (conflicts refused);
+# --json gives one JSON object with decoded events (PolicyChanged named); requireTcbUpToDate is
+# set, read and enforced.
 # Usage: test_eth_cli.sh KMSCTL. Tools missing: fail, unless KMS_ALLOW_SKIP_CHAIN=1 (exit 77).
 set -u
 KMSCTL=$1
@@ -38,7 +42,7 @@ trap cleanup EXIT
 # --help on every subcommand (no RPC needed)
 for c in deploy add-image remove-image add-mr remove-mr add-device remove-device register-app \
     set-app-impl create-app "app add-hash" "app remove-hash" "app add-device" "app remove-device" \
-    "app set-allow-any-device" set-gateway set-info status is-kms-allowed is-app-allowed; do
+    "app set-allow-any-device" "app set-require-tcb-up-to-date" set-gateway set-info status is-kms-allowed is-app-allowed; do
     # shellcheck disable=SC2086
     expect_rc 0 "help: $c" "$KMSCTL" chain $c --help
     expect_out "usage: kmsctl chain $c" "help text: $c"
@@ -90,6 +94,63 @@ expect_rc 3 "is-app-allowed --boot-info" "$KMSCTL" chain is-app-allowed --boot-i
 expect_rc 0 "status" "$KMSCTL" chain status --app-id "$APP"
 expect_out "chain id:           31337" "status: chain id"
 expect_out "app registered:     yes" "status: app registered"
+
+# strict hex: a wrong length is refused before anything is sent, never padded
+expect_rc 2 "add-mr: 63 hex digits refused" "$KMSCTL" chain add-mr "0x$(printf '%063d' 9)"
+expect_out "must be 32 bytes: 64 hex digits (0x optional), got 63" "add-mr 63: says why"
+if grep -q "^tx 0x" "$T/out"; then bad "add-mr 63: nothing sent"; else ok "add-mr 63: nothing sent"; fi
+expect_rc 2 "add-mr: 65 hex digits refused" "$KMSCTL" chain add-mr "0x$(printf '%065d' 9)"
+expect_rc 2 "app add-hash: 31 bytes refused" "$KMSCTL" chain app add-hash --app-id "$APP" "0x$(printf '%062d' 9)"
+expect_rc 2 "is-app-allowed: short compose hash refused" "$KMSCTL" chain is-app-allowed \
+    --app-id "$APP" --compose-hash 0x1234
+expect_rc 0 "add-mr: 64 digits, no 0x" "$KMSCTL" chain add-mr "$(printf '%064d' 5)"
+expect_out "KmsAggregatedMrAdded(0x$(printf '%064d' 5))" "add-mr: the full value registered"
+
+# the seed guide's variable names
+expect_rc 0 "aliases: RPC_URL, KMS_CONTRACT_ADDRESS, PRIVATE_KEY" env -u KMS_ETH_RPC_URL \
+    -u KMS_CONTRACT_ADDR -u KMS_ETH_PRIVATE_KEY RPC_URL="$KMS_ETH_RPC_URL" \
+    KMS_CONTRACT_ADDRESS="$KMS_CONTRACT_ADDR" PRIVATE_KEY="$KMS_ETH_PRIVATE_KEY" \
+    "$KMSCTL" chain status
+expect_out "signer:             0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266" "aliases: key used"
+cat "$T/out" >>"$T/all"
+expect_rc 2 "aliases: conflicting values refused" env RPC_URL=http://127.0.0.1:1 "$KMSCTL" chain status
+expect_out "KMS_ETH_RPC_URL and RPC_URL are both set" "aliases: conflict named"
+
+# --json: one object on stdout, events decoded (PolicyChanged with its policy's name)
+if "$KMSCTL" chain app add-hash --app-id "$APP" "$H" --json >"$T/json" 2>"$T/err" &&
+    python3 - "$T/json" "$H" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["ok"] is True and r["exit_status"] == 0 and r["command"] == "app add-hash", r
+tx = r["transactions"][0]
+assert tx["status"] == "mined" and tx["function"] == "addComposeHash(bytes32)", tx
+ev = {e["event"]: e["args"] for e in tx["events"]}
+assert ev["ComposeHashAdded"] == [sys.argv[2]], ev
+assert ev["PolicyChanged"][1:] == ["compose-hash", sys.argv[2], "true"], ev
+PY
+then ok "--json: transaction with decoded events"; else bad "--json: app add-hash"; cat "$T/json" "$T/err"; fi
+if "$KMSCTL" chain is-app-allowed --app-id "$APP" --compose-hash "$H" --os-image-hash "$OS" \
+    --json >"$T/json" 2>/dev/null &&
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["allowed"] is True, r' "$T/json"
+then ok "--json: is-app-allowed"; else bad "--json: is-app-allowed"; cat "$T/json"; fi
+
+# requireTcbUpToDate: read, set (events decoded), enforced by the contract
+expect_rc 0 "status: requireTcbUpToDate" "$KMSCTL" chain status --app-id "$APP"
+expect_out "app requireTcbUpToDate: false" "status: requireTcbUpToDate false"
+expect_rc 0 "app set-require-tcb-up-to-date true" "$KMSCTL" chain app set-require-tcb-up-to-date \
+    --app-id "$APP" true
+expect_out "RequireTcbUpToDateSet(true)" "tcb: event decoded"
+expect_out 'PolicyChanged(0x[0-9a-fA-F]*, "require-tcb-up-to-date", 0x0*, true)' "tcb: PolicyChanged decoded"
+cat "$T/out" >>"$T/all"
+expect_rc 0 "status: requireTcbUpToDate set" "$KMSCTL" chain status --app-id "$APP"
+expect_out "app requireTcbUpToDate: true" "status: requireTcbUpToDate true"
+expect_rc 3 "tcb: OutOfDate denied" "$KMSCTL" chain is-app-allowed --app-id "$APP" --compose-hash "$H" \
+    --os-image-hash "$OS" --tcb-status OutOfDate
+expect_out "denied: TCB status is not up to date" "tcb: the contract's reason"
+expect_rc 0 "tcb: UpToDate allowed" "$KMSCTL" chain is-app-allowed --app-id "$APP" --compose-hash "$H" \
+    --os-image-hash "$OS" --tcb-status UpToDate
+expect_rc 2 "tcb: not a boolean" "$KMSCTL" chain app set-require-tcb-up-to-date --app-id "$APP" yes
+
 expect_rc 1 "non-owner refused" env KMS_ETH_PRIVATE_KEY=0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d \
     "$KMSCTL" chain add-mr "$H"
 expect_out "would revert: OwnableUnauthorizedAccount" "non-owner: contract's error"

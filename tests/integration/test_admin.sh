@@ -120,6 +120,13 @@ if "$CTL" admin peers --admin "http://127.0.0.1:$A" --token-file "$WORK/wrong" 2
     fail "kmsctl with a wrong token succeeded"
 fi
 grep -q "admin token required" "$WORK/err.txt" || fail "kmsctl wrong token: $(cat "$WORK/err.txt")"
+# plain HTTP is said plainly; --ca is for an https:// admin URL only (usage error, nothing sent)
+"$CTL" admin peers "${K[@]}" 2>"$WORK/err.txt" >/dev/null || fail "kmsctl admin peers (stderr)"
+grep -q "is plain HTTP: the answer is not authenticated" "$WORK/err.txt" || fail "no plain-HTTP note"
+rc=0
+"$CTL" admin peers "${K[@]}" --ca "$WORK/token" 2>"$WORK/err.txt" >/dev/null || rc=$?
+[ $rc -eq 2 ] && grep -q "applies to an https:// --admin URL only" "$WORK/err.txt" ||
+    fail "--ca with http://: exit $rc: $(cat "$WORK/err.txt")"
 
 # ---- AddPeer -> /health lists it; RemovePeer -> gone, and still gone after a restart
 "$CTL" admin add-peer "https://127.0.0.1:$DEAD1/prpc" "${K[@]}" | grep -q "^added https://127.0.0.1:$DEAD1$" ||

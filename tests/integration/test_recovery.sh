@@ -87,6 +87,20 @@ grep -q "k256 pubkey: *$pub" "$WORK/inspect.txt" || fail "inspect k256 ($pub) di
 spki=$(grep '"ca_pubkey"' "$WORK/meta.before" | sed 's/.*"\(0x[0-9a-f]*\)".*/\1/')
 grep -q "root CA SPKI: *$spki" "$WORK/inspect.txt" || fail "inspect root CA SPKI differs from GetMeta"
 
+# --json (kmsctl prints every result as JSON on request; shares never go into JSON)
+"$KMSCTL" backup inspect --json "$WORK/id.kbk" >"$WORK/inspect.json" || fail "inspect --json"
+python3 - "$WORK/inspect.json" "$pub" "$spki" <<'PY' || fail "inspect --json: $(cat "$WORK/inspect.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["threshold"] == 3 and r["shares"] == 5, r
+assert r["k256_pubkey"] == sys.argv[2].split()[0], (r["k256_pubkey"], sys.argv[2])
+assert r["ca_spki"] == sys.argv[3].split()[0], r
+PY
+expect_fail "backup create --json --print-shares" "would put the shares into a JSON" \
+    "$KMSCTL" backup create --data-dir "$WORK/node" --out "$WORK/x.kbk" --shares 5 --threshold 3 \
+    --print-shares --json
+[ -e "$WORK/x.kbk" ] && fail "--json --print-shares wrote a backup"
+
 # a second, unrelated backup (its shares must not mix with the first's)
 "$KMSCTL" backup create --data-dir "$WORK/node" --out "$WORK/other.kbk" --shares 5 \
     --threshold 3 --print-shares >"$WORK/other.shares" 2>/dev/null || fail "second backup"
@@ -101,6 +115,16 @@ cat "$WORK/show.txt"
 grep -q "Backup created" "$WORK/show.txt" || fail "audit show lacks the backup rows"
 grep -q "GetAppKey" <("$KMSCTL" audit show --data-dir "$WORK/node") || fail "no GetAppKey row"
 "$KMSCTL" audit verify --data-dir "$WORK/node" --anchor "$head" >/dev/null || fail "anchor"
+"$KMSCTL" audit verify --data-dir "$WORK/node" --json >"$WORK/audit.json" || fail "audit verify --json"
+"$KMSCTL" audit show --data-dir "$WORK/node" --last 3 --json >"$WORK/show.json" || fail "show --json"
+python3 - "$WORK/audit.json" "$WORK/show.json" "$head" <<'PY' || fail "audit --json"
+import json, sys
+v = json.load(open(sys.argv[1]))
+rows = json.load(open(sys.argv[2]))
+assert v["intact"] is True and "%d:%s" % (v["rows"], v["last_hash"]) == sys.argv[3], v
+assert len(rows) == 3 and any(r["event"] == "Backup" for r in rows), rows
+assert rows[-1]["id"] == v["rows"] and "0x" + rows[-1]["hash"] == v["last_hash"], (rows, v)
+PY
 n=${head%%:*}
 expect_fail "a rewritten anchored row" "no longer has the anchored hash" \
     "$KMSCTL" audit verify --data-dir "$WORK/node" --anchor "$n:0x$(printf '%064d' 7)"

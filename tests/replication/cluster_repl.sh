@@ -196,8 +196,10 @@ while [ "$(peer_status 2 "$(url 3)")" != down ]; do
     sleep 0.1
 done
 ms=$((($(date +%s%N) - t0) / 1000000))
-"$KMSCTL" cluster status --kms "$(url 2)" --timeout-ms $TMO | tee "$WORK/status.txt" | grep -q "$(url 3) *down" ||
-    fail "table does not show n3 down"
+rc=0
+"$KMSCTL" cluster status --kms "$(url 2)" --timeout-ms $TMO >"$WORK/status.txt" || rc=$?
+[ $rc -eq 3 ] || fail "cluster status of degraded n2: exit $rc, want 3"
+grep -q "$(url 3) *down" "$WORK/status.txt" || fail "table does not show n3 down"
 until_ok $READY_S health_is 2 207 || fail "n2 should be degraded (207)"
 for i in 1 2; do get_keys "$WORK/k.$i" "$(url $i)" 2>/dev/null || fail "n$i stopped serving"; done
 log "n3 killed: shown down after ${ms} ms (interval $INTERVAL ms); n1, n2 keep serving"
@@ -220,7 +222,9 @@ wait "${PID[1]}" 2>/dev/null || true
 start 1 --peer "$(url 4)"
 wait_serving 1
 until_ok $READY_S peer_is 1 "$(url 4)" inconsistent || fail "foreign node not flagged"
-"$KMSCTL" cluster status --kms "$(url 1)" --timeout-ms $TMO >"$WORK/status4.txt"
+rc=0
+"$KMSCTL" cluster status --kms "$(url 1)" --timeout-ms $TMO >"$WORK/status4.txt" || rc=$?
+[ $rc -eq 3 ] || fail "cluster status with an inconsistent peer: exit $rc, want 3"
 grep "$(url 4)" "$WORK/status4.txt" | grep -q "inconsistent" || fail "table lacks inconsistent"
 metric_has 1 "kmsd_peer_identity_consistent{peer=\"$(url 4)\"} 0" || fail "metrics do not flag n4"
 if "$KMSCTL" cluster verify --kms "$(url 1)" --kms "$(url 2)" --kms "$(url 4)" --insecure-sim \

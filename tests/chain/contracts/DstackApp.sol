@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // DstackApp-compatible contract for kmsd's chain tests: same functions, events, checks (in the
-// same order) and reason strings as the reference (attestation-reference.md §4).
+// same order) and reason strings as the reference (attestation-reference.md §4), including the
+// newer requireTcbUpToDate / RequireTcbUpToDateSet / PolicyChanged of Dstack-TEE/dstack.
 pragma solidity ^0.8.22;
 
 import "./IAppAuth.sol";
@@ -11,9 +12,14 @@ contract DstackApp is KmsUpgradeable, IAppAuth, IAppAuthBasicManagement {
     bool private _upgradesDisabled;
     bool public allowAnyDevice;
     mapping(bytes32 => bool) public allowedDeviceIds;
+    // newer DstackApp: boot only where the platform's TCB status is "UpToDate"
+    bool public requireTcbUpToDate;
 
     event UpgradesDisabled();
     event AllowAnyDeviceSet(bool allowAny);
+    event RequireTcbUpToDateSet(bool requireUpToDate);
+    // audit trail of every policy change: policy = keccak256 of its name
+    event PolicyChanged(address indexed actor, bytes32 indexed policy, bytes32 indexed value, bool enabled);
 
     constructor() {
         _disableInitializers();
@@ -32,10 +38,12 @@ contract DstackApp is KmsUpgradeable, IAppAuth, IAppAuthBasicManagement {
         if (initialDeviceId != bytes32(0)) {
             allowedDeviceIds[initialDeviceId] = true;
             emit DeviceAdded(initialDeviceId);
+            _policy("device", initialDeviceId, true);
         }
         if (initialComposeHash != bytes32(0)) {
             allowedComposeHashes[initialComposeHash] = true;
             emit ComposeHashAdded(initialComposeHash);
+            _policy("compose-hash", initialComposeHash, true);
         }
         _initOwner(initialOwner);
     }
@@ -54,29 +62,44 @@ contract DstackApp is KmsUpgradeable, IAppAuth, IAppAuthBasicManagement {
         require(!_upgradesDisabled, "Upgrades are permanently disabled");
     }
 
+    function _policy(string memory name, bytes32 value, bool enabled) internal {
+        emit PolicyChanged(msg.sender, keccak256(bytes(name)), value, enabled);
+    }
+
     function addComposeHash(bytes32 composeHash) external onlyOwner {
         allowedComposeHashes[composeHash] = true;
         emit ComposeHashAdded(composeHash);
+        _policy("compose-hash", composeHash, true);
     }
 
     function removeComposeHash(bytes32 composeHash) external onlyOwner {
         allowedComposeHashes[composeHash] = false;
         emit ComposeHashRemoved(composeHash);
+        _policy("compose-hash", composeHash, false);
     }
 
     function setAllowAnyDevice(bool _allowAnyDevice) external onlyOwner {
         allowAnyDevice = _allowAnyDevice;
         emit AllowAnyDeviceSet(_allowAnyDevice);
+        _policy("allow-any-device", bytes32(0), _allowAnyDevice);
+    }
+
+    function setRequireTcbUpToDate(bool _requireUpToDate) external onlyOwner {
+        requireTcbUpToDate = _requireUpToDate;
+        emit RequireTcbUpToDateSet(_requireUpToDate);
+        _policy("require-tcb-up-to-date", bytes32(0), _requireUpToDate);
     }
 
     function addDevice(bytes32 deviceId) external onlyOwner {
         allowedDeviceIds[deviceId] = true;
         emit DeviceAdded(deviceId);
+        _policy("device", deviceId, true);
     }
 
     function removeDevice(bytes32 deviceId) external onlyOwner {
         allowedDeviceIds[deviceId] = false;
         emit DeviceRemoved(deviceId);
+        _policy("device", deviceId, false);
     }
 
     function isAppAllowed(IAppAuth.AppBootInfo calldata bootInfo)
@@ -85,6 +108,10 @@ contract DstackApp is KmsUpgradeable, IAppAuth, IAppAuthBasicManagement {
         override
         returns (bool isAllowed, string memory reason)
     {
+        if (requireTcbUpToDate &&
+            keccak256(bytes(bootInfo.tcbStatus)) != keccak256(bytes("UpToDate"))) {
+            return (false, "TCB status is not up to date");
+        }
         if (!allowedComposeHashes[bootInfo.composeHash]) {
             return (false, "Compose hash not allowed");
         }
@@ -97,7 +124,8 @@ contract DstackApp is KmsUpgradeable, IAppAuth, IAppAuthBasicManagement {
     function disableUpgrades() external onlyOwner {
         _upgradesDisabled = true;
         emit UpgradesDisabled();
+        _policy("upgrades-disabled", bytes32(0), true);
     }
 
-    uint256[50] private __gap;
+    uint256[49] private __gap;
 }
