@@ -10,6 +10,8 @@ PKGS=(build-essential cmake pkg-config git ca-certificates curl
       nodejs npm)
 # deploy tests (tests/deploy): podman with runc, the mmdebstrap base, compose and .deb checks
 PKGS+=(podman buildah runc uidmap mmdebstrap jq python3-yaml docker-compose dpkg-dev)
+# ui tests (tests/ui): kmsd's web pages in headless Debian chromium, driven from Python 3
+PKGS+=(chromium python3)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -82,6 +82,11 @@ static void status_json(struct kms_node *n, struct kms_http_resp *resp)
     json_object_set_new(c, "refusals_input",
                         json_integer((json_int_t)counter(&n->m.refusals_input)));
     json_object_set_new(c, "rpc_requests", json_integer((json_int_t)counter(&n->m.rpc_requests)));
+    /* every attested RPC answered with an error: the refusals the page rates */
+    json_object_set_new(c, "attested_requests",
+                        json_integer((json_int_t)counter(&n->m.attestation_requests)));
+    json_object_set_new(c, "attested_failures",
+                        json_integer((json_int_t)counter(&n->m.attestation_failures)));
     json_object_set_new(o, "counters", c);
     c = NULL;
     json_object_set_new(

@@ -12,6 +12,9 @@ const kmsui = {
     el.textContent = v !== '' ? v : (emptyText || '(empty)');
     el.classList.toggle('empty', v === '');
     el.dataset.value = v;
+    /* nothing to copy: hide the copy button next to an empty value */
+    for (const b of document.querySelectorAll('button.copy[data-copy="' + id + '"]'))
+      b.classList.toggle('hidden', v === '');
   },
 
   /* Copies text to the clipboard: the async API in secure contexts, else a selected textarea. */

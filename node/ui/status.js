@@ -6,17 +6,28 @@ const POLL_MS = 2000;
 const WINDOW_MS = 60000;
 const samples = []; /* {t, released, refused}, oldest first, spanning at most WINDOW_MS */
 
+/* Refused key requests: attested RPCs (GetAppKey, GetKmsKey, SignCert...) answered with an
+ * error, whatever the reason; the reason counters cover the attestation, policy and input
+ * refusals, "other" the rest (no attestation presented, backend or internal errors). */
 function refusals(c) {
-  return c.refusals_attestation + c.refusals_policy + c.refusals_input;
+  return c.attested_failures;
 }
 
+function otherRefusals(c) {
+  return Math.max(0, c.attested_failures - c.refusals_attestation - c.refusals_policy -
+                  c.refusals_input);
+}
+
+/* Events per minute as seen in the page's samples of the last minute: the count over the
+ * window, divided by a full minute while fewer than 60 s have been sampled (no extrapolation
+ * from a few seconds). */
 function rate(key) {
   if (samples.length < 2) return null;
   const a = samples[0];
   const b = samples[samples.length - 1];
   const dt = b.t - a.t;
-  if (dt < 1000) return null;
-  return (b[key] - a[key]) * 60000 / dt;
+  if (dt <= 0) return null;
+  return (b[key] - a[key]) * 60000 / Math.max(dt, WINDOW_MS);
 }
 
 function fmtRate(r) {
@@ -75,10 +86,12 @@ function show(s) {
   kmsui.setText('ref-attestation', c.refusals_attestation);
   kmsui.setText('ref-policy', c.refusals_policy);
   kmsui.setText('ref-input', c.refusals_input);
+  kmsui.setText('ref-other', otherRefusals(c));
   kmsui.setText('rpc-total', c.rpc_requests);
   const span = samples.length > 1 ? samples[samples.length - 1].t - samples[0].t : 0;
-  kmsui.$('rate-window').textContent = 'Rates are measured between this page\'s samples of the ' +
-    'counters; current window ' + Math.round(span / 1000) + ' s (at most 60 s).';
+  kmsui.$('rate-window').textContent = 'Per minute: events seen in the last ' +
+    Math.round(span / 1000) + ' s of this page\'s samples (a full minute once the page has been ' +
+    'open that long).';
 
   const tbody = kmsui.$('peers');
   tbody.replaceChildren(...s.peers.map(peerRow));
