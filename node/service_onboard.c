@@ -194,6 +194,27 @@ static const struct kms_pb_method onboard_methods[] = {
 const struct kms_pb_service kms_onboard_service = {
     "Onboard", onboard_methods, sizeof(onboard_methods) / sizeof(onboard_methods[0])};
 
+/* ui: a browser's cross-site request (another page POSTing to this unauthenticated listener)
+ * carries an Origin naming another host; kmsctl and same-origin pages pass. */
+static int same_origin(const struct kms_http_req *req)
+{
+    const char *origin = kms_http_header(req, "Origin");
+    const char *host = kms_http_header(req, "Host");
+
+    if (origin == NULL)
+        return 1;
+    if (host == NULL || strncmp(origin, "http://", 7) != 0)
+        return 0;
+    return strcmp(origin + 7, host) == 0;
+}
+
+static void refuse_cross_origin(struct kms_http_resp *resp)
+{
+    kms_http_resp_text(resp, 403, "application/json",
+                       "{\"error\": \"cross-origin request refused: open the onboarding page on "
+                       "this node's own address\"}");
+}
+
 void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_node *n = arg;
@@ -205,7 +226,9 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
     if (kms_ui_handle(n, req, resp, 1))
         return;
     if (strcmp(req->path, "/finish") == 0) {
-        if (finish_allowed(n, resp)) {
+        if (!same_origin(req))
+            refuse_cross_origin(resp);
+        else if (finish_allowed(n, resp)) {
             kms_http_resp_text(resp, 200, "text/plain", "OK");
             resp->on_sent = request_finish;
             resp->on_sent_arg = n;
@@ -213,6 +236,10 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
         return;
     }
     m = kms_prpc_method(req->path, "Onboard");
+    if (m != NULL && !same_origin(req)) {
+        refuse_cross_origin(resp);
+        return;
+    }
     if (m == NULL) {
         kms_http_resp_text(resp, 404, "application/json", "{\"error\": \"not found\"}");
         return;

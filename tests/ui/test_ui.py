@@ -2,6 +2,8 @@
 """ui: kmsd's own web UI in headless chromium (label `ui`, issue 13 item 1).
 
 Proves, against real kmsd processes on loopback and a real browser:
+- the Onboard listener refuses cross-origin browser requests (Origin of another host), with
+  the exact text, and leaves the node without keys; a same-origin call passes;
 - the onboarding page at / loads with no CSP violation, console error or external request,
   and shows exactly GetAttestationInfo's values and the matching `kmsctl chain` commands;
 - the Bootstrap form shows the server's refusal text verbatim (bad domain), Finish before keys
@@ -55,11 +57,13 @@ def check(cond, msg):
     checks += 1
 
 
-def http(method, url, body=None, timeout=30):
-    """(status, parsed JSON or text); never raises for an HTTP status."""
+def http(method, url, body=None, timeout=30, headers=None):
+    """(status, parsed JSON or text, headers); never raises for an HTTP status."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    h = dict(headers or {})
+    if data:
+        h["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, method=method, headers=h)
     try:
         with OPENER.open(req, timeout=timeout) as r:
             status, raw, hdrs = r.status, r.read(), r.headers
@@ -178,6 +182,21 @@ def main():
               "/ must carry a strict CSP, got %r" % csp)
         check(hdrs.get("X-Content-Type-Options") == "nosniff", "/ lacks nosniff")
         check(hdrs.get("X-Frame-Options") == "DENY", "/ lacks X-Frame-Options DENY")
+        # another site's page in the operator's browser cannot drive the onboard listener
+        xo = {"error": "cross-origin request refused: open the onboarding page on this node's "
+                       "own address"}
+        for origin, path, body in (("http://evil.example", "/prpc/Onboard.Bootstrap?json",
+                                    {"domain": "localhost"}),
+                                   ("null", "/prpc/Onboard.GetAttestationInfo?json", {}),
+                                   ("http://127.0.0.1:%d" % pb, "/finish", None)):
+            st, r, _ = http("POST" if body is not None else "GET",
+                            "http://127.0.0.1:%d%s" % (pa, path), body, headers={"Origin": origin})
+            check(st == 403 and r == xo, "Origin %s on %s: %s %r" % (origin, path, st, r))
+        st, r, _ = http("POST", "http://127.0.0.1:%d/prpc/Onboard.GetAttestationInfo?json" % pa, {},
+                        headers={"Origin": "http://127.0.0.1:%d" % pa})
+        check(st == 200 and r == info, "a same-origin call must pass: %s %r" % (st, r))
+        check(http("GET", "http://127.0.0.1:%d/health" % pa)[0] == 503,
+              "cross-origin calls must leave the node without keys")
         page.goto("http://127.0.0.1:%d/" % pa)
         page.wait_for("document.getElementById('v-device_id').dataset.value", DEADLINE_S,
                       "attestation info on the page")
