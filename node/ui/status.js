@@ -43,7 +43,8 @@ function badge(id, text) {
 function peerRow(p) {
   const tr = document.createElement('tr');
   const cells = [p.url + (p.origin ? ' (' + p.origin + ')' : ''), null,
-    p.status === 'up' ? 'consistent' : p.status === 'inconsistent' ? 'MISMATCH' : 'not checked',
+    p.status === 'up' ? 'consistent' : p.status === 'inconsistent' ? 'MISMATCH'
+      : p.status === 'pending' ? 'candidate: not yet confirmed' : 'not checked',
     p.reason || '', p.last_check ? new Date(p.last_check * 1000).toISOString() +
       (p.latency_ms !== null ? ' (' + p.latency_ms + ' ms)' : '') : 'never'];
   for (let i = 0; i < cells.length; i++) {
@@ -98,10 +99,12 @@ function show(s) {
   const bad = s.peers.filter((p) => p.status === 'inconsistent').length;
   const down = s.peers.filter((p) => p.status === 'down').length;
   const ok = s.peers.filter((p) => p.status === 'up').length;
+  const pending = s.peers.filter((p) => p.status === 'pending').length;
   kmsui.setText('identity-check', s.peers.length === 0 ? 'No peers configured.'
     : bad > 0 ? bad + ' of ' + s.peers.length + ' peers hold a DIFFERENT identity.'
     : ok + ' of ' + s.peers.length + ' peers hold the same identity' +
-      (down > 0 ? '; ' + down + ' unreachable.' : '.'));
+      (down > 0 ? '; ' + down + ' unreachable' : '') +
+      (pending > 0 ? '; ' + pending + ' onboarded candidate(s) awaiting confirmation' : '') + '.');
   kmsui.$('updated').textContent = 'last update ' + new Date(s.time_ms).toISOString();
 }
 
