@@ -288,6 +288,15 @@ def main():
 
         # ---- onboard a second node through the form, pins refused one by one, then accepted
         b = start_kmsd(work, "ui-b", pb, sim_dir)
+        # malformed pins are refused before any network call (each flips one input)
+        onb = "http://127.0.0.1:%d/prpc/Onboard.Onboard?json" % pb
+        src0 = {"source_url": "https://127.0.0.1:%d" % pa, "domain": "127.0.0.1"}
+        for extra, want in (
+                ({"expect_k256_pubkey": "zz" * 33}, "failed to decode request: expect_k256_pubkey is not hex"),
+                ({"expect_ca_spki": 42}, "failed to decode request: expect_ca_spki must be a hex string"),
+                ({"expect_ca_spki": "00" * 1025}, "failed to decode request: expect_ca_spki must be 1 to 1024 bytes")):
+            st, r, _ = http("POST", onb, dict(src0, **extra))
+            check(st == 400 and r == {"error": want}, "pins %r: %s %r" % (extra, st, r))
         page.goto("http://127.0.0.1:%d/" % pb)
         page.wait_for("document.getElementById('v-device_id').dataset.value", DEADLINE_S, "node B info")
         good_k = health["k256_pubkey"]
