@@ -12,6 +12,8 @@ PKGS=(build-essential cmake pkg-config git ca-certificates curl
 PKGS+=(podman buildah runc uidmap mmdebstrap jq python3-yaml docker-compose dpkg-dev)
 # promtool (package prometheus): tests/integration/test_obs.sh checks /metrics with it
 PKGS+=(prometheus)
+# ui tests (tests/ui): kmsd's web pages in headless Debian chromium, driven from Python 3
+PKGS+=(chromium python3)
 
 missing=()
 for p in "${PKGS[@]}"; do

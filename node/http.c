@@ -576,6 +576,9 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct kms_http_re
         MHD_add_response_header(resp, "X-Request-Id", kms_log_request_id());
     if (allow != NULL)
         MHD_add_response_header(resp, "Allow", allow);
+    for (size_t i = 0; r->headers != NULL && r->headers[i] != NULL && r->headers[i + 1] != NULL;
+         i += 2)
+        MHD_add_response_header(resp, r->headers[i], r->headers[i + 1]);
     ret = MHD_queue_response(conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;

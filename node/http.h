@@ -72,6 +72,8 @@ struct kms_http_resp {
      * only after its answer is out). */
     void (*on_sent)(void *arg);
     void *on_sent_arg;
+    /* ui: extra headers, NULL-terminated name/value pairs (static strings); NULL = none. */
+    const char *const *headers;
 };
 
 typedef void (*kms_http_handler)(void *arg, const struct kms_http_req *req,

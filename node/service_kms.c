@@ -14,6 +14,7 @@
 #include "node/http.h"
 #include "node/node.h"
 #include "node/proto.h"
+#include "node/ui.h"
 #include "replication/replication.h"
 
 /* The verified caller of one request. */
@@ -471,7 +472,7 @@ void kms_kms_handle(void *arg, const struct kms_http_req *req, struct kms_http_r
     int rc;
 
     memset(&c, 0, sizeof(c));
-    if (kms_node_handle_common(n, req, resp))
+    if (kms_node_handle_common(n, req, resp) || kms_ui_handle(n, req, resp, 0))
         return;
     m = kms_prpc_method(req->path, "KMS");
     if (m == NULL) {

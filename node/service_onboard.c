@@ -1,24 +1,16 @@
 /* Onboard service (plain HTTP, before keys exist): Bootstrap, Onboard, GetAttestationInfo,
- * Finish, GET /finish (kms-reference.md §1.1). */
+ * Finish, GET /finish (kms-reference.md §1.1), and the onboarding page at / (node/ui.h). */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "node/http.h"
 #include "node/node.h"
 #include "node/proto.h"
+#include "node/ui.h"
 #include "replication/replication.h"
-
-static const char onboard_page[] =
-    "<!doctype html><html><head><title>kmsd onboarding</title></head><body>"
-    "<h1>kmsd: no keys yet</h1>"
-    "<p>Bootstrap a new cluster: <code>kmsctl bootstrap --onboard-url URL --domain NAME</code></p>"
-    "<p>Join an existing cluster: <code>kmsctl onboard --onboard-url URL --source KMS_URL "
-    "--domain NAME</code></p>"
-    "<p>pRPC: POST /prpc/Onboard.Bootstrap?json, /prpc/Onboard.Onboard?json, "
-    "/prpc/Onboard.GetAttestationInfo?json, /prpc/Onboard.Finish?json; GET /finish.</p>"
-    "</body></html>";
 
 static void request_finish(void *arg)
 {
@@ -58,11 +50,44 @@ static void do_bootstrap(struct kms_node *n, struct kms_rpc_caller *c, json_t *b
     kms_prpc_ok(resp, o);
 }
 
+/* kmsd extension (ui: the Onboard form): optional identity pins in the JSON request,
+ * checked before anything is stored. Refused up front when malformed. */
+static int onboard_pins(json_t *body, struct kms_repl_pins *pins)
+{
+    static const char *const names[2] = {"expect_k256_pubkey", "expect_ca_spki"};
+    const char **dst[2] = {&pins->k256_pubkey, &pins->ca_spki};
+    int rc = 0;
+
+    for (int i = 0; i < 2; i++) {
+        json_t *v = json_object_get(body, names[i]);
+        uint8_t *raw = NULL;
+        size_t len = 0;
+
+        *dst[i] = NULL;
+        if (v == NULL || json_is_null(v) || (json_is_string(v) && json_string_length(v) == 0))
+            continue;
+        KMS_ENSURE(json_is_string(v), KMS_ERR_INVAL,
+                   "failed to decode request: %s must be a hex string", names[i]);
+        rc = kms_hex_decode(json_string_value(v), &raw, &len);
+        free(raw);
+        KMS_ENSURE(rc == 0, KMS_ERR_INVAL, "failed to decode request: %s is not hex", names[i]);
+        KMS_ENSURE(i != 0 || len == 33, KMS_ERR_INVAL,
+                   "failed to decode request: expect_k256_pubkey must be 33 bytes (a compressed "
+                   "public key, 66 hex digits)");
+        KMS_ENSURE(len > 0 && len <= 1024, KMS_ERR_INVAL,
+                   "failed to decode request: expect_ca_spki must be 1 to 1024 bytes");
+        *dst[i] = json_string_value(v);
+    }
+out:
+    return rc;
+}
+
 static void do_onboard(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                        struct kms_http_resp *resp)
 {
     json_t *src = json_object_get(body, "source_url");
     json_t *dom = json_object_get(body, "domain");
+    struct kms_repl_pins pins;
     uint8_t k256_pub[33];
     json_t *o;
     int rc;
@@ -72,7 +97,12 @@ static void do_onboard(struct kms_node *n, struct kms_rpc_caller *c, json_t *bod
         kms_prpc_error(resp, "failed to decode request: source_url and domain must be strings");
         return;
     }
-    rc = kms_repl_onboard(n->repl, json_string_value(src), json_string_value(dom), k256_pub);
+    if (onboard_pins(body, &pins) < 0) {
+        kms_prpc_error(resp, kms_err_detail());
+        return;
+    }
+    rc = kms_repl_onboard_pinned(n->repl, json_string_value(src), json_string_value(dom), &pins,
+                                 k256_pub);
     if (rc < 0) {
         KMS_WARN("Onboard refused: %s", kms_err_detail());
         kms_prpc_error(resp, kms_err_detail());
@@ -206,6 +236,27 @@ static const struct kms_pb_method onboard_methods[] = {
 const struct kms_pb_service kms_onboard_service = {
     "Onboard", onboard_methods, sizeof(onboard_methods) / sizeof(onboard_methods[0])};
 
+/* ui: a browser's cross-site request (another page POSTing to this unauthenticated listener)
+ * carries an Origin naming another host; kmsctl and same-origin pages pass. */
+static int same_origin(const struct kms_http_req *req)
+{
+    const char *origin = kms_http_header(req, "Origin");
+    const char *host = kms_http_header(req, "Host");
+
+    if (origin == NULL)
+        return 1;
+    if (host == NULL || strncmp(origin, "http://", 7) != 0)
+        return 0;
+    return strcmp(origin + 7, host) == 0;
+}
+
+static void refuse_cross_origin(struct kms_http_resp *resp)
+{
+    kms_http_resp_text(resp, 403, "application/json",
+                       "{\"error\": \"cross-origin request refused: open the onboarding page on "
+                       "this node's own address\"}");
+}
+
 void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_http_resp *resp)
 {
     struct kms_node *n = arg;
@@ -214,12 +265,12 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
 
     if (kms_node_handle_common(n, req, resp))
         return;
-    if (strcmp(req->path, "/") == 0 && strcmp(req->method, "GET") == 0) {
-        kms_http_resp_text(resp, 200, "text/html; charset=utf-8", onboard_page);
+    if (kms_ui_handle(n, req, resp, 1))
         return;
-    }
     if (strcmp(req->path, "/finish") == 0) {
-        if (finish_allowed(n, resp)) {
+        if (!same_origin(req))
+            refuse_cross_origin(resp);
+        else if (finish_allowed(n, resp)) {
             kms_http_resp_text(resp, 200, "text/plain", "OK");
             resp->on_sent = request_finish;
             resp->on_sent_arg = n;
@@ -227,6 +278,10 @@ void kms_onboard_handle(void *arg, const struct kms_http_req *req, struct kms_ht
         return;
     }
     m = kms_prpc_method(req->path, "Onboard");
+    if (m != NULL && !same_origin(req)) {
+        refuse_cross_origin(resp);
+        return;
+    }
     if (m == NULL) {
         kms_http_resp_text(resp, 404, "application/json", "{\"error\": \"not found\"}");
         return;

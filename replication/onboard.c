@@ -75,29 +75,40 @@ static const char *jstr(json_t *o, const char *k)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static int check_pins(const struct kms_repl_cfg *cfg, const uint8_t *spki, size_t spki_len,
-                      const uint8_t pub33[33])
+/* One pin: expected is hex (0x optional); what names it in the refusal. */
+static int check_pin(const char *expected, const uint8_t *got, size_t got_len, const char *what)
+{
+    uint8_t *want = NULL;
+    size_t wl = 0;
+    int rc;
+
+    if (expected == NULL)
+        return 0;
+    rc = kms_hex_decode(expected, &want, &wl);
+    if (rc < 0)
+        return kms_err_wrap(rc, "%s", what);
+    rc = (wl == got_len && memcmp(want, got, wl) == 0)
+             ? 0
+             : kms_err_set(KMS_ERR_REPL_IDENTITY, "source identity mismatch: %s", what);
+    free(want);
+    return rc;
+}
+
+/* The node's pins (cfg), then the request's (ui: Onboard form); all that are set must match. */
+static int check_pins(const struct kms_repl_cfg *cfg, const struct kms_repl_pins *req,
+                      const uint8_t *spki, size_t spki_len, const uint8_t pub33[33])
 {
     int rc = 0;
 
-    if (cfg->expect_k256_pubkey != NULL) {
-        uint8_t want[33];
-
-        KMS_GUARD(kms_hex_decode_exact(cfg->expect_k256_pubkey, want, 33));
-        KMS_ENSURE(memcmp(want, pub33, 33) == 0, KMS_ERR_REPL_IDENTITY,
-                   "source identity mismatch: k256 public key differs from "
-                   "--expect-k256-pubkey");
-    }
-    if (cfg->expect_ca_spki != NULL) {
-        uint8_t *want = NULL;
-        size_t wl = 0;
-
-        KMS_GUARD(kms_hex_decode(cfg->expect_ca_spki, &want, &wl));
-        rc = (wl == spki_len && memcmp(want, spki, wl) == 0)
-                 ? 0
-                 : kms_err_set(KMS_ERR_REPL_IDENTITY, "source identity mismatch: root CA key "
-                                                      "differs from --expect-ca-spki");
-        free(want);
+    KMS_GUARD(check_pin(cfg->expect_k256_pubkey, pub33, 33,
+                        "k256 public key differs from --expect-k256-pubkey"));
+    KMS_GUARD(check_pin(cfg->expect_ca_spki, spki, spki_len,
+                        "root CA key differs from --expect-ca-spki"));
+    if (req != NULL) {
+        KMS_GUARD(check_pin(req->k256_pubkey, pub33, 33,
+                            "k256 public key differs from the requested expect_k256_pubkey"));
+        KMS_GUARD(check_pin(req->ca_spki, spki, spki_len,
+                            "root CA key differs from the requested expect_ca_spki"));
     }
 out:
     return rc;
@@ -105,6 +116,12 @@ out:
 
 int kms_repl_onboard(struct kms_repl *r, const char *source_url, const char *domain,
                      uint8_t k256_pub[33])
+{
+    return kms_repl_onboard_pinned(r, source_url, domain, NULL, k256_pub);
+}
+
+int kms_repl_onboard_pinned(struct kms_repl *r, const char *source_url, const char *domain,
+                            const struct kms_repl_pins *pins, uint8_t k256_pub[33])
 {
     const struct kms_repl_cfg *cfg = kms_repl_cfg_of(r);
     struct kms_rpc_opts o;
@@ -206,7 +223,7 @@ int kms_repl_onboard(struct kms_repl *r, const char *source_url, const char *dom
                KMS_ERR_REPL_IDENTITY,
                "source sent a root CA key that does not match its own root CA certificate");
     KMS_GUARD(kms_k256_pubkey(k256, k256_pub));
-    KMS_GUARD(check_pins(cfg, spki, spki_len, k256_pub));
+    KMS_GUARD(check_pins(cfg, pins, spki, spki_len, k256_pub));
 
     /* 5. Store in one transaction. */
     id.root_ca_key_pem = strdup(ca_key_pem);

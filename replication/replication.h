@@ -216,6 +216,16 @@ void kms_repl_free(struct kms_repl *r);
  * through cfg->onboard_begin first). k256_pub receives the cluster public key. */
 KMS_WUR int kms_repl_onboard(struct kms_repl *r, const char *source_url, const char *domain,
                              uint8_t k256_pub[33]);
+/* ui: identity pins of one Onboard request (hex, 0x optional; NULL = not pinned), checked in
+ * addition to the node's --expect-* pins before anything is stored. */
+struct kms_repl_pins {
+    const char *k256_pubkey; /* 33-byte compressed k256 public key */
+    const char *ca_spki;     /* DER SubjectPublicKeyInfo of the root CA key */
+};
+/* kms_repl_onboard with pins (may be NULL); a mismatch fails with KMS_ERR_REPL_IDENTITY
+ * "source identity mismatch: ... differs from the requested expect_...". */
+KMS_WUR int kms_repl_onboard_pinned(struct kms_repl *r, const char *source_url, const char *domain,
+                                    const struct kms_repl_pins *pins, uint8_t k256_pub[33]);
 
 /* Hook for KMS.GetKmsKey: root keys were just released to an attested, authorized KMS that
  * advertised peer_url (NULL or invalid: ignored with a warning). Adds it as a candidate
