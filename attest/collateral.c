@@ -1878,7 +1878,8 @@ static int check_platform(const struct tcb_info *ti, const struct pck_ext *e,
             return merge(acc, l);
     }
     rc = kms_err_set(KMS_ERR_ATT_TCB,
-                     "the platform TCB (PCESVN %u) is below every TCB level of the TCB info",
+                     "No matching TCB level found: the platform TCB (PCESVN %u) is below every "
+                     "TCB level of the TCB info",
                      e->pcesvn);
     return rc;
 }

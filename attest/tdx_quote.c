@@ -401,7 +401,7 @@ static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
                PCK_CHAIN_MAX_CERTS);
     if (rc < 0) {
         if (rc == KMS_ERR_ATT_FORMAT)
-            rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "PCK certificate chain in the quote");
+            rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "PCK chain in the quote");
         goto out;
     }
     KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_FORMAT, "quote carries no PEM PCK certificate");
