@@ -1,6 +1,7 @@
 /*
  * kmsctl attest verify: verifies evidence offline with the production verifiers and the
  * pinned roots, and prints what verification established (report, PCRs, BootInfo).
+ * With --collateral-file / --pccs-url (or PCCS_URL) TDX quotes also get the TCB evaluation.
  * Accepted inputs (detected): a SCALE VersionedAttestation, a raw TDX quote, or a bare Nitro
  * COSE_Sign1 document.
  */
