@@ -1073,8 +1073,11 @@ static int load_pem_chain(const char *pem, size_t len, const char *what, STACK_O
     *out = NULL;
     KMS_ENSURE(pem != NULL && len <= KMS_COLL_MAX_ITEM, KMS_ERR_ATT_COLLATERAL,
                "%s is missing or too large", what);
-    rc = kms_attest_pem_certs(pem, len, (int)KMS_COLL_MAX_CHAIN + 4, out);
+    /* every PEM block must be a certificate, as in the PCK chain of a quote */
+    rc = kms_tdx_pem_certs((const uint8_t *)pem, len, (int)KMS_COLL_MAX_CHAIN + 4, out);
     KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_ATT_COLLATERAL, "%s has too many certificates", what);
+    if (rc == KMS_ERR_ATT_FORMAT)
+        rc = kms_err_wrap(KMS_ERR_ATT_COLLATERAL, "%s", what);
     KMS_GUARD(rc);
     KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_COLLATERAL, "%s holds no PEM certificate", what);
 out:
@@ -1818,23 +1821,42 @@ static int check_module(const struct tcb_info *ti, const struct kms_tdx_report *
                 ident = &ti->mods[i];
         }
         KMS_ENSURE(ident != NULL, KMS_ERR_ATT_TCB,
-                   "TCB info has no TDX module identity %s for this TDX module", want);
+                   "No TDX module identity with id %s found in TCB Info", want);
         m = ident;
     }
-    KMS_ENSURE(memcmp(td->mr_signer_seam, m->mrsigner, 48) == 0, KMS_ERR_ATT_TCB,
-               "TDX module MRSIGNER (mr_signer_seam) does not match the TCB info");
+    if (memcmp(td->mr_signer_seam, m->mrsigner, 48) != 0) {
+        char want[97];
+        char got[97];
+
+        kms_hex_encode(m->mrsigner, 48, want);
+        kms_hex_encode(td->mr_signer_seam, 48, got);
+        for (int i = 0; i < 96; i++) {
+            want[i] = (char)toupper((unsigned char)want[i]);
+            got[i] = (char)toupper((unsigned char)got[i]);
+        }
+        rc = kms_err_set(KMS_ERR_ATT_TCB, "TDX module MRSIGNER mismatch: expected %s, got %s", want,
+                         got);
+        goto out;
+    }
+    /* SEAMATTRIBUTES: the masked bits match and no bit outside the mask is set (dcap-qvl's
+     * texts, byte by byte in the same order) */
     for (int i = 0; i < 8; i++) {
-        KMS_ENSURE((td->seam_attributes[i] & m->mask[i]) == (m->attributes[i] & m->mask[i]),
-                   KMS_ERR_ATT_TCB, "SEAM attributes byte %d do not match the TDX module identity",
-                   i);
+        unsigned want = m->attributes[i] & m->mask[i];
+        unsigned got = td->seam_attributes[i] & m->mask[i];
+
+        KMS_ENSURE(want == got, KMS_ERR_ATT_TCB,
+                   "TDX module SEAMATTRIBUTES mismatch at byte %d: expected %02X (masked), got "
+                   "%02X (masked)",
+                   i, want, got);
         KMS_ENSURE((td->seam_attributes[i] & ~m->mask[i]) == 0, KMS_ERR_ATT_TCB,
-                   "SEAM attributes byte %d has bits outside the TDX module mask", i);
+                   "TDX module SEAMATTRIBUTES has bits set outside mask at byte %d", i);
     }
     if (ident != NULL) {
         const struct level *l = isv_level(ident->levels, ident->n_levels, td->tee_tcb_svn[0]);
 
-        KMS_ENSURE(l != NULL, KMS_ERR_ATT_TCB, "TDX module ISVSVN %u is below every %s TCB level",
-                   td->tee_tcb_svn[0], ident->id);
+        KMS_ENSURE(l != NULL, KMS_ERR_ATT_TCB,
+                   "TDX module ISVSVN %u is below minimum required from TDX module TCB levels",
+                   td->tee_tcb_svn[0]);
         KMS_GUARD(merge(acc, l));
     }
 out:
@@ -1856,7 +1878,8 @@ static int check_platform(const struct tcb_info *ti, const struct pck_ext *e,
             return merge(acc, l);
     }
     rc = kms_err_set(KMS_ERR_ATT_TCB,
-                     "the platform TCB (PCESVN %u) is below every TCB level of the TCB info",
+                     "No matching TCB level found: the platform TCB (PCESVN %u) is below every "
+                     "TCB level of the TCB info",
                      e->pcesvn);
     return rc;
 }
@@ -1924,6 +1947,8 @@ int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, const uint
     KMS_GUARD(check_qe(&cv->qe, &q.qe, &acc));
     KMS_ENSURE(acc.status != ST_REVOKED, KMS_ERR_ATT_REVOKED,
                "TCB status is Revoked: this platform's TCB level was revoked by Intel");
+    /* the TD-attribute rules last, as dcap-qvl (validate_attrs) */
+    KMS_GUARD(kms_tdx_check_attributes(&q));
 
     out->mode = KMS_ATT_TDX;
     out->sim = is_sim;

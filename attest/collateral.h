@@ -117,10 +117,11 @@ void kms_collateral_source_stats(struct kms_collateral_source *src,
 void kms_attest_ctx_set_collateral_source(struct kms_attest_ctx *ctx,
                                           struct kms_collateral_source *src);
 
-/* Full DCAP verification of a v4 TDX quote with collateral from ctx's source (which must be
+/* Full DCAP verification of a v4 or v5 TDX quote with collateral from ctx's source (which must be
  * set): quote and QE report signatures, QE binding, PCK chain to a pinned root and CRLs, TCB info
  * and QE identity signatures by the TCB signing chain to the same root, nextUpdate,
- * FMSPC/PCE-ID, QE identity, TDX module identity, TCB level. Fills what kms_tdx_quote_verify
+ * FMSPC/PCE-ID, QE identity, TDX module identity, TCB level, then the TD-attribute rules
+ * (kms_tdx_check_attributes). Fills what kms_tdx_quote_verify
  * fills plus tcb_status and advisory_ids (kms_verified_free). Errors: those of
  * kms_tdx_quote_verify, KMS_ERR_ATT_EXPIRED for collateral past nextUpdate, and the three above. */
 KMS_WUR int kms_tdx_quote_verify_collateral(const struct kms_attest_ctx *ctx, const uint8_t *quote,

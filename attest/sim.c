@@ -583,6 +583,7 @@ int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements 
     sim_default("kmsd-sim-mrseam", rep.mr_seam);
     /* mr_signer_seam stays zero: the Intel TDX module (validate_tcb requires it). */
     memcpy(rep.xfam, xfam, sizeof(xfam));
+    rep.td_attributes[3] = 0x10; /* SEPT_VE_DISABLE, as real guests (0000001000000000) */
     if (m != NULL && m->debug)
         rep.td_attributes[0] |= 0x01;
     if (m != NULL && m->mr_td != NULL)

@@ -1,4 +1,4 @@
-/* attest: TDX v4 quotes (parsing, signature verification; attestation-reference.md §3) and
+/* attest: TDX v4 and v5 quotes (parsing, signature verification; attestation-reference.md §3) and
  * TDX quote generation on real hardware (configfs-tsm, /dev/tdx_guest). */
 #ifndef KMS_ATTEST_TDX_H
 #define KMS_ATTEST_TDX_H
@@ -7,7 +7,7 @@
 
 #include "attest/attest.h"
 
-/* ---------------------------------------------------------------- v4 quotes (tdx_quote.c) */
+/* ------------------------------------------------------------- v4/v5 quotes (tdx_quote.c) */
 
 /* The quoting enclave's SGX report body (reserved fields skipped). */
 struct kms_tdx_qe_report {
@@ -26,16 +26,19 @@ struct kms_buf;
  * the simulated QE. */
 KMS_WUR int kms_tdx_qe_report_put(struct kms_buf *b, const struct kms_tdx_qe_report *e);
 
-/* A parsed v4 TDX quote. Pointers borrow from the input buffer. */
+/* A parsed v4 or v5 TDX quote. Pointers borrow from the input buffer. */
 struct kms_tdx_quote {
-    uint16_t version;
+    uint16_t version;   /* 4 or 5 */
+    uint16_t body_type; /* KMS_TDX_BODY_TD10 or KMS_TDX_BODY_TD15 (a v4 quote: TD10) */
     uint16_t att_key_type;
     uint32_t tee_type;
     uint16_t qe_svn;
     uint16_t pce_svn;
     uint8_t qe_vendor_id[16];
     struct kms_tdx_report report;
-    const uint8_t *signed_data; /* header || body */
+    uint8_t tee_tcb_svn2[16];   /* TD 1.5 body only (else zero) */
+    uint8_t mr_service_td[48];  /* TD 1.5 body only (else zero) */
+    const uint8_t *signed_data; /* header || [v5: body type, size] || body */
     size_t signed_len;
     const uint8_t *sig;        /* 64: r||s */
     const uint8_t *attest_key; /* 64: X||Y */
@@ -49,13 +52,38 @@ struct kms_tdx_quote {
 };
 
 #define KMS_TDX_HEADER_LEN 48u
-#define KMS_TDX_BODY_LEN 584u
+#define KMS_TDX_BODY_LEN 584u   /* TD report 1.0 */
+#define KMS_TDX_BODY15_LEN 648u /* TD report 1.5: 1.0 || tee_tcb_svn2 || mr_service_td */
+#define KMS_TDX_V5_BODY_HDR 6u  /* v5: body type (u16) || body size (u32) */
+#define KMS_TDX_BODY_TD10 2u
+#define KMS_TDX_BODY_TD15 3u
 #define KMS_TDX_QE_REPORT_LEN 384u
+#define KMS_TDX_QE_AUTH_LEN 32u /* dcap-qvl refuses other QE authentication data lengths */
 
-/* Parses a v4 quote (trailing zero padding after the used length is allowed). */
+/* Parses a v4 or v5 quote (v5 body types 2 = TD report 1.0 and 3 = TD report 1.5), with the
+ * reference verifier's (dcap-qvl) tolerance of unsigned trailing bytes: after the quote's
+ * authentication data, after the QE certification data inside it, and after the PCK chain inside
+ * that. The certification-data type of the QE report is not checked (dcap-qvl ignores it); the
+ * PCK chain's must be 5. KMS_ERR_ATT_FORMAT when malformed, KMS_ERR_ATT_UNSUPPORTED for another
+ * version, body type or attestation key type. */
 KMS_WUR int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q);
 
-/* Verifies a quote's signatures and PCK chain (no event-log checks). */
+/* The reference verifier's TD-attribute rules (dcap-qvl validate_td10 / validate_td15), with its
+ * error texts, as KMS_ERR_ATT_TCB: TUD bits 7:1 or SEC/OTHER reserved bits set ("Reserved bits
+ * in TD attributes are set"), TUD.DEBUG set ("Debug mode is enabled"), SEPT_VE_DISABLE clear
+ * ("SEPT_VE_DISABLE is not enabled"), and for a TD 1.5 body a non-zero MR service TD ("Invalid
+ * MR service TD"). */
+KMS_WUR int kms_tdx_check_attributes(const struct kms_tdx_quote *q);
+
+/* Strict PEM certificate list (PCK chains, collateral issuer chains): every
+ * "-----BEGIN <label>-----" .. "-----END <label>-----" block must have matching labels, no
+ * encapsulated headers, canonical base64 (whitespace ignored) and exactly one DER certificate;
+ * text outside blocks is ignored, as dcap-qvl's PEM reader does. At most max certificates
+ * (KMS_ERR_TOOBIG beyond). *out: caller frees with sk_X509_pop_free (NULL on error; may be empty).
+ * KMS_ERR_ATT_FORMAT names the block that failed. */
+KMS_WUR int kms_tdx_pem_certs(const uint8_t *pem, size_t len, int max, STACK_OF(X509) * *out);
+
+/* Verifies a quote's signatures, PCK chain and TD attributes (no event-log checks). */
 KMS_WUR int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote, size_t len,
                                  struct kms_verified *out);
 

@@ -1,4 +1,6 @@
-/* TDX v4 quote: parsing and offline signature verification (attestation-reference.md §3). */
+/* TDX v4 and v5 quotes: parsing, the reference's TD-attribute rules and offline signature
+ * verification (attestation-reference.md §3). Where a rule says "as dcap-qvl", it follows the
+ * reference verifier Phala-Network/dcap-qvl 0.5.2 (src/quote.rs, src/verify.rs). */
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
@@ -16,6 +18,7 @@
 #define CERT_TYPE_QE_REPORT 6u
 #define CERT_TYPE_PCK_CHAIN 5u
 #define PCK_CHAIN_MAX_CERTS 8
+#define TDX_MAX_DATA_LEN (1024u * 1024u) /* dcap-qvl's bound on a length-prefixed field */
 
 /* Intel SGX extension OIDs in the PCK certificate. */
 #define OID_SGX_EXT "1.2.840.113741.1.13.1"
@@ -86,6 +89,26 @@ out:
     return rc;
 }
 
+/* v5 body: type and size (signed with the report); only the TD report types are TDX quotes. */
+static int rd_v5_body(struct kms_reader *r, struct kms_tdx_quote *q)
+{
+    uint32_t size;
+    uint32_t want;
+    int rc = 0;
+
+    KMS_GUARD(kms_rd_u16le(r, &q->body_type));
+    KMS_ENSURE(q->body_type == KMS_TDX_BODY_TD10 || q->body_type == KMS_TDX_BODY_TD15,
+               KMS_ERR_ATT_UNSUPPORTED,
+               "TDX v5 quote body type %u is not supported (2 = TD report 1.0, 3 = TD report 1.5)",
+               q->body_type);
+    KMS_GUARD(kms_rd_u32le(r, &size));
+    want = q->body_type == KMS_TDX_BODY_TD15 ? KMS_TDX_BODY15_LEN : KMS_TDX_BODY_LEN;
+    KMS_ENSURE(size == want, KMS_ERR_ATT_FORMAT, "TDX v5 quote body type %u has size %u, want %u",
+               q->body_type, size, want);
+out:
+    return rc;
+}
+
 static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
 {
     struct kms_reader auth;
@@ -99,8 +122,9 @@ static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
     int rc = 0;
 
     KMS_GUARD(kms_rd_u16le(r, &q->version));
-    KMS_ENSURE(q->version == 4, q->version == 5 ? KMS_ERR_ATT_UNSUPPORTED : KMS_ERR_ATT_FORMAT,
-               "TDX quote version %u is not supported (only v4)", q->version);
+    KMS_ENSURE(q->version == 4 || q->version == 5,
+               q->version == 3 ? KMS_ERR_ATT_FORMAT : KMS_ERR_ATT_UNSUPPORTED,
+               "TDX quote version %u is not supported (only 4 and 5)", q->version);
     KMS_GUARD(kms_rd_u16le(r, &q->att_key_type));
     KMS_ENSURE(q->att_key_type == TDX_ATT_KEY_ECDSA_P256, KMS_ERR_ATT_UNSUPPORTED,
                "TDX quote attestation key type %u is not supported (only ECDSA P-256)",
@@ -112,22 +136,27 @@ static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
     KMS_GUARD(kms_rd_u16le(r, &q->pce_svn));
     KMS_GUARD(kms_rd_copy(r, q->qe_vendor_id, 16));
     KMS_GUARD(kms_rd_copy(r, user_data, 20));
+    q->body_type = KMS_TDX_BODY_TD10;
+    if (q->version == 5)
+        KMS_GUARD(rd_v5_body(r, q));
     KMS_GUARD(rd_report(r, &q->report));
+    if (q->body_type == KMS_TDX_BODY_TD15) {
+        KMS_GUARD(kms_rd_copy(r, q->tee_tcb_svn2, 16));
+        KMS_GUARD(kms_rd_copy(r, q->mr_service_td, 48));
+    }
     q->signed_data = r->p;
-    q->signed_len = KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN;
+    q->signed_len = r->off;
 
+    /* Authentication data (v5 uses the v4 layout). As dcap-qvl reads it, each length-prefixed
+     * container is decoded from its own bytes and what follows its last field is ignored. */
     KMS_GUARD(kms_rd_u32le(r, &auth_len));
     KMS_GUARD(kms_rd_ptr(r, auth_len, &p));
     kms_rd_init(&auth, p, auth_len);
     KMS_GUARD(kms_rd_ptr(&auth, 64, &q->sig));
     KMS_GUARD(kms_rd_ptr(&auth, 64, &q->attest_key));
-    KMS_GUARD(kms_rd_u16le(&auth, &cert_type));
-    KMS_ENSURE(cert_type == CERT_TYPE_QE_REPORT, KMS_ERR_ATT_FORMAT,
-               "TDX quote certification data type %u, want 6 (QE report)", cert_type);
+    KMS_GUARD(kms_rd_u16le(&auth, &cert_type)); /* 6 (QE report) by Intel's spec; not checked */
     KMS_GUARD(kms_rd_u32le(&auth, &cert_len));
     KMS_GUARD(kms_rd_ptr(&auth, cert_len, &p));
-    KMS_ENSURE(kms_rd_left(&auth) == 0, KMS_ERR_ATT_FORMAT,
-               "%zu unexpected bytes after the TDX quote certification data", kms_rd_left(&auth));
 
     kms_rd_init(&cert, p, cert_len);
     KMS_GUARD(kms_rd_ptr(&cert, KMS_TDX_QE_REPORT_LEN, &q->qe_report));
@@ -137,22 +166,13 @@ static int parse_inner(struct kms_reader *r, struct kms_tdx_quote *q)
     q->qe_auth_len = qe_auth_len;
     KMS_GUARD(kms_rd_ptr(&cert, q->qe_auth_len, &q->qe_auth));
     KMS_GUARD(kms_rd_u16le(&cert, &cert_type));
-    KMS_ENSURE(cert_type == CERT_TYPE_PCK_CHAIN, KMS_ERR_ATT_FORMAT,
-               "QE certification data type %u, want 5 (PCK certificate chain)", cert_type);
     KMS_GUARD(kms_rd_u32le(&cert, &cert_len));
+    KMS_ENSURE(cert_len <= TDX_MAX_DATA_LEN, KMS_ERR_ATT_FORMAT,
+               "PCK certification data of %u bytes is too large", cert_len);
     q->pck_chain_len = cert_len;
     KMS_GUARD(kms_rd_ptr(&cert, q->pck_chain_len, &q->pck_chain));
-    KMS_ENSURE(kms_rd_left(&cert) == 0, KMS_ERR_ATT_FORMAT,
-               "%zu unexpected bytes after the PCK certificate chain", kms_rd_left(&cert));
-
-    /* quote buffers are often fixed-size with zero padding after the used part */
-    while (kms_rd_left(r) > 0) {
-        uint8_t z;
-
-        KMS_GUARD(kms_rd_u8(r, &z));
-        KMS_ENSURE(z == 0, KMS_ERR_ATT_FORMAT, "non-zero trailing byte at offset %zu of the quote",
-                   r->off - 1);
-    }
+    KMS_ENSURE(cert_type == CERT_TYPE_PCK_CHAIN, KMS_ERR_ATT_UNSUPPORTED,
+               "Unsupported DCAP PCK cert format: %u (want 5, PCK certificate chain)", cert_type);
 out:
     return rc;
 }
@@ -172,6 +192,203 @@ int kms_tdx_quote_parse(const uint8_t *p, size_t len, struct kms_tdx_quote *q)
     return rc;
 }
 
+/* ------------------------------------------------------------------------- TD attributes */
+
+int kms_tdx_check_attributes(const struct kms_tdx_quote *q)
+{
+    static const uint8_t zero[48];
+    const uint8_t *a = q->report.td_attributes;
+    /* the fields as dcap-qvl's TDAttributes::parse splits them (TDX module spec A.3.4); its
+     * OTHER "reserved" mask is bits 38:32 and 63:40, so bit 39 is allowed and bit 63 (PERFMON)
+     * is refused, and we keep that */
+    uint32_t sec_reserved = (uint32_t)(a[3] & 0x0fu) << 16 | (uint32_t)a[2] << 8 | a[1];
+    uint32_t other_reserved =
+        (uint32_t)a[7] << 24 | (uint32_t)a[6] << 16 | (uint32_t)a[5] << 8 | (a[4] & 0x7fu);
+    int rc = 0;
+
+    if (q->body_type == KMS_TDX_BODY_TD15)
+        KMS_ENSURE(memcmp(q->mr_service_td, zero, 48) == 0, KMS_ERR_ATT_TCB,
+                   "Invalid MR service TD");
+    KMS_ENSURE((a[0] & 0xfeu) == 0, KMS_ERR_ATT_TCB, "Reserved bits in TD attributes are set");
+    KMS_ENSURE((a[0] & 0x01u) == 0, KMS_ERR_ATT_TCB, "Debug mode is enabled");
+    KMS_ENSURE(sec_reserved == 0 && (a[3] & 0x20u) == 0 && other_reserved == 0, KMS_ERR_ATT_TCB,
+               "Reserved bits in TD attributes are set");
+    KMS_ENSURE((a[3] & 0x10u) != 0, KMS_ERR_ATT_TCB, "SEPT_VE_DISABLE is not enabled");
+out:
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------ PEM */
+
+/* First occurrence of needle in [p, p + n), or NULL. */
+static const uint8_t *find(const uint8_t *p, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+
+    for (size_t i = 0; m <= n && i <= n - m; i++) {
+        if (memcmp(p + i, needle, m) == 0)
+            return p + i;
+    }
+    return NULL;
+}
+
+static int is_ws(uint8_t c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+static int b64_val(uint8_t c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Canonical padded base64 with whitespace skipped (the base64 crate's STANDARD engine, as
+ * dcap-qvl's PEM reader uses it: padding required, unused bits of the last symbol zero).
+ * *out (caller frees) holds *n bytes. */
+static int b64_decode(const uint8_t *p, size_t len, uint8_t **out, size_t *n)
+{
+    uint8_t *sym = malloc(len + 1);
+    uint8_t *dst = NULL;
+    size_t ns = 0;
+    size_t pad = 0;
+    size_t o = 0;
+    int rc = 0;
+
+    *out = NULL;
+    *n = 0;
+    KMS_GUARD_PTR(sym);
+    for (size_t i = 0; i < len; i++) {
+        if (!is_ws(p[i]))
+            sym[ns++] = p[i];
+    }
+    KMS_ENSURE(ns % 4 == 0, KMS_ERR_ATT_FORMAT, "base64 of %zu symbols is not padded", ns);
+    while (pad < 2 && pad < ns && sym[ns - 1 - pad] == '=')
+        pad++;
+    dst = malloc(ns / 4 * 3 + 1);
+    KMS_GUARD_PTR(dst);
+    for (size_t i = 0; i < ns; i += 4) {
+        int v[4];
+        uint32_t w = 0;
+        int last = i + 4 == ns;
+
+        for (int j = 0; j < 4; j++) {
+            v[j] = (last && (size_t)j >= 4 - pad) ? 0 : b64_val(sym[i + (size_t)j]);
+            KMS_ENSURE(v[j] >= 0, KMS_ERR_ATT_FORMAT, "invalid base64 symbol at %zu",
+                       i + (size_t)j);
+            w = w << 6 | (uint32_t)v[j];
+        }
+        KMS_ENSURE(!last || pad == 0 || (pad == 1 ? (v[2] & 0x03) == 0 : (v[1] & 0x0f) == 0),
+                   KMS_ERR_ATT_FORMAT, "non-canonical base64 (unused bits of the last symbol)");
+        dst[o++] = (uint8_t)(w >> 16);
+        if (!last || pad < 2)
+            dst[o++] = (uint8_t)(w >> 8);
+        if (!last || pad < 1)
+            dst[o++] = (uint8_t)w;
+    }
+    *out = dst;
+    *n = o;
+    dst = NULL;
+out:
+    free(sym);
+    free(dst);
+    return rc;
+}
+
+/* One block's payload: base64 DER of exactly one certificate. */
+static int pem_block_cert(const uint8_t *p, size_t len, X509 **out)
+{
+    const unsigned char *d;
+    uint8_t *der = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    *out = NULL;
+    KMS_ENSURE(find(p, len, "\n\n") == NULL && find(p, len, "\r\n\r\n") == NULL, KMS_ERR_ATT_FORMAT,
+               "has encapsulated headers or an empty line");
+    KMS_GUARD(b64_decode(p, len, &der, &n));
+    KMS_ENSURE(n > 0 && n <= INT_MAX, KMS_ERR_ATT_FORMAT, "is empty");
+    d = der;
+    *out = d2i_X509(NULL, &d, (long)n);
+    KMS_ENSURE(*out != NULL && d == der + n, KMS_ERR_ATT_FORMAT,
+               "is not exactly one DER certificate");
+out:
+    if (rc < 0) {
+        X509_free(*out);
+        *out = NULL;
+    }
+    ERR_clear_error();
+    free(der);
+    return rc;
+}
+
+int kms_tdx_pem_certs(const uint8_t *pem, size_t len, int max, STACK_OF(X509) * *out)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    const uint8_t *cur = pem;
+    const uint8_t *end = pem + len;
+    X509 *c = NULL;
+    int idx = 0;
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD_PTR(sk);
+    for (;;) {
+        const uint8_t *b = find(cur, (size_t)(end - cur), "-----BEGIN ");
+        const uint8_t *lab;
+        const uint8_t *lab_end;
+        const uint8_t *data;
+        const uint8_t *e;
+        const uint8_t *elab;
+        const uint8_t *elab_end;
+
+        if (b == NULL)
+            break;
+        idx++;
+        lab = b + 11;
+        lab_end = find(lab, (size_t)(end - lab), "-----");
+        KMS_ENSURE(lab_end != NULL, KMS_ERR_ATT_FORMAT, "PEM block %d has no end of its BEGIN line",
+                   idx);
+        data = lab_end + 5;
+        e = find(data, (size_t)(end - data), "-----END ");
+        KMS_ENSURE(e != NULL, KMS_ERR_ATT_FORMAT, "PEM block %d has no END line", idx);
+        elab = e + 9;
+        elab_end = find(elab, (size_t)(end - elab), "-----");
+        KMS_ENSURE(elab_end != NULL, KMS_ERR_ATT_FORMAT, "PEM block %d has no end of its END line",
+                   idx);
+        KMS_ENSURE(lab_end > lab && lab_end - lab == elab_end - elab &&
+                       memcmp(lab, elab, (size_t)(lab_end - lab)) == 0,
+                   KMS_ERR_ATT_FORMAT, "PEM block %d has an empty or mismatched BEGIN/END label",
+                   idx);
+        while (data < e && is_ws(*data))
+            data++;
+        rc = pem_block_cert(data, (size_t)(e - data), &c);
+        if (rc < 0) {
+            rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "PEM block %d", idx);
+            goto out;
+        }
+        KMS_ENSURE(sk_X509_num(sk) < max, KMS_ERR_TOOBIG, "more than %d PEM certificates", max);
+        KMS_ENSURE(sk_X509_push(sk, c) > 0, KMS_ERR_NOMEM, "out of memory");
+        c = NULL;
+        cur = elab_end + 5;
+    }
+    *out = sk;
+    sk = NULL;
+out:
+    X509_free(c);
+    sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------- crypto */
 
 static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
@@ -179,13 +396,15 @@ static int load_pck_chain(const struct kms_tdx_quote *q, STACK_OF(X509) * *out)
     int rc = 0;
 
     *out = NULL;
-    KMS_ENSURE(q->pck_chain_len <= INT_MAX, KMS_ERR_ATT_FORMAT, "PCK chain too large");
-    rc = kms_attest_pem_certs(q->pck_chain, q->pck_chain_len, PCK_CHAIN_MAX_CERTS, out);
+    rc = kms_tdx_pem_certs(q->pck_chain, q->pck_chain_len, PCK_CHAIN_MAX_CERTS, out);
     KMS_ENSURE(rc != KMS_ERR_TOOBIG, KMS_ERR_ATT_FORMAT, "PCK chain has more than %d certificates",
                PCK_CHAIN_MAX_CERTS);
-    KMS_GUARD(rc);
-    KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_FORMAT,
-               "quote carries no parsable PEM PCK certificate");
+    if (rc < 0) {
+        if (rc == KMS_ERR_ATT_FORMAT)
+            rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "PCK chain in the quote");
+        goto out;
+    }
+    KMS_ENSURE(sk_X509_num(*out) > 0, KMS_ERR_ATT_FORMAT, "quote carries no PEM PCK certificate");
 out:
     if (rc < 0) {
         sk_X509_pop_free(*out, X509_free);
@@ -259,7 +478,6 @@ out:
 int kms_tdx_quote_check_sigs(const uint8_t *quote, size_t len, struct kms_tdx_quote *q,
                              STACK_OF(X509) * *pck_certs)
 {
-    static const uint8_t zero[32];
     EVP_PKEY *ak = NULL;
     EVP_PKEY *pck_key;
     uint8_t h[32];
@@ -287,7 +505,11 @@ int kms_tdx_quote_check_sigs(const uint8_t *quote, size_t len, struct kms_tdx_qu
     KMS_ENSURE(ok == 1, KMS_ERR_ATT_QE_SIG,
                "QE report signature does not verify with the PCK certificate key");
 
-    /* (c) QE report_data = sha256(attest_key || qe_auth_data) || 0^32 binds the attestation key */
+    /* (c) QE report_data[0..32] = sha256(attest_key || qe_auth_data) binds the attestation key;
+     * as dcap-qvl, the auth data must be 32 bytes and the second half is not compared */
+    KMS_ENSURE(q->qe_auth_len == KMS_TDX_QE_AUTH_LEN, KMS_ERR_ATT_FORMAT,
+               "Invalid QE auth data length: %zu bytes, want %u", q->qe_auth_len,
+               KMS_TDX_QE_AUTH_LEN);
     {
         EVP_MD_CTX *m = EVP_MD_CTX_new();
         int dok = m != NULL && EVP_DigestInit_ex(m, EVP_sha256(), NULL) == 1 &&
@@ -298,9 +520,7 @@ int kms_tdx_quote_check_sigs(const uint8_t *quote, size_t len, struct kms_tdx_qu
         EVP_MD_CTX_free(m);
         KMS_ENSURE(dok, KMS_ERR_CRYPTO, "SHA-256 failed");
     }
-    KMS_ENSURE(memcmp(q->qe.report_data, h, 32) == 0 &&
-                   memcmp(q->qe.report_data + 32, zero, 32) == 0,
-               KMS_ERR_ATT_QE_BINDING,
+    KMS_ENSURE(memcmp(q->qe.report_data, h, 32) == 0, KMS_ERR_ATT_QE_BINDING,
                "QE report data does not bind the attestation key and QE auth data");
 out:
     if (rc < 0) {
@@ -342,6 +562,7 @@ int kms_tdx_quote_verify(const struct kms_attest_ctx *ctx, const uint8_t *quote,
     /* (d) the PCK chain reaches a pinned Intel (or simulation) root */
     KMS_GUARD(kms_tdx_pck_chain(ctx, certs, &chain, &is_sim));
     KMS_GUARD(extract_ppid(sk_X509_value(chain, 0), out));
+    KMS_GUARD(kms_tdx_check_attributes(&q));
     out->mode = KMS_ATT_TDX;
     out->sim = is_sim;
     out->td = q.report;

@@ -1,6 +1,7 @@
 /*
  * kmsctl attest verify: verifies evidence offline with the production verifiers and the
  * pinned roots, and prints what verification established (report, PCRs, BootInfo).
+ * With --collateral-file / --pccs-url (or PCCS_URL) TDX quotes also get the TCB evaluation.
  * Accepted inputs (detected): a SCALE VersionedAttestation, a raw TDX quote, or a bare Nitro
  * COSE_Sign1 document.
  */
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attest/collateral.h"
 #include "attest/tdx.h"
 #include "cli/cli.h"
 #include "attest/attest.h"
@@ -24,6 +26,7 @@ static const char attest_usage[] =
     "Usage: kmsctl attest verify --evidence FILE [--time UNIX_SECONDS] [--json]\n"
     "                            [--sim-dir DIR --insecure-sim] [--nitro-device-id quirk|fixed]\n"
     "                            [--aia-fetch on|off] [--aia-host SUFFIX]\n"
+    "                            [--collateral-file FILE] [--pccs-url URL]\n"
     "\n"
     "Verifies evidence with the production verifiers and the embedded roots (Intel SGX Root CA,\n"
     "AWS Nitro Enclaves Root G1, Google EK/AK CA Root) and prints the verified report (mode,\n"
@@ -39,6 +42,14 @@ static const char attest_usage[] =
     "  --aia-fetch on|off GCP vTPM: fetch the AK certificate's issuer from its AIA caIssuers URL\n"
     "                     (default on; off with --insecure-sim)\n"
     "  --aia-host SUFFIX  hosts that fetching may contact (default googleapis.com)\n"
+    "  --collateral-file FILE\n"
+    "                     evaluate the TCB of TDX quotes offline with Intel collateral from a\n"
+    "                     JSON file (the format of kmsd --collateral-file: dcap-qvl's\n"
+    "                     QuoteCollateralV3, one object or an array of them), used before\n"
+    "                     --pccs-url; the report then has tcb_status and advisory_ids\n"
+    "  --pccs-url URL     fetch that collateral from this PCCS or Intel PCS (v4 API; each request\n"
+    "                     times out after 10 s); default: env PCCS_URL. Neither: no TCB\n"
+    "                     evaluation (tcb_status \"\")\n"
     "\n"
     "Exit status 0 only when everything verified; 1 with the failing check otherwise; 2 for\n"
     "usage errors.\n";
@@ -256,11 +267,15 @@ static int verify_cmd(int argc, char **argv)
                                          {"nitro-device-id", required_argument, NULL, 'n'},
                                          {"aia-fetch", required_argument, NULL, 'a'},
                                          {"aia-host", required_argument, NULL, 'H'},
+                                         {"collateral-file", required_argument, NULL, 'C'},
+                                         {"pccs-url", required_argument, NULL, 'P'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *path = NULL, *sim_dir = NULL;
     int json = 0, insecure = 0, fixed = 0, aia = -1, c;
     const char *aia_host = "googleapis.com";
+    const char *coll_file = NULL, *pccs_url = NULL;
+    struct kms_collateral_source *src = NULL;
     long long t = 0;
     char *end;
     uint8_t *buf = NULL;
@@ -321,6 +336,12 @@ static int verify_cmd(int argc, char **argv)
         case 'H':
             aia_host = optarg;
             break;
+        case 'C':
+            coll_file = optarg;
+            break;
+        case 'P':
+            pccs_url = optarg;
+            break;
         case 'h':
             fputs(attest_usage, stdout);
             return 0;
@@ -358,6 +379,15 @@ static int verify_cmd(int argc, char **argv)
     if (sim_dir != NULL)
         KMS_GUARD(kms_platform_add_sim_roots(sim_dir, ctx));
     kms_attest_ctx_set_time(ctx, (time_t)t);
+    /* collateral as kmsd takes it: --pccs-url, else the PCCS_URL environment variable */
+    if (pccs_url == NULL && getenv("PCCS_URL") != NULL && getenv("PCCS_URL")[0] != '\0')
+        pccs_url = getenv("PCCS_URL");
+    if (coll_file != NULL || pccs_url != NULL) {
+        struct kms_collateral_source_opts co = {.pccs_url = pccs_url, .collateral_file = coll_file};
+
+        KMS_GUARD(kms_collateral_source_new(&co, &src));
+        kms_attest_ctx_set_collateral_source(ctx, src);
+    }
     kms_attest_ctx_set_nitro_device_id_fixed(ctx, fixed);
     /* As kmsd: real GCP evidence lacks the AK intermediate, so fetch it (from allowed hosts). */
     if (aia == 1 || (aia == -1 && !insecure)) {
@@ -367,7 +397,10 @@ static int verify_cmd(int argc, char **argv)
 
     KMS_GUARD(kms_file_read(path, EVIDENCE_MAX, &buf, &len));
     KMS_GUARD(load_evidence(buf, len, &kind, &att));
-    if (kind == EV_TDX_QUOTE) {
+    if (kind == EV_TDX_QUOTE && src != NULL) {
+        KMS_GUARD(kms_tdx_quote_verify_collateral(ctx, buf, len, &v));
+        v.mode = KMS_ATT_TDX;
+    } else if (kind == EV_TDX_QUOTE) {
         KMS_GUARD(kms_tdx_quote_verify(ctx, buf, len, &v));
         v.mode = KMS_ATT_TDX;
     } else {
@@ -411,6 +444,7 @@ out:
     kms_verified_free(&v);
     kms_att_free(att);
     kms_attest_ctx_free(ctx);
+    kms_collateral_source_free(src);
     free(buf);
     return rc < 0 ? 1 : 0;
 }

@@ -229,6 +229,54 @@ static void test_sim_gcp_cli(void)
     kms_platform_free(p);
 }
 
+/* --collateral-file: the real dcap-qvl sample quote with its collateral, at a time inside it,
+ * reports tcb_status UpToDate in the JSON form of kmsd's collateral; without collateral the
+ * status stays ""; --pccs-url and the PCCS_URL environment variable are used (a closed loopback
+ * port: the fetch fails and says so), and the file is used before the PCCS. */
+static void test_tdx_collateral_cli(void)
+{
+    char *quote = strdup(kms_test_fixture("tdx/dcap-qvl-quote-v4.bin"));
+    char *coll = strdup(kms_test_fixture("tdx/dcap-qvl-collateral-v4.json"));
+    char a[2048];
+
+    snprintf(a, sizeof(a), "attest verify --evidence %s --time 1750334400 --json", quote);
+    CHECK(kmsctl(a) == 0);
+    HAS("\"tcb_status\": \"\"");
+    snprintf(a, sizeof(a),
+             "attest verify --evidence %s --time 1750334400 --json --collateral-file %s", quote,
+             coll);
+    CHECK(kmsctl(a) == 0);
+    HAS("\"verified\": true");
+    HAS("\"tcb_status\": \"UpToDate\"");
+    HAS("\"advisory_ids\": []");
+    HAS("\"td_attributes\": \"0000001000000000\"");
+    /* after the collateral's nextUpdate (2025-07-19) */
+    snprintf(a, sizeof(a),
+             "attest verify --evidence %s --time 1760000000 --json --collateral-file %s", quote,
+             coll);
+    CHECK(kmsctl(a) == 1);
+    HAS("\"verified\": false");
+    snprintf(a, sizeof(a), "attest verify --evidence %s --time 1750334400 --pccs-url %s", quote,
+             "http://127.0.0.1:1");
+    CHECK(kmsctl(a) == 1);
+    HAS("127.0.0.1:1");
+    snprintf(a, sizeof(a), "attest verify --evidence %s --time 1750334400", quote);
+    setenv("PCCS_URL", "http://127.0.0.1:1", 1);
+    CHECK(kmsctl(a) == 1);
+    HAS("127.0.0.1:1");
+    snprintf(a, sizeof(a),
+             "attest verify --evidence %s --time 1750334400 --json --collateral-file %s", quote,
+             coll);
+    CHECK(kmsctl(a) == 0);
+    HAS("\"tcb_status\": \"UpToDate\"");
+    unsetenv("PCCS_URL");
+    CHECK(kmsctl("attest verify --help") == 0);
+    HAS("--collateral-file FILE");
+    HAS("PCCS_URL");
+    free(quote);
+    free(coll);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -246,5 +294,6 @@ int main(void)
     RUN(test_nitro_flip_and_bare);
     RUN(test_tdx_flip_and_garbage);
     RUN(test_sim_gcp_cli);
+    RUN(test_tdx_collateral_cli);
     TEST_MAIN_END();
 }

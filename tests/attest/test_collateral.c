@@ -23,6 +23,7 @@
 #include "attest/attest.h"
 #include "attest/collateral.h"
 #include "attest/sim.h"
+#include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -533,6 +534,172 @@ static void test_qe_identity(void)
     kms_collateral_clear(&c);
 }
 
+/* The v5 form of a simulated v4 quote: version 5, body type 2 (TD report 1.0) or 3 (1.5, with
+ * tee_tcb_svn2 and mr_service_td appended), re-signed by the simulated attestation key; the
+ * authentication data is unchanged (the QE report binds the key, not the quote). */
+static uint8_t *sim_v5(const uint8_t *q4, size_t len4, int td15, const uint8_t *mr_service_td,
+                       size_t *len)
+{
+    size_t body = td15 ? KMS_TDX_BODY15_LEN : KMS_TDX_BODY_LEN;
+    size_t signed_len = KMS_TDX_HEADER_LEN + KMS_TDX_V5_BODY_HDR + body;
+    size_t tail = len4 - (KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN);
+    uint8_t *q = calloc(1, signed_len + tail);
+    uint8_t *p = q;
+
+    memcpy(p, q4, KMS_TDX_HEADER_LEN);
+    p[0] = 5;
+    p += KMS_TDX_HEADER_LEN;
+    p[0] = td15 ? 3 : 2;
+    p[2] = (uint8_t)body;
+    p[3] = (uint8_t)(body >> 8);
+    p += KMS_TDX_V5_BODY_HDR;
+    memcpy(p, q4 + KMS_TDX_HEADER_LEN, KMS_TDX_BODY_LEN);
+    p += KMS_TDX_BODY_LEN;
+    if (td15) {
+        memset(p, 0x07, 16); /* tee_tcb_svn2 */
+        if (mr_service_td != NULL)
+            memcpy(p + 16, mr_service_td, 48);
+        p += 64;
+    }
+    memcpy(p, q4 + KMS_TDX_HEADER_LEN + KMS_TDX_BODY_LEN, tail);
+    if (kms_sim_sign_raw(g_dir, "sim-ak.key", q, signed_len, q + signed_len + 4) < 0)
+        exit(2);
+    *len = signed_len + tail;
+    return q;
+}
+
+/* v5 quotes (TD report 1.0 and 1.5 bodies) get the full DCAP evaluation, TDX module identity
+ * included: UpToDate with the default collateral, the module identity's OutOfDate level when
+ * the module's ISVSVN only reaches that one, and a non-zero MR service TD is refused. */
+static void test_v5_collateral(void)
+{
+    struct kms_sim_collateral_opts o = {.now = T0};
+    struct kms_collateral c;
+    struct kms_collateral_source *src;
+    struct kms_attest_ctx *ctx;
+    struct kms_verified v;
+    char mods[1024];
+    char zeros[97];
+
+    memset(zeros, '0', 96);
+    zeros[96] = '\0';
+    for (int td15 = 0; td15 <= 1; td15++) {
+        struct kms_attestation *att = make_att(g_sim, 0);
+        uint8_t *q5;
+        size_t len5;
+
+        q5 = sim_v5(att->tdx_quote.p, att->tdx_quote.len, td15, NULL, &len5);
+        free(att->tdx_quote.p);
+        att->tdx_quote.p = q5;
+        att->tdx_quote.len = len5;
+
+        sim_coll(g_dir, NULL, &c);
+        src = src_of(&c, 1);
+        ctx = make_ctx(g_sim, T0, src);
+        CHECK_OK(kms_attest_verify(ctx, att, &v));
+        CHECK(strcmp(v.tcb_status, "UpToDate") == 0);
+        kms_verified_free(&v);
+        kms_attest_ctx_free(ctx);
+        kms_collateral_source_free(src);
+        kms_collateral_clear(&c);
+
+        snprintf(mods, sizeof(mods),
+                 "[{\"id\":\"TDX_02\",\"mrsigner\":\"%s\",\"attributes\":\"0000000000000000\","
+                 "\"attributesMask\":\"FFFFFFFFFFFFFFFF\",\"tcbLevels\":[{\"tcb\":{\"isvsvn\":9},"
+                 "\"tcbStatus\":\"UpToDate\"},{\"tcb\":{\"isvsvn\":1},\"tcbStatus\":"
+                 "\"OutOfDate\",\"advisoryIDs\":[\"INTEL-SA-01111\"]}]}]",
+                 zeros);
+        o.module_identities_json = mods;
+        sim_coll(g_dir, &o, &c);
+        src = src_of(&c, 1);
+        ctx = make_ctx(g_sim, T0, src);
+        CHECK_OK(kms_attest_verify(ctx, att, &v));
+        CHECK(strcmp(v.tcb_status, "OutOfDate") == 0);
+        CHECK(v.n_advisory_ids == 1 && strcmp(v.advisory_ids[0], "INTEL-SA-01111") == 0);
+        kms_verified_free(&v);
+        kms_attest_ctx_free(ctx);
+        kms_collateral_source_free(src);
+        kms_collateral_clear(&c);
+        o.module_identities_json = NULL;
+
+        kms_att_free(att);
+    }
+}
+
+/* A TD 1.5 quote with a non-zero MR service TD is refused with dcap-qvl's reason (its default,
+ * allow_service_td = false); the same quote with a zero MR service TD verifies. */
+static void test_v5_service_td(void)
+{
+    struct kms_collateral c;
+    struct kms_collateral_source *src;
+    struct kms_attest_ctx *ctx;
+    struct kms_attestation *att = make_att(g_sim, 0);
+    struct kms_verified v;
+    uint8_t svc[48] = {0};
+    uint8_t *q4 = att->tdx_quote.p;
+    size_t len4 = att->tdx_quote.len;
+
+    svc[47] = 1;
+    att->tdx_quote.p = sim_v5(q4, len4, 1, svc, &att->tdx_quote.len);
+    sim_coll(g_dir, NULL, &c);
+    src = src_of(&c, 1);
+    ctx = make_ctx(g_sim, T0, src);
+    CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_TCB);
+    CHECK_DETAIL("Invalid MR service TD");
+    free(att->tdx_quote.p);
+    svc[47] = 0;
+    att->tdx_quote.p = sim_v5(q4, len4, 1, svc, &att->tdx_quote.len);
+    CHECK_OK(kms_attest_verify(ctx, att, &v));
+    kms_verified_free(&v);
+    free(q4);
+    kms_att_free(att);
+    kms_attest_ctx_free(ctx);
+    kms_collateral_source_free(src);
+    kms_collateral_clear(&c);
+}
+
+/* The real quotes of dcap-qvl's sample directory with their collateral, at a time inside it:
+ * the v4 quote is UpToDate (as dcap-qvl's own test says); the v5 (TD 1.5) quote's platform TCB
+ * is below every level of its TCB info, which dcap-qvl also refuses ("No matching TCB level
+ * found"; its test only passes with a TCB override). */
+static void test_real_quotes_with_collateral(void)
+{
+    static const struct {
+        const char *quote, *coll;
+        time_t t;
+    } cases[] = {{"tdx/dcap-qvl-quote-v4.bin", "tdx/dcap-qvl-collateral-v4.json", 1750334400},
+                 {"tdx/dcap-qvl-quote-v5.bin", "tdx/dcap-qvl-collateral-v5.json", 1771419600}};
+
+    for (size_t i = 0; i < 2; i++) {
+        char *coll = strdup(kms_test_fixture(cases[i].coll));
+        struct kms_collateral_source_opts so = {.collateral_file = coll, .no_cache = 1};
+        struct kms_collateral_source *src = NULL;
+        struct kms_attest_ctx *ctx = kms_attest_ctx_new();
+        X509 *root = kms_attest_intel_root();
+        struct kms_verified v;
+        size_t len;
+        uint8_t *q = kms_test_load_fixture(cases[i].quote, &len);
+
+        CHECK_OK(kms_collateral_source_new(&so, &src));
+        CHECK_OK(kms_attest_ctx_add_root(ctx, KMS_ROOT_TDX, root, 0));
+        kms_attest_ctx_set_time(ctx, cases[i].t);
+        kms_attest_ctx_set_collateral_source(ctx, src);
+        if (i == 0) {
+            CHECK_OK(kms_tdx_quote_verify_collateral(ctx, q, len, &v));
+            CHECK(strcmp(v.tcb_status, "UpToDate") == 0 && v.n_advisory_ids == 0);
+            kms_verified_free(&v);
+        } else {
+            CHECK_RC(kms_tdx_quote_verify_collateral(ctx, q, len, &v), KMS_ERR_ATT_TCB);
+            CHECK_DETAIL("No matching TCB level found");
+        }
+        X509_free(root);
+        kms_attest_ctx_free(ctx);
+        kms_collateral_source_free(src);
+        free(coll);
+        free(q);
+    }
+}
+
 /* TDX module identity: the module version's identity must exist, and its levels apply. */
 static void test_module_identity(void)
 {
@@ -551,7 +718,7 @@ static void test_module_identity(void)
              zeros);
     o.module_identities_json = mods;
     CHECK_RC(verify_o(&o, T0, &v), KMS_ERR_ATT_TCB);
-    CHECK_DETAIL("no TDX module identity TDX_02");
+    CHECK_DETAIL("No TDX module identity with id TDX_02 found in TCB Info");
 
     snprintf(mods, sizeof(mods),
              "[{\"id\":\"TDX_02\",\"mrsigner\":\"%s\",\"attributes\":\"0000000000000000\","
@@ -559,7 +726,7 @@ static void test_module_identity(void)
              "\"tcbStatus\":\"UpToDate\"}]}]",
              zeros);
     CHECK_RC(verify_o(&o, T0, &v), KMS_ERR_ATT_TCB);
-    CHECK_DETAIL("TDX module ISVSVN 2 is below every TDX_02 TCB level");
+    CHECK_DETAIL("TDX module ISVSVN 2 is below minimum required from TDX module TCB levels");
 
     zeros[0] = '1';
     snprintf(mods, sizeof(mods),
@@ -591,7 +758,7 @@ static void test_debug_td_still_refused(void)
     src = src_of(&c, 0);
     ctx = make_ctx(g_sim, T0, src);
     CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_TCB);
-    CHECK_DETAIL("debug TD");
+    CHECK_DETAIL("Debug mode is enabled");
     kms_att_free(att);
     kms_attest_ctx_free(ctx);
     kms_collateral_source_free(src);
@@ -1268,6 +1435,9 @@ int main(void)
     RUN(test_qe_identity);
     RUN(test_module_identity);
     RUN(test_debug_td_still_refused);
+    RUN(test_v5_collateral);
+    RUN(test_v5_service_td);
+    RUN(test_real_quotes_with_collateral);
     RUN(test_quote_checks_on_collateral_path);
     RUN(test_collateral_file);
     RUN(test_set_selection);

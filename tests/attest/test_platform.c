@@ -50,6 +50,7 @@ static void sim_quote(const uint8_t rd[64], const uint8_t *rtmr3, uint8_t **q, s
 
     memset(&rep, 0, sizeof(rep));
     memset(rep.mr_td, 0x11, sizeof(rep.mr_td));
+    rep.td_attributes[3] = 0x10; /* SEPT_VE_DISABLE, as every real guest */
     memcpy(rep.report_data, rd, 64);
     if (rtmr3 != NULL)
         memcpy(rep.rtmr[3], rtmr3, 48);

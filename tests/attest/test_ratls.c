@@ -386,6 +386,7 @@ static void test_reader_errors(void)
     if (sim == NULL)
         return;
     memset(&rep, 0, sizeof(rep));
+    rep.td_attributes[3] = 0x10; /* SEPT_VE_DISABLE */
     CHECK_OK(kms_sim_quote(sim, &rep, &quote, &qlen));
 
     c = new_cert();

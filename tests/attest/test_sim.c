@@ -119,7 +119,8 @@ static void test_sim_attest_verifies(void)
     CHECK_MEM(v.td.mr_td, want, 48);
     SHA384((const uint8_t *)"kmsd-sim-rtmr0", 14, want);
     CHECK_MEM(v.td.rtmr[0], want, 48);
-    CHECK(v.td.td_attributes[0] == 0);
+    /* td_attributes 0000001000000000: SEPT_VE_DISABLE only, as real guests */
+    CHECK(v.td.td_attributes[0] == 0 && v.td.td_attributes[3] == 0x10);
     CHECK_MEM(v.td.mr_signer_seam, zero, 48);
     CHECK(att->n_events == 6);
     CHECK(att->n_tdx_events == 6);
@@ -212,6 +213,7 @@ static void test_sim_quote_flips(void)
     memset(&rep, 0, sizeof(rep));
     memset(rep.mr_td, 0x5a, sizeof(rep.mr_td));
     memset(rep.report_data, 0xa5, sizeof(rep.report_data));
+    rep.td_attributes[3] = 0x10; /* SEPT_VE_DISABLE */
     CHECK_OK(kms_sim_quote(sim, &rep, &quote, &len));
     if (quote == NULL)
         goto out;
@@ -301,7 +303,7 @@ static void test_sim_debug_rejected(void)
     CHECK_OK(kms_tdx_quote_parse(att->tdx_quote.p, att->tdx_quote.len, &q));
     CHECK(q.report.td_attributes[0] == 0x01);
     CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_TCB);
-    CHECK_DETAIL("debug");
+    CHECK_DETAIL("Debug mode is enabled");
     kms_attest_ctx_free(ctx);
     kms_att_free(att);
     kms_sim_free(sim);

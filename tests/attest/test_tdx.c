@@ -29,6 +29,10 @@
 #define T_EXPIRED ((time_t)2019686400)
 /* 2024-01-01: before the quote-v4.bin PCK leaf was issued. */
 #define T_EARLY ((time_t)1704067200)
+/* inside the validity of the dcap-qvl sample quotes' PCK leaves */
+#define T_V5 ((time_t)1771419600)
+
+#define SEPT_VE_DISABLE 0x10 /* td_attributes byte 3 */
 
 static struct kms_attest_ctx *intel_ctx(time_t t)
 {
@@ -265,9 +269,12 @@ static void test_parse_errors(void)
     memcpy(c, q, len);
     c[0] = 3;
     CHECK_RC(kms_tdx_quote_parse(c, len, &pq), KMS_ERR_ATT_FORMAT);
-    c[0] = 5;
+    c[0] = 6;
     CHECK_RC(kms_tdx_quote_parse(c, len, &pq), KMS_ERR_ATT_UNSUPPORTED);
-    CHECK_DETAIL("version 5");
+    CHECK_DETAIL("version 6");
+    c[0] = 5; /* a v4 layout read as v5: bytes 48-49 are not a TD body type */
+    CHECK_RC(kms_tdx_quote_parse(c, len, &pq), KMS_ERR_ATT_UNSUPPORTED);
+    CHECK_DETAIL("body type");
     c[0] = 4;
     c[2] = 3;
     CHECK_RC(kms_tdx_quote_parse(c, len, &pq), KMS_ERR_ATT_UNSUPPORTED);
@@ -279,8 +286,8 @@ static void test_parse_errors(void)
     memset(c + len, 0, 8);
     CHECK_OK(kms_tdx_quote_parse(c, len + 8, &pq)); /* zero padding is fine */
     c[len + 5] = 1;
-    CHECK_RC(kms_tdx_quote_parse(c, len + 8, &pq), KMS_ERR_ATT_FORMAT);
-    CHECK_DETAIL("trailing");
+    /* and so are other trailing bytes: dcap-qvl ignores what follows the authentication data */
+    CHECK_OK(kms_tdx_quote_parse(c, len + 8, &pq));
     /* every cut inside the used part fails; cuts inside the zero padding are fine */
     CHECK_OK(kms_tdx_quote_parse(q, len, &pq));
     used = (size_t)(pq.pck_chain - q) + pq.pck_chain_len;
@@ -491,7 +498,10 @@ static void put_report(struct kms_buf *b, const struct kms_tdx_report *t)
 }
 
 /* A v4 quote over `report` signed by the forge's attestation key, QE and PCK. */
-static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *report, size_t *len)
+/* A quote of the given version (4, or 5 with body type 2 or 3; for 3, mr_service_td may be NULL
+ * = zero) signed by the test hierarchy. */
+static uint8_t *forge_quote_v(const struct forge *f, const struct kms_tdx_report *report,
+                              int version, int body_type, const uint8_t *mr_service_td, size_t *len)
 {
     struct kms_buf b = {0};
     uint8_t qe[384] = {0};
@@ -517,14 +527,24 @@ static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *
     EVP_MD_CTX_free(m);
     sign_raw(f->pck_key, qe, sizeof(qe), qe_sig);
 
-    rc |= kms_buf_put_u16le(&b, 4);
+    rc |= kms_buf_put_u16le(&b, (uint16_t)version);
     rc |= kms_buf_put_u16le(&b, 2);
     rc |= kms_buf_put_u32le(&b, 0x81);
     rc |= kms_buf_put_u16le(&b, 0);
     rc |= kms_buf_put_u16le(&b, 0);
     rc |= kms_buf_put(&b, "\x93\x9a\x72\x33\xf7\x9c\x4c\xa9\x94\x0a\x0d\xb3\x95\x7f\x06\x07", 16);
     rc |= kms_buf_put(&b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
+    if (version == 5) {
+        rc |= kms_buf_put_u16le(&b, (uint16_t)body_type);
+        rc |= kms_buf_put_u32le(&b, body_type == 3 ? KMS_TDX_BODY15_LEN : KMS_TDX_BODY_LEN);
+    }
     put_report(&b, report);
+    if (version == 5 && body_type == 3) {
+        static const uint8_t zero[48];
+
+        rc |= kms_buf_put(&b, "\x07\x01\x03\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+        rc |= kms_buf_put(&b, mr_service_td != NULL ? mr_service_td : zero, 48);
+    }
     sign_raw(f->ak, b.data, b.len, sig);
     rc |= kms_buf_put_u32le(&b, (uint32_t)(64 + 64 + 6 + 384 + 64 + 2 + 32 + 6 + pem_len));
     rc |= kms_buf_put(&b, sig, 64);
@@ -543,6 +563,11 @@ static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *
         exit(2);
     quote = kms_buf_steal(&b, len);
     return quote;
+}
+
+static uint8_t *forge_quote(const struct forge *f, const struct kms_tdx_report *report, size_t *len)
+{
+    return forge_quote_v(f, report, 4, 2, NULL, len);
 }
 
 /* A TDX attestation around a forged quote whose RTMR3 and report_data match. */
@@ -583,6 +608,7 @@ static void test_forged_policy(void)
 
     memset(&r, 0, sizeof(r));
     memset(r.mr_td, 0x11, 48);
+    r.td_attributes[3] = SEPT_VE_DISABLE;
     att = forge_att(&f, &r, rd);
     CHECK_OK(kms_attest_verify_bound(ctx, att, spki, sizeof(spki), &v));
     CHECK(v.sim == 1);
@@ -600,14 +626,16 @@ static void test_forged_policy(void)
 
     memset(&r, 0, sizeof(r));
     r.td_attributes[0] = 1;
+    r.td_attributes[3] = SEPT_VE_DISABLE;
     att = forge_att(&f, &r, rd);
-    CHECK_OK(kms_tdx_quote_verify(ctx, att->tdx_quote.p, att->tdx_quote.len, &v));
-    kms_verified_free(&v);
+    CHECK_RC(kms_tdx_quote_verify(ctx, att->tdx_quote.p, att->tdx_quote.len, &v), KMS_ERR_ATT_TCB);
+    CHECK_DETAIL("Debug mode is enabled");
     CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_TCB);
-    CHECK_DETAIL("debug TD");
+    CHECK_DETAIL("Debug mode is enabled");
     kms_att_free(att);
 
     memset(&r, 0, sizeof(r));
+    r.td_attributes[3] = SEPT_VE_DISABLE;
     r.mr_signer_seam[47] = 1;
     att = forge_att(&f, &r, rd);
     CHECK_RC(kms_attest_verify(ctx, att, &v), KMS_ERR_ATT_TCB);
@@ -632,6 +660,7 @@ static void test_forged_no_ppid(void)
     kms_attest_ctx_set_time(ctx, T_VALID);
     CHECK_OK(kms_attest_ctx_add_root(ctx, KMS_ROOT_TDX, f.root, 0));
     memset(&r, 0, sizeof(r));
+    r.td_attributes[3] = SEPT_VE_DISABLE;
     q = forge_quote(&f, &r, &len);
     CHECK_OK(kms_tdx_quote_verify(ctx, q, len, &v));
     CHECK(v.ppid_len == 0 && v.sim == 0);
@@ -639,6 +668,207 @@ static void test_forged_no_ppid(void)
     free(q);
     kms_attest_ctx_free(ctx);
     forge_free(&f);
+}
+
+/* dcap-qvl's TD-attribute rules: every single bit of td_attributes flipped on a quote that
+ * verifies (SEPT_VE_DISABLE set, as real guests) gives exactly the reference's verdict: TUD.DEBUG
+ * "Debug mode is enabled", SEPT_VE_DISABLE cleared "SEPT_VE_DISABLE is not enabled", PKS, KL and
+ * bit 39 accepted (dcap-qvl's OTHER mask leaves bit 39 out and takes in bit 63, PERFMON), every
+ * other bit "Reserved bits in TD attributes are set". */
+static void test_td_attributes(void)
+{
+    struct forge f;
+    struct kms_tdx_report r;
+    struct kms_attest_ctx *ctx = kms_attest_ctx_new();
+    struct kms_verified v;
+    uint8_t *q;
+    size_t len;
+
+    forge_init(&f, NULL);
+    kms_attest_ctx_set_time(ctx, T_VALID);
+    CHECK_OK(kms_attest_ctx_add_root(ctx, KMS_ROOT_TDX, f.root, 1));
+    memset(&r, 0, sizeof(r));
+    r.td_attributes[3] = SEPT_VE_DISABLE;
+    q = forge_quote(&f, &r, &len);
+    CHECK_OK(kms_tdx_quote_verify(ctx, q, len, &v));
+    kms_verified_free(&v);
+    free(q);
+    for (int bit = 0; bit < 64; bit++) {
+        const char *want = "Reserved bits in TD attributes are set";
+
+        if (bit == 0)
+            want = "Debug mode is enabled";
+        else if (bit == 28)
+            want = "SEPT_VE_DISABLE is not enabled";
+        else if (bit == 30 || bit == 31 || bit == 39)
+            want = NULL;
+        r.td_attributes[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        q = forge_quote(&f, &r, &len);
+        if (want == NULL) {
+            CHECK_OK(kms_tdx_quote_verify(ctx, q, len, &v));
+            kms_verified_free(&v);
+        } else {
+            CHECK_RC(kms_tdx_quote_verify(ctx, q, len, &v), KMS_ERR_ATT_TCB);
+            CHECK_DETAIL(want);
+            if (strcmp(kms_err_detail(), want) != 0)
+                fprintf(stderr, "  td_attributes bit %d: %s\n", bit, kms_err_detail());
+        }
+        free(q);
+        r.td_attributes[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    kms_attest_ctx_free(ctx);
+    forge_free(&f);
+}
+
+/* v5 quotes made by the format's rules under the test hierarchy: TD report 1.0 and 1.5 bodies
+ * verify; a non-zero MR service TD (1.5) is refused as dcap-qvl does; a body size that is not
+ * the body type's, or a body type that is not a TD report, is refused. */
+static void test_v5_forged(void)
+{
+    struct forge f;
+    struct kms_tdx_report r;
+    struct kms_attest_ctx *ctx = kms_attest_ctx_new();
+    struct kms_verified v;
+    struct kms_tdx_quote pq;
+    uint8_t svc[48] = {0};
+    uint8_t *q;
+    size_t len;
+
+    forge_init(&f, NULL);
+    kms_attest_ctx_set_time(ctx, T_VALID);
+    CHECK_OK(kms_attest_ctx_add_root(ctx, KMS_ROOT_TDX, f.root, 1));
+    memset(&r, 0, sizeof(r));
+    r.td_attributes[3] = SEPT_VE_DISABLE;
+    memset(r.mr_td, 0x33, 48);
+    for (int bt = 2; bt <= 3; bt++) {
+        q = forge_quote_v(&f, &r, 5, bt, NULL, &len);
+        CHECK_OK(kms_tdx_quote_parse(q, len, &pq));
+        CHECK(pq.version == 5 && pq.body_type == bt);
+        CHECK(pq.signed_len == 48 + 6 + (bt == 3 ? 648u : 584u));
+        CHECK_OK(kms_tdx_quote_verify(ctx, q, len, &v));
+        CHECK(memcmp(v.td.mr_td, r.mr_td, 48) == 0);
+        kms_verified_free(&v);
+        q[50] ^= 0x01; /* body size */
+        CHECK_RC(kms_tdx_quote_parse(q, len, &pq), KMS_ERR_ATT_FORMAT);
+        CHECK_DETAIL("has size");
+        q[50] ^= 0x01;
+        q[48] = 1; /* SGX enclave report body */
+        CHECK_RC(kms_tdx_quote_parse(q, len, &pq), KMS_ERR_ATT_UNSUPPORTED);
+        CHECK_DETAIL("body type 1");
+        free(q);
+    }
+    svc[0] = 0x80;
+    q = forge_quote_v(&f, &r, 5, 3, svc, &len);
+    CHECK_RC(kms_tdx_quote_verify(ctx, q, len, &v), KMS_ERR_ATT_TCB);
+    CHECK_DETAIL("Invalid MR service TD");
+    free(q);
+    kms_attest_ctx_free(ctx);
+    forge_free(&f);
+}
+
+/* The real v5 quote (TD report 1.5 body) from dcap-qvl's samples parses and verifies to the
+ * Intel root; its v5-only fields are signed: flipping the body type, body size, tee_tcb_svn2 or
+ * mr_service_td fails. */
+static void test_v5_fixture(void)
+{
+    size_t len;
+    uint8_t *q = kms_test_load_fixture("tdx/dcap-qvl-quote-v5.bin", &len);
+    struct kms_attest_ctx *ctx = intel_ctx(T_V5);
+    struct kms_tdx_quote pq;
+    struct kms_verified v;
+
+    CHECK_OK(kms_tdx_quote_parse(q, len, &pq));
+    CHECK(pq.version == 5 && pq.body_type == 3 && pq.signed_len == 702);
+    CHECK(pq.tee_tcb_svn2[0] == 0x0d && pq.report.tee_tcb_svn[0] == 0x07);
+    CHECK(pq.report.td_attributes[3] == SEPT_VE_DISABLE);
+    CHECK_OK(kms_tdx_quote_verify(ctx, q, len, &v));
+    CHECK(v.sim == 0 && v.ppid_len == 16);
+    kms_verified_free(&v);
+    CHECK_RC(verify_flipped(ctx, q, len, 48), KMS_ERR_ATT_FORMAT);              /* type 3 -> 2 */
+    CHECK_RC(verify_flipped(ctx, q, len, 51), KMS_ERR_ATT_FORMAT);              /* size */
+    CHECK_RC(verify_flipped(ctx, q, len, 54 + 584), KMS_ERR_ATT_QUOTE_SIG);     /* tee_tcb_svn2 */
+    CHECK_RC(verify_flipped(ctx, q, len, 54 + 600 + 9), KMS_ERR_ATT_QUOTE_SIG); /* mr_service_td */
+    CHECK_RC(verify_flipped(ctx, q, len, 54 + 568), KMS_ERR_ATT_QUOTE_SIG);     /* report_data */
+    kms_attest_ctx_free(ctx);
+    free(q);
+}
+
+/* Offset of the n-th (1-based) occurrence of s in q, or 0. */
+static size_t nth(const uint8_t *q, size_t len, const char *s, int n)
+{
+    size_t m = strlen(s);
+
+    for (size_t i = 0; i + m <= len; i++) {
+        if (memcmp(q + i, s, m) == 0 && --n == 0)
+            return i;
+    }
+    return 0;
+}
+
+/* Strict certificate data: every PEM block of the PCK chain must parse, so a corrupted copy of
+ * the root (the third block, which chain building does not need) is refused, as are a block
+ * without its END line and mismatched labels; unsigned bytes after the PCK chain, after the QE
+ * certification data and after the quote are ignored, as dcap-qvl does. */
+static void test_pem_strict(void)
+{
+    size_t len;
+    uint8_t *q = kms_test_load_fixture("tdx/quote-v4.bin", &len);
+    struct kms_attest_ctx *ctx = intel_ctx(T_VALID);
+    struct kms_tdx_quote pq;
+    struct kms_verified v;
+    uint8_t *c = malloc(len + 16);
+    size_t b3 = nth(q, len, "-----BEGIN CERTIFICATE-----", 3);
+    size_t e3 = nth(q, len, "-----END CERTIFICATE-----", 3);
+    size_t used;
+
+    CHECK(b3 > 0 && e3 > b3 + 200);
+    CHECK_OK(kms_tdx_quote_parse(q, len, &pq));
+    used = (size_t)(pq.pck_chain - q) + pq.pck_chain_len;
+
+    memcpy(c, q, len);
+    c[b3 + 100] = '*'; /* not base64 */
+    CHECK_RC(kms_tdx_quote_verify(ctx, c, len, &v), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("PEM block 3");
+    memcpy(c, q, len);
+    c[b3 + 120] = '='; /* padding inside the data */
+    CHECK_RC(kms_tdx_quote_verify(ctx, c, len, &v), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("PEM block 3");
+    memcpy(c, q, len);
+    c[e3 + 9] = 'X'; /* END XERTIFICATE */
+    CHECK_RC(kms_tdx_quote_verify(ctx, c, len, &v), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("mismatched");
+    memcpy(c, q, len);
+    c[e3 + 2] = 'x'; /* no END line */
+    CHECK_RC(kms_tdx_quote_verify(ctx, c, len, &v), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("no END line");
+    /* 5 bytes after the PCK chain inside the QE certification data, whose length and the
+     * authentication data's length grow by 5: ignored */
+    {
+        size_t auth_off = pq.signed_len;
+        size_t cert_len_off = auth_off + 4 + 64 + 64 + 2;
+        uint32_t a = (uint32_t)q[auth_off] | (uint32_t)q[auth_off + 1] << 8 |
+                     (uint32_t)q[auth_off + 2] << 16 | (uint32_t)q[auth_off + 3] << 24;
+        uint32_t l = (uint32_t)q[cert_len_off] | (uint32_t)q[cert_len_off + 1] << 8 |
+                     (uint32_t)q[cert_len_off + 2] << 16 | (uint32_t)q[cert_len_off + 3] << 24;
+
+        memset(c, 0, len + 16);
+        memcpy(c, q, used);
+        memset(c + used, 0xab, 5);
+        a += 5;
+        l += 5;
+        for (int i = 0; i < 4; i++) {
+            c[auth_off + (size_t)i] = (uint8_t)(a >> (8 * i));
+            c[cert_len_off + (size_t)i] = (uint8_t)(l >> (8 * i));
+        }
+        CHECK_OK(kms_tdx_quote_verify(ctx, c, used + 5, &v));
+        kms_verified_free(&v);
+        memset(c + used + 5, 0xcd, 7); /* and bytes after the quote */
+        CHECK_OK(kms_tdx_quote_verify(ctx, c, used + 12, &v));
+        kms_verified_free(&v);
+    }
+    free(c);
+    kms_attest_ctx_free(ctx);
+    free(q);
 }
 
 int main(void)
@@ -654,5 +884,9 @@ int main(void)
     RUN(test_gcp_runs_tdx_checks_first);
     RUN(test_forged_policy);
     RUN(test_forged_no_ppid);
+    RUN(test_td_attributes);
+    RUN(test_v5_forged);
+    RUN(test_v5_fixture);
+    RUN(test_pem_strict);
     TEST_MAIN_END();
 }
