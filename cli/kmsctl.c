@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
+#include "attest/sim.h" /* osimage */
 #include "cli/cli.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -292,7 +293,9 @@ static const char getkeys_usage[] =
     "                         public_key, config {os_image_hash}; only app-id is carried\n"
     "  --tee tdx, gcp-tdx     inside a TDX (GCP TDX + vTPM) guest: the quote of the hardware and\n"
     "                         the guest's runtime event log, as the dstack guest sends them\n"
-    "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs)\n"
+    "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs); without --vm-config\n"
+    "                         it sends the simulated image's {\"os_image_hash\": ...}, whose\n"
+    "                         measurement manifest the simulated TEE keeps in --sim-dir\n"
     "  --tee sim-nitro        simulated AWS Nitro Enclave\n"
     "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
     "Simulated TEEs need --insecure-sim and the cluster's --sim-dir. The server certificate must\n"
@@ -596,6 +599,7 @@ static int cmd_get_keys(int argc, char **argv)
     struct kms_attest_ctx *actx = NULL;
     json_t *keys = NULL;
     char *txt = NULL;
+    char sim_vm_config[128]; /* osimage */
 
     memset(&a, 0, sizeof(a));
     a.vm_config = "";
@@ -661,6 +665,13 @@ static int cmd_get_keys(int argc, char **argv)
     if (kms_platform_kind_parse(tee, &pcfg.kind) < 0) {
         fprintf(stderr, "kmsctl: %s\n", kms_err_detail());
         return 2;
+    }
+    /* osimage: a simulated TDX guest runs the simulated TEE's image (its manifest is in the
+     * sim dir), so kmsd's OS-image check passes by default. */
+    if (pcfg.kind == KMS_PLATFORM_SIM_TDX && a.vm_config[0] == '\0') {
+        if (kms_sim_vm_config(sim_vm_config, sizeof(sim_vm_config)) < 0)
+            return die("simulated vm_config");
+        a.vm_config = sim_vm_config;
     }
     real = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
            pcfg.kind == KMS_PLATFORM_NITRO;
