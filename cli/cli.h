@@ -22,5 +22,6 @@ int kms_cli_audit(int argc, char **argv);   /* cli/backup_cmd.c: the keystore's 
 int kms_cli_backup(int argc, char **argv);  /* cli/backup_cmd.c: backup and restore */
 int kms_cli_chain(int argc, char **argv);   /* cli/chain_cmd.c: on-chain policy */
 int kms_cli_cluster(int argc, char **argv); /* cli/cluster_cmd.c: cluster status, identity */
+int kms_cli_image(int argc, char **argv);   /* cli/image_cmd.c: OS-image measurement manifests */
 
 #endif

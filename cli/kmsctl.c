@@ -795,7 +795,8 @@ static const char main_usage[] =
     "  backup          encrypted identity backup with M-of-N recovery shares; restore\n"
     "  audit           verify / show the keystore's hash-chained audit log\n"
     "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n"
-    "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n";
+    "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n"
+    "  image manifest  an OS image's measurement manifest for kmsd's plain-TDX image check\n";
 
 int main(int argc, char **argv)
 {
@@ -835,6 +836,8 @@ int main(int argc, char **argv)
         rc = kms_cli_admin(argc - 1, argv + 1);
     else if (strcmp(argv[1], "nitro") == 0)
         rc = kms_cli_nitro(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "image") == 0) /* osimage */
+        rc = kms_cli_image(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;
