@@ -684,7 +684,7 @@ int kms_sim_write_image_manifest(const char *dir)
     sim_default("kmsd-sim-rtmr1", mrs.rtmr[1]);
     sim_default("kmsd-sim-rtmr2", mrs.rtmr[2]);
     KMS_GUARD(kms_image_manifest_build(NULL, h, "kmsd-sim", NULL, &mrs, &text));
-    KMS_GUARD(kms_mkdir_p(sub, 0700));
+    KMS_GUARD(kms_mkdir_p(sub, 0755)); /* not secret; readable by a node of another uid */
     KMS_GUARD(kms_file_write_atomic(path, text, strlen(text), 0644));
 out:
     free(text);

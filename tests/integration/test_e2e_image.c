@@ -5,7 +5,9 @@
  * vm_config: a client matching its image's manifest gets keys; one register off, an unknown
  * image or another image's claim is refused with the exact reason; a fetched manifest is cached
  * until ClearImageCache (the server sees the re-fetch); the simulated TEE's own image passes by
- * default; --insecure-skip-os-image-check accepts a mismatch and warns at start.
+ * default; --insecure-skip-os-image-check accepts a mismatch and warns at start; `kmsctl
+ * image manifest --from-quote` on a real dstack quote gives a manifest its real vm_config
+ * passes.
  */
 #include <curl/curl.h>
 #include <jansson.h>
@@ -17,6 +19,7 @@
 
 #include "attest/image.h"
 #include "attest/sim.h"
+#include "attest/tdx.h"
 #include "common/fetch.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -362,6 +365,68 @@ static void test_skip_flag(void)
     free(buf);
 }
 
+/* kmsctl image manifest --from-quote on a real dstack quote (tests/fixtures/tdx/
+ * quote-report.json): the manifest it writes accepts that quote's MRTD/RTMR0-2 for the real
+ * vm_config that came with it, refuses one register off and another VM shape. */
+static void test_cli_from_real_quote(void)
+{
+    char qpath[300], mpath[300], cmd[2048],
+        shape[] = "{\"cpu_count\":16,\"memory_size\":"
+                  "68719476736,\"num_gpus\":1}";
+    const char *qhex, *vmc, *img;
+    struct kms_image_manifest *m = NULL;
+    struct kms_image_mrs mrs;
+    struct kms_tdx_quote q;
+    uint8_t *buf = NULL, *raw = NULL;
+    size_t len = 0, rlen = 0;
+    json_t *fx;
+
+    CHECK_OK(kms_file_read(kms_test_fixture("tdx/quote-report.json"), 1u << 20, &buf, &len));
+    fx = json_loads((const char *)buf, 0, NULL);
+    qhex = json_string_value(json_object_get(fx, "quote"));
+    vmc = json_string_value(json_object_get(fx, "vm_config"));
+    CHECK(qhex != NULL && vmc != NULL);
+    if (qhex == NULL || vmc == NULL)
+        goto out;
+    img = strstr(vmc, "\"os_image_hash\": \"");
+    CHECK(img != NULL);
+    if (img == NULL)
+        goto out;
+    img += strlen("\"os_image_hash\": \"");
+    snprintf(qpath, sizeof(qpath), "%s/quote.hex", g_tmp);
+    snprintf(mpath, sizeof(mpath), "%s/real.json", g_tmp);
+    CHECK_OK(kms_file_write_atomic(qpath, qhex, strlen(qhex), 0600));
+    snprintf(cmd, sizeof(cmd),
+             "%s/cli/kmsctl image manifest --os-image-hash %.64s --vm-shape '%s' --from-quote %s "
+             "--out %s",
+             getenv("KMS_BIN_DIR"), img, shape, qpath, mpath);
+    CHECK(system(cmd) == 0);
+    free(buf);
+    buf = NULL;
+    CHECK_OK(kms_file_read(mpath, KMS_IMAGE_MANIFEST_MAX, &buf, &len));
+    CHECK_OK(kms_image_manifest_parse((const char *)buf, len, NULL, &m));
+    CHECK_OK(kms_hex_decode(qhex, &raw, &rlen));
+    CHECK_OK(kms_tdx_quote_parse(raw, rlen, &q));
+    memcpy(mrs.mrtd, q.report.mr_td, 48);
+    for (int i = 0; i < 3; i++)
+        memcpy(mrs.rtmr[i], q.report.rtmr[i], 48);
+    if (m == NULL)
+        goto out;
+    CHECK_OK(kms_image_manifest_check(m, vmc, &mrs));
+    mrs.rtmr[2][5] ^= 1;
+    CHECK_RC(kms_image_manifest_check(m, vmc, &mrs), KMS_ERR_ATT_IMAGE);
+    CHECK_DETAIL("MRs do not match: RTMR2 mismatch");
+    mrs.rtmr[2][5] ^= 1;
+    CHECK_RC(kms_image_manifest_check(m, "{\"cpu_count\":8,\"memory_size\":68719476736}", &mrs),
+             KMS_ERR_ATT_IMAGE);
+    CHECK_DETAIL("has no entry for this VM shape");
+out:
+    kms_image_manifest_free(m);
+    json_decref(fx);
+    free(raw);
+    free(buf);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/kms-image-XXXXXX";
@@ -376,6 +441,7 @@ int main(void)
     }
     RUN(test_image_check);
     RUN(test_skip_flag);
+    RUN(test_cli_from_real_quote);
     kms_sim_free(g_simh);
     free(srv_body);
     kmstest_tmp_finish(g_tmp, kms_test_failures);
