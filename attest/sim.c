@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "attest/events.h"
+#include "attest/image.h"
 #include "attest/internal.h"
 #include "attest/scale.h"
 #include "attest/sim.h"
@@ -32,6 +33,7 @@
 #include "attest/tdx.h"
 #include "common/buf.h"
 #include "common/file.h"
+#include "common/hex.h"
 
 /* Validity of every simulation certificate: fixed, so evidence verifies with a pinned clock. */
 #define SIM_NOT_BEFORE ((time_t)1577836800) /* 2020-01-01T00:00:00Z */
@@ -379,6 +381,7 @@ int kms_sim_open(const char *dir, struct kms_sim **out)
     KMS_GUARD(kms_simf_path(path, dir, "sim-root.pem"));
     KMS_GUARD(kms_mkdir_p(dir, 0700));
     KMS_GUARD(ensure_generated(dir, path));
+    KMS_GUARD(kms_sim_write_image_manifest(dir)); /* osimage: its image's measurements */
     sim = calloc(1, sizeof(*sim));
     KMS_GUARD_PTR(sim);
     sim->dir = strdup(dir);
@@ -637,5 +640,54 @@ int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measurements 
     att = NULL;
 out:
     kms_att_free(att);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- its OS image (osimage) */
+
+void kms_sim_os_image_hash(uint8_t out[32])
+{
+    SHA256((const uint8_t *)"kmsd-sim-os-image", 17, out);
+}
+
+int kms_sim_vm_config(char *buf, size_t len)
+{
+    uint8_t h[32];
+    char hex[65];
+    int n;
+
+    kms_sim_os_image_hash(h);
+    kms_hex_encode(h, 32, hex);
+    n = snprintf(buf, len, "{\"os_image_hash\":\"%s\"}", hex);
+    if (n < 0 || (size_t)n >= len)
+        return kms_err_set(KMS_ERR_INVAL, "vm_config buffer too small");
+    return 0;
+}
+
+int kms_sim_write_image_manifest(const char *dir)
+{
+    struct kms_image_mrs mrs;
+    char sub[KMS_SIMF_PATH_MAX], path[KMS_SIMF_PATH_MAX], name[80], hex[65];
+    uint8_t h[32];
+    char *text = NULL;
+    int rc = 0;
+
+    kms_sim_os_image_hash(h);
+    kms_hex_encode(h, 32, hex);
+    snprintf(name, sizeof(name), "%s.json", hex);
+    KMS_GUARD(kms_simf_path(sub, dir, KMS_IMAGE_SIM_SUBDIR));
+    KMS_GUARD(kms_simf_path(path, sub, name));
+    if (kms_file_exists(path))
+        goto out;
+    /* The defaults of kms_sim_attest; any VM shape. */
+    sim_default("kmsd-sim-mrtd", mrs.mrtd);
+    sim_default("kmsd-sim-rtmr0", mrs.rtmr[0]);
+    sim_default("kmsd-sim-rtmr1", mrs.rtmr[1]);
+    sim_default("kmsd-sim-rtmr2", mrs.rtmr[2]);
+    KMS_GUARD(kms_image_manifest_build(NULL, h, "kmsd-sim", NULL, &mrs, &text));
+    KMS_GUARD(kms_mkdir_p(sub, 0755)); /* not secret; readable by a node of another uid */
+    KMS_GUARD(kms_file_write_atomic(path, text, strlen(text), 0644));
+out:
+    free(text);
     return rc;
 }

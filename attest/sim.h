@@ -41,6 +41,14 @@ KMS_WUR int kms_sim_attest(const struct kms_sim *sim, const struct kms_sim_measu
 KMS_WUR int kms_sim_quote(const struct kms_sim *sim, const struct kms_tdx_report *report,
                           uint8_t **quote, size_t *len);
 
+/* The simulated TEE's OS image (osimage): os_image_hash = SHA-256("kmsd-sim-os-image"); its
+ * vm_config {"os_image_hash":"<hex>"} into buf (KMS_ERR_INVAL when len is too small); and its
+ * measurement manifest (attest/image.h; the default MRTD/RTMR0-2 of kms_sim_attest for every
+ * VM shape) written to dir/image-manifests/<hex>.json unless present (kms_sim_open does). */
+void kms_sim_os_image_hash(uint8_t out[32]);
+KMS_WUR int kms_sim_vm_config(char *buf, size_t len);
+KMS_WUR int kms_sim_write_image_manifest(const char *dir);
+
 /*
  * Simulated Nitro Enclave: sim_dir holds a P-384 simulation root (sim-nitro-root.pem/.key, 0600,
  * created on first use). Each call issues a fresh P-384 leaf (valid 3 h from now) and produces a

@@ -68,5 +68,6 @@ int kms_cli_backup(int argc, char **argv);  /* cli/backup_cmd.c: backup and rest
 int kms_cli_chain(int argc, char **argv);   /* cli/chain_cmd.c: on-chain policy */
 int kms_cli_cluster(int argc, char **argv); /* cli/cluster_cmd.c: cluster status, identity */
 int kms_cli_ca(int argc, char **argv);      /* cli/ca_cmd.c: ca pin (the root CA, TOFU) */
+int kms_cli_image(int argc, char **argv);   /* cli/image_cmd.c: OS-image measurement manifests */
 
 #endif

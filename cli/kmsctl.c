@@ -14,6 +14,7 @@
 #include <linux/vm_sockets.h>
 
 #include "attest/dstack_agent.h"
+#include "attest/sim.h" /* osimage */
 #include "cli/cli.h"
 #include "common/file.h"
 #include "common/hex.h"
@@ -397,7 +398,9 @@ static const char getkeys_usage[] =
     "                         /var/run/dstack.sock, 30 s per call); the app id, compose hash and\n"
     "                         instance id it measured are the ones that count (--app-id may be\n"
     "                         left out: the agent's Info gives it; if given it must match)\n"
-    "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs)\n"
+    "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs); without --vm-config\n"
+    "                         it sends the simulated image's {\"os_image_hash\": ...}, whose\n"
+    "                         measurement manifest the simulated TEE keeps in --sim-dir\n"
     "  --tee sim-nitro        simulated AWS Nitro Enclave\n"
     "  --tee sim-gcp          simulated GCP TDX CVM (TDX quote + vTPM quote, PCR14 = events)\n"
     "Simulated TEEs need --insecure-sim and the cluster's --sim-dir. The server certificate must\n"
@@ -776,6 +779,7 @@ static int cmd_get_keys(int argc, char **argv)
     struct kms_attest_ctx *actx = NULL;
     json_t *keys = NULL;
     char *txt = NULL;
+    char sim_vm_config[128]; /* osimage */
 
     memset(&a, 0, sizeof(a));
     a.vm_config = "";
@@ -855,6 +859,13 @@ static int cmd_get_keys(int argc, char **argv)
         fputs("kmsctl: --app-id is required (only --tee dstack reads it from the guest agent)\n",
               stderr);
         return 2;
+    }
+    /* osimage: a simulated TDX guest runs the simulated TEE's image (its manifest is in the
+     * sim dir), so kmsd's OS-image check passes by default. */
+    if (pcfg.kind == KMS_PLATFORM_SIM_TDX && a.vm_config[0] == '\0') {
+        if (kms_sim_vm_config(sim_vm_config, sizeof(sim_vm_config)) < 0)
+            return die("simulated vm_config");
+        a.vm_config = sim_vm_config;
     }
     real = pcfg.kind == KMS_PLATFORM_TDX || pcfg.kind == KMS_PLATFORM_GCP_TDX ||
            pcfg.kind == KMS_PLATFORM_NITRO || pcfg.kind == KMS_PLATFORM_DSTACK;
@@ -1014,6 +1025,7 @@ static const char main_usage[] =
     "  audit           verify / show the keystore's hash-chained audit log\n"
     "  admin           a node's Admin service: peers, add-peer, remove-peer, audit-head\n"
     "  nitro measure   PCR0/1/2 and OS_IMAGE_HASH of an AWS Nitro Enclave image (EIF)\n"
+    "  image manifest  an OS image's measurement manifest for kmsd's plain-TDX image check\n"
     "\n"
     "TLS: commands that talk to a serving node (meta, get-keys, cluster, admin over https) verify\n"
     "its certificate against the cluster root CA given with --ca FILE or $KMSCTL_CA (write it\n"
@@ -1062,6 +1074,8 @@ int main(int argc, char **argv)
         rc = kms_cli_admin(argc - 1, argv + 1);
     else if (strcmp(argv[1], "nitro") == 0)
         rc = kms_cli_nitro(argc - 1, argv + 1);
+    else if (strcmp(argv[1], "image") == 0) /* osimage */
+        rc = kms_cli_image(argc - 1, argv + 1);
     else {
         fprintf(stderr, "kmsctl: unknown command '%s'\n%s", argv[1], main_usage);
         rc = 2;

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attest/image.h" /* osimage */
+#include "common/hex.h"
 #include "common/log.h"
 #include "node/http.h"
 #include "replication/replication.h"
@@ -267,38 +269,49 @@ out:
     return rc;
 }
 
-/* image_hash / config_hash: empty (no-op), "all", or hex, as U restricts them; kmsd keeps no
- * image cache, so nothing is removed. */
-static int cache_key(json_t *body, const char *field, char *detail, size_t dl)
+/* image_hash / config_hash: empty (no-op), "all", or hex, as U restricts them. *s is the
+ * value (borrowed from body). */
+static int cache_key(json_t *body, const char *field, const char **s, char *detail, size_t dl)
 {
     json_t *v = json_object_get(body, field);
-    const char *s;
     size_t n;
 
     if (v == NULL || json_is_null(v))
-        s = "";
+        *s = "";
     else if (json_is_string(v))
-        s = json_string_value(v);
+        *s = json_string_value(v);
     else
         return kms_err_set(KMS_ERR_INVAL, "field %s must be a string", field);
-    n = strlen(s);
-    if (n != 0 && strcmp(s, "all") != 0 &&
-        (n > ADMIN_HASH_ARG_MAX || strspn(s, "0123456789abcdefABCDEF") != n))
+    n = strlen(*s);
+    if (n != 0 && strcmp(*s, "all") != 0 &&
+        (n > ADMIN_HASH_ARG_MAX || strspn(*s, "0123456789abcdefABCDEF") != n))
         return kms_err_set(KMS_ERR_INVAL,
                            "field %s must be empty, \"all\" or a hex hash of at most %d digits",
                            field, ADMIN_HASH_ARG_MAX);
     snprintf(detail + strlen(detail), dl - strlen(detail), "%s%s=%s", detail[0] ? " " : "", field,
-             n == 0 ? "\"\"" : s);
+             n == 0 ? "\"\"" : *s);
     return 0;
 }
 
-static int clear_image_cache(json_t *body, json_t **res, char *detail, size_t dl)
+/* osimage: image_hash drops cached measurement manifests (attest/image.h): "all", or the one
+ * of that os_image_hash (a hex value that is not 32 bytes matches none). kmsd computes no
+ * per-vm_config measurements, so config_hash has nothing to remove. */
+static int clear_image_cache(struct kms_node *n, json_t *body, json_t **res, char *detail,
+                             size_t dl)
 {
+    const char *img = NULL, *conf = NULL;
+    uint8_t h[32];
+    size_t dropped = 0;
     int rc = 0;
 
-    KMS_GUARD(cache_key(body, "image_hash", detail, dl));
-    KMS_GUARD(cache_key(body, "config_hash", detail, dl));
-    snprintf(detail + strlen(detail), dl - strlen(detail), " (no image cache: nothing to do)");
+    KMS_GUARD(cache_key(body, "image_hash", &img, detail, dl));
+    KMS_GUARD(cache_key(body, "config_hash", &conf, detail, dl));
+    if (strcmp(img, "all") == 0)
+        dropped = kms_image_cache_clear(n->image, NULL, 0);
+    else if (strlen(img) == 64 && kms_hex_decode_exact(img, h, 32) == 0)
+        dropped = kms_image_cache_clear(n->image, h, 32);
+    snprintf(detail + strlen(detail), dl - strlen(detail), " (%zu cached image manifest%s removed)",
+             dropped, dropped == 1 ? "" : "s");
     *res = json_null();
 out:
     return rc;
@@ -343,7 +356,7 @@ void kms_admin_handle(void *arg, const struct kms_http_req *req, struct kms_http
     else if (strcmp(m, "AuditHead") == 0)
         rc = audit_head(n, &res);
     else if (strcmp(m, "ClearImageCache") == 0)
-        rc = clear_image_cache(body, &res, detail, sizeof(detail));
+        rc = clear_image_cache(n, body, &res, detail, sizeof(detail));
     else
         rc = kms_err_set(KMS_ERR_NOTFOUND, "method not found: %.100s", m);
     if (rc < 0) {

@@ -345,6 +345,26 @@ static const struct opt options[] = {
      "GCP: allowed TPM PCR0 (firmware) values, checked with the UKI\n"
      "(third PCR2 event) == os_image_hash before authorization\n"
      "(repeatable; default the reference's GCP OVMF v2 value)"},
+    /* osimage: plain-TDX OS-image measurement manifests (docs/os-image-manifest.md) */
+    {"image-manifest-dir", 0, "DIR", "image-manifest-dir", set_str, FIELD(image_manifest_dir),
+     "plain TDX: before authorization, the client's MRTD and RTMR0-2\n"
+     "must be the measurements that the manifest DIR/<os_image_hash>.json\n"
+     "lists for its vm_config's VM shape (see docs/os-image-manifest.md)"},
+    {"image-manifest-url", 0, "URL", "image-manifest-url", set_str, FIELD(image_manifest_url),
+     "plain TDX: fetch manifests the directory lacks from URL, an\n"
+     "http(s) template in which {OS_IMAGE_HASH} is replaced by the hex\n"
+     "hash (as the reference's image download_url); 404 = no manifest;\n"
+     "at most 256 KiB, no redirects; cached in memory until the Admin\n"
+     "ClearImageCache call"},
+    {"image-manifest-timeout-ms", 0, "MS", "image-manifest-timeout-ms", set_ms,
+     FIELD(image_manifest_timeout_ms), "whole manifest fetch (default 10000)"},
+    {"insecure-skip-os-image-check", 0, NULL, "insecure-skip-os-image-check", set_flag,
+     FIELD(insecure_skip_os_image_check),
+     "do not check plain-TDX clients' MRTD/RTMR0-2 against their\n"
+     "OS image: os_image_hash is then whatever the client claims\n"
+     "(warning at start; without it a plain-TDX client with no\n"
+     "matching manifest is refused; simulated clients use the\n"
+     "simulated TEE's manifest in --sim-dir)"},
     {"auth", 0, "dev|webhook|eth", "auth", set_str, FIELD(auth_type),
      "authorization backend (default dev)"},
     {"auth-url", 0, "URL", "auth-url", set_str, FIELD(auth_url),

@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 
 #include "attest/collateral.h"
+#include "attest/image.h" /* osimage */
 #include "attest/sim.h"
 #include "common/buf.h"
 #include "common/crypto/crypto.h"
@@ -653,6 +654,7 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     KMS_GUARD(eth_auth_cfg(cfg, &acfg));
     KMS_GUARD(kms_auth_new(&acfg, &n->auth));
     KMS_GUARD(setup_attest_ctx(n));
+    KMS_GUARD(kms_node_image_setup(n)); /* osimage */
     KMS_GUARD(setup_repl(n));
     *out = n;
     n = NULL;
@@ -675,7 +677,8 @@ void kms_node_free(struct kms_node *n)
     kms_attest_ctx_free(n->actx);
     kms_collateral_source_free(n->sim_coll); /* after the ctx that borrows it */
     kms_sim_free(n->sim);
-    kms_platform_free(n->platform); /* evidence */
+    kms_platform_free(n->platform);    /* evidence */
+    kms_image_verifier_free(n->image); /* osimage */
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
     free(n);

@@ -85,6 +85,12 @@ struct kms_node_cfg {
     const char *admin_token_file; /* --admin-token-file FILE (required with --admin-listen) */
     int admin_allow_remote;       /* --admin-allow-remote: a non-loopback --admin-listen */
     /* ---- end admin ---- */
+    /* ---- osimage (node/service_kms.c): plain-TDX OS-image measurement manifests ---- */
+    const char *image_manifest_dir;   /* --image-manifest-dir DIR (<hex>.json) */
+    const char *image_manifest_url;   /* --image-manifest-url URL with {OS_IMAGE_HASH} */
+    long image_manifest_timeout_ms;   /* --image-manifest-timeout-ms (0: default 10 s) */
+    int insecure_skip_os_image_check; /* --insecure-skip-os-image-check */
+    /* ---- end osimage ---- */
 };
 
 enum kms_node_state {
@@ -123,7 +129,8 @@ struct kms_node_metrics {
 
 struct kms_http_server;
 struct kms_sim;
-struct kms_admin; /* admin: node/admin.h */
+struct kms_admin;          /* admin: node/admin.h */
+struct kms_image_verifier; /* osimage: attest/image.h */
 
 /* Serving keys, loaded once identity exists. All owned by the node. */
 struct kms_node_keys {
@@ -167,7 +174,9 @@ struct kms_node {
     char sim_dir_buf[4096];
     struct kms_collateral_source *sim_coll; /* --sim-collateral, --pccs-url, --collateral-file;
                                                owned */
-    struct kms_admin *admin; /* admin: token hash and listener; owned (node/admin.h) */
+    struct kms_admin *admin;          /* admin: token hash and listener; owned (node/admin.h) */
+    struct kms_image_verifier *image; /* osimage: manifests and their cache; owned; NULL only
+                                         with --insecure-skip-os-image-check */
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
@@ -196,9 +205,17 @@ KMS_WUR int kms_node_self_authorize(struct kms_node *n);
 /* Shared by the attested KMS RPCs (node/service_kms.c, node/sign_cert.c). */
 /* KMS_ERR_DENIED when self-authorization refused this node. */
 KMS_WUR int kms_node_require_serving(struct kms_node *n);
-/* Nitro: os_image_hash must equal sha256(PCR0||PCR1||PCR2) (KMS_ERR_ATT_IMAGE). */
+/* The OS-image check before authorization (KMS_ERR_ATT_IMAGE; a failed manifest fetch keeps
+ * its network code). Nitro: os_image_hash must equal sha256(PCR0||PCR1||PCR2). GCP: the UKI
+ * (third PCR2 event) is os_image_hash, PCR0 an allowed firmware. Plain TDX: MRTD and RTMR0-2
+ * must be the measurements of the os_image_hash's manifest for the VM shape of vm_config (the
+ * request's, else att->config, else "{}", as kms_boot_info_derive), unless
+ * --insecure-skip-os-image-check; errors start "Failed to verify os image hash: ". */
 KMS_WUR int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestation *att,
-                                    const struct kms_boot_info *bi, const struct kms_verified *v);
+                                    const struct kms_boot_info *bi, const struct kms_verified *v,
+                                    const char *vm_config);
+/* osimage: creates n->image from n->cfg (warns when the check is turned off). */
+KMS_WUR int kms_node_image_setup(struct kms_node *n);
 /* BootInfo of a verified attestation, OS-image check, then bootAuth/kms (is_kms) or
  * bootAuth/app; "Boot denied: <reason>" (KMS_ERR_DENIED) on refusal, "authorization backend
  * unavailable: ..." (KMS_ERR_NODE_AUTH_BACKEND) when the backend failed; each is counted in

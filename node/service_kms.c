@@ -7,6 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "attest/image.h"
 #include "common/buf.h"
 #include "common/hex.h"
 #include "common/log.h"
@@ -130,16 +131,47 @@ static int check_gcp_image(const struct kms_node *n, const struct kms_attestatio
                        pcr0);
 }
 
+/* Plain TDX (reference verify_os_image_hash_for_dstack_tdx): the quote's MRTD and RTMR0-2 must
+ * be the measurements the image's manifest lists for this VM shape. */
+static int check_tdx_image(const struct kms_node *n, const struct kms_attestation *att,
+                           const struct kms_boot_info *bi, const struct kms_verified *v,
+                           const char *vm_config)
+{
+    struct kms_image_mrs mrs;
+    const char *cfg;
+    int rc;
+
+    if (n->cfg.insecure_skip_os_image_check)
+        return 0;
+    if (n->image == NULL)
+        return kms_err_set(KMS_ERR_ATT_IMAGE,
+                           "Failed to verify os image hash: no image manifest source is set up");
+    /* The vm_config kms_boot_info_derive took os_image_hash from. */
+    cfg = vm_config != NULL && vm_config[0] != '\0'
+              ? vm_config
+              : (att->config != NULL && att->config[0] != '\0' ? att->config : "{}");
+    memcpy(mrs.mrtd, v->td.mr_td, 48);
+    for (int i = 0; i < 3; i++)
+        memcpy(mrs.rtmr[i], v->td.rtmr[i], 48);
+    rc = kms_image_verify(n->image, bi->os_image_hash.p, bi->os_image_hash.len, cfg, &mrs, v->sim);
+    if (rc < 0)
+        return kms_err_wrap(rc, "Failed to verify os image hash");
+    return 0;
+}
+
 int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestation *att,
-                            const struct kms_boot_info *bi, const struct kms_verified *v)
+                            const struct kms_boot_info *bi, const struct kms_verified *v,
+                            const char *vm_config)
 {
     uint8_t expect[32];
     static const uint8_t zero[48 * 3];
 
     if (bi->mode == KMS_ATT_GCP_TDX)
         return check_gcp_image(n, att, bi, v);
+    if (bi->mode == KMS_ATT_TDX)
+        return check_tdx_image(n, att, bi, v, vm_config);
     if (bi->mode != KMS_ATT_NITRO)
-        return 0;
+        return kms_err_set(KMS_ERR_ATT_IMAGE, "Failed to verify os image hash: unknown mode");
     if (memcmp(v->pcr, zero, sizeof(zero)) == 0) {
         memset(expect, 0, sizeof(expect));
     } else {
@@ -157,6 +189,32 @@ int kms_node_check_os_image(const struct kms_node *n, const struct kms_attestati
     return 0;
 }
 
+int kms_node_image_setup(struct kms_node *n)
+{
+    struct kms_image_cfg ic;
+    int rc = 0;
+
+    if (n->cfg.insecure_skip_os_image_check) {
+        KMS_WARN("INSECURE: --insecure-skip-os-image-check: the MRTD and RTMR0-2 of plain-TDX "
+                 "clients are not checked against their OS image; os_image_hash is whatever the "
+                 "client's vm_config claims. Never use this in production.");
+        return 0;
+    }
+    memset(&ic, 0, sizeof(ic));
+    ic.dir = n->cfg.image_manifest_dir;
+    ic.url_template = n->cfg.image_manifest_url;
+    ic.sim_dir = n->cfg.insecure_sim ? n->cfg.sim_dir : NULL;
+    ic.timeout_ms = n->cfg.image_manifest_timeout_ms;
+    rc = kms_image_verifier_new(&ic, &n->image);
+    if (rc < 0)
+        return kms_err_wrap(KMS_ERR_NODE_CONFIG, "--image-manifest-url");
+    if (ic.dir == NULL && ic.url_template == NULL)
+        KMS_WARN("no --image-manifest-dir or --image-manifest-url: plain-TDX clients are refused "
+                 "(no measurement manifest)%s",
+                 ic.sim_dir != NULL ? ", except simulated ones of the simulated TEE's image" : "");
+    return 0;
+}
+
 /* BootInfo + image check + policy; on success the gateway app id is in res. */
 int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
                        const struct kms_verified *v, int is_kms, const char *vm_config,
@@ -165,7 +223,7 @@ int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
     int rc = 0;
 
     KMS_GUARD(kms_boot_info_derive(n->actx, att, v, vm_config, boottime, bi));
-    KMS_GUARD(kms_node_check_os_image(n, att, bi, v));
+    KMS_GUARD(kms_node_check_os_image(n, att, bi, v, vm_config));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
         /* an outage, not a decision: counted and classed apart from policy denials */

@@ -158,7 +158,19 @@ static int get_app_key(const char *url, struct app *a, int no_cert, int foreign_
         o.client_cert_pem = ra.cert_pem;
         o.client_key_pem = ra.key_pem;
     }
-    rc = kms_rpc_call(&o, "GetAppKey", "{\"api_version\":1,\"vm_config\":\"\"}", resp, NULL);
+    {
+        /* The simulated TEE's image, whose measurement manifest the sim dir holds. */
+        char vmc[128];
+        json_t *req;
+        char *txt;
+
+        CHECK_OK(kms_sim_vm_config(vmc, sizeof(vmc)));
+        req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", vmc);
+        txt = json_dumps(req, JSON_COMPACT);
+        rc = kms_rpc_call(&o, "GetAppKey", txt, resp, NULL);
+        free(txt);
+        json_decref(req);
+    }
 out:
     kms_ra_identity_clear(&ra);
     free(fc_pem);

@@ -559,10 +559,22 @@ static void app_key(const char *url)
     struct kms_ra_identity ra;
     struct kms_buf req = {0};
     struct res r;
-    json_t *tmp, *a, *j, *e;
-    const char *text = "api_version: 1 vm_config: \"\"";
-    const char *js = "{\"api_version\":1,\"vm_config\":\"\"}";
+    json_t *tmp, *a, *j, *e, *jo;
+    char vmc[128], text[256], *js;
 
+    /* The simulated TEE's image, whose measurement manifest the sim dir holds. */
+    CHECK_OK(kms_sim_vm_config(vmc, sizeof(vmc)));
+    jo = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", vmc);
+    js = json_dumps(jo, JSON_COMPACT);
+    json_decref(jo);
+    jo = json_string(vmc);
+    {
+        char *q = json_dumps(jo, JSON_ENCODE_ANY); /* a quoted, escaped text-format string */
+
+        snprintf(text, sizeof(text), "api_version: 1 vm_config: %s", q);
+        free(q);
+    }
+    json_decref(jo);
     memset(&ra, 0, sizeof(ra));
     tmp = json_call(url, "GetTempCaCert", "", 200, NULL, NULL);
     CHECK_OK(kms_ra_identity_new(json_string_value(json_object_get(tmp, "temp_ca_cert")),
@@ -609,6 +621,7 @@ static void app_key(const char *url)
     kms_buf_free(&req);
     kms_ra_identity_clear(&ra);
     json_decref(tmp);
+    free(js);
 }
 
 static void test_proto_e2e(void)

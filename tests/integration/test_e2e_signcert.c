@@ -56,6 +56,7 @@ static int make_request(int unbound, int bad_sig, int api, struct csr_req *r)
     uint8_t rd[64], *enc = NULL, *sig = NULL;
     size_t enc_len = 0, sig_len = 0;
     char *csr_hex = NULL, *sig_hex = NULL;
+    char vmc[128];
     json_t *o = NULL;
     int rc = 0;
 
@@ -99,8 +100,9 @@ static int make_request(int unbound, int bad_sig, int api, struct csr_req *r)
     sig_hex = kms_hex_dup(sig, sig_len, 1);
     KMS_GUARD_PTR(csr_hex);
     KMS_GUARD_PTR(sig_hex);
+    KMS_GUARD(kms_sim_vm_config(vmc, sizeof(vmc))); /* the simulated TEE's image */
     o = json_pack("{s:i, s:s, s:s, s:s}", "api_version", api, "csr", csr_hex, "signature", sig_hex,
-                  "vm_config", "");
+                  "vm_config", vmc);
     KMS_GUARD_PTR(o);
     r->body = json_dumps(o, JSON_COMPACT);
     KMS_GUARD_PTR(r->body);
