@@ -177,8 +177,8 @@ static int ask(struct eth_state *st, size_t i, query_fn q, void *arg, const char
         rc = q(st, st->urls[i], blk, arg, a);
         if (rc == 0 || !block_missing(rc) || back >= LAG_BLOCKS || num == 0)
             break;
-        KMS_WARN("eth auth: RPC %s lacks block %llu (%s); retrying one block back", st->labels[i],
-                 (unsigned long long)num, kms_err_detail());
+        KMS_WARN_LIMITED("eth auth: RPC %s lacks block %llu (%s); retrying one block back",
+                         st->labels[i], (unsigned long long)num, kms_err_detail());
         kms_buf_free(&a->blob);
         num--;
     }
@@ -208,6 +208,29 @@ static int cmp_u64_desc(const void *a, const void *b)
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
     return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Largest number of identical successful answers; *best_i is one of them. */
+static size_t agreement(const struct eth_state *st, const struct answer *ans, const int *have,
+                        size_t *best_i)
+{
+    size_t best = 0;
+
+    for (size_t i = 0; i < st->n; i++) {
+        size_t same = 0;
+
+        if (!have[i] || ans[i].rc < 0)
+            continue;
+        for (size_t j = 0; j < st->n; j++)
+            if (have[j] && ans[j].rc == 0 && ans[j].blob.len == ans[i].blob.len &&
+                memcmp(ans[j].blob.data, ans[i].blob.data, ans[i].blob.len) == 0)
+                same++;
+        if (same > best) {
+            best = same;
+            *best_i = i;
+        }
+    }
+    return best;
 }
 
 /*
@@ -277,7 +300,11 @@ static int run_policy(struct eth_state *st, query_fn q, void *arg, struct kms_bu
         char blk[24];
         size_t best = 0, best_i = 0;
 
-        /* Every RPC is asked at the same block; if some lack it, all step back together. */
+        /*
+         * Every RPC is asked at the same block. Only when that gives no quorum and some RPC
+         * lacked the block do all step back together, so the answers compared are always for
+         * one block.
+         */
         for (unsigned back = 0;; back++) {
             int missing = 0;
 
@@ -286,25 +313,12 @@ static int run_policy(struct eth_state *st, query_fn q, void *arg, struct kms_bu
                 if (have[i] && ask(st, i, q, arg, blk, NULL, &ans[i]) < 0 &&
                     block_missing(ans[i].rc))
                     missing = 1;
-            if (!missing || back >= LAG_BLOCKS || pin == 0)
+            best = agreement(st, ans, have, &best_i);
+            if (best >= st->k || !missing || back >= LAG_BLOCKS || pin == 0)
                 break;
-            KMS_WARN("eth auth: some RPCs lack block %llu; asking all one block back",
-                     (unsigned long long)pin);
+            KMS_WARN_LIMITED("eth auth: some RPCs lack block %llu; asking all one block back",
+                             (unsigned long long)pin);
             pin--;
-        }
-        for (size_t i = 0; i < st->n; i++) {
-            size_t same = 0;
-
-            if (!have[i] || ans[i].rc < 0)
-                continue;
-            for (size_t j = 0; j < st->n; j++)
-                if (have[j] && ans[j].rc == 0 && ans[j].blob.len == ans[i].blob.len &&
-                    memcmp(ans[j].blob.data, ans[i].blob.data, ans[i].blob.len) == 0)
-                    same++;
-            if (same > best) {
-                best = same;
-                best_i = i;
-            }
         }
         if (best >= st->k) {
             *out = ans[best_i].blob;
