@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "replication/replication.h"
 #include "support/kmstest_proc.h"
 #include "test.h"
 
@@ -85,7 +86,7 @@ static long long now_ms(void)
 }
 
 /* GET base/health: HTTP status, and self_auth.status / state / reason copied out. */
-static long health(const char *base, char *status, char *state, char *reason, size_t cap)
+static long health(const char *base, char status[64], char state[64], char reason[600])
 {
     char url[128], out[8192];
     json_t *j, *sa;
@@ -98,15 +99,15 @@ static long health(const char *base, char *status, char *state, char *reason, si
     if (j == NULL)
         return st;
     sa = json_object_get(j, "self_auth");
-    snprintf(status, cap, "%s",
+    snprintf(status, 64, "%s",
              json_string_value(json_object_get(sa, "status")) != NULL
                  ? json_string_value(json_object_get(sa, "status"))
                  : "");
-    snprintf(state, cap, "%s",
+    snprintf(state, 64, "%s",
              json_string_value(json_object_get(j, "state")) != NULL
                  ? json_string_value(json_object_get(j, "state"))
                  : "");
-    snprintf(reason, cap, "%s",
+    snprintf(reason, 600, "%s",
              json_string_value(json_object_get(j, "reason")) != NULL
                  ? json_string_value(json_object_get(j, "reason"))
                  : "");
@@ -123,7 +124,7 @@ static long long wait_health(const char *base, long want_http, const char *want_
     long st = 0;
 
     while (now_ms() - t0 < WAIT_MAX_MS) {
-        st = health(base, status, state, reason, sizeof(status));
+        st = health(base, status, state, reason);
         if (st == want_http && strcmp(status, want_status) == 0)
             return now_ms() - t0;
         usleep(50000);
@@ -201,7 +202,7 @@ static void test_webhook_continuous(void)
     hook_deny = 1;
     t = wait_health(url, 403, "denied");
     CHECK(t >= 0 && t <= INTERVAL_MS + SLACK_MS);
-    CHECK(health(url, status, state, reason, sizeof(status)) == 403);
+    CHECK(health(url, status, state, reason) == 403);
     CHECK(strcmp(reason, "KMS not registered") == 0);
     CHECK_RC(kmstest_call0(url, "GetTempCaCert", NULL), KMS_ERR_REPL_RPC);
     CHECK_DETAIL("KMS is not authorized by its own policy: KMS not registered");
@@ -225,7 +226,7 @@ static void test_webhook_continuous(void)
     CHECK(!metrics_have(url, "kmsd_auth_backend_errors_total 0\n"));
     t = wait_health(url, 403, "backend-unreachable");
     CHECK(t >= 0);
-    CHECK(health(url, status, state, reason, sizeof(status)) == 403);
+    CHECK(health(url, status, state, reason) == 403);
     CHECK(strstr(reason, "the authorization backend did not answer") != NULL);
     CHECK(strstr(reason, "grace period 4 s ended") != NULL);
     CHECK_RC(kmstest_call0(url, "GetTempCaCert", NULL), KMS_ERR_REPL_RPC);
