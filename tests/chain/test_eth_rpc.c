@@ -796,6 +796,35 @@ static void test_lagging_backend(void)
     fake_stop(&g);
 }
 
+/* quorum reached at the pin although one RPC lacks it: no step back, the pin is kept. */
+static void test_lagging_quorum_kept(void)
+{
+    struct fake f, g, h;
+    char u[128], v[128], w[128];
+    const char *urls[3] = {u, v, w};
+    struct kms_auth_result r;
+    struct kms_auth *a;
+
+    fake_start(&f, M_GOOD);
+    fake_start(&g, M_GOOD);
+    fake_start(&h, M_GOOD);
+    h.block = 99; /* says 100 (ahead 1), has only 99: lacks the pin */
+    h.ahead = 1;
+    url_of(&f, u, sizeof(u));
+    url_of(&g, v, sizeof(v));
+    url_of(&h, w, sizeof(w));
+    a = make(urls, 3, "quorum", 2, 0, 2000, -1);
+    CHECK_OK(kms_auth_check(a, 0, &g_bi, &r));
+    CHECK(r.allowed == 1);
+    CHECK(strcmp(f.last_block, "0x64") == 0);
+    CHECK(strcmp(g.last_block, "0x64") == 0);
+    CHECK(strcmp(h.last_block, "0x64") == 0);
+    kms_auth_free(a);
+    fake_stop(&f);
+    fake_stop(&g);
+    fake_stop(&h);
+}
+
 /* finalized read of a contract with no code yet: a clear error, not an ABI decoding one. */
 static void test_no_code_finalized(void)
 {
@@ -843,6 +872,7 @@ int main(void)
     RUN(test_config);
     RUN(test_block_tag);
     RUN(test_lagging_backend);
+    RUN(test_lagging_quorum_kept);
     RUN(test_no_code_finalized);
     TEST_MAIN_END();
 }
