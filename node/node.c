@@ -356,7 +356,8 @@ int kms_node_self_auth_reason(struct kms_node *n, char *buf, size_t cap)
 
     pthread_mutex_lock(&n->lock);
     snprintf(buf, cap, "%s", n->self_auth_reason);
-    denied = n->state == KMS_STATE_NOT_AUTHORIZED && n->sa_decision == SA_DENIED;
+    /* "not confirmed" only when the last check got no answer and no denial is in force */
+    denied = !(n->sa_checks > 0 && !n->sa_answered && n->sa_decision != SA_DENIED);
     pthread_mutex_unlock(&n->lock);
     return denied;
 }

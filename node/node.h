@@ -209,8 +209,8 @@ void kms_node_keys_clear(struct kms_node_keys *k);
 /* BootInfo of this node's own attestation, and the auth decision for it (bootAuth/kms); the
  * outcome is recorded for /health and /metrics. KMS_ERR_DENIED when the policy refused. */
 KMS_WUR int kms_node_self_authorize(struct kms_node *n);
-/* Copies why the node is not serving into buf (cap bytes, NUL-terminated). Returns 1 when its
- * own policy denied it, 0 otherwise (no answer from the backend, or sealed). */
+/* Copies why the node is not serving into buf (cap bytes, NUL-terminated). Returns 0 when the
+ * last check got no answer from the backend and no denial is in force, else 1 (a denial). */
 int kms_node_self_auth_reason(struct kms_node *n, char *buf, size_t cap);
 /* /health's "self_auth" object (new reference, NULL on allocation failure). */
 struct json_t *kms_node_self_auth_json(struct kms_node *n);
