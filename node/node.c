@@ -388,16 +388,15 @@ json_t *kms_node_self_auth_json(struct kms_node *n)
     else if (n->sa_decision == SA_DENIED)
         json_object_set_new(o, "reason", json_string(n->sa_denial));
     if (n->sa_decision != SA_NONE)
-        json_object_set_new(o, "last_answer_age_s",
-                            json_integer((json_int_t)((now - n->sa_answer_ms) / 1000)));
+        json_object_set_new(o, "last_answer_age_ms",
+                            json_integer((json_int_t)(now - n->sa_answer_ms)));
     if (!n->sa_answered && n->sa_decision == SA_ALLOWED) {
         long long left = n->sa_answer_ms + sa_grace(n) - now;
 
-        json_object_set_new(o, "grace_left_s",
-                            json_integer((json_int_t)(left > 0 ? left / 1000 : 0)));
+        json_object_set_new(o, "grace_left_ms", json_integer((json_int_t)(left > 0 ? left : 0)));
     }
-    json_object_set_new(o, "interval_s", json_integer((json_int_t)(sa_interval(n) / 1000)));
-    json_object_set_new(o, "grace_s", json_integer((json_int_t)(sa_grace(n) / 1000)));
+    json_object_set_new(o, "interval_ms", json_integer((json_int_t)sa_interval(n)));
+    json_object_set_new(o, "grace_ms", json_integer((json_int_t)sa_grace(n)));
     json_object_set_new(o, "checks", json_integer((json_int_t)n->sa_checks));
     json_object_set_new(o, "backend_errors", json_integer((json_int_t)n->sa_backend_errors));
     pthread_mutex_unlock(&n->lock);
