@@ -29,6 +29,7 @@
 #define DEFAULT_TTL_MS 2000
 #define DEFAULT_TIMEOUT_MS 5000
 #define SUMMARY_MAX 160
+#define LAG_BLOCKS 2 /* how far back a read steps when a backend lacks the pinned block */
 
 struct eth_state {
     char **urls;
@@ -142,6 +143,19 @@ static void answer_reset(struct answer *a)
     memset(a, 0, sizeof(*a));
 }
 
+/*
+ * True when the last error says the answering backend does not have the requested block yet:
+ * behind a load balancer, eth_blockNumber may come from a backend a block or two ahead.
+ */
+static int block_missing(int rc)
+{
+    const char *d = kms_err_detail();
+
+    return rc == KMS_ERR_ETH_RPC &&
+           (strstr(d, "BlockOutOfRange") != NULL || strstr(d, "header not found") != NULL ||
+            strstr(d, "unknown block") != NULL || strstr(d, "block not found") != NULL);
+}
+
 /* Runs q on RPC i at its own pinned block (failover) or at `block` (quorum). */
 static int ask(struct eth_state *st, size_t i, query_fn q, void *arg, const char *block,
                uint64_t *num_out, struct answer *a)
@@ -152,14 +166,26 @@ static int ask(struct eth_state *st, size_t i, query_fn q, void *arg, const char
 
     answer_reset(a);
     KMS_GUARD(ensure_chain(st, i));
-    if (block == NULL) {
-        KMS_GUARD(kms_eth_block_number(st->urls[i], &st->o, st->tag, &num));
-        kms_eth_fmt_quantity(num, blk, sizeof(blk));
-        block = blk;
-        if (num_out != NULL)
-            *num_out = num;
+    if (block != NULL) {
+        KMS_GUARD(q(st, st->urls[i], block, arg, a));
+        goto out;
     }
-    KMS_GUARD(q(st, st->urls[i], block, arg, a));
+    KMS_GUARD(kms_eth_block_number(st->urls[i], &st->o, st->tag, &num));
+    /* Failover pins per RPC, so stepping back a block stays one consistent chain state. */
+    for (unsigned back = 0;; back++) {
+        kms_eth_fmt_quantity(num, blk, sizeof(blk));
+        rc = q(st, st->urls[i], blk, arg, a);
+        if (rc == 0 || !block_missing(rc) || back >= LAG_BLOCKS || num == 0)
+            break;
+        KMS_WARN_LIMITED("eth auth: RPC %s lacks block %llu (%s); retrying one block back",
+                         st->labels[i], (unsigned long long)num, kms_err_detail());
+        kms_buf_free(&a->blob);
+        num--;
+    }
+    if (rc < 0)
+        goto out;
+    if (num_out != NULL)
+        *num_out = num;
 out:
     a->rc = rc;
     if (rc < 0)
@@ -182,6 +208,29 @@ static int cmp_u64_desc(const void *a, const void *b)
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
     return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Largest number of identical successful answers; *best_i is one of them. */
+static size_t agreement(const struct eth_state *st, const struct answer *ans, const int *have,
+                        size_t *best_i)
+{
+    size_t best = 0;
+
+    for (size_t i = 0; i < st->n; i++) {
+        size_t same = 0;
+
+        if (!have[i] || ans[i].rc < 0)
+            continue;
+        for (size_t j = 0; j < st->n; j++)
+            if (have[j] && ans[j].rc == 0 && ans[j].blob.len == ans[i].blob.len &&
+                memcmp(ans[j].blob.data, ans[i].blob.data, ans[i].blob.len) == 0)
+                same++;
+        if (same > best) {
+            best = same;
+            *best_i = i;
+        }
+    }
+    return best;
 }
 
 /*
@@ -251,23 +300,25 @@ static int run_policy(struct eth_state *st, query_fn q, void *arg, struct kms_bu
         char blk[24];
         size_t best = 0, best_i = 0;
 
-        kms_eth_fmt_quantity(pin, blk, sizeof(blk));
-        for (size_t i = 0; i < st->n; i++)
-            if (have[i])
-                (void)ask(st, i, q, arg, blk, NULL, &ans[i]);
-        for (size_t i = 0; i < st->n; i++) {
-            size_t same = 0;
+        /*
+         * Every RPC is asked at the same block. Only when that gives no quorum and some RPC
+         * lacked the block do all step back together, so the answers compared are always for
+         * one block.
+         */
+        for (unsigned back = 0;; back++) {
+            int missing = 0;
 
-            if (!have[i] || ans[i].rc < 0)
-                continue;
-            for (size_t j = 0; j < st->n; j++)
-                if (have[j] && ans[j].rc == 0 && ans[j].blob.len == ans[i].blob.len &&
-                    memcmp(ans[j].blob.data, ans[i].blob.data, ans[i].blob.len) == 0)
-                    same++;
-            if (same > best) {
-                best = same;
-                best_i = i;
-            }
+            kms_eth_fmt_quantity(pin, blk, sizeof(blk));
+            for (size_t i = 0; i < st->n; i++)
+                if (have[i] && ask(st, i, q, arg, blk, NULL, &ans[i]) < 0 &&
+                    block_missing(ans[i].rc))
+                    missing = 1;
+            best = agreement(st, ans, have, &best_i);
+            if (best >= st->k || !missing || back >= LAG_BLOCKS || pin == 0)
+                break;
+            KMS_WARN_LIMITED("eth auth: some RPCs lack block %llu; asking all one block back",
+                             (unsigned long long)pin);
+            pin--;
         }
         if (best >= st->k) {
             *out = ans[best_i].blob;
@@ -298,6 +349,25 @@ out:
 
 /* ---------------------------------------------------------------- queries */
 
+/*
+ * eth_call of a contract without code returns empty data. At a safe/finalized block that is
+ * usually a contract deployed too recently, so say so instead of an ABI decoding error.
+ */
+static int check_code(const struct eth_state *st, size_t ret_len)
+{
+    if (ret_len > 0)
+        return 0;
+    if (strcmp(st->tag, "latest") != 0)
+        return kms_err_set(KMS_ERR_AUTH_RESPONSE,
+                           "contract %s has no code at the %s block (not yet %s? use "
+                           "--eth-block latest)",
+                           st->contract_str, st->tag,
+                           strcmp(st->tag, "safe") == 0 ? "safe" : "finalized");
+    return kms_err_set(KMS_ERR_AUTH_RESPONSE,
+                       "contract %s has no code at the latest block (wrong address or network?)",
+                       st->contract_str);
+}
+
 /* gatewayAppId() at block; *s malloc'd. */
 static int read_string_view(struct eth_state *st, const char *url, const char *block,
                             const char *sig, char **s)
@@ -309,6 +379,7 @@ static int read_string_view(struct eth_state *st, const char *url, const char *b
     *s = NULL;
     kms_eth_selector(sig, sel);
     KMS_GUARD(kms_eth_call(url, &st->o, st->contract, sel, 4, block, &ret, &ret_len));
+    KMS_GUARD(check_code(st, ret_len));
     rc = kms_eth_abi_decode_string(ret, ret_len, s);
     if (rc < 0)
         rc = kms_err_wrap(KMS_ERR_AUTH_RESPONSE,
@@ -348,6 +419,7 @@ static int q_check(struct eth_state *st, const char *url, const char *block, voi
     } else if (rc < 0) {
         goto out;
     } else {
+        KMS_GUARD(check_code(st, ret_len));
         rc = kms_eth_abi_decode_bool_string(ret, ret_len, &allowed, &reason);
         if (rc < 0) {
             rc = kms_err_wrap(KMS_ERR_AUTH_RESPONSE,
@@ -386,6 +458,7 @@ static int q_info(struct eth_state *st, const char *url, const char *block, void
     KMS_GUARD(read_string_view(st, url, block, "gatewayAppId()", &gw));
     kms_eth_selector("appImplementation()", sel);
     KMS_GUARD(kms_eth_call(url, &st->o, st->contract, sel, 4, block, &ret, &ret_len));
+    KMS_GUARD(check_code(st, ret_len));
     rc = kms_eth_abi_decode_address(ret, ret_len, impl);
     if (rc < 0) {
         rc = kms_err_wrap(KMS_ERR_AUTH_RESPONSE, "appImplementation() returned undecodable data");

@@ -62,8 +62,14 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
         json_object_set_new(o, "ca_pubkey", kms_prpc_bytes(n->keys.ca_spki, n->keys.ca_spki_len));
         json_object_set_new(o, "domain", json_string(n->keys.domain));
     }
-    if (s == KMS_STATE_NOT_AUTHORIZED || s == KMS_STATE_SEALED)
-        json_object_set_new(o, "reason", json_string(n->self_auth_reason));
+    if (s == KMS_STATE_NOT_AUTHORIZED || s == KMS_STATE_SEALED) {
+        char why[sizeof(n->self_auth_reason)];
+
+        (void)kms_node_self_auth_reason(n, why, sizeof(why));
+        json_object_set_new(o, "reason", json_string(why));
+    }
+    /* auth: denied by policy vs backend unreachable, with the reason */
+    json_object_set_new(o, "self_auth", kms_node_self_auth_json(n));
     json_object_set_new(o, "peers", kms_repl_peers_json(n->repl));
     txt = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
@@ -301,6 +307,7 @@ static void metrics(struct kms_node *n, struct kms_http_resp *resp)
     KMS_GUARD(metrics_rpc(n, &b));
     KMS_GUARD(metrics_latency(n, &b));
     KMS_GUARD(metrics_node(n, &b));
+    KMS_GUARD(kms_node_self_auth_metrics(n, &b)); /* auth */
     KMS_GUARD(metrics_process(&b));
     KMS_GUARD(kms_repl_metrics(n->repl, &b));
     KMS_GUARD(kms_buf_put_u8(&b, 0));

@@ -114,6 +114,51 @@ static int set_peer_window(struct kms_node_cfg *cfg, const struct opt *o, const 
     return 0;
 }
 
+/* auth: a duration, N[ms|s|m|h] (bare N: seconds), into a long field in ms. */
+static int parse_duration(const struct opt *o, const char *arg, long min_ms, long *ms)
+{
+    char *end = NULL;
+    long long v, mul = 1000;
+
+    errno = 0;
+    v = strtoll(arg, &end, 10);
+    if (arg[0] < '0' || arg[0] > '9' || end == arg || errno != 0)
+        goto bad;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (strcmp(end, "m") == 0)
+        mul = 60000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600000;
+    else if (strcmp(end, "s") != 0 && *end != '\0')
+        goto bad;
+    if (v > 7LL * 24 * 3600 * 1000 / mul || v * mul < min_ms)
+        goto bad;
+    *ms = (long)(v * mul);
+    return 0;
+bad:
+    fprintf(stderr,
+            "kmsd: --%s must be a duration from %ld ms to 7 days: N (seconds), Nms, Ns, Nm or "
+            "Nh\n",
+            o->name, min_ms);
+    return -1;
+}
+
+static int set_auth_interval(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    return parse_duration(o, arg, 100, &cfg->auth_interval_ms);
+}
+
+/* 0 is stored as -1: "no grace" (0 in the config struct means the default). */
+static int set_auth_grace(struct kms_node_cfg *cfg, const struct opt *o, const char *arg)
+{
+    if (parse_duration(o, arg, 0, &cfg->auth_grace_ms) < 0)
+        return -1;
+    if (cfg->auth_grace_ms == 0)
+        cfg->auth_grace_ms = -1;
+    return 0;
+}
+
 /* Unsigned decimal in [min, max] into *v. */
 static int parse_uint(const char *s, const struct opt *o, unsigned long long min,
                       unsigned long long max, unsigned long long *v)
@@ -388,6 +433,15 @@ static const struct opt options[] = {
      "denials are never cached"},
     {"auth-timeout-ms", 0, "MS", "auth-timeout-ms", set_ms, FIELD(auth_timeout_ms),
      "timeout of each authorization call (default 5000)"},
+    {"auth-interval", 0, "DURATION", "auth-interval", set_auth_interval, 0,
+     "re-check this node's own authorization every DURATION (N s, or\n"
+     "with a unit: 500ms, 30s, 5m; default 60s); after a failed check\n"
+     "retry from 1 s, doubling up to DURATION. A KMS removed from its\n"
+     "policy stops releasing keys within DURATION (not with --auth dev)"},
+    {"auth-grace", 0, "DURATION", "auth-grace", set_auth_grace, 0,
+     "while the authorization backend does not answer, keep the last\n"
+     "allow for DURATION after its last answer, then refuse key RPCs\n"
+     "until it answers again (default 300s; 0 = refuse at once)"},
     {"gateway-app-id", 0, "ID", "gateway-app-id", set_str, FIELD(gateway_app_id),
      "gateway app id reported in dev mode (default \"any\")"},
     {"auto-bootstrap-domain", 0, "D", "auto-bootstrap-domain", set_str,

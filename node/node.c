@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #include "attest/collateral.h"
 #include "attest/image.h" /* osimage */
@@ -126,15 +127,45 @@ int kms_node_attest(struct kms_node *n, const uint8_t report_data[64], struct km
                        "no TEE evidence producer for --tee %s in this build", n->cfg.tee);
 }
 
-int kms_node_self_authorize(struct kms_node *n)
+/* ---- auth: self-authorization, checked at start and then every --auth-interval ---- */
+
+#define SA_NONE 0
+#define SA_DENIED 1
+#define SA_ALLOWED 2
+#define SA_DEFAULT_INTERVAL_MS 60000
+#define SA_DEFAULT_GRACE_MS 300000
+#define SA_FIRST_RETRY_MS 1000
+
+static long long mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static long sa_interval(const struct kms_node *n)
+{
+    return n->cfg.auth_interval_ms > 0 ? n->cfg.auth_interval_ms : SA_DEFAULT_INTERVAL_MS;
+}
+
+static long sa_grace(const struct kms_node *n)
+{
+    if (n->cfg.auth_grace_ms == 0)
+        return SA_DEFAULT_GRACE_MS;
+    return n->cfg.auth_grace_ms < 0 ? 0 : n->cfg.auth_grace_ms;
+}
+
+/* One check; *backend says whether a failure (rc < 0) came from the authorization backend. */
+static int self_check(struct kms_node *n, struct kms_auth_result *res, int *backend)
 {
     uint8_t rd[64] = {0};
     struct kms_attestation *att = NULL;
     struct kms_verified v;
     struct kms_boot_info bi;
-    struct kms_auth_result res;
     int rc = 0;
 
+    *backend = 0;
     memset(&v, 0, sizeof(v));
     memset(&bi, 0, sizeof(bi));
     KMS_GUARD(kms_node_attest(n, rd, &att));
@@ -144,23 +175,274 @@ int kms_node_self_authorize(struct kms_node *n)
         goto out;
     }
     KMS_GUARD(kms_boot_info_derive(n->actx, att, &v, NULL, 0, &bi));
-    rc = kms_auth_check(n->auth, 1, &bi, &res);
+    rc = kms_auth_check(n->auth, 1, &bi, res);
     if (rc < 0) {
+        *backend = 1;
         kms_err_wrap(rc, "self-authorization: the authorization backend did not answer");
-        goto out;
     }
-    if (!res.allowed) {
-        snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", res.reason);
-        rc = kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s", res.reason);
-        goto out;
-    }
-    n->self_auth_reason[0] = '\0';
 out:
     kms_boot_info_free(&bi);
     kms_verified_free(&v);
     kms_att_free(att);
     return rc;
 }
+
+int kms_node_self_authorize(struct kms_node *n)
+{
+    struct kms_auth_result res;
+    int backend = 0;
+    int rc;
+
+    memset(&res, 0, sizeof(res));
+    rc = self_check(n, &res, &backend);
+    pthread_mutex_lock(&n->lock);
+    n->sa_checks++;
+    if (rc < 0) {
+        /* The last decision stays; only the grace period can end it (self_auth_transition). */
+        n->sa_answered = 0;
+        n->sa_backend = backend;
+        if (backend)
+            n->sa_backend_errors++;
+        snprintf(n->sa_error, sizeof(n->sa_error), "%s", kms_err_detail());
+    } else {
+        n->sa_answered = 1;
+        n->sa_answer_ms = mono_ms();
+        n->sa_decision = res.allowed ? SA_ALLOWED : SA_DENIED;
+        n->sa_error[0] = '\0';
+        snprintf(n->sa_denial, sizeof(n->sa_denial), "%s", res.allowed ? "" : res.reason);
+    }
+    pthread_mutex_unlock(&n->lock);
+    if (rc == 0 && !res.allowed)
+        rc = kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s", res.reason);
+    return rc;
+}
+
+/*
+ * Moves SERVING <-> NOT_AUTHORIZED after what the last check said: an allow holds while the
+ * backend answers and for the grace period after its last answer; a denial holds until an
+ * allow. `initial` also leaves the startup state. Logs each change with its cause.
+ */
+static void self_auth_transition(struct kms_node *n, int initial)
+{
+    long long now = mono_ms();
+    enum kms_node_state was, want;
+    char why[sizeof(n->self_auth_reason)];
+
+    why[0] = '\0';
+    pthread_mutex_lock(&n->lock);
+    was = n->state;
+    if (!initial && was != KMS_STATE_SERVING && was != KMS_STATE_NOT_AUTHORIZED) {
+        pthread_mutex_unlock(&n->lock);
+        return;
+    }
+    if (n->sa_decision == SA_ALLOWED &&
+        (n->sa_answered || now - n->sa_answer_ms < (long long)sa_grace(n))) {
+        want = KMS_STATE_SERVING;
+    } else if (n->sa_decision == SA_DENIED) {
+        want = KMS_STATE_NOT_AUTHORIZED;
+        snprintf(why, sizeof(why), "%s", n->sa_denial);
+    } else {
+        want = KMS_STATE_NOT_AUTHORIZED;
+        if (n->sa_decision == SA_ALLOWED)
+            snprintf(why, sizeof(why), "%.400s (no answer for %lld s, grace period %ld s ended)",
+                     n->sa_error, (now - n->sa_answer_ms) / 1000, sa_grace(n) / 1000);
+        else
+            snprintf(why, sizeof(why), "%s", n->sa_error);
+    }
+    n->state = want;
+    memcpy(n->self_auth_reason, why, sizeof(why));
+    pthread_mutex_unlock(&n->lock);
+    if (was == want && !initial)
+        return;
+    if (want == KMS_STATE_SERVING)
+        KMS_INFO("state: serving (own authorization confirmed)");
+    else
+        KMS_ERROR("state: not-authorized (%s: %s)",
+                  n->sa_decision == SA_DENIED ? "denied by its own policy"
+                                              : "authorization not confirmed",
+                  why);
+}
+
+/* Checks once and applies the outcome. Returns 1 when the backend answered. */
+static int self_auth_step(struct kms_node *n, int initial)
+{
+    int rc = kms_node_self_authorize(n);
+    int answered;
+
+    pthread_mutex_lock(&n->lock);
+    answered = n->sa_answered;
+    pthread_mutex_unlock(&n->lock);
+    if (rc < 0 && !answered)
+        KMS_WARN_LIMITED("self-authorization check failed, will retry: %s", kms_err_detail());
+    self_auth_transition(n, initial);
+    return answered;
+}
+
+/* Re-checks every interval; after a failure retries from 1 s, doubling up to the interval, and
+ * wakes when the grace period ends so a lost backend fails closed on time. */
+static void *self_auth_main(void *arg)
+{
+    struct kms_node *n = arg;
+    long interval = sa_interval(n);
+    long backoff = interval < SA_FIRST_RETRY_MS ? interval : SA_FIRST_RETRY_MS;
+    int answered;
+
+    pthread_mutex_lock(&n->lock);
+    answered = n->sa_answered;
+    pthread_mutex_unlock(&n->lock);
+    for (;;) {
+        long long now = mono_ms(), deadline;
+        struct timespec ts;
+        int stop;
+
+        deadline = now + (answered ? interval : backoff);
+        pthread_mutex_lock(&n->lock);
+        if (!answered && n->sa_decision == SA_ALLOWED) {
+            long long end = n->sa_answer_ms + sa_grace(n);
+
+            if (end > now && end < deadline)
+                deadline = end;
+        }
+        ts.tv_sec = (time_t)(deadline / 1000);
+        ts.tv_nsec = (long)(deadline % 1000) * 1000000;
+        while (!n->sa_stop && !n->stop_requested && mono_ms() < deadline)
+            pthread_cond_timedwait(&n->sa_cond, &n->lock, &ts);
+        stop = n->sa_stop || n->stop_requested;
+        pthread_mutex_unlock(&n->lock);
+        if (stop)
+            break;
+        self_auth_transition(n, 0); /* the grace period may have ended while waiting */
+        if (!answered && backoff < interval)
+            backoff = backoff > interval / 2 ? interval : backoff * 2;
+        answered = self_auth_step(n, 0);
+        if (answered)
+            backoff = interval < SA_FIRST_RETRY_MS ? interval : SA_FIRST_RETRY_MS;
+    }
+    return NULL;
+}
+
+/* dev allows everything: there is nothing to re-check. */
+static int self_auth_start(struct kms_node *n)
+{
+    int err;
+
+    if (kms_auth_is_dev(n->auth))
+        return 0;
+    err = pthread_create(&n->sa_thread, NULL, self_auth_main, n);
+    if (err != 0)
+        return kms_err_set(KMS_ERR_INTERNAL, "cannot start the self-authorization thread (%d)",
+                           err);
+    n->sa_running = 1;
+    KMS_INFO("self-authorization re-checked every %ld ms; an allow is kept for %ld ms without "
+             "an answer",
+             sa_interval(n), sa_grace(n));
+    return 0;
+}
+
+static void self_auth_stop(struct kms_node *n)
+{
+    if (!n->sa_running)
+        return;
+    pthread_mutex_lock(&n->lock);
+    n->sa_stop = 1;
+    pthread_cond_broadcast(&n->sa_cond);
+    pthread_mutex_unlock(&n->lock);
+    pthread_join(n->sa_thread, NULL);
+    n->sa_running = 0;
+}
+
+int kms_node_self_auth_reason(struct kms_node *n, char *buf, size_t cap)
+{
+    int denied;
+
+    pthread_mutex_lock(&n->lock);
+    snprintf(buf, cap, "%s", n->self_auth_reason);
+    /* "not confirmed" only when the last check got no answer and no denial is in force */
+    denied = !(n->sa_checks > 0 && !n->sa_answered && n->sa_decision != SA_DENIED);
+    pthread_mutex_unlock(&n->lock);
+    return denied;
+}
+
+/* unknown | allowed | denied | backend-unreachable | check-failed (under lock). */
+static const char *sa_status(const struct kms_node *n)
+{
+    if (n->sa_checks == 0)
+        return "unknown";
+    if (!n->sa_answered)
+        return n->sa_backend ? "backend-unreachable" : "check-failed";
+    return n->sa_decision == SA_ALLOWED ? "allowed" : "denied";
+}
+
+json_t *kms_node_self_auth_json(struct kms_node *n)
+{
+    static const char *const decisions[] = {"none", "denied", "allowed"};
+    json_t *o = json_object();
+    long long now = mono_ms();
+
+    if (o == NULL)
+        return NULL;
+    pthread_mutex_lock(&n->lock);
+    json_object_set_new(o, "status", json_string(sa_status(n)));
+    json_object_set_new(o, "decision", json_string(decisions[n->sa_decision]));
+    if (!n->sa_answered && n->sa_checks > 0)
+        json_object_set_new(o, "reason", json_string(n->sa_error));
+    else if (n->sa_decision == SA_DENIED)
+        json_object_set_new(o, "reason", json_string(n->sa_denial));
+    if (n->sa_decision != SA_NONE)
+        json_object_set_new(o, "last_answer_age_ms",
+                            json_integer((json_int_t)(now - n->sa_answer_ms)));
+    if (!n->sa_answered && n->sa_decision == SA_ALLOWED) {
+        long long left = n->sa_answer_ms + sa_grace(n) - now;
+
+        json_object_set_new(o, "grace_left_ms", json_integer((json_int_t)(left > 0 ? left : 0)));
+    }
+    json_object_set_new(o, "interval_ms", json_integer((json_int_t)sa_interval(n)));
+    json_object_set_new(o, "grace_ms", json_integer((json_int_t)sa_grace(n)));
+    json_object_set_new(o, "checks", json_integer((json_int_t)n->sa_checks));
+    json_object_set_new(o, "backend_errors", json_integer((json_int_t)n->sa_backend_errors));
+    pthread_mutex_unlock(&n->lock);
+    return o;
+}
+
+int kms_node_self_auth_metrics(struct kms_node *n, struct kms_buf *b)
+{
+    static const char *const states[] = {"unknown", "allowed", "denied", "backend-unreachable",
+                                         "check-failed"};
+    char line[256];
+    const char *cur;
+    unsigned long checks, errors;
+    int rc = 0;
+
+    pthread_mutex_lock(&n->lock);
+    cur = sa_status(n);
+    checks = n->sa_checks;
+    errors = n->sa_backend_errors;
+    pthread_mutex_unlock(&n->lock);
+    KMS_GUARD(kms_buf_put_str(b, "# HELP kmsd_self_auth_state This node's own authorization: 1 "
+                                 "for the status of the last check.\n"
+                                 "# TYPE kmsd_self_auth_state gauge\n"));
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+        snprintf(line, sizeof(line), "kmsd_self_auth_state{state=\"%s\"} %d\n", states[i],
+                 strcmp(states[i], cur) == 0);
+        KMS_GUARD(kms_buf_put_str(b, line));
+    }
+    snprintf(line, sizeof(line),
+             "# HELP kmsd_self_auth_checks_total Self-authorization checks made.\n"
+             "# TYPE kmsd_self_auth_checks_total counter\nkmsd_self_auth_checks_total %lu\n",
+             checks);
+    KMS_GUARD(kms_buf_put_str(b, line));
+    snprintf(line, sizeof(line),
+             "# HELP kmsd_auth_backend_errors_total Self-authorization checks the authorization "
+             "backend did not answer.\n"
+             "# TYPE kmsd_auth_backend_errors_total counter\nkmsd_auth_backend_errors_total "
+             "%lu\n",
+             errors);
+    KMS_GUARD(kms_buf_put_str(b, line));
+out:
+    return rc;
+}
+
+/* ---- end auth ---- */
 
 static json_t *bytes_json(const uint8_t *p, size_t len)
 {
@@ -627,6 +909,14 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
         n->cfg.onboard_listen = n->cfg.listen;
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&n->sa_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     KMS_GUARD(kms_admin_new(&n->cfg, &n->admin)); /* admin: refuse a bad setup at start */
     KMS_GUARD(kms_mkdir_p(cfg->data_dir, 0700));
     memset(&seal, 0, sizeof(seal));
@@ -667,6 +957,7 @@ void kms_node_free(struct kms_node *n)
 {
     if (n == NULL)
         return;
+    self_auth_stop(n);        /* auth: its checks use the store, auth and attestation */
     kms_admin_free(n->admin); /* admin: first, its handler uses the store and the peers */
     kms_http_stop(n->onboard_srv);
     kms_http_stop(n->kms_srv);
@@ -681,6 +972,7 @@ void kms_node_free(struct kms_node *n)
     kms_image_verifier_free(n->image); /* osimage */
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
+    pthread_cond_destroy(&n->sa_cond);
     free(n);
 }
 
@@ -689,6 +981,7 @@ void kms_node_stop(struct kms_node *n)
     pthread_mutex_lock(&n->lock);
     n->stop_requested = 1;
     pthread_cond_broadcast(&n->cond);
+    pthread_cond_broadcast(&n->sa_cond);
     pthread_mutex_unlock(&n->lock);
 }
 
@@ -785,19 +1078,7 @@ int kms_node_run(struct kms_node *n)
         goto out;
     }
     KMS_GUARD(rc);
-    rc = kms_node_self_authorize(n);
-    if (rc == KMS_ERR_DENIED) {
-        KMS_ERROR("%s", kms_err_detail());
-        set_state(n, KMS_STATE_NOT_AUTHORIZED);
-        rc = 0;
-    } else if (rc < 0) {
-        KMS_ERROR("self-authorization failed: %s", kms_err_detail());
-        snprintf(n->self_auth_reason, sizeof(n->self_auth_reason), "%s", kms_err_detail());
-        set_state(n, KMS_STATE_NOT_AUTHORIZED);
-        rc = 0;
-    } else {
-        set_state(n, KMS_STATE_SERVING);
-    }
+    (void)self_auth_step(n, 1); /* not authorized yet: refuses key RPCs, keeps checking */
     chain_len = strlen(n->keys.rpc_cert_pem) + strlen(n->keys.root_ca_pem) + 1;
     chain = malloc(chain_len);
     KMS_GUARD_PTR(chain);
@@ -817,6 +1098,7 @@ int kms_node_run(struct kms_node *n)
     KMS_INFO("KMS service (HTTPS) on %s, domain %s", n->cfg.listen, n->keys.domain);
     KMS_GUARD(start_repl(n));
     KMS_GUARD(kms_admin_start(n)); /* admin: once the KMS service is serving */
+    KMS_GUARD(self_auth_start(n));
     pthread_mutex_lock(&n->lock);
     while (!n->stop_requested)
         pthread_cond_wait(&n->cond, &n->lock);

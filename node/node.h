@@ -38,6 +38,8 @@ struct kms_node_cfg {
     const char *auth_type;                 /* --auth: dev | webhook | eth */
     const char *auth_url;                  /* --auth-url (webhook) */
     long auth_timeout_ms;                  /* --auth-timeout-ms */
+    long auth_interval_ms;                 /* --auth-interval (0 = 60 s) */
+    long auth_grace_ms;                    /* --auth-grace (0 = 300 s, < 0 = none) */
     const char *gateway_app_id;            /* --gateway-app-id (dev) */
     const char *auto_bootstrap_domain;     /* --auto-bootstrap-domain */
     const char *seal_provider;             /* --seal: file */
@@ -177,6 +179,20 @@ struct kms_node {
     struct kms_admin *admin;          /* admin: token hash and listener; owned (node/admin.h) */
     struct kms_image_verifier *image; /* osimage: manifests and their cache; owned; NULL only
                                          with --insecure-skip-os-image-check */
+    /* ---- auth: continuous self-authorization (node/node.c); fields under lock ---- */
+    int sa_decision;                 /* last answer: 0 none, 1 denied, 2 allowed */
+    int sa_answered;                 /* the last check got an answer */
+    int sa_backend;                  /* the last failed check failed at the backend */
+    long long sa_answer_ms;          /* monotonic time of the last answer */
+    char sa_denial[512];             /* the policy's reason of the last denial */
+    char sa_error[512];              /* why the last check got no answer */
+    unsigned long sa_checks;         /* checks made */
+    unsigned long sa_backend_errors; /* checks the backend did not answer */
+    int sa_stop;                     /* the check thread must end */
+    int sa_running;                  /* sa_thread was started */
+    pthread_cond_t sa_cond;          /* CLOCK_MONOTONIC; wakes the check thread */
+    pthread_t sa_thread;
+    /* ---- end auth ---- */
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
@@ -199,8 +215,17 @@ KMS_WUR int kms_node_adopt_identity(struct kms_node *n, struct kms_identity *id)
 /* Loads keys from the store, issues certificates, self-authorizes. */
 KMS_WUR int kms_node_load_keys(struct kms_node *n);
 void kms_node_keys_clear(struct kms_node_keys *k);
-/* BootInfo of this node's own attestation, and the auth decision for it (bootAuth/kms). */
+/* BootInfo of this node's own attestation, and the auth decision for it (bootAuth/kms); the
+ * outcome is recorded for /health and /metrics. KMS_ERR_DENIED when the policy refused. */
 KMS_WUR int kms_node_self_authorize(struct kms_node *n);
+/* Copies why the node is not serving into buf (cap bytes, NUL-terminated). Returns 0 when the
+ * last check got no answer from the backend and no denial is in force, else 1 (a denial). */
+int kms_node_self_auth_reason(struct kms_node *n, char *buf, size_t cap);
+/* /health's "self_auth" object (new reference, NULL on allocation failure). */
+struct json_t *kms_node_self_auth_json(struct kms_node *n);
+/* Appends the self-authorization metrics (Prometheus text) to b. */
+struct kms_buf;
+KMS_WUR int kms_node_self_auth_metrics(struct kms_node *n, struct kms_buf *b);
 
 /* Shared by the attested KMS RPCs (node/service_kms.c, node/sign_cert.c). */
 /* KMS_ERR_DENIED when self-authorization refused this node. */

@@ -79,14 +79,17 @@ static int require_attested(const struct kms_rpc_caller *c)
 int kms_node_require_serving(struct kms_node *n)
 {
     enum kms_node_state s;
+    char why[sizeof(n->self_auth_reason)];
 
     pthread_mutex_lock(&n->lock);
     s = n->state;
     pthread_mutex_unlock(&n->lock);
-    if (s == KMS_STATE_NOT_AUTHORIZED)
-        return kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s",
-                           n->self_auth_reason);
-    return 0;
+    if (s != KMS_STATE_NOT_AUTHORIZED)
+        return 0;
+    /* auth: a denial, or no answer from the authorization backend (node/node.c) */
+    if (kms_node_self_auth_reason(n, why, sizeof(why)))
+        return kms_err_set(KMS_ERR_DENIED, "KMS is not authorized by its own policy: %s", why);
+    return kms_err_set(KMS_ERR_DENIED, "KMS cannot confirm its own authorization: %s", why);
 }
 
 /* OS-image check before authorization (DESIGN.md §3): Nitro PCRs must match the claimed hash. */

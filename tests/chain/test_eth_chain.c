@@ -337,7 +337,7 @@ static void test_kms_flow(void)
         cfg.eth_cache_ttl_ms = -1;
         CHECK_OK(kms_auth_new(&cfg, &f));
         CHECK_RC(kms_auth_check(f, 1, &bi, &r), KMS_ERR_AUTH_RESPONSE);
-        CHECK_DETAIL("a DstackKms contract?");
+        CHECK_DETAIL("has no code at the finalized block (not yet finalized?");
         CHECK(r.allowed == 0);
         CHECK_OK(kms_eth_rpc(g_rpc[0], &o, "anvil_mine", json_pack("[s]", "0x64"), &res, NULL));
         json_decref(res);

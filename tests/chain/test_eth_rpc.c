@@ -39,6 +39,8 @@ struct fake {
     int requests;
     int calls;           /* eth_call count */
     char last_block[32]; /* block parameter of the last eth_call */
+    int ahead;           /* eth_blockNumber says block+ahead; eth_call above block is refused */
+    int no_code;         /* eth_call returns "0x" (no contract code at that block) */
 };
 
 static int64_t now_ms(void)
@@ -173,7 +175,7 @@ static void serve_one(struct fake *f, int cfd)
                  (unsigned long long)f->chain_id);
     } else if (strcmp(method, "eth_blockNumber") == 0) {
         snprintf(out, sizeof(out), "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"0x%llx\"}",
-                 (unsigned long long)f->block);
+                 (unsigned long long)(f->block + (uint64_t)f->ahead));
     } else if (strcmp(method, "eth_getBlockByNumber") == 0) {
         snprintf(out, sizeof(out),
                  "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"number\":\"0x%llx\"}}",
@@ -188,7 +190,15 @@ static void serve_one(struct fake *f, int cfd)
                  json_string_value(json_array_get(json_object_get(req, "params"), 1)) != NULL
                      ? json_string_value(json_array_get(json_object_get(req, "params"), 1))
                      : "?");
-        if (f->mode == M_RPCERR) {
+        if (f->ahead > 0 && strtoull(f->last_block, NULL, 16) > f->block) {
+            snprintf(out, sizeof(out),
+                     "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32000,"
+                     "\"message\":\"BlockOutOfRangeError: block height is %llu but requested "
+                     "was %llu\"}}",
+                     (unsigned long long)f->block, strtoull(f->last_block, NULL, 16));
+        } else if (f->no_code) {
+            snprintf(out, sizeof(out), "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\"0x\"}");
+        } else if (f->mode == M_RPCERR) {
             snprintf(out, sizeof(out),
                      "{\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":-32000,"
                      "\"message\":\"header not found\"}}");
@@ -748,6 +758,102 @@ static void test_block_tag(void)
     fake_stop(&f);
 }
 
+/* A load-balanced RPC whose eth_blockNumber backend is ahead: the read steps back, no refusal. */
+static void test_lagging_backend(void)
+{
+    struct fake f, g;
+    char u[128], v[128];
+    const char *urls[2] = {u, v};
+    struct kms_auth_result r;
+    struct kms_auth *a;
+
+    fake_start(&f, M_GOOD);
+    fake_start(&g, M_GOOD);
+    f.ahead = 1;
+    url_of(&f, u, sizeof(u));
+    url_of(&g, v, sizeof(v));
+    a = make(urls, 1, "failover", 0, 0, 2000, -1);
+    CHECK_OK(kms_auth_check(a, 0, &g_bi, &r));
+    CHECK(r.allowed == 1);
+    CHECK(strcmp(f.last_block, "0x64") == 0);
+    kms_auth_free(a);
+    f.ahead = 3; /* too far behind: bounded, refused with the backend's words */
+    a = make(urls, 1, "failover", 0, 0, 2000, -1);
+    CHECK_RC(kms_auth_check(a, 0, &g_bi, &r), KMS_ERR_ETH_RPC);
+    CHECK_DETAIL("BlockOutOfRangeError");
+    kms_auth_free(a);
+    /* quorum: both RPCs are asked at the same block, stepped back together */
+    f.ahead = 1;
+    g.ahead = 1;
+    g.block = 101; /* g has 101, f only 100; the pin (101) moves to 100 for both */
+    a = make(urls, 2, "quorum", 2, 0, 2000, -1);
+    CHECK_OK(kms_auth_check(a, 0, &g_bi, &r));
+    CHECK(r.allowed == 1);
+    CHECK(strcmp(f.last_block, "0x64") == 0);
+    CHECK(strcmp(g.last_block, "0x64") == 0);
+    kms_auth_free(a);
+    fake_stop(&f);
+    fake_stop(&g);
+}
+
+/* quorum reached at the pin although one RPC lacks it: no step back, the pin is kept. */
+static void test_lagging_quorum_kept(void)
+{
+    struct fake f, g, h;
+    char u[128], v[128], w[128];
+    const char *urls[3] = {u, v, w};
+    struct kms_auth_result r;
+    struct kms_auth *a;
+
+    fake_start(&f, M_GOOD);
+    fake_start(&g, M_GOOD);
+    fake_start(&h, M_GOOD);
+    h.block = 99; /* says 100 (ahead 1), has only 99: lacks the pin */
+    h.ahead = 1;
+    url_of(&f, u, sizeof(u));
+    url_of(&g, v, sizeof(v));
+    url_of(&h, w, sizeof(w));
+    a = make(urls, 3, "quorum", 2, 0, 2000, -1);
+    CHECK_OK(kms_auth_check(a, 0, &g_bi, &r));
+    CHECK(r.allowed == 1);
+    CHECK(strcmp(f.last_block, "0x64") == 0);
+    CHECK(strcmp(g.last_block, "0x64") == 0);
+    CHECK(strcmp(h.last_block, "0x64") == 0);
+    kms_auth_free(a);
+    fake_stop(&f);
+    fake_stop(&g);
+    fake_stop(&h);
+}
+
+/* finalized read of a contract with no code yet: a clear error, not an ABI decoding one. */
+static void test_no_code_finalized(void)
+{
+    struct fake f;
+    char u[128];
+    const char *urls[1] = {u};
+    struct kms_auth_cfg cfg;
+    struct kms_auth_result r;
+    struct kms_auth *a = NULL;
+
+    fake_start(&f, M_GOOD);
+    f.no_code = 1;
+    url_of(&f, u, sizeof(u));
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.type = "eth";
+    cfg.eth_rpc_urls = urls;
+    cfg.eth_n_rpc_urls = 1;
+    cfg.eth_contract = CONTRACT;
+    cfg.eth_block_tag = "finalized";
+    cfg.eth_cache_ttl_ms = -1;
+    CHECK_OK(kms_auth_new(&cfg, &a));
+    CHECK_RC(kms_auth_check(a, 0, &g_bi, &r), KMS_ERR_AUTH_RESPONSE);
+    CHECK(strcmp(kms_err_detail(),
+                 "contract " CONTRACT " has no code at the finalized block (not yet "
+                 "finalized? use --eth-block latest)") == 0);
+    kms_auth_free(a);
+    fake_stop(&f);
+}
+
 int main(void)
 {
     bi_init();
@@ -765,5 +871,8 @@ int main(void)
     RUN(test_overlength_denied);
     RUN(test_config);
     RUN(test_block_tag);
+    RUN(test_lagging_backend);
+    RUN(test_lagging_quorum_kept);
+    RUN(test_no_code_finalized);
     TEST_MAIN_END();
 }
