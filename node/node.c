@@ -317,6 +317,7 @@ int kms_node_load_keys(struct kms_node *n)
     kms_node_keys_clear(&n->keys);
     n->keys = k;
     n->have_keys = 1;
+    n->keys_gen++;
     pthread_mutex_unlock(&n->lock);
     memset(&k, 0, sizeof(k));
 out:
@@ -625,6 +626,7 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     if (n->cfg.onboard_listen == NULL)
         n->cfg.onboard_listen = n->cfg.listen;
     pthread_mutex_init(&n->lock, NULL);
+    kms_answer_cache_init(&n->answers);
     pthread_cond_init(&n->cond, NULL);
     KMS_GUARD(kms_admin_new(&n->cfg, &n->admin)); /* admin: refuse a bad setup at start */
     KMS_GUARD(kms_mkdir_p(cfg->data_dir, 0700));
@@ -677,6 +679,7 @@ void kms_node_free(struct kms_node *n)
     kms_sim_free(n->sim);
     kms_platform_free(n->platform); /* evidence */
     pthread_mutex_destroy(&n->lock);
+    kms_answer_cache_free(&n->answers);
     pthread_cond_destroy(&n->cond);
     free(n);
 }

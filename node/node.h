@@ -14,6 +14,7 @@
 #include "attest/attest.h"
 #include "chain/auth.h"
 #include "common/err.h"
+#include "node/answer_cache.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
 
@@ -168,6 +169,10 @@ struct kms_node {
     struct kms_collateral_source *sim_coll; /* --sim-collateral, --pccs-url, --collateral-file;
                                                owned */
     struct kms_admin *admin; /* admin: token hash and listener; owned (node/admin.h) */
+    /* perf: constant answers (GetMeta, GetTempCaCert) keyed on state and keys_gen, which
+     * kms_node_load_keys bumps (under lock) each time it replaces keys. */
+    struct kms_answer_cache answers;
+    unsigned long keys_gen;
 };
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).

@@ -356,12 +356,40 @@ out:
         kms_prpc_error(resp, kms_err_detail());
 }
 
+/* State and key generation, read together: the part of every cache key that the node owns. */
+static void answer_base(struct kms_node *n, enum kms_node_state *state, unsigned long *gen)
+{
+    pthread_mutex_lock(&n->lock);
+    *state = n->state;
+    *gen = n->keys_gen;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* An optional string as a cache key part that cannot be confused with another: "-" for NULL,
+ * else its length and the string; a part that does not fit clears *ok (no caching). */
+static const char *key_part(const char *v, char buf[300], int *ok)
+{
+    int l;
+
+    if (v == NULL)
+        return "-";
+    l = snprintf(buf, 300, "%zu:%s", strlen(v), v);
+    if (l > 0 && l < 300)
+        return buf;
+    *ok = 0;
+    return "";
+}
+
 static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                      struct kms_http_resp *resp)
 {
     struct kms_auth_info info;
+    enum kms_node_state state;
+    unsigned long gen;
+    unsigned slot = resp->proto ? KMS_ANSWER_META_PB : KMS_ANSWER_META_JSON;
+    char key[KMS_ANSWER_KEY_MAX], p1[300], p2[300], p3[300];
     json_t *o, *bi = json_null();
-    int rc;
+    int rc, kl, cacheable = 1;
 
     (void)c;
     (void)body;
@@ -369,6 +397,18 @@ static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
     rc = kms_auth_info(n->auth, &info);
     if (rc < 0) {
         kms_prpc_error(resp, kms_err_detail());
+        return;
+    }
+    /* Every input of the answer: built once per state, key or policy-info change. */
+    answer_base(n, &state, &gen);
+    kl = snprintf(key, sizeof(key), "%d|%lu|%d|%llu|%s|%s|%s", (int)state, gen, info.is_dev,
+                  (unsigned long long)info.chain_id, key_part(info.gateway_app_id, p1, &cacheable),
+                  key_part(info.kms_contract_addr, p2, &cacheable),
+                  key_part(info.app_implementation, p3, &cacheable));
+    if (kl <= 0 || (size_t)kl >= sizeof(key))
+        cacheable = 0;
+    if (cacheable && kms_answer_cache_get(&n->answers, slot, key, resp)) {
+        kms_auth_info_clear(&info);
         return;
     }
     if (n->keys.bootstrap_info_json != NULL) {
@@ -395,14 +435,20 @@ static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
     /* kmsd additions (ignored by dstack clients). */
     json_object_set_new(o, "insecure_simulation", json_boolean(n->cfg.insecure_sim));
     json_object_set_new(o, "ca_pubkey", kms_prpc_bytes(n->keys.ca_spki, n->keys.ca_spki_len));
-    json_object_set_new(o, "state", json_string(kms_node_state_name(n->state)));
+    json_object_set_new(o, "state", json_string(kms_node_state_name(state)));
     kms_auth_info_clear(&info);
     kms_prpc_ok(resp, o);
+    if (cacheable)
+        kms_answer_cache_put(&n->answers, slot, key, resp);
 }
 
 static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                              struct kms_http_resp *resp)
 {
+    enum kms_node_state state;
+    unsigned long gen;
+    unsigned slot = resp->proto ? KMS_ANSWER_TMPCA_PB : KMS_ANSWER_TMPCA_JSON;
+    char key[64];
     json_t *o;
 
     (void)c;
@@ -412,6 +458,10 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_
         kms_prpc_error(resp, kms_err_detail());
         return;
     }
+    answer_base(n, &state, &gen);
+    snprintf(key, sizeof(key), "%d|%lu", (int)state, gen);
+    if (kms_answer_cache_get(&n->answers, slot, key, resp))
+        return;
     o = json_object();
 
     json_object_set_new(o, "temp_ca_cert", json_string(n->keys.tmp_ca_pem));
@@ -419,6 +469,7 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_
     json_object_set_new(o, "temp_ca_key", json_string(n->keys.tmp_ca_key_pem));
     json_object_set_new(o, "ca_cert", json_string(n->keys.root_ca_pem));
     kms_prpc_ok(resp, o);
+    kms_answer_cache_put(&n->answers, slot, key, resp);
 }
 
 /* SignCert (node/sign_cert.c): the attestation travels inside the CSR. */
