@@ -17,7 +17,9 @@
  * With a second kmsd binary (--before), every node measurement is repeated against it in the
  * same run and the after/before ratios are printed.
  *
- * Usage: bench_load [--secs S] [--before KMSD_BEFORE] KMSD
+ * Usage: bench_load [--secs S] [--before KMSD_BEFORE] [--node-root DIR] KMSD
+ * --node-root puts the nodes' data directories (SQLite store, audit log) under DIR, e.g. a tmpfs
+ * (/dev/shm) to see what the audit log's fsync per key release costs.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,6 +57,7 @@
 
 static struct kms_sim *sim;
 static double secs = 2.0;
+static const char *node_root; /* --node-root: where kmsd keeps its data (default: the temp dir) */
 
 static double now_s(void)
 {
@@ -611,7 +614,8 @@ static pid_t kmsd_start(const char *bin, const char *dir, unsigned port)
     char data[512], listen[32];
     pid_t pid;
 
-    snprintf(data, sizeof(data), "%s/node-%u", dir, port);
+    snprintf(data, sizeof(data), "%s/kms-bench-node-%d-%u", node_root != NULL ? node_root : dir,
+             (int)getpid(), port);
     snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
     pid = fork();
     if (pid == 0) {
@@ -762,6 +766,14 @@ static void run_node(const char *bin, const char *dir, struct node_run *nr, SSL_
                 errors);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
+    {
+        char cmd[640];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/kms-bench-node-%d-%u'",
+                 node_root != NULL ? node_root : dir, (int)getpid(), port);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove the node's data directory\n");
+    }
     if (first) {
         *ni_out = ni;
     } else {
@@ -881,11 +893,14 @@ int main(int argc, char **argv)
             secs = atof(argv[++i]);
         else if (strcmp(argv[i], "--before") == 0 && i + 1 < argc)
             before = argv[++i];
+        else if (strcmp(argv[i], "--node-root") == 0 && i + 1 < argc)
+            node_root = argv[++i];
         else
             after = argv[i];
     }
     if (after == NULL || secs <= 0) {
-        fprintf(stderr, "usage: bench_load [--secs S] [--before KMSD_BEFORE] KMSD\n");
+        fprintf(stderr, "usage: bench_load [--secs S] [--before KMSD_BEFORE] [--node-root DIR] "
+                        "KMSD\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

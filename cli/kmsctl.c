@@ -420,7 +420,7 @@ static int get_keys_from(const char *url, const char *proxy, struct app_ev *a,
     /* Round trips (issue 13): GetAppKey and GetMeta share one RA-TLS connection, whose TCP
      * connection opens while GetTempCaCert runs on its own. */
     KMS_GUARD(kms_rpc_session_new(&sess));
-    kms_rpc_session_preconnect(sess, url);
+    kms_rpc_session_preconnect(sess, url, proxy);
     KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
     tmp_cert = jstr(tmp, "temp_ca_cert");

@@ -627,6 +627,8 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
         n->cfg.onboard_listen = n->cfg.listen;
     pthread_mutex_init(&n->lock, NULL);
     kms_answer_cache_init(&n->answers);
+    n->callers = kms_lru_new(KMS_NODE_CALLER_CACHE, kms_node_caller_free);
+    KMS_GUARD_PTR(n->callers);
     pthread_cond_init(&n->cond, NULL);
     KMS_GUARD(kms_admin_new(&n->cfg, &n->admin)); /* admin: refuse a bad setup at start */
     KMS_GUARD(kms_mkdir_p(cfg->data_dir, 0700));
@@ -680,6 +682,7 @@ void kms_node_free(struct kms_node *n)
     kms_platform_free(n->platform); /* evidence */
     pthread_mutex_destroy(&n->lock);
     kms_answer_cache_free(&n->answers);
+    kms_lru_free(n->callers);
     pthread_cond_destroy(&n->cond);
     free(n);
 }

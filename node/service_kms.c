@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/hex.h"
+#include "common/lru.h"
 #include "common/log.h"
 #include "common/crypto/crypto.h"
 #include "node/http.h"
@@ -22,21 +23,74 @@ struct kms_rpc_caller {
     struct kms_verified v;
     int attested;
     int cert_present;
+    void *ref; /* att and v are borrowed from this entry of n->callers */
 };
 
-static void caller_clear(struct kms_rpc_caller *c)
+/* A verified client certificate's attestation, kept by n->callers. */
+struct caller_entry {
+    struct kms_attestation *att;
+    struct kms_verified v;
+};
+
+void kms_node_caller_free(void *p)
 {
-    kms_att_free(c->att);
-    kms_verified_free(&c->v);
+    struct caller_entry *e = p;
+
+    if (e == NULL)
+        return;
+    kms_att_free(e->att);
+    kms_verified_free(&e->v);
+    free(e);
+}
+
+static void caller_clear(struct kms_node *n, struct kms_rpc_caller *c)
+{
+    if (c->ref != NULL) {
+        kms_lru_release(n->callers, c->ref);
+    } else {
+        kms_att_free(c->att);
+        kms_verified_free(&c->v);
+    }
     memset(c, 0, sizeof(*c));
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Cache key of a client certificate: its SHA-256 under this node's key generation (the temp CA
+ * that must have issued it). 0, or -1 when the certificate cannot be encoded. */
+static int caller_key(struct kms_node *n, X509 *cert, uint8_t key[KMS_LRU_KEY_LEN])
+{
+    unsigned int len = 0;
+    unsigned long gen;
+
+    if (X509_digest(cert, EVP_sha256(), key, &len) != 1 || len != KMS_LRU_KEY_LEN)
+        return -1;
+    pthread_mutex_lock(&n->lock);
+    gen = n->keys_gen;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < sizeof(gen); i++)
+        key[i] ^= (uint8_t)(gen >> (8 * i));
+    return 0;
+}
+
 /* Verifies the client certificate: issued by our temp CA, carrying an attestation bound to
- * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs. */
+ * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs.
+ * A certificate verified in the last KMS_NODE_CALLER_TTL_MS (same bytes, same temp CA) is not
+ * verified again: keep-alive clients send the same certificate with every request. Its validity
+ * period is checked every time. */
 static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *c)
 {
     EVP_PKEY *pub;
     uint8_t *spki = NULL;
+    uint8_t key[KMS_LRU_KEY_LEN];
+    int have_key = 0;
+    struct caller_entry *e = NULL;
     int spki_len;
     int rc = 0;
 
@@ -44,12 +98,25 @@ static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *
     if (cert == NULL)
         return 0;
     c->cert_present = 1;
-    KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
-               "client certificate is not issued by this KMS's temp CA");
+    if (n->callers != NULL && caller_key(n, cert, key) == 0) {
+        have_key = 1;
+        e = kms_lru_get(n->callers, key, mono_ms(), &c->ref);
+        if (e != NULL) {
+            c->att = e->att;
+            c->v = e->v;
+        }
+    }
+    if (e == NULL)
+        KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
+                   "client certificate is not issued by this KMS's temp CA");
     /* As the reference's TLS layer would: the certificate must be within its validity. */
     KMS_ENSURE(X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
                    X509_cmp_current_time(X509_get0_notAfter(cert)) > 0,
                KMS_ERR_ATT_EXPIRED, "client certificate is expired or not yet valid");
+    if (e != NULL) {
+        c->attested = 1;
+        return 0;
+    }
     rc = kms_ratls_get_attestation(cert, &c->att);
     if (rc == KMS_ERR_ATT_NONE) {
         rc = 0;
@@ -62,6 +129,22 @@ static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *
     KMS_ENSURE(spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the client certificate key");
     KMS_GUARD(kms_attest_verify_bound(n->actx, c->att, spki, (size_t)spki_len, &c->v));
     c->attested = 1;
+    if (have_key) {
+        /* The cache takes the verified attestation; this request borrows it from there. */
+        e = malloc(sizeof(*e));
+        if (e != NULL) {
+            int64_t now = mono_ms();
+
+            e->att = c->att;
+            e->v = c->v;
+            if (kms_lru_put(n->callers, key, e, now, now + KMS_NODE_CALLER_TTL_MS, &c->ref) < 0) {
+                /* the cache freed e, and with it att and v: verify nothing again, refuse */
+                memset(c, 0, sizeof(*c));
+                rc = kms_err_set(KMS_ERR_NOMEM, "out of memory keeping the verified caller");
+                goto out;
+            }
+        }
+    }
 out:
     OPENSSL_free(spki);
     return rc;
@@ -557,5 +640,5 @@ out:
     observe(n, resp->pb_method, resp->status,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     json_decref(body);
-    caller_clear(&c);
+    caller_clear(n, &c);
 }

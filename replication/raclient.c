@@ -122,14 +122,35 @@ void kms_rpc_session_free(struct kms_rpc_session *s)
     free(s);
 }
 
-void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url)
+/* Whether libcurl may send calls through a proxy (o->proxy semantics): then a connection
+ * opened ahead to the server itself would go unused. */
+static int proxy_may_apply(const char *proxy)
+{
+    static const char *const vars[] = {"https_proxy", "HTTPS_PROXY", "http_proxy",
+                                       "all_proxy",   "ALL_PROXY",   NULL};
+
+    if (proxy != NULL)
+        return proxy[0] != '\0';
+    for (size_t i = 0; vars[i] != NULL; i++) {
+        const char *v = getenv(vars[i]);
+
+        if (v != NULL && v[0] != '\0')
+            return 1;
+    }
+    return 0;
+}
+
+void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url, const char *proxy)
 {
     struct addrinfo hints, *ai = NULL;
     char *host = NULL, *port = NULL;
-    CURLU *u = curl_url();
+    CURLU *u = NULL;
     int fd = -1;
 
-    if (s == NULL || s->pre_fd >= 0 || u == NULL)
+    if (s == NULL || s->pre_fd >= 0 || proxy_may_apply(proxy))
+        return;
+    u = curl_url();
+    if (u == NULL)
         goto out;
     if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||

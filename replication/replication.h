@@ -55,8 +55,10 @@ KMS_WUR int kms_rpc_session_new(struct kms_rpc_session **out);
 void kms_rpc_session_free(struct kms_rpc_session *s);
 /* Starts a TCP connection to url's host and port without waiting for it; the session's next
  * call that opens a connection to that address takes it (waiting for it to complete within its
- * connect timeout). Best effort: on any failure the call connects as usual. */
-void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url);
+ * connect timeout). Nothing is opened when a proxy may carry the calls (proxy as in
+ * kms_rpc_opts: a non-empty proxy, or NULL with a *_proxy environment variable set). Best
+ * effort: on any failure the call connects as usual. */
+void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url, const char *proxy);
 
 /* One pRPC call. url is the KMS base ("https://host:port", with or without "/prpc").
  * ca_pem NULL disables server verification (only for GetTempCaCert, as the reference).
