@@ -11,6 +11,11 @@
  * client: what the server had been handed on that connection). Round trips = (deepest + 1) / 2.
  * A single pRPC call over a fresh connection is checked to count exactly 3 (TCP, TLS 1.3, the
  * request), which proves the counter and that the node speaks TLS 1.3.
+ *
+ * Also the node's verified-caller cache (keep-alive clients resend their certificate with each
+ * request): two GetAppKey calls with one RA-TLS identity on one kept-alive connection give the
+ * same keys; a certificate from a foreign CA is refused with the same error on both calls (a
+ * refusal is never kept).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,7 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
+#include "common/crypto/crypto.h"
 #include "kmstest_proc.h"
+#include "replication/replication.h"
 #include "test.h"
 
 #define LAT_MS 75 /* each way: 150 ms round trip */
@@ -353,6 +361,93 @@ static int proxy_listen(unsigned *port)
     return 0;
 }
 
+static int attest_cb(void *arg, const uint8_t rd[64], struct kms_attestation **out)
+{
+    struct kms_runtime_event ev[2];
+    uint8_t app_id[20];
+
+    memset(app_id, 0x5a, sizeof(app_id));
+    memset(ev, 0, sizeof(ev));
+    ev[0].event = (char *)"app-id";
+    ev[0].payload.p = app_id;
+    ev[0].payload.len = 20;
+    ev[1].event = (char *)"boot-mr-done";
+    return kms_sim_attest(arg, NULL, rd, ev, 2, "", out);
+}
+
+/* Two GetAppKey calls with identity ra on one session; returns the two rcs, keys in k1/k2. */
+static void two_calls(const char *url, const struct kms_ra_identity *ra, int rc[2], json_t *k[2])
+{
+    struct kms_rpc_session *sess = NULL;
+    struct kms_rpc_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.client_cert_pem = ra->cert_pem;
+    o.client_key_pem = ra->key_pem;
+    CHECK_OK(kms_rpc_session_new(&sess));
+    o.session = sess;
+    for (int i = 0; i < 2; i++) {
+        k[i] = NULL;
+        rc[i] = kms_rpc_call(&o, "GetAppKey", "{\"api_version\":1}", &k[i], NULL);
+        if (rc[i] < 0)
+            CHECK_DETAIL("not issued by this KMS's temp CA");
+    }
+    kms_rpc_session_free(sess);
+}
+
+static void test_caller_cache(const char *url, const char *sim_dir)
+{
+    struct kms_sim *sim = NULL;
+    struct kms_ra_identity ra, bad;
+    json_t *tmp = NULL, *k[2];
+    EVP_PKEY *ca_key = NULL;
+    X509 *ca = NULL;
+    struct kms_cert_params p;
+    char *ca_pem = NULL, *ca_key_pem = NULL;
+    int rc[2];
+
+    memset(&ra, 0, sizeof(ra));
+    memset(&bad, 0, sizeof(bad));
+    CHECK_OK(kms_sim_open(sim_dir, &sim));
+    CHECK_OK(kmstest_call(url, "GetTempCaCert", NULL, &tmp));
+    CHECK_OK(kms_ra_identity_new(json_string_value(json_object_get(tmp, "temp_ca_cert")),
+                                 json_string_value(json_object_get(tmp, "temp_ca_key")), attest_cb,
+                                 sim, &ra));
+    two_calls(url, &ra, rc, k);
+    CHECK(rc[0] == 0 && rc[1] == 0);
+    CHECK(json_is_string(json_object_get(k[0], "disk_crypt_key")) &&
+          json_equal(json_object_get(k[0], "disk_crypt_key"),
+                     json_object_get(k[1], "disk_crypt_key")));
+    json_decref(k[0]);
+    json_decref(k[1]);
+
+    /* the same attestation shape under a CA this node never issued */
+    memset(&p, 0, sizeof(p));
+    p.cn = "foreign CA";
+    p.is_ca = 1;
+    p.path_len = -1;
+    CHECK_OK(kms_p256_generate(&ca_key));
+    CHECK_OK(kms_cert_issue(&p, ca_key, ca_key, NULL, &ca));
+    CHECK_OK(kms_cert_to_pem(ca, &ca_pem));
+    CHECK_OK(kms_pkey_to_pem(ca_key, &ca_key_pem));
+    CHECK_OK(kms_ra_identity_new(ca_pem, ca_key_pem, attest_cb, sim, &bad));
+    two_calls(url, &bad, rc, k);
+    CHECK(rc[0] == KMS_ERR_REPL_RPC && rc[1] == KMS_ERR_REPL_RPC);
+    json_decref(k[0]);
+    json_decref(k[1]);
+
+    kms_ra_identity_clear(&ra);
+    kms_ra_identity_clear(&bad);
+    free(ca_pem);
+    if (ca_key_pem != NULL)
+        kms_free_secret(ca_key_pem, strlen(ca_key_pem));
+    X509_free(ca);
+    EVP_PKEY_free(ca_key);
+    json_decref(tmp);
+    kms_sim_free(sim);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/kms-rtt-XXXXXX", sim[64], url[64], purl[64], out[128], cmd[1024];
@@ -396,6 +491,8 @@ int main(void)
     CHECK(access(out, F_OK) == 0);
     CHECK(rt > 0 && rt <= 6);
     conns_reap();
+
+    test_caller_cache(url, sim);
 
     __atomic_store_n(&g_stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(acc, NULL);
