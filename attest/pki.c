@@ -5,12 +5,15 @@
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509_vfy.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "attest/attest.h"
 #include "attest/pki.h"
+#include "common/lru.h"
 
 int kms_attest_chain_at(X509 *const *anchors, size_t n_anchors, X509 *leaf,
                         STACK_OF(X509) * untrusted, time_t t, const char *what, int code_chain,
@@ -54,7 +57,7 @@ out:
     return rc;
 }
 
-int kms_attest_pem_certs(const void *pem, size_t len, int max, STACK_OF(X509) * *out)
+static int pem_certs_parse(const void *pem, size_t len, int max, STACK_OF(X509) * *out)
 {
     STACK_OF(X509) *sk = sk_X509_new_null();
     BIO *bio = NULL;
@@ -63,7 +66,6 @@ int kms_attest_pem_certs(const void *pem, size_t len, int max, STACK_OF(X509) * 
 
     *out = NULL;
     KMS_GUARD_PTR(sk);
-    KMS_ENSURE(len <= INT_MAX, KMS_ERR_TOOBIG, "PEM certificate list too large");
     bio = BIO_new_mem_buf(pem, (int)len);
     KMS_GUARD_PTR(bio);
     for (;;) {
@@ -82,6 +84,78 @@ int kms_attest_pem_certs(const void *pem, size_t len, int max, STACK_OF(X509) * 
 out:
     BIO_free(bio);
     sk_X509_pop_free(sk, X509_free);
+    return rc;
+}
+
+/* Parsed PEM lists by SHA-256 of (max, bytes): every quote of a platform carries the same PCK
+ * chain, and parsing it (public-key decoding through the OpenSSL 3 decoder framework) cost more
+ * than the quote's signature checks. Parsing is deterministic, so entries never expire; X509
+ * objects are shared read-only (refcounted). */
+#define PEM_CACHE_MAX 64
+
+static struct kms_lru *pem_cache;
+static pthread_once_t pem_cache_once = PTHREAD_ONCE_INIT;
+
+static void pem_cache_free_val(void *v)
+{
+    sk_X509_pop_free(v, X509_free);
+}
+
+static void pem_cache_init(void)
+{
+    pem_cache = kms_lru_new(PEM_CACHE_MAX, pem_cache_free_val);
+}
+
+/* A new stack holding references to the certificates of sk. */
+static STACK_OF(X509) * certs_ref(STACK_OF(X509) * sk)
+{
+    STACK_OF(X509) *r = sk_X509_new_reserve(NULL, sk_X509_num(sk));
+
+    for (int i = 0; r != NULL && i < sk_X509_num(sk); i++) {
+        X509 *c = sk_X509_value(sk, i);
+
+        if (X509_up_ref(c) != 1) {
+            sk_X509_pop_free(r, X509_free);
+            return NULL;
+        }
+        (void)sk_X509_push(r, c); /* reserved above: cannot fail */
+    }
+    return r;
+}
+
+int kms_attest_pem_certs(const void *pem, size_t len, int max, STACK_OF(X509) * *out)
+{
+    uint8_t key[KMS_LRU_KEY_LEN];
+    uint32_t m = (uint32_t)max;
+    STACK_OF(X509) *sk = NULL;
+    void *ref = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    KMS_ENSURE(len <= INT_MAX, KMS_ERR_TOOBIG, "PEM certificate list too large");
+    pthread_once(&pem_cache_once, pem_cache_init);
+    if (pem_cache == NULL)
+        return pem_certs_parse(pem, len, max, out);
+    SHA256(pem, len, key);
+    for (size_t i = 0; i < sizeof(m); i++) /* the same bytes under another max: another entry */
+        key[i] ^= (uint8_t)(m >> (8 * i));
+    sk = kms_lru_get(pem_cache, key, 0, &ref);
+    if (sk != NULL) {
+        *out = certs_ref(sk);
+        kms_lru_release(pem_cache, ref);
+        KMS_GUARD_PTR(*out);
+        return 0;
+    }
+    KMS_GUARD(pem_certs_parse(pem, len, max, &sk));
+    *out = certs_ref(sk);
+    if (*out == NULL) {
+        sk_X509_pop_free(sk, X509_free);
+        KMS_GUARD_PTR(*out);
+    }
+    /* Not cached is not an error: the caller has its list. */
+    if (kms_lru_put(pem_cache, key, sk, KMS_LRU_NO_START, KMS_LRU_NO_END, NULL) < 0)
+        kms_err_clear();
+out:
     return rc;
 }
 

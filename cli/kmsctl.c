@@ -507,6 +507,7 @@ static int get_keys_from(const char *url, const char *proxy, const char *pin, st
     struct timespec deadline;
     struct kms_rpc_opts o;
     struct kms_ra_identity ra;
+    struct kms_rpc_session *sess = NULL;
     json_t *tmp = NULL, *key = NULL, *meta = NULL, *out = NULL, *kp;
     const char *tmp_cert, *tmp_key, *ca_cert;
     uint8_t *sig = NULL, *k256 = NULL, *meta_pub = NULL, *spki = NULL;
@@ -536,6 +537,10 @@ static int get_keys_from(const char *url, const char *proxy, const char *pin, st
         o.server_check = kms_cert_check;
         o.server_check_arg = actx;
     }
+    /* Round trips (issue 13): GetAppKey and GetMeta share one RA-TLS connection, whose TCP
+     * connection opens while GetTempCaCert runs on its own. */
+    KMS_GUARD(kms_rpc_session_new(&sess));
+    kms_rpc_session_preconnect(sess, url, proxy);
     KMS_GUARD(budget(&deadline, url, timeout_ms, &o.timeout_ms));
     KMS_GUARD(kms_rpc_call(&o, "GetTempCaCert", NULL, &tmp, NULL));
     tmp_cert = jstr(tmp, "temp_ca_cert");
@@ -557,6 +562,7 @@ static int get_keys_from(const char *url, const char *proxy, const char *pin, st
     o.client_key_pem = ra.key_pem;
     o.server_check = kms_cert_check;
     o.server_check_arg = actx;
+    o.session = sess;
     {
         /* As the dstack guest (GetAppKey{vm_config: sys_config.vm_config}): a TDX RA-TLS
          * certificate carries no vm_config, so it travels in the request ("" = none). */
@@ -604,6 +610,7 @@ static int get_keys_from(const char *url, const char *proxy, const char *pin, st
     *app_keys = out;
     out = NULL;
 out:
+    kms_rpc_session_free(sess);
     json_decref(out);
     json_decref(tmp);
     json_decref(key);

@@ -600,6 +600,7 @@ int kms_node_load_keys(struct kms_node *n)
     kms_node_keys_clear(&n->keys);
     n->keys = k;
     n->have_keys = 1;
+    n->keys_gen++;
     pthread_mutex_unlock(&n->lock);
     memset(&k, 0, sizeof(k));
 out:
@@ -908,6 +909,9 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
     if (n->cfg.onboard_listen == NULL)
         n->cfg.onboard_listen = n->cfg.listen;
     pthread_mutex_init(&n->lock, NULL);
+    kms_answer_cache_init(&n->answers);
+    n->callers = kms_lru_new(KMS_NODE_CALLER_CACHE, kms_node_caller_free);
+    KMS_GUARD_PTR(n->callers);
     pthread_cond_init(&n->cond, NULL);
     {
         pthread_condattr_t ca;
@@ -971,6 +975,8 @@ void kms_node_free(struct kms_node *n)
     kms_platform_free(n->platform);    /* evidence */
     kms_image_verifier_free(n->image); /* osimage */
     pthread_mutex_destroy(&n->lock);
+    kms_answer_cache_free(&n->answers);
+    kms_lru_free(n->callers);
     pthread_cond_destroy(&n->cond);
     pthread_cond_destroy(&n->sa_cond);
     free(n);

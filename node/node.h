@@ -14,6 +14,8 @@
 #include "attest/attest.h"
 #include "chain/auth.h"
 #include "common/err.h"
+#include "node/answer_cache.h"
+#include "common/lru.h"
 #include "replication/replication.h"
 #include "storage/storage.h"
 
@@ -193,7 +195,19 @@ struct kms_node {
     pthread_cond_t sa_cond;          /* CLOCK_MONOTONIC; wakes the check thread */
     pthread_t sa_thread;
     /* ---- end auth ---- */
+    /* perf: constant answers (GetMeta, GetTempCaCert) keyed on state and keys_gen, which
+     * kms_node_load_keys bumps (under lock) each time it replaces keys. */
+    struct kms_answer_cache answers;
+    unsigned long keys_gen;
+    struct kms_lru *callers; /* perf: verified client certificates (node/service_kms.c) */
 };
+
+/* perf: verified client certificates kept (keep-alive clients resend theirs with each
+ * request), for at most this long. */
+#define KMS_NODE_CALLER_CACHE 128
+#define KMS_NODE_CALLER_TTL_MS 60000
+/* Frees an entry of kms_node.callers. */
+void kms_node_caller_free(void *entry);
 
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
  * Strings in cfg must outlive the node. */

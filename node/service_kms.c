@@ -10,6 +10,7 @@
 #include "attest/image.h"
 #include "common/buf.h"
 #include "common/hex.h"
+#include "common/lru.h"
 #include "common/log.h"
 #include "common/crypto/crypto.h"
 #include "node/http.h"
@@ -24,21 +25,74 @@ struct kms_rpc_caller {
     struct kms_verified v;
     int attested;
     int cert_present;
+    void *ref; /* att and v are borrowed from this entry of n->callers */
 };
 
-static void caller_clear(struct kms_rpc_caller *c)
+/* A verified client certificate's attestation, kept by n->callers. */
+struct caller_entry {
+    struct kms_attestation *att;
+    struct kms_verified v;
+};
+
+void kms_node_caller_free(void *p)
 {
-    kms_att_free(c->att);
-    kms_verified_free(&c->v);
+    struct caller_entry *e = p;
+
+    if (e == NULL)
+        return;
+    kms_att_free(e->att);
+    kms_verified_free(&e->v);
+    free(e);
+}
+
+static void caller_clear(struct kms_node *n, struct kms_rpc_caller *c)
+{
+    if (c->ref != NULL) {
+        kms_lru_release(n->callers, c->ref);
+    } else {
+        kms_att_free(c->att);
+        kms_verified_free(&c->v);
+    }
     memset(c, 0, sizeof(*c));
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Cache key of a client certificate: its SHA-256 under this node's key generation (the temp CA
+ * that must have issued it). 0, or -1 when the certificate cannot be encoded. */
+static int caller_key(struct kms_node *n, X509 *cert, uint8_t key[KMS_LRU_KEY_LEN])
+{
+    unsigned int len = 0;
+    unsigned long gen;
+
+    if (X509_digest(cert, EVP_sha256(), key, &len) != 1 || len != KMS_LRU_KEY_LEN)
+        return -1;
+    pthread_mutex_lock(&n->lock);
+    gen = n->keys_gen;
+    pthread_mutex_unlock(&n->lock);
+    for (size_t i = 0; i < sizeof(gen); i++)
+        key[i] ^= (uint8_t)(gen >> (8 * i));
+    return 0;
+}
+
 /* Verifies the client certificate: issued by our temp CA, carrying an attestation bound to
- * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs. */
+ * its key. rc < 0 fails every RPC of the request; no attestation only fails attested RPCs.
+ * A certificate verified in the last KMS_NODE_CALLER_TTL_MS (same bytes, same temp CA) is not
+ * verified again: keep-alive clients send the same certificate with every request. Its validity
+ * period is checked every time. */
 static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *c)
 {
     EVP_PKEY *pub;
     uint8_t *spki = NULL;
+    uint8_t key[KMS_LRU_KEY_LEN];
+    int have_key = 0;
+    struct caller_entry *e = NULL;
     int spki_len;
     int rc = 0;
 
@@ -46,12 +100,25 @@ static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *
     if (cert == NULL)
         return 0;
     c->cert_present = 1;
-    KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
-               "client certificate is not issued by this KMS's temp CA");
+    if (n->callers != NULL && caller_key(n, cert, key) == 0) {
+        have_key = 1;
+        e = kms_lru_get(n->callers, key, mono_ms(), &c->ref);
+        if (e != NULL) {
+            c->att = e->att;
+            c->v = e->v;
+        }
+    }
+    if (e == NULL)
+        KMS_ENSURE(kms_cert_signed_by(cert, n->keys.tmp_ca_key) == 1, KMS_ERR_ATT_CHAIN,
+                   "client certificate is not issued by this KMS's temp CA");
     /* As the reference's TLS layer would: the certificate must be within its validity. */
     KMS_ENSURE(X509_cmp_current_time(X509_get0_notBefore(cert)) < 0 &&
                    X509_cmp_current_time(X509_get0_notAfter(cert)) > 0,
                KMS_ERR_ATT_EXPIRED, "client certificate is expired or not yet valid");
+    if (e != NULL) {
+        c->attested = 1;
+        return 0;
+    }
     rc = kms_ratls_get_attestation(cert, &c->att);
     if (rc == KMS_ERR_ATT_NONE) {
         rc = 0;
@@ -64,6 +131,22 @@ static int verify_caller(struct kms_node *n, X509 *cert, struct kms_rpc_caller *
     KMS_ENSURE(spki_len > 0, KMS_ERR_CRYPTO, "cannot encode the client certificate key");
     KMS_GUARD(kms_attest_verify_bound(n->actx, c->att, spki, (size_t)spki_len, &c->v));
     c->attested = 1;
+    if (have_key) {
+        /* The cache takes the verified attestation; this request borrows it from there. */
+        e = malloc(sizeof(*e));
+        if (e != NULL) {
+            int64_t now = mono_ms();
+
+            e->att = c->att;
+            e->v = c->v;
+            if (kms_lru_put(n->callers, key, e, now, now + KMS_NODE_CALLER_TTL_MS, &c->ref) < 0) {
+                /* the cache freed e, and with it att and v: verify nothing again, refuse */
+                memset(c, 0, sizeof(*c));
+                rc = kms_err_set(KMS_ERR_NOMEM, "out of memory keeping the verified caller");
+                goto out;
+            }
+        }
+    }
 out:
     OPENSSL_free(spki);
     return rc;
@@ -418,12 +501,40 @@ out:
         kms_prpc_error(resp, kms_err_detail());
 }
 
+/* State and key generation, read together: the part of every cache key that the node owns. */
+static void answer_base(struct kms_node *n, enum kms_node_state *state, unsigned long *gen)
+{
+    pthread_mutex_lock(&n->lock);
+    *state = n->state;
+    *gen = n->keys_gen;
+    pthread_mutex_unlock(&n->lock);
+}
+
+/* An optional string as a cache key part that cannot be confused with another: "-" for NULL,
+ * else its length and the string; a part that does not fit clears *ok (no caching). */
+static const char *key_part(const char *v, char buf[300], int *ok)
+{
+    int l;
+
+    if (v == NULL)
+        return "-";
+    l = snprintf(buf, 300, "%zu:%s", strlen(v), v);
+    if (l > 0 && l < 300)
+        return buf;
+    *ok = 0;
+    return "";
+}
+
 static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                      struct kms_http_resp *resp)
 {
     struct kms_auth_info info;
+    enum kms_node_state state;
+    unsigned long gen;
+    unsigned slot = resp->proto ? KMS_ANSWER_META_PB : KMS_ANSWER_META_JSON;
+    char key[KMS_ANSWER_KEY_MAX], p1[300], p2[300], p3[300];
     json_t *o, *bi = json_null();
-    int rc;
+    int rc, kl, cacheable = 1;
 
     (void)c;
     (void)body;
@@ -431,6 +542,18 @@ static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
     rc = kms_auth_info(n->auth, &info);
     if (rc < 0) {
         kms_prpc_error(resp, kms_err_detail());
+        return;
+    }
+    /* Every input of the answer: built once per state, key or policy-info change. */
+    answer_base(n, &state, &gen);
+    kl = snprintf(key, sizeof(key), "%d|%lu|%d|%llu|%s|%s|%s", (int)state, gen, info.is_dev,
+                  (unsigned long long)info.chain_id, key_part(info.gateway_app_id, p1, &cacheable),
+                  key_part(info.kms_contract_addr, p2, &cacheable),
+                  key_part(info.app_implementation, p3, &cacheable));
+    if (kl <= 0 || (size_t)kl >= sizeof(key))
+        cacheable = 0;
+    if (cacheable && kms_answer_cache_get(&n->answers, slot, key, resp)) {
+        kms_auth_info_clear(&info);
         return;
     }
     if (n->keys.bootstrap_info_json != NULL) {
@@ -457,14 +580,20 @@ static void get_meta(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
     /* kmsd additions (ignored by dstack clients). */
     json_object_set_new(o, "insecure_simulation", json_boolean(n->cfg.insecure_sim));
     json_object_set_new(o, "ca_pubkey", kms_prpc_bytes(n->keys.ca_spki, n->keys.ca_spki_len));
-    json_object_set_new(o, "state", json_string(kms_node_state_name(n->state)));
+    json_object_set_new(o, "state", json_string(kms_node_state_name(state)));
     kms_auth_info_clear(&info);
     kms_prpc_ok(resp, o);
+    if (cacheable)
+        kms_answer_cache_put(&n->answers, slot, key, resp);
 }
 
 static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_t *body,
                              struct kms_http_resp *resp)
 {
+    enum kms_node_state state;
+    unsigned long gen;
+    unsigned slot = resp->proto ? KMS_ANSWER_TMPCA_PB : KMS_ANSWER_TMPCA_JSON;
+    char key[64];
     json_t *o;
 
     (void)c;
@@ -474,6 +603,10 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_
         kms_prpc_error(resp, kms_err_detail());
         return;
     }
+    answer_base(n, &state, &gen);
+    snprintf(key, sizeof(key), "%d|%lu", (int)state, gen);
+    if (kms_answer_cache_get(&n->answers, slot, key, resp))
+        return;
     o = json_object();
 
     json_object_set_new(o, "temp_ca_cert", json_string(n->keys.tmp_ca_pem));
@@ -481,6 +614,7 @@ static void get_temp_ca_cert(struct kms_node *n, struct kms_rpc_caller *c, json_
     json_object_set_new(o, "temp_ca_key", json_string(n->keys.tmp_ca_key_pem));
     json_object_set_new(o, "ca_cert", json_string(n->keys.root_ca_pem));
     kms_prpc_ok(resp, o);
+    kms_answer_cache_put(&n->answers, slot, key, resp);
 }
 
 /* SignCert (node/sign_cert.c): the attestation travels inside the CSR. */
@@ -568,5 +702,5 @@ out:
     observe(n, resp->pb_method, resp->status,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     json_decref(body);
-    caller_clear(&c);
+    caller_clear(n, &c);
 }

@@ -1,9 +1,15 @@
 /* RA-TLS pRPC client over libcurl (OpenSSL backend), used by kmsctl and by onboarding. */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/crypto/crypto.h"
@@ -76,6 +82,151 @@ static int server_leaf(CURL *c, X509 **out)
     return rc;
 }
 
+struct kms_rpc_session {
+    CURLSH *share; /* the connection cache of the session's calls */
+    int pre_fd;    /* connecting socket not yet handed to libcurl; -1 = none */
+    struct sockaddr_storage pre_addr;
+    socklen_t pre_len;
+    int handed_fd;       /* pre_fd just handed over: already connected */
+    long pre_timeout_ms; /* how long the taking call waits for it */
+};
+
+int kms_rpc_session_new(struct kms_rpc_session **out)
+{
+    struct kms_rpc_session *s = calloc(1, sizeof(*s));
+    int rc = 0;
+
+    *out = NULL;
+    KMS_GUARD_PTR(s);
+    s->pre_fd = -1;
+    s->handed_fd = -1;
+    s->share = curl_share_init();
+    KMS_ENSURE(s->share != NULL, KMS_ERR_NOMEM, "cannot create an HTTP connection cache");
+    KMS_ENSURE(curl_share_setopt(s->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) == CURLSHE_OK,
+               KMS_ERR_INTERNAL, "libcurl cannot share connections between calls");
+    *out = s;
+    s = NULL;
+out:
+    kms_rpc_session_free(s);
+    return rc;
+}
+
+void kms_rpc_session_free(struct kms_rpc_session *s)
+{
+    if (s == NULL)
+        return;
+    if (s->share != NULL)
+        curl_share_cleanup(s->share);
+    if (s->pre_fd >= 0)
+        close(s->pre_fd);
+    free(s);
+}
+
+/* Whether libcurl may send calls through a proxy (o->proxy semantics): then a connection
+ * opened ahead to the server itself would go unused. */
+static int proxy_may_apply(const char *proxy)
+{
+    static const char *const vars[] = {"https_proxy", "HTTPS_PROXY", "http_proxy",
+                                       "all_proxy",   "ALL_PROXY",   NULL};
+
+    if (proxy != NULL)
+        return proxy[0] != '\0';
+    for (size_t i = 0; vars[i] != NULL; i++) {
+        const char *v = getenv(vars[i]);
+
+        if (v != NULL && v[0] != '\0')
+            return 1;
+    }
+    return 0;
+}
+
+void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url, const char *proxy)
+{
+    struct addrinfo hints, *ai = NULL;
+    char *host = NULL, *port = NULL;
+    CURLU *u = NULL;
+    int fd = -1;
+
+    if (s == NULL || s->pre_fd >= 0 || proxy_may_apply(proxy))
+        return;
+    u = curl_url();
+    if (u == NULL)
+        goto out;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+        goto out;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    /* an IPv6 literal comes bracketed */
+    if (host[0] == '[') {
+        size_t hl = strlen(host);
+
+        if (hl < 2 || host[hl - 1] != ']')
+            goto out;
+        host[hl - 1] = '\0';
+        memmove(host, host + 1, hl - 1);
+    }
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL ||
+        ai->ai_addrlen > sizeof(s->pre_addr))
+        goto out;
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        goto out;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS)
+        goto out;
+    memcpy(&s->pre_addr, ai->ai_addr, ai->ai_addrlen);
+    s->pre_len = ai->ai_addrlen;
+    s->pre_fd = fd;
+    fd = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
+/* Hands libcurl the session's pre-connected socket when it asks for one to that address (not a
+ * proxy's, say), once the connection completed; anything else gets a new socket. */
+static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct kms_rpc_session *s = arg;
+    int fd = s->pre_fd, err = 0;
+    socklen_t el = sizeof(err);
+    struct pollfd pfd;
+
+    if (purpose == CURLSOCKTYPE_IPCXN && fd >= 0 && a->addrlen == s->pre_len &&
+        memcmp(&a->addr, &s->pre_addr, s->pre_len) == 0) {
+        s->pre_fd = -1;
+        pfd.fd = fd;
+        pfd.events = POLLOUT;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, (int)s->pre_timeout_ms) == 1 &&
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0) {
+            s->handed_fd = fd;
+            return fd;
+        }
+        close(fd); /* not connected in time: connect afresh */
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+static int sockopt_cb(void *arg, curl_socket_t fd, curlsocktype purpose)
+{
+    struct kms_rpc_session *s = arg;
+
+    (void)purpose;
+    if (fd == s->handed_fd) {
+        s->handed_fd = -1;
+        return CURL_SOCKOPT_ALREADY_CONNECTED;
+    }
+    return CURL_SOCKOPT_OK;
+}
+
 /* TLS options of a call (kms_fetch setup callback): CA pinning, client certificate, the
  * server check. */
 static int rpc_setup(CURL *c, void *arg)
@@ -109,6 +260,17 @@ static int rpc_setup(CURL *c, void *arg)
     }
     if (chk->want_leaf)
         curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
+    if (o->session != NULL) {
+        o->session->pre_timeout_ms =
+            o->timeout_ms > 0 && o->timeout_ms < 5000 ? o->timeout_ms : 5000;
+        curl_easy_setopt(c, CURLOPT_SHARE, o->session->share);
+        if (o->session->pre_fd >= 0) {
+            curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+            curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, o->session);
+            curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+            curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, o->session);
+        }
+    }
     if (o->server_check != NULL) {
         /* Our callback must run even without a pinned CA, so peer verification stays on and
          * the callback itself decides. */

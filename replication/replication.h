@@ -43,6 +43,23 @@ KMS_WUR int kms_prpc_get_bytes(json_t *obj, const char *field, uint8_t **out, si
 
 /* ---- the RA-TLS pRPC client (replication/raclient.c) */
 
+/* A client session: calls made with the same session keep their connections open between
+ * calls (HTTP keep-alive; a connection is reused by a later call with the same TLS settings),
+ * and the session can open its first TCP connection ahead of time, while other calls run.
+ * One thread at a time. */
+struct kms_rpc_session;
+
+/* Caller frees *out with kms_rpc_session_free. */
+KMS_WUR int kms_rpc_session_new(struct kms_rpc_session **out);
+/* Closes the session's connections; accepts NULL. */
+void kms_rpc_session_free(struct kms_rpc_session *s);
+/* Starts a TCP connection to url's host and port without waiting for it; the session's next
+ * call that opens a connection to that address takes it (waiting for it to complete within its
+ * connect timeout). Nothing is opened when a proxy may carry the calls (proxy as in
+ * kms_rpc_opts: a non-empty proxy, or NULL with a *_proxy environment variable set). Best
+ * effort: on any failure the call connects as usual. */
+void kms_rpc_session_preconnect(struct kms_rpc_session *s, const char *url, const char *proxy);
+
 /* One pRPC call. url is the KMS base ("https://host:port", with or without "/prpc").
  * ca_pem NULL disables server verification (only for GetTempCaCert, as the reference).
  * With ca_pem, the hostname is checked. client_* give an mTLS certificate. */
@@ -62,6 +79,8 @@ struct kms_rpc_opts {
      * a negative return aborts the connection (and the error detail is kept). */
     int (*server_check)(void *arg, X509 *leaf);
     void *server_check_arg;
+    /* Borrowed; NULL = a fresh connection for this call, closed after it. */
+    struct kms_rpc_session *session;
 };
 
 /* POSTs {url}/prpc/{method}?json with body (NULL = "{}"). *resp caller-owned json (may be
