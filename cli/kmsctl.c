@@ -397,7 +397,8 @@ static const char getkeys_usage[] =
     "                         guest agent (Attest over its Unix socket, --dstack-socket, default\n"
     "                         /var/run/dstack.sock, 30 s per call); the app id, compose hash and\n"
     "                         instance id it measured are the ones that count (--app-id may be\n"
-    "                         left out: the agent's Info gives it; if given it must match)\n"
+    "                         left out: the agent's Info gives it; if given it must match);\n"
+    "                         GetAppKey carries Info's vm_config unless --vm-config is given\n"
     "  --tee sim (= sim-tdx)  simulated TDX guest (DstackTdx, legacy OIDs); without --vm-config\n"
     "                         it sends the simulated image's {\"os_image_hash\": ...}, whose\n"
     "                         measurement manifest the simulated TEE keeps in --sim-dir\n"
@@ -708,9 +709,12 @@ static int vsock_send(int fd, const char *p, size_t n)
 }
 
 /* --tee dstack: the app id comes from the guest agent's Info (what its evidence carries, and
- * what the KMS signs keys for); --app-id, when given, must be that one. */
-static int dstack_app_id(const char *sock, const char *app_hex, uint8_t app_id[20])
+ * what the KMS signs keys for); --app-id, when given, must be that one. Info's vm_config goes
+ * into vmc (when it fits) for GetAppKey, as the dstack guest sends its sys_config's. */
+static int dstack_app_id(const char *sock, const char *app_hex, uint8_t app_id[20], char *vmc,
+                         size_t vmc_len)
 {
+    const char *cfg;
     json_t *info = NULL;
     const char *measured;
     uint8_t m[20];
@@ -737,6 +741,13 @@ static int dstack_app_id(const char *sock, const char *app_hex, uint8_t app_id[2
         goto out;
     }
     memcpy(app_id, m, 20);
+    cfg = json_string_value(json_object_get(info, "vm_config"));
+    if (cfg != NULL && strlen(cfg) >= vmc_len) {
+        fprintf(stderr, "kmsctl: the dstack guest agent's vm_config is longer than %zu bytes\n",
+                vmc_len - 1);
+        goto out;
+    }
+    snprintf(vmc, vmc_len, "%s", cfg != NULL ? cfg : "");
     rc = 0;
 out:
     json_decref(info);
@@ -787,6 +798,7 @@ static int cmd_get_keys(int argc, char **argv)
     json_t *keys = NULL;
     char *txt = NULL;
     char sim_vm_config[128]; /* osimage */
+    char agent_vm_config[4096];
 
     memset(&a, 0, sizeof(a));
     a.vm_config = "";
@@ -906,8 +918,11 @@ static int cmd_get_keys(int argc, char **argv)
     if (app_hex != NULL && kms_cli_hex_arg("--app-id", app_hex, a.app_id, 20) < 0)
         return usage_err();
     if (pcfg.kind == KMS_PLATFORM_DSTACK &&
-        dstack_app_id(paths.dstack_socket, app_hex, a.app_id) < 0)
+        dstack_app_id(paths.dstack_socket, app_hex, a.app_id, agent_vm_config,
+                      sizeof(agent_vm_config)) < 0)
         return 1;
+    if (pcfg.kind == KMS_PLATFORM_DSTACK && a.vm_config[0] == '\0')
+        a.vm_config = agent_vm_config;
     if (inst_hex != NULL) {
         if (kms_cli_hex_arg("--instance-id", inst_hex, a.instance_id, 20) < 0)
             return usage_err();

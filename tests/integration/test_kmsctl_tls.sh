@@ -113,10 +113,11 @@ class H(http.server.BaseHTTPRequestHandler):
         self.answer(open(p, "rb").read() if os.path.exists(p) else b"{}")
     def log_message(self, *a):
         pass
-srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)  # kmsctl pre-connects
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(os.path.join(work, "fake.pem"), os.path.join(work, "fake.key"))
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+# handshake in the handler thread: an idle pre-connected socket must not block accept()
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 with open(os.path.join(work, "fake.port.tmp"), "w") as f:
     f.write(str(srv.server_address[1]))
 os.rename(os.path.join(work, "fake.port.tmp"), os.path.join(work, "fake.port"))

@@ -380,6 +380,8 @@ static void two_calls(const char *url, const struct kms_ra_identity *ra, int rc[
 {
     struct kms_rpc_session *sess = NULL;
     struct kms_rpc_opts o;
+    char vmc[256], *body;
+    json_t *req;
 
     memset(&o, 0, sizeof(o));
     o.url = url;
@@ -387,12 +389,21 @@ static void two_calls(const char *url, const struct kms_ra_identity *ra, int rc[
     o.client_key_pem = ra->key_pem;
     CHECK_OK(kms_rpc_session_new(&sess));
     o.session = sess;
-    for (int i = 0; i < 2; i++) {
+    rc[0] = rc[1] = -1;
+    k[0] = k[1] = NULL;
+    /* the simulated image's vm_config, so kmsd's plain-TDX image check passes */
+    CHECK_OK(kms_sim_vm_config(vmc, sizeof(vmc)));
+    req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", vmc);
+    body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    CHECK(body != NULL);
+    for (int i = 0; i < 2 && body != NULL; i++) {
         k[i] = NULL;
-        rc[i] = kms_rpc_call(&o, "GetAppKey", "{\"api_version\":1}", &k[i], NULL);
+        rc[i] = kms_rpc_call(&o, "GetAppKey", body, &k[i], NULL);
         if (rc[i] < 0)
             CHECK_DETAIL("not issued by this KMS's temp CA");
     }
+    free(body);
     kms_rpc_session_free(sess);
 }
 

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "attest/sim.h"
 #include "common/hex.h"
 #include "kmstest_dstack.h"
 
@@ -295,7 +296,17 @@ int kmstest_agent_start(const char *socket_path, enum kms_platform_kind kind, co
         memcpy(a->instance, instance_id, instance_len);
     a->instance_len = instance_id != NULL ? instance_len : 0;
     a->path = strdup(socket_path);
-    a->config = config != NULL ? strdup(config) : NULL;
+    if (config == NULL && kind == KMS_PLATFORM_SIM_TDX) {
+        /* A real agent always has its CVM's vm_config (with os_image_hash); the simulated image's
+         * keeps kmsd's plain-TDX image check satisfied from the simulated TEE's manifest. */
+        char vmc[512];
+
+        a->config = kms_sim_vm_config(vmc, sizeof(vmc)) == 0 ? strdup(vmc) : NULL;
+        if (a->config == NULL)
+            goto fail;
+    } else {
+        a->config = config != NULL ? strdup(config) : NULL;
+    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.kind = kind;
     cfg.sim_dir = sim_dir;
