@@ -292,12 +292,36 @@ static SSL_CTX *new_identity_ctx(const struct node_info *ni)
 
 /* ------------------------------------------------------------------ load phases */
 
-static const char req_appkey[] = "POST /prpc/GetAppKey?json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                 "Content-Type: application/json\r\nContent-Length: 17\r\n\r\n"
-                                 "{\"api_version\":1}";
-static const char req_appkey_close[] = "POST /prpc/GetAppKey?json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                       "Connection: close\r\nContent-Type: application/json\r\n"
-                                       "Content-Length: 17\r\n\r\n{\"api_version\":1}";
+/* GetAppKey requests carry the simulated image's vm_config, as a dstack guest sends its own:
+ * kmsd's plain-TDX OS-image check needs its os_image_hash. Built once in main. */
+static char req_appkey[512];
+static char req_appkey_close[512];
+
+static void build_appkey_requests(void)
+{
+    char vmc[256], body[400];
+    json_t *req;
+    char *txt;
+
+    if (kms_sim_vm_config(vmc, sizeof(vmc)) < 0)
+        die("simulated vm_config");
+    req = json_pack("{s:i,s:s}", "api_version", 1, "vm_config", vmc);
+    txt = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (txt == NULL || strlen(txt) >= sizeof(body))
+        die("GetAppKey request");
+    snprintf(body, sizeof(body), "%s", txt);
+    free(txt);
+    snprintf(req_appkey, sizeof(req_appkey),
+             "POST /prpc/GetAppKey?json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+    snprintf(req_appkey_close, sizeof(req_appkey_close),
+             "POST /prpc/GetAppKey?json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(body), body);
+}
+
 static const char req_meta[] = "GET /prpc/GetMeta?json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 static const char req_health[] = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 static const char req_tmpca_close[] = "GET /prpc/GetTempCaCert?json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -903,6 +927,7 @@ int main(int argc, char **argv)
                         "KMSD\n");
         return 2;
     }
+    build_appkey_requests();
     signal(SIGPIPE, SIG_IGN);
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
