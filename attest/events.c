@@ -55,6 +55,23 @@ void kms_att_replay(int sha384, const struct kms_runtime_event *ev, size_t n,
     }
 }
 
+void kms_app_boot_events(struct kms_runtime_event ev[KMS_APP_BOOT_EVENTS], const uint8_t *app_id,
+                         const uint8_t *compose, const uint8_t *instance, size_t instance_len)
+{
+    memset(ev, 0, KMS_APP_BOOT_EVENTS * sizeof(ev[0]));
+    ev[0].event = (char *)"system-preparing";
+    ev[1].event = (char *)"app-id";
+    ev[1].payload.p = (uint8_t *)app_id;
+    ev[1].payload.len = 20;
+    ev[2].event = (char *)"compose-hash";
+    ev[2].payload.p = (uint8_t *)compose;
+    ev[2].payload.len = 32;
+    ev[3].event = (char *)"instance-id";
+    ev[3].payload.p = (uint8_t *)instance;
+    ev[3].payload.len = instance != NULL ? instance_len : 0;
+    ev[4].event = (char *)"boot-mr-done";
+}
+
 const struct kms_runtime_event *kms_att_find_event(const struct kms_attestation *att,
                                                    const char *name)
 {

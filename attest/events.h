@@ -17,4 +17,10 @@ void kms_att_event_digest(int sha384, const char *name, const uint8_t *payload, 
 void kms_att_replay(int sha384, const struct kms_runtime_event *ev, size_t n,
                     const char *stop_after, uint8_t *out);
 
+#define KMS_APP_BOOT_EVENTS 5
+/* The runtime events a dstack app's boot extends, in order: system-preparing, app-id,
+ * compose-hash, instance-id (instance_len 0: empty), boot-mr-done. ev borrows the buffers. */
+void kms_app_boot_events(struct kms_runtime_event ev[KMS_APP_BOOT_EVENTS], const uint8_t *app_id,
+                         const uint8_t *compose, const uint8_t *instance, size_t instance_len);
+
 #endif

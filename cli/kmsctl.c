@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/vm_sockets.h>
 
+#include "attest/events.h"
 #include "attest/dstack_agent.h"
 #include "attest/sim.h" /* osimage */
 #include "cli/cli.h"
@@ -433,18 +434,7 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
     struct app_ev *a = arg;
     struct kms_runtime_event ev[5];
 
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = a->app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = a->compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[3].payload.p = a->instance_id;
-    ev[3].payload.len = a->instance_len;
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, a->app_id, a->compose, a->instance_id, a->instance_len);
     if (a->own_events)
         return kms_platform_attest(a->platform, rd, NULL, 0,
                                    a->vm_config[0] != '\0' ? a->vm_config : NULL, out);

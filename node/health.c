@@ -34,9 +34,7 @@ static int state_http_code(enum kms_node_state s)
     return 500;
 }
 
-/* The node state with peer health folded in: SERVING becomes DEGRADED while a peer's last
- * completed check said DOWN or INCONSISTENT; every other state is returned unchanged. */
-static enum kms_node_state effective_state(struct kms_node *n)
+enum kms_node_state kms_node_effective_state(struct kms_node *n)
 {
     enum kms_node_state s;
 
@@ -54,7 +52,7 @@ static void health(struct kms_node *n, struct kms_http_resp *resp)
     enum kms_node_state s;
     char *txt;
 
-    s = effective_state(n);
+    s = kms_node_effective_state(n);
     json_object_set_new(o, "state", json_string(kms_node_state_name(s)));
     json_object_set_new(o, "insecure_simulation", json_boolean(n->cfg.insecure_sim));
     if (n->have_keys) {
@@ -189,7 +187,7 @@ static int metrics_node(struct kms_node *n, struct kms_buf *b)
     static const enum kms_node_state states[] = {KMS_STATE_UNINITIALIZED, KMS_STATE_ONBOARDING,
                                                  KMS_STATE_SERVING,       KMS_STATE_DEGRADED,
                                                  KMS_STATE_SEALED,        KMS_STATE_NOT_AUTHORIZED};
-    enum kms_node_state cur = effective_state(n);
+    enum kms_node_state cur = kms_node_effective_state(n);
     char label[64];
     int rc = 0;
 

@@ -11,6 +11,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "attest/events.h"
 #include "attest/collateral.h"
 #include "attest/image.h" /* osimage */
 #include "attest/sim.h"
@@ -94,18 +95,7 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
     SHA256((const uint8_t *)"kmsd-sim-os-image", 17, img);
     kms_hex_encode(img, 32, img_hex);
     snprintf(cfg, sizeof(cfg), "{\"os_image_hash\":\"%s\"}", img_hex);
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[3].payload.p = inst;
-    ev[3].payload.len = 20;
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, app_id, compose, inst, 20);
     /* evidence: sim-nitro / sim-gcp produce the same boot through their platform */
     if (n->platform != NULL)
         return kms_platform_attest(n->platform, report_data, ev, 5, cfg, out);

@@ -209,6 +209,9 @@ struct kms_node {
 /* Frees an entry of kms_node.callers. */
 void kms_node_caller_free(void *entry);
 
+/* The state /health reports (node/health.c): SERVING becomes DEGRADED while a peer's last
+ * completed check said DOWN or INCONSISTENT; every other state is returned unchanged. */
+enum kms_node_state kms_node_effective_state(struct kms_node *n);
 /* Creates a node from cfg (validates it; opens the store; sets up auth and verification).
  * Strings in cfg must outlive the node. */
 KMS_WUR int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out);

@@ -34,25 +34,12 @@ static unsigned long counter(unsigned long *c)
     return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
 
-/* As /health: SERVING reads DEGRADED while a peer's last check failed. */
-static enum kms_node_state state_of(struct kms_node *n)
-{
-    enum kms_node_state s;
-
-    pthread_mutex_lock(&n->lock);
-    s = n->state;
-    pthread_mutex_unlock(&n->lock);
-    if (s == KMS_STATE_SERVING && kms_repl_degraded(n->repl))
-        s = KMS_STATE_DEGRADED;
-    return s;
-}
-
 /* Public facts only: state, public keys, peers, counters (the page derives rates). */
 static void status_json(struct kms_node *n, struct kms_http_resp *resp)
 {
     json_t *o = json_object();
     json_t *c = json_object();
-    enum kms_node_state s = state_of(n);
+    enum kms_node_state s = kms_node_effective_state(n);
     struct timespec now;
     char *txt = NULL;
 

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/image.h"
 #include "attest/sim.h"
 #include "attest/tdx.h"
@@ -50,16 +51,7 @@ static int client_attest(void *arg, const uint8_t rd[64], struct kms_attestation
     uint8_t app_id[20], compose[32] = {7};
 
     memset(app_id, 0x42, sizeof(app_id));
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, app_id, compose, NULL, 0);
     memset(&m, 0, sizeof(m));
     m.mr_td = c->mrs.mrtd;
     m.rtmr0 = c->mrs.rtmr[0];

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/sim.h"
 #include "attest/tdx.h"
 #include "common/file.h"
@@ -47,18 +48,7 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
     struct kms_tdx_quote q;
     int rc;
 
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = a->app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[3].payload.p = a->inst;
-    ev[3].payload.len = a->inst_len;
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, a->app_id, compose, a->inst, a->inst_len);
     rc = kms_sim_attest(g_simh, NULL, a->t == T_UNBOUND ? zero : rd, ev, 5, "", out);
     if (rc < 0 || a->t == T_NONE || a->t == T_UNBOUND)
         return rc;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/sim.h"
 #include "common/buf.h"
 #include "common/fetch.h"
@@ -342,16 +343,7 @@ static int app_attest(void *arg, const uint8_t rd[64], struct kms_attestation **
 
     (void)arg;
     memset(app_id, 0x42, sizeof(app_id));
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, app_id, compose, NULL, 0);
     return kms_sim_attest(g_simh, NULL, rd, ev, 5, "", out);
 }
 

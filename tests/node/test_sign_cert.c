@@ -305,18 +305,8 @@ static struct kms_attestation *app_att(const uint8_t *spki, size_t spki_len, enu
     struct kms_attestation *att = NULL;
     uint8_t rd[64];
 
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = (uint8_t *)APP_ID;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = (uint8_t *)COMPOSE;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[3].payload.p = (uint8_t *)INST_ID;
-    ev[3].payload.len = 20;
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, (const uint8_t *)APP_ID, (const uint8_t *)COMPOSE,
+                        (const uint8_t *)INST_ID, 20);
     ev[5].event = (char *)"key-provider";
     ev[5].payload.p = (uint8_t *)KP;
     ev[5].payload.len = 4;

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "attest/events.h"
 #include "attest/sim.h"
 #include "common/hex.h"
 #include "kmstest_dstack.h"
@@ -104,18 +105,7 @@ static char *attest_hex(struct kmstest_agent *a, const uint8_t rd[64])
     size_t len = 0;
     char *hex = NULL;
 
-    memset(ev, 0, sizeof(ev));
-    ev[0].event = (char *)"system-preparing";
-    ev[1].event = (char *)"app-id";
-    ev[1].payload.p = a->app_id;
-    ev[1].payload.len = 20;
-    ev[2].event = (char *)"compose-hash";
-    ev[2].payload.p = a->compose;
-    ev[2].payload.len = 32;
-    ev[3].event = (char *)"instance-id";
-    ev[3].payload.p = a->instance;
-    ev[3].payload.len = a->instance_len;
-    ev[4].event = (char *)"boot-mr-done";
+    kms_app_boot_events(ev, a->app_id, a->compose, a->instance, a->instance_len);
     if (kms_platform_attest(a->p, rd, ev, 5, a->config, &att) == 0 &&
         kms_att_encode(att, 0, &bin, &len) == 0)
         hex = kms_hex_dup(bin, len, 0);
