@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "attest/cbor.h"
 #include "attest/eif.h"
 #include "common/buf.h"
 
@@ -59,35 +60,6 @@ uint32_t kms_eif_crc32(uint32_t crc, const uint8_t *p, size_t n)
 
 /* ---------------------------------------------------------------- signature section */
 
-/* One definite CBOR head (serde_cbor writes nothing else). */
-static int cb_head(struct kms_reader *r, uint8_t *major, uint64_t *val)
-{
-    uint8_t ib, b8;
-    uint16_t b16;
-    uint32_t b32;
-    int rc = 0;
-
-    KMS_GUARD(kms_rd_u8(r, &ib));
-    *major = (uint8_t)(ib >> 5);
-    ib &= 0x1f;
-    if (ib < 24) {
-        *val = ib;
-    } else if (ib == 24) {
-        KMS_GUARD(kms_rd_u8(r, &b8));
-        *val = b8;
-    } else if (ib == 25) {
-        KMS_GUARD(kms_rd_u16be(r, &b16));
-        *val = b16;
-    } else if (ib == 26) {
-        KMS_GUARD(kms_rd_u32be(r, &b32));
-        *val = b32;
-    } else {
-        rc = kms_err_set(KMS_ERR_PARSE, "unsupported CBOR length encoding %u", ib);
-    }
-out:
-    return rc;
-}
-
 /* A Vec<u8> as serde_cbor writes it (an array of small unsigned integers), or a byte string.
  * Copied into b when b is not NULL. */
 static int cb_bytes(struct kms_reader *r, struct kms_buf *b)
@@ -97,7 +69,7 @@ static int cb_bytes(struct kms_reader *r, struct kms_buf *b)
     uint64_t n, v;
     int rc = 0;
 
-    KMS_GUARD(cb_head(r, &major, &n));
+    KMS_GUARD(kms_cbor_head32(r, &major, &n));
     KMS_ENSURE(n <= kms_rd_left(r), KMS_ERR_PARSE, "byte sequence of %llu exceeds the section",
                (unsigned long long)n);
     if (major == 2) {
@@ -108,7 +80,7 @@ static int cb_bytes(struct kms_reader *r, struct kms_buf *b)
     }
     KMS_ENSURE(major == 4, KMS_ERR_PARSE, "expected a byte sequence");
     for (uint64_t i = 0; i < n; i++) {
-        KMS_GUARD(cb_head(r, &major, &v));
+        KMS_GUARD(kms_cbor_head32(r, &major, &v));
         KMS_ENSURE(major == 0 && v <= 0xff, KMS_ERR_PARSE, "byte sequence element is not 0..255");
         v8 = (uint8_t)v;
         if (b != NULL)
@@ -135,14 +107,14 @@ static int signing_cert_digest(const uint8_t *p, size_t len, uint8_t digest[48])
     int rc = 0;
 
     kms_rd_init(&r, p, len);
-    KMS_GUARD(cb_head(&r, &major, &n));
+    KMS_GUARD(kms_cbor_head32(&r, &major, &n));
     KMS_ENSURE(major == 4 && n >= 1, KMS_ERR_PARSE, "not a non-empty array of PCR signatures");
-    KMS_GUARD(cb_head(&r, &major, &m));
+    KMS_GUARD(kms_cbor_head32(&r, &major, &m));
     KMS_ENSURE(major == 5 && m <= 8, KMS_ERR_PARSE, "PCR signature is not a small map");
     for (uint64_t i = 0; i < m; i++) {
         uint64_t kn;
 
-        KMS_GUARD(cb_head(&r, &major, &kn));
+        KMS_GUARD(kms_cbor_head32(&r, &major, &kn));
         KMS_ENSURE(major == 3 && kn <= kms_rd_left(&r), KMS_ERR_PARSE,
                    "PCR signature key is not text");
         KMS_GUARD(kms_rd_ptr(&r, (size_t)kn, &k));

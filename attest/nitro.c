@@ -17,6 +17,7 @@
 #include <openssl/pem.h>
 #include <string.h>
 
+#include "attest/cbor.h"
 #include "attest/internal.h"
 #include "attest/nitro.h"
 #include "common/buf.h"
@@ -57,41 +58,6 @@ struct nitro_doc {
 
 /* ---------------------------------------------------------------- CBOR well-formedness */
 
-/* Reads one item head. *indef is set for additional info 31 (only legal for major 2..5, 7). */
-static int cbor_head(struct kms_reader *r, uint8_t *major, uint8_t *ai, uint64_t *val, int *indef)
-{
-    uint8_t ib, b8;
-    uint16_t b16;
-    uint32_t b32;
-    int rc = 0;
-
-    *indef = 0;
-    *val = 0;
-    KMS_GUARD(kms_rd_u8(r, &ib));
-    *major = (uint8_t)(ib >> 5);
-    *ai = (uint8_t)(ib & 0x1f);
-    if (*ai < 24) {
-        *val = *ai;
-    } else if (*ai == 24) {
-        KMS_GUARD(kms_rd_u8(r, &b8));
-        *val = b8;
-    } else if (*ai == 25) {
-        KMS_GUARD(kms_rd_u16be(r, &b16));
-        *val = b16;
-    } else if (*ai == 26) {
-        KMS_GUARD(kms_rd_u32be(r, &b32));
-        *val = b32;
-    } else if (*ai == 27) {
-        KMS_GUARD(kms_rd_u64be(r, val));
-    } else if (*ai == 31) {
-        *indef = 1;
-    } else {
-        rc = kms_err_set(KMS_ERR_PARSE, "reserved additional information %u", *ai);
-    }
-out:
-    return rc;
-}
-
 /* Walks one item. Allowed: integers, definite byte/text strings, definite or indefinite arrays
  * and maps (AWS emits the document as an indefinite map), false/true/null. Rejected: tags (the
  * only legal one, COSE_Sign1's 18 at the top, is removed before; libcbor 0.8 cannot load tags),
@@ -104,7 +70,7 @@ static int cbor_walk(struct kms_reader *r, unsigned depth)
     int rc = 0;
 
     KMS_ENSURE(depth <= NITRO_MAX_DEPTH, KMS_ERR_PARSE, "nesting deeper than %u", NITRO_MAX_DEPTH);
-    KMS_GUARD(cbor_head(r, &major, &ai, &val, &indef));
+    KMS_GUARD(kms_cbor_head(r, &major, &ai, &val, &indef));
     switch (major) {
     case 0:
     case 1:
@@ -283,7 +249,7 @@ static int strip_cose_tag(const uint8_t *p, size_t len, const uint8_t **body, si
     if ((p[0] >> 5) != 6)
         return 0;
     kms_rd_init(&r, p, len);
-    rc = cbor_head(&r, &major, &ai, &val, &indef);
+    rc = kms_cbor_head(&r, &major, &ai, &val, &indef);
     if (rc < 0) {
         rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "Nitro document tag is not valid CBOR");
         goto out;

@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "attest/cbor.h"
 #include "attest/nsm.h"
 #include "common/buf.h"
 
@@ -74,35 +75,6 @@ out:
 
 /* ---------------------------------------------------------------- response */
 
-/* One definite-length item head; indefinite lengths and 64-bit counts are not NSM output. */
-static int head(struct kms_reader *r, uint8_t *major, uint64_t *val)
-{
-    uint8_t ib, b8;
-    uint16_t b16;
-    uint32_t b32;
-    int rc = 0;
-
-    KMS_GUARD(kms_rd_u8(r, &ib));
-    *major = (uint8_t)(ib >> 5);
-    ib &= 0x1f;
-    if (ib < 24) {
-        *val = ib;
-    } else if (ib == 24) {
-        KMS_GUARD(kms_rd_u8(r, &b8));
-        *val = b8;
-    } else if (ib == 25) {
-        KMS_GUARD(kms_rd_u16be(r, &b16));
-        *val = b16;
-    } else if (ib == 26) {
-        KMS_GUARD(kms_rd_u32be(r, &b32));
-        *val = b32;
-    } else {
-        rc = kms_err_set(KMS_ERR_PARSE, "unsupported CBOR length encoding %u", ib);
-    }
-out:
-    return rc;
-}
-
 /* A text or byte string of the given major type, borrowed from r. */
 static int string(struct kms_reader *r, uint8_t want, const uint8_t **p, size_t *n)
 {
@@ -110,7 +82,7 @@ static int string(struct kms_reader *r, uint8_t want, const uint8_t **p, size_t 
     uint64_t val;
     int rc = 0;
 
-    KMS_GUARD(head(r, &major, &val));
+    KMS_GUARD(kms_cbor_head32(r, &major, &val));
     KMS_ENSURE(major == want, KMS_ERR_PARSE, "expected a CBOR %s string",
                want == 3 ? "text" : "byte");
     KMS_ENSURE(val <= kms_rd_left(r), KMS_ERR_PARSE, "CBOR string of %llu bytes exceeds input",
@@ -139,7 +111,7 @@ int kms_nsm_decode_attestation(const uint8_t *resp, size_t len, const uint8_t **
     *doc = NULL;
     *doc_len = 0;
     kms_rd_init(&r, resp, len);
-    rc = head(&r, &major, &val);
+    rc = kms_cbor_head32(&r, &major, &val);
     KMS_ENSURE(rc == 0 && major == 5 && val == 1, KMS_ERR_PARSE,
                "NSM response is not a CBOR map with one entry");
     KMS_GUARD(string(&r, 3, &k, &kn));
@@ -153,7 +125,7 @@ int kms_nsm_decode_attestation(const uint8_t *resp, size_t len, const uint8_t **
     KMS_ENSURE(text_is(k, kn, "Attestation"), KMS_ERR_PARSE,
                "NSM answered %.*s to an Attestation request", (int)(kn < 64 ? kn : 64),
                (const char *)k);
-    rc = head(&r, &major, &val);
+    rc = kms_cbor_head32(&r, &major, &val);
     KMS_ENSURE(rc == 0 && major == 5 && val == 1, KMS_ERR_PARSE,
                "NSM Attestation answer is not a map with one entry");
     KMS_GUARD(string(&r, 3, &k, &kn));
