@@ -215,16 +215,13 @@ int kms_cli_admin(int argc, char **argv)
         case 'j':
             as_json = 1;
             break;
-        case 'T': {
-            char *end = NULL;
-
-            timeout_ms = strtol(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || timeout_ms <= 0 || timeout_ms > 600000) {
+        case 'T':
+            timeout_ms = kms_cli_parse_ms(optarg);
+            if (timeout_ms < 0) {
                 fprintf(stderr, "kmsctl admin: --timeout-ms must be 1..600000\n");
                 return 2;
             }
             break;
-        }
         case 'h':
             fputs(admin_usage, stdout);
             return 0;

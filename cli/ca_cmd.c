@@ -35,14 +35,6 @@ static const char ca_usage[] =
     "out of band. --json prints {url, out, sha256, ca_pubkey, ca_pubkey_checked, unchanged}.\n"
     "Exit status: 0 pinned (or unchanged), 1 error or mismatch, 2 usage.\n";
 
-static long parse_ms(const char *s)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-
-    return (end != s && *end == '\0' && v > 0 && v <= 600000) ? v : -1;
-}
-
 /* SHA-256 of the certificate DER as colon-free hex (65 bytes with NUL). */
 static int cert_sha256(const char *pem, char out[65])
 {
@@ -167,7 +159,7 @@ static int cmd_pin(int argc, char **argv)
             as_json = 1;
             break;
         case 'T':
-            timeout_ms = parse_ms(optarg);
+            timeout_ms = kms_cli_parse_ms(optarg);
             break;
         case 'h':
             fputs(ca_usage, stdout);

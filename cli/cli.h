@@ -45,6 +45,9 @@ const char *kms_cli_hint(const char *url, const char *detail);
  * to stderr; returns 1 (the exit status of a failed command). */
 int kms_cli_fail(const char *what, const char *url);
 
+/* A --timeout-ms value: a decimal 1..600000; -1 for anything else. */
+long kms_cli_parse_ms(const char *s);
+
 /* Strict hex argument: exactly n bytes (2n digits, "0x" optional) into out; KMS_ERR_INVAL
  * naming `what` and the expected length otherwise (never padded). */
 int kms_cli_hex_arg(const char *what, const char *s, uint8_t *out, size_t n);

@@ -75,14 +75,6 @@ static const char verify_usage[] =
     "  --timeout-ms MS               timeout of each request (default 5000)\n"
     "Exit status: 0 when all nodes agree; 1 naming each node that diverges or fails.\n";
 
-static long parse_timeout(const char *s)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-
-    return (end != s && *end == '\0' && v > 0 && v <= 600000) ? v : -1;
-}
-
 /* ---------------------------------------------------------------- status */
 
 /* arg: the root CA PEM the server must chain to, or NULL (not verified, see --help). */
@@ -242,7 +234,7 @@ static int cmd_status(int argc, char **argv)
             as_json = 1;
             break;
         case 'T':
-            timeout_ms = parse_timeout(optarg);
+            timeout_ms = kms_cli_parse_ms(optarg);
             break;
         case 'h':
             fputs(status_usage, stdout);
@@ -451,7 +443,7 @@ static int cmd_verify(int argc, char **argv)
             skip = 1;
             break;
         case 'T':
-            timeout_ms = parse_timeout(optarg);
+            timeout_ms = kms_cli_parse_ms(optarg);
             break;
         case 'c':
             ca_path = optarg;

@@ -1,5 +1,6 @@
 /* Helpers shared by the kmsctl command files: subcommand dispatch, the pinned root CA, the
  * "not verified" notices, hints for URL mistakes, strict hex arguments, JSON output. */
+#include <errno.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,16 @@ int kms_cli_fail(const char *what, const char *url)
 }
 
 /* ---------------------------------------------------------------- input, output */
+
+long kms_cli_parse_ms(const char *s)
+{
+    char *end = NULL;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    return (end != s && *end == '\0' && errno == 0 && v > 0 && v <= 600000) ? v : -1;
+}
 
 int kms_cli_hex_arg(const char *what, const char *s, uint8_t *out, size_t n)
 {

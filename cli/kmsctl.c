@@ -34,14 +34,6 @@ static int die(const char *what)
 }
 
 /* A timeout argument: 1..600000 ms, else -1. */
-static long parse_ms(const char *s)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-
-    return (end != s && *end == '\0' && v > 0 && v <= 600000) ? v : -1;
-}
-
 static int plain_call(const char *url, const char *method, const char *body, json_t **resp)
 {
     struct kms_rpc_opts o;
@@ -333,7 +325,7 @@ static int cmd_meta(int argc, char **argv)
         case 'j':
             break;
         case 'T':
-            timeout_ms = parse_ms(optarg);
+            timeout_ms = kms_cli_parse_ms(optarg);
             break;
         case 'h':
             fputs(meta_usage, stdout);
@@ -830,7 +822,7 @@ static int cmd_get_keys(int argc, char **argv)
             sim_dir = optarg;
             break;
         case 'T':
-            timeout_ms = parse_ms(optarg);
+            timeout_ms = kms_cli_parse_ms(optarg);
             break;
         case 'P':
             proxy = optarg;
