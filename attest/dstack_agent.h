@@ -7,12 +7,12 @@
  * "instance_id": hex, ...} over HTTP/1.1 (Host: dstack, Connection: close). The agent answers TDX
  * and GCP TDX CVMs alike: Attest returns the full (unstripped) attestation whose mode says which.
  *
- * Limits: an answer is at most KMS_DSTACK_MAX_ANSWER bytes (headers at most 16 KiB); every call
- * (connect, write, read) finishes within its timeout (timeout_ms <= 0: KMS_DSTACK_TIMEOUT_MS).
+ * Limits: an answer is at most KMS_DSTACK_MAX_ANSWER bytes; every call (connect, write,
+ * read) finishes within its timeout (timeout_ms <= 0: KMS_DSTACK_TIMEOUT_MS).
  * Errors: KMS_ERR_NOTFOUND (no socket at the path), KMS_ERR_NET (connect refused, I/O error, the
- * agent closed early, or it answered an HTTP error: the detail carries its message),
- * KMS_ERR_TIMEOUT, KMS_ERR_PARSE (not HTTP, not JSON, a field missing or not hex),
- * KMS_ERR_TOOBIG, and from Attest KMS_ERR_ATT_* (attest.h).
+ * agent closed early or did not speak HTTP, or it answered an HTTP error: the detail carries its
+ * message), KMS_ERR_TIMEOUT, KMS_ERR_PARSE (not JSON, a field missing or not hex), KMS_ERR_TOOBIG,
+ * and from Attest KMS_ERR_ATT_* (attest.h).
  */
 #ifndef KMS_ATTEST_DSTACK_AGENT_H
 #define KMS_ATTEST_DSTACK_AGENT_H
