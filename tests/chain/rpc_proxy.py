@@ -4,12 +4,17 @@
 Forwards every request to UPSTREAM unchanged, except that with --ahead N the answer to
 eth_blockNumber is N blocks past the upstream head: the eth_blockNumber backend is ahead of the
 one that answers eth_call, which then says "BlockOutOfRangeError" for the newest block.
-Listens on 127.0.0.1:PORT (0: any free port) and prints "listening PORT" once bound.
+Listens on 127.0.0.1:PORT and prints "listening PORT" once bound. PORT 0 picks a free port
+below the kernel's ephemeral range: the tests restart the proxy on the same port (the node's
+--eth-rpc names it), and an ephemeral port could meanwhile be taken by any outgoing connection.
 Every upstream call has a 5 s timeout.
 """
 import argparse
+import errno
 import json
+import random
 import sys
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,7 +60,27 @@ def main():
         def log_message(self, fmt, *a):
             pass
 
-    srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    srv = None
+    if args.port == 0:
+        for _ in range(200):
+            try:
+                srv = ThreadingHTTPServer(("127.0.0.1", random.randrange(20000, 32000)), Handler)
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+    else:
+        deadline = time.monotonic() + 10
+        while srv is None:
+            try:
+                srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    if srv is None:
+        print("no free port below the ephemeral range", file=sys.stderr)
+        return 1
     print("listening", srv.server_address[1], flush=True)
     srv.serve_forever()
 

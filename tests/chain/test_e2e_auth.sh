@@ -88,9 +88,12 @@ proxy_start() {
     python3 "$HERE/rpc_proxy.py" --port "$XPORT" --upstream "$KMS_ETH_RPC_URL" "$@" >"$T/proxy.log" 2>&1 &
     XPID=$!
     local end=$((SECONDS + 60))
-    until grep -q "^listening " "$T/proxy.log" 2>/dev/null || [ $SECONDS -ge $end ]; do sleep 0.05; done
+    until grep -q "^listening " "$T/proxy.log" 2>/dev/null || [ $SECONDS -ge $end ]; do
+        kill -0 "$XPID" 2>/dev/null || break
+        sleep 0.05
+    done
     XPORT=$(sed -n 's/^listening //p' "$T/proxy.log")
-    [ -n "$XPORT" ] || die "RPC proxy did not start"
+    [ -n "$XPORT" ] || die "RPC proxy did not start: $(tail -n 3 "$T/proxy.log")"
 }
 proxy_stop() { kill "$XPID" 2>/dev/null; wait "$XPID" 2>/dev/null; XPID=; }
 proxy_start
