@@ -59,18 +59,26 @@ int kms_cli_ca_spki(const char *pem, uint8_t **der, size_t *len);
  * error. */
 int kms_cli_same_ca(const char *pem_a, const char *pem_b);
 
+/* Prints "kmsctl: WHAT: <error detail>" to stderr (no hint: not a network call); returns 1. */
+int kms_cli_die(const char *what);
+
 /* Prints j as indented JSON and a newline on stdout. */
 void kms_cli_print_json(json_t *j);
 
 /* The command families (argv[0] is the family name; each handles --help). */
-int kms_cli_admin(int argc, char **argv);   /* cli/admin_cmd.c: a node's Admin service */
-int kms_cli_nitro(int argc, char **argv);   /* cli/nitro_cmd.c: nitro measure (EIF PCRs) */
-int kms_cli_attest(int argc, char **argv);  /* cli/attest_cmd.c: verify evidence */
-int kms_cli_audit(int argc, char **argv);   /* cli/backup_cmd.c: the keystore's audit log */
-int kms_cli_backup(int argc, char **argv);  /* cli/backup_cmd.c: backup and restore */
-int kms_cli_chain(int argc, char **argv);   /* cli/chain_cmd.c: on-chain policy */
-int kms_cli_cluster(int argc, char **argv); /* cli/cluster_cmd.c: cluster status, identity */
-int kms_cli_ca(int argc, char **argv);      /* cli/ca_cmd.c: ca pin (the root CA, TOFU) */
-int kms_cli_image(int argc, char **argv);   /* cli/image_cmd.c: OS-image measurement manifests */
+int kms_cli_admin(int argc, char **argv);     /* cli/admin_cmd.c: a node's Admin service */
+int kms_cli_nitro(int argc, char **argv);     /* cli/nitro_cmd.c: nitro measure (EIF PCRs) */
+int kms_cli_attest(int argc, char **argv);    /* cli/attest_cmd.c: verify evidence */
+int kms_cli_audit(int argc, char **argv);     /* cli/backup_cmd.c: the keystore's audit log */
+int kms_cli_backup(int argc, char **argv);    /* cli/backup_cmd.c: backup and restore */
+int kms_cli_chain(int argc, char **argv);     /* cli/chain_cmd.c: on-chain policy */
+int kms_cli_cluster(int argc, char **argv);   /* cli/cluster_cmd.c: cluster status, identity */
+int kms_cli_ca(int argc, char **argv);        /* cli/ca_cmd.c: ca pin (the root CA, TOFU) */
+int kms_cli_image(int argc, char **argv);     /* cli/image_cmd.c: OS-image measurement manifests */
+int kms_cli_get_keys(int argc, char **argv);  /* cli/getkeys_cmd.c: an app's keys (RA-TLS) */
+int kms_cli_meta(int argc, char **argv);      /* cli/node_cmd.c: a node's GetMeta */
+int kms_cli_bootstrap(int argc, char **argv); /* cli/node_cmd.c: Onboard.Bootstrap */
+int kms_cli_onboard(int argc, char **argv);   /* cli/node_cmd.c: Onboard.Onboard */
+int kms_cli_keystore(int argc, char **argv);  /* cli/keystore_cmd.c: import-dstack */
 
 #endif

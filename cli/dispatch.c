@@ -144,6 +144,12 @@ int kms_cli_fail(const char *what, const char *url)
     return 1;
 }
 
+int kms_cli_die(const char *what)
+{
+    fprintf(stderr, "kmsctl: %s: %s\n", what, kms_err_detail());
+    return 1;
+}
+
 /* ---------------------------------------------------------------- input, output */
 
 long kms_cli_parse_ms(const char *s)
