@@ -10,6 +10,9 @@ PKGS=(build-essential cmake pkg-config git ca-certificates curl
       nodejs npm)
 # deploy tests (tests/deploy): podman with runc, the mmdebstrap base, compose and .deb checks
 PKGS+=(podman buildah runc uidmap mmdebstrap jq python3-yaml docker-compose dpkg-dev)
+# the static kmsctl (-DKMSCTL_STATIC=ON): cli/static-curl.sh unpacks Debian's curl source with
+# dpkg-source (dpkg-dev); its test checks the binary with `file`
+PKGS+=(dpkg-dev debian-archive-keyring file)
 # promtool (package prometheus): tests/integration/test_obs.sh checks /metrics with it
 PKGS+=(prometheus)
 # ui tests (tests/ui): kmsd's web pages in headless Debian chromium, driven from Python 3
