@@ -4,7 +4,9 @@
  * libcbor's cbor_serialize produces for the same items. Covered: the NSM Attestation request
  * (attest/nsm.c) in every field combination, and a simulated Nitro document (attest/
  * sim_nitro.c): its COSE_Sign1, its payload and the Sig_structure its signature covers, each
- * rebuilt with libcbor from the decoded parts exactly as the former libcbor builders did.
+ * rebuilt with libcbor from the decoded parts exactly as the former libcbor builders did; and
+ * every head width at its boundaries (23/24, 255/256, 65535/65536, 2^32-1/2^32) for each major
+ * type, against libcbor's cbor_encode_* and cbor_serialize.
  */
 #include <cbor.h>
 #include <openssl/bn.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "attest/attest.h"
+#include "attest/cbor.h"
 #include "attest/nsm.h"
 #include "attest/sim.h"
 #include "test.h"
@@ -55,6 +58,120 @@ static void lc_push(cbor_item_t *a, cbor_item_t *v)
 static cbor_item_t *lc_opt_bstr(const uint8_t *p, size_t n)
 {
     return p != NULL ? cbor_build_bytestring(p, n) : cbor_new_null();
+}
+
+/* ---------------------------------------------------------------- heads */
+
+static const uint64_t g_bounds[] = {
+    0, 1, 23, 24, 255, 256, 65535, 65536, 0xffffffffu, 0x100000000u, UINT64_MAX - 1, UINT64_MAX};
+
+/* libcbor's head encoder for a major type (arguments above SIZE_MAX do not occur on 64-bit). */
+static size_t lc_head(uint8_t major, uint64_t v, uint8_t *out, size_t cap)
+{
+    switch (major) {
+    case KMS_CBOR_UINT:
+        return cbor_encode_uint(v, out, cap);
+    case KMS_CBOR_NEGINT:
+        return cbor_encode_negint(v, out, cap);
+    case KMS_CBOR_BSTR:
+        return cbor_encode_bytestring_start((size_t)v, out, cap);
+    case KMS_CBOR_TSTR:
+        return cbor_encode_string_start((size_t)v, out, cap);
+    case KMS_CBOR_ARRAY:
+        return cbor_encode_array_start((size_t)v, out, cap);
+    case KMS_CBOR_MAP:
+        return cbor_encode_map_start((size_t)v, out, cap);
+    case KMS_CBOR_TAG:
+        return cbor_encode_tag(v, out, cap);
+    default:
+        return 0;
+    }
+}
+
+/* Each major type's head at every width boundary is libcbor's, 1/2/3/5/9 bytes long; the typed
+ * helpers write the same heads; a major type above 7 is refused and leaves the buffer as it was. */
+static void test_heads_match_libcbor(void)
+{
+    uint8_t want[16];
+    size_t want_len;
+    int compared = 0;
+
+    for (uint8_t major = 0; major <= 6; major++) {
+        for (size_t i = 0; i < sizeof(g_bounds) / sizeof(g_bounds[0]); i++) {
+            struct kms_buf b = {0}, t = {0};
+            uint64_t v = g_bounds[i];
+            size_t expect = v < 24 ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffffu ? 5 : 9;
+
+            want_len = lc_head(major, v, want, sizeof(want));
+            CHECK(want_len == expect);
+            CHECK_OK(kms_cbor_put_head(&b, major, v));
+            CHECK(b.len == want_len && memcmp(b.data, want, want_len) == 0);
+            if (major == KMS_CBOR_UINT)
+                CHECK_OK(kms_cbor_put_uint(&t, v));
+            else if (major == KMS_CBOR_ARRAY)
+                CHECK_OK(kms_cbor_put_array(&t, (size_t)v));
+            else if (major == KMS_CBOR_MAP)
+                CHECK_OK(kms_cbor_put_map(&t, (size_t)v));
+            if (t.len > 0)
+                CHECK(t.len == want_len && memcmp(t.data, want, want_len) == 0);
+            kms_buf_free(&b);
+            kms_buf_free(&t);
+            compared++;
+        }
+    }
+    CHECK(compared == 7 * 12);
+    {
+        struct kms_buf b = {0};
+
+        CHECK_OK(kms_buf_put_u8(&b, 0x80));
+        CHECK_RC(kms_cbor_put_head(&b, 8, 0), KMS_ERR_INVAL);
+        CHECK_DETAIL("major type 8");
+        CHECK(b.len == 1 && b.data[0] == 0x80);
+        CHECK_OK(kms_cbor_put_head(&b, 7, 22)); /* simple value 22 is null */
+        CHECK_OK(kms_cbor_put_null(&b));
+        want_len = cbor_encode_null(want, sizeof(want));
+        CHECK(b.len == 3 && want_len == 1 && b.data[1] == want[0] && b.data[2] == want[0]);
+        kms_buf_free(&b);
+    }
+}
+
+/* Strings at the length boundaries serialize as libcbor's definite strings; an empty byte
+ * string may come from NULL; a string that would take the buffer past KMS_BUF_MAX is refused
+ * before anything is written. */
+static void test_strings_match_libcbor(void)
+{
+    static const size_t lens[] = {0, 1, 23, 24, 255, 256, 65535, 65536};
+    static char text[65537];
+    struct kms_buf b = {0};
+    uint8_t *want;
+    size_t want_len;
+
+    memset(text, 'a', sizeof(text) - 1);
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        size_t n = lens[i];
+
+        want = lc_serialize(cbor_build_bytestring((const uint8_t *)text, n), &want_len);
+        CHECK_OK(kms_cbor_put_bstr(&b, (const uint8_t *)text, n));
+        CHECK(want != NULL && b.len == want_len && memcmp(b.data, want, want_len) == 0);
+        free(want);
+        kms_buf_free(&b);
+        text[n] = '\0';
+        want = lc_serialize(cbor_build_string(text), &want_len);
+        CHECK_OK(kms_cbor_put_tstr(&b, text));
+        CHECK(want != NULL && b.len == want_len && memcmp(b.data, want, want_len) == 0);
+        text[n] = 'a';
+        free(want);
+        kms_buf_free(&b);
+    }
+    CHECK_OK(kms_cbor_put_bstr(&b, NULL, 0));
+    CHECK(b.len == 1 && b.data[0] == 0x40);
+    /* 5-byte head + (KMS_BUF_MAX - 4) bytes is one byte too many; never read from text */
+    CHECK_RC(kms_cbor_put_bstr(&b, (const uint8_t *)text, KMS_BUF_MAX - 4), KMS_ERR_TOOBIG);
+    CHECK_DETAIL("exceeds");
+    CHECK(b.len == 1 && b.data[0] == 0x40);
+    CHECK_RC(kms_cbor_put_bstr(&b, (const uint8_t *)text, (size_t)0x100000000u), KMS_ERR_TOOBIG);
+    CHECK(b.len == 1);
+    kms_buf_free(&b);
 }
 
 /* ---------------------------------------------------------------- NSM request */
@@ -333,6 +450,8 @@ static void test_sim_doc_matches_libcbor(void)
 
 int main(void)
 {
+    RUN(test_heads_match_libcbor);
+    RUN(test_strings_match_libcbor);
     RUN(test_nsm_request_matches_libcbor);
     RUN(test_sim_doc_matches_libcbor);
     TEST_MAIN_END();
