@@ -1,9 +1,9 @@
 /*
- * NSM client (nsm.h): the /dev/nsm raw ioctl with CBOR messages. Requests are built with
- * libcbor into a fixed buffer; responses are read with a bounded reader that accepts only the
- * two shapes an Attestation request can get back, so no untrusted count is ever allocated on.
+ * NSM client (nsm.h): the /dev/nsm raw ioctl with CBOR messages. Requests are written with the
+ * in-tree CBOR writer (attest/cbor.h) and copied into a fixed buffer; responses are read with a
+ * bounded reader that accepts only the two shapes an Attestation request can get back, so no
+ * untrusted count is ever allocated on.
  */
-#include <cbor.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -17,30 +17,24 @@
 
 /* ---------------------------------------------------------------- request */
 
-/* bstr, or null when p is NULL; consumes nothing, returns a new reference or NULL. */
-static cbor_item_t *opt_bstr(const uint8_t *p, size_t n)
+/* key: bstr, or key: null when p is NULL. */
+static int put_field(struct kms_buf *b, const char *key, const uint8_t *p, size_t n)
 {
-    return p != NULL ? cbor_build_bytestring(p, n) : cbor_new_null();
-}
+    int rc = 0;
 
-static int map_add(cbor_item_t *m, const char *k, cbor_item_t *v)
-{
-    cbor_item_t *key = cbor_build_string(k);
-    int ok =
-        key != NULL && v != NULL && cbor_map_add(m, (struct cbor_pair){.key = key, .value = v});
-
-    if (key != NULL)
-        cbor_decref(&key);
-    if (v != NULL)
-        cbor_decref(&v);
-    return ok ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory building the NSM request");
+    KMS_GUARD(kms_cbor_put_tstr(b, key));
+    if (p != NULL)
+        KMS_GUARD(kms_cbor_put_bstr(b, p, n));
+    else
+        KMS_GUARD(kms_cbor_put_null(b));
+out:
+    return rc;
 }
 
 int kms_nsm_encode_attestation(const struct kms_nsm_att_req *req, uint8_t *out, size_t cap,
                                size_t *len)
 {
-    cbor_item_t *top = NULL, *body = NULL;
-    size_t n;
+    struct kms_buf b = {0};
     int rc = 0;
 
     *len = 0;
@@ -52,24 +46,18 @@ int kms_nsm_encode_attestation(const struct kms_nsm_att_req *req, uint8_t *out, 
     KMS_ENSURE(req->public_key == NULL || req->public_key_len <= KMS_NSM_PUBLIC_KEY_MAX,
                KMS_ERR_TOOBIG, "NSM public_key of %zu bytes (max %u)", req->public_key_len,
                KMS_NSM_PUBLIC_KEY_MAX);
-    top = cbor_new_definite_map(1);
-    body = cbor_new_definite_map(3);
-    KMS_GUARD_PTR(top);
-    KMS_GUARD_PTR(body);
-    /* field order of the Rust struct, as serde_cbor writes it */
-    KMS_GUARD(map_add(body, "user_data", opt_bstr(req->user_data, req->user_data_len)));
-    KMS_GUARD(map_add(body, "nonce", opt_bstr(req->nonce, req->nonce_len)));
-    KMS_GUARD(map_add(body, "public_key", opt_bstr(req->public_key, req->public_key_len)));
-    KMS_GUARD(map_add(top, "Attestation", body));
-    body = NULL; /* map_add consumed it */
-    n = cbor_serialize(top, out, cap);
-    KMS_ENSURE(n > 0, KMS_ERR_TOOBIG, "NSM request larger than %zu bytes", cap);
-    *len = n;
+    /* {"Attestation": {...}}, fields in the Rust struct's order, as serde_cbor writes them */
+    KMS_GUARD(kms_cbor_put_map(&b, 1));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "Attestation"));
+    KMS_GUARD(kms_cbor_put_map(&b, 3));
+    KMS_GUARD(put_field(&b, "user_data", req->user_data, req->user_data_len));
+    KMS_GUARD(put_field(&b, "nonce", req->nonce, req->nonce_len));
+    KMS_GUARD(put_field(&b, "public_key", req->public_key, req->public_key_len));
+    KMS_ENSURE(b.len <= cap, KMS_ERR_TOOBIG, "NSM request larger than %zu bytes", cap);
+    memcpy(out, b.data, b.len);
+    *len = b.len;
 out:
-    if (body != NULL)
-        cbor_decref(&body);
-    if (top != NULL)
-        cbor_decref(&top);
+    kms_buf_free(&b);
     return rc;
 }
 

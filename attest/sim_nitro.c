@@ -1,10 +1,9 @@
 /*
  * Simulated AWS Nitro Enclave: a local P-384 root stands in for the AWS root, and each call
  * issues a short-lived leaf and signs a real-format NSM document (COSE_Sign1, ES384) with it.
- * The CBOR is built with libcbor so that the verifier's own Sig_structure encoder is checked
- * against an independent one.
+ * The CBOR is written with the in-tree writer (attest/cbor.h); tests/attest/test_cbor_writer.c
+ * compares it byte for byte with libcbor, which stays the independent reference there.
  */
-#include <cbor.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -18,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "attest/cbor.h"
 #include "attest/internal.h"
 #include "attest/sim.h"
 #include "attest/sim_files.h"
@@ -111,44 +111,6 @@ static const struct kms_simf_pair nitro_root = {
 
 /* ---------------------------------------------------------------- CBOR building */
 
-/* Adds key → value to map m; consumes both references (also on failure). */
-static int map_put(cbor_item_t *m, cbor_item_t *k, cbor_item_t *v)
-{
-    int ok = k != NULL && v != NULL && cbor_map_add(m, (struct cbor_pair){.key = k, .value = v});
-
-    if (k != NULL)
-        cbor_decref(&k);
-    if (v != NULL)
-        cbor_decref(&v);
-    return ok ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory building CBOR");
-}
-
-/* Appends v to array a; consumes the reference. */
-static int arr_push(cbor_item_t *a, cbor_item_t *v)
-{
-    int ok = v != NULL && cbor_array_push(a, v);
-
-    if (v != NULL)
-        cbor_decref(&v);
-    return ok ? 0 : kms_err_set(KMS_ERR_NOMEM, "out of memory building CBOR");
-}
-
-/* Serializes item into a malloc'd buffer (caller frees). */
-static int serialize(const cbor_item_t *item, uint8_t **out, size_t *len)
-{
-    unsigned char *buf = NULL;
-    size_t cap = 0;
-    int rc = 0;
-
-    *len = cbor_serialize_alloc(item, &buf, &cap);
-    KMS_ENSURE(*len > 0 && buf != NULL, KMS_ERR_NOMEM, "cannot serialize CBOR");
-    *out = buf;
-    buf = NULL;
-out:
-    free(buf);
-    return rc;
-}
-
 static int der_of(X509 *x, uint8_t **der, size_t *len)
 {
     int n;
@@ -162,84 +124,83 @@ out:
     return rc;
 }
 
+/* The document map, keys in the order AWS's NSM writes them. Caller frees *out. */
 static int build_payload(const uint8_t pcrs[3][48], const uint8_t report_data[64], X509 *leaf,
                          X509 *root, uint8_t **out, size_t *len)
 {
     static const uint8_t zero_pcr[48];
-    cbor_item_t *m = cbor_new_definite_map(9);
-    cbor_item_t *pm = NULL, *cab = NULL;
+    struct kms_buf b = {0};
     uint8_t *leaf_der = NULL, *root_der = NULL;
     size_t leaf_len = 0, root_len = 0;
     struct timespec ts;
     int rc = 0;
 
-    KMS_GUARD_PTR(m);
     KMS_GUARD(der_of(leaf, &leaf_der, &leaf_len));
     KMS_GUARD(der_of(root, &root_der, &root_len));
     clock_gettime(CLOCK_REALTIME, &ts);
-    KMS_GUARD(map_put(m, cbor_build_string("module_id"), cbor_build_string(SIM_NITRO_MODULE_ID)));
-    KMS_GUARD(map_put(m, cbor_build_string("digest"), cbor_build_string("SHA384")));
-    KMS_GUARD(
-        map_put(m, cbor_build_string("timestamp"),
-                cbor_build_uint64((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u)));
-    pm = cbor_new_definite_map(SIM_NITRO_NPCRS);
-    KMS_GUARD_PTR(pm);
-    for (unsigned i = 0; i < SIM_NITRO_NPCRS; i++)
-        KMS_GUARD(map_put(pm, cbor_build_uint8((uint8_t)i),
-                          cbor_build_bytestring(i < 3 ? pcrs[i] : zero_pcr, 48)));
-    KMS_GUARD(map_put(m, cbor_build_string("pcrs"), pm));
-    pm = NULL;
-    KMS_GUARD(
-        map_put(m, cbor_build_string("certificate"), cbor_build_bytestring(leaf_der, leaf_len)));
-    cab = cbor_new_definite_array(1);
-    KMS_GUARD_PTR(cab);
-    KMS_GUARD(arr_push(cab, cbor_build_bytestring(root_der, root_len)));
-    KMS_GUARD(map_put(m, cbor_build_string("cabundle"), cab));
-    cab = NULL;
-    KMS_GUARD(map_put(m, cbor_build_string("public_key"), cbor_new_null()));
-    KMS_GUARD(
-        map_put(m, cbor_build_string("user_data"),
-                report_data != NULL ? cbor_build_bytestring(report_data, 64) : cbor_new_null()));
-    KMS_GUARD(map_put(m, cbor_build_string("nonce"), cbor_new_null()));
-    KMS_GUARD(serialize(m, out, len));
+    KMS_GUARD(kms_cbor_put_map(&b, 9));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "module_id"));
+    KMS_GUARD(kms_cbor_put_tstr(&b, SIM_NITRO_MODULE_ID));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "digest"));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "SHA384"));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "timestamp"));
+    /* milliseconds since 1970 exceed 2^32, so this is the 9-byte form libcbor's uint64 had */
+    KMS_GUARD(kms_cbor_put_uint(&b, (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "pcrs"));
+    KMS_GUARD(kms_cbor_put_map(&b, SIM_NITRO_NPCRS));
+    for (unsigned i = 0; i < SIM_NITRO_NPCRS; i++) {
+        KMS_GUARD(kms_cbor_put_uint(&b, i));
+        KMS_GUARD(kms_cbor_put_bstr(&b, i < 3 ? pcrs[i] : zero_pcr, 48));
+    }
+    KMS_GUARD(kms_cbor_put_tstr(&b, "certificate"));
+    KMS_GUARD(kms_cbor_put_bstr(&b, leaf_der, leaf_len));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "cabundle"));
+    KMS_GUARD(kms_cbor_put_array(&b, 1));
+    KMS_GUARD(kms_cbor_put_bstr(&b, root_der, root_len));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "public_key"));
+    KMS_GUARD(kms_cbor_put_null(&b));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "user_data"));
+    if (report_data != NULL)
+        KMS_GUARD(kms_cbor_put_bstr(&b, report_data, 64));
+    else
+        KMS_GUARD(kms_cbor_put_null(&b));
+    KMS_GUARD(kms_cbor_put_tstr(&b, "nonce"));
+    KMS_GUARD(kms_cbor_put_null(&b));
+    *out = kms_buf_steal(&b, len);
 out:
     OPENSSL_free(leaf_der);
     OPENSSL_free(root_der);
-    if (pm != NULL)
-        cbor_decref(&pm);
-    if (cab != NULL)
-        cbor_decref(&cab);
-    if (m != NULL)
-        cbor_decref(&m);
+    kms_buf_free(&b);
     return rc;
 }
 
-/* ES384: SHA-384 over the libcbor-encoded Sig_structure, signature as r||s (48 B each). */
+/* ES384: SHA-384 over the Sig_structure ["Signature1", prot, h'', payload], signature as r||s
+ * (48 B each). The verifier encodes the Sig_structure itself; tests/attest/test_cbor_writer.c
+ * checks these signatures against libcbor's encoding of it. */
 static int sign_cose(EVP_PKEY *key, const uint8_t *prot, size_t prot_len, const uint8_t *payload,
                      size_t payload_len, uint8_t sig[96])
 {
-    cbor_item_t *a = cbor_new_definite_array(4);
-    uint8_t *tbs = NULL, *der = NULL;
+    struct kms_buf tbs = {0};
+    uint8_t *der = NULL;
     const uint8_t *q;
-    size_t tbs_len = 0, der_len = 0;
+    size_t der_len = 0;
     EVP_MD_CTX *md = NULL;
     ECDSA_SIG *es = NULL;
     const BIGNUM *r, *s;
     int rc = 0;
 
-    KMS_GUARD_PTR(a);
-    KMS_GUARD(arr_push(a, cbor_build_string("Signature1")));
-    KMS_GUARD(arr_push(a, cbor_build_bytestring(prot, prot_len)));
-    KMS_GUARD(arr_push(a, cbor_new_definite_bytestring()));
-    KMS_GUARD(arr_push(a, cbor_build_bytestring(payload, payload_len)));
-    KMS_GUARD(serialize(a, &tbs, &tbs_len));
+    KMS_GUARD(kms_cbor_put_array(&tbs, 4));
+    KMS_GUARD(kms_cbor_put_tstr(&tbs, "Signature1"));
+    KMS_GUARD(kms_cbor_put_bstr(&tbs, prot, prot_len));
+    KMS_GUARD(kms_cbor_put_bstr(&tbs, NULL, 0));
+    KMS_GUARD(kms_cbor_put_bstr(&tbs, payload, payload_len));
     md = EVP_MD_CTX_new();
     KMS_GUARD_PTR(md);
     KMS_GUARD_OSSL(EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, key), "EVP_DigestSignInit");
-    KMS_GUARD_OSSL(EVP_DigestSign(md, NULL, &der_len, tbs, tbs_len), "EVP_DigestSign");
+    KMS_GUARD_OSSL(EVP_DigestSign(md, NULL, &der_len, tbs.data, tbs.len), "EVP_DigestSign");
     der = OPENSSL_malloc(der_len);
     KMS_GUARD_PTR(der);
-    KMS_GUARD_OSSL(EVP_DigestSign(md, der, &der_len, tbs, tbs_len), "EVP_DigestSign");
+    KMS_GUARD_OSSL(EVP_DigestSign(md, der, &der_len, tbs.data, tbs.len), "EVP_DigestSign");
     q = der;
     es = d2i_ECDSA_SIG(NULL, &q, (long)der_len);
     KMS_ENSURE(es != NULL, KMS_ERR_CRYPTO, "cannot decode the ECDSA signature");
@@ -250,30 +211,28 @@ out:
     ECDSA_SIG_free(es);
     OPENSSL_free(der);
     EVP_MD_CTX_free(md);
-    free(tbs);
-    if (a != NULL)
-        cbor_decref(&a);
+    kms_buf_free(&tbs);
     return rc;
 }
 
+/* COSE_Sign1 [prot, {}, payload, sig], untagged as the NSM returns it. Caller frees *out. */
 static int build_cose(EVP_PKEY *leaf_key, const uint8_t *payload, size_t payload_len, uint8_t **out,
                       size_t *len)
 {
     static const uint8_t prot[] = {0xa1, 0x01, 0x38, 0x22}; /* {1: -35} */
-    cbor_item_t *a = cbor_new_definite_array(4);
+    struct kms_buf b = {0};
     uint8_t sig[96];
     int rc = 0;
 
-    KMS_GUARD_PTR(a);
     KMS_GUARD(sign_cose(leaf_key, prot, sizeof(prot), payload, payload_len, sig));
-    KMS_GUARD(arr_push(a, cbor_build_bytestring(prot, sizeof(prot))));
-    KMS_GUARD(arr_push(a, cbor_new_definite_map(0)));
-    KMS_GUARD(arr_push(a, cbor_build_bytestring(payload, payload_len)));
-    KMS_GUARD(arr_push(a, cbor_build_bytestring(sig, sizeof(sig))));
-    KMS_GUARD(serialize(a, out, len));
+    KMS_GUARD(kms_cbor_put_array(&b, 4));
+    KMS_GUARD(kms_cbor_put_bstr(&b, prot, sizeof(prot)));
+    KMS_GUARD(kms_cbor_put_map(&b, 0));
+    KMS_GUARD(kms_cbor_put_bstr(&b, payload, payload_len));
+    KMS_GUARD(kms_cbor_put_bstr(&b, sig, sizeof(sig)));
+    *out = kms_buf_steal(&b, len);
 out:
-    if (a != NULL)
-        cbor_decref(&a);
+    kms_buf_free(&b);
     return rc;
 }
 
