@@ -22,12 +22,19 @@
  * answers an error, an NSM ioctl on a file that is not the NSM, no vsock listener.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <openssl/sha.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "attest/nsm.h"
 #include "common/file.h"
 #include "kmstest_nitro.h"
 #include "kmstest_proc.h"
@@ -242,6 +249,10 @@ static int test_enclave_chroot(struct kmstest_nsm *nsm)
         printf("skipped: no static kmsctl (set KMSCTL_STATIC_BIN)\n");
         return 0;
     }
+    if (geteuid() != 0) {
+        printf("skipped: static kmsctl in a chroot needs root (chroot)\n");
+        return 0;
+    }
     snprintf(root, sizeof(root), "%s/enclave-root", g_tmp);
     CHECK(mkdir(root, 0755) == 0);
     CHECK_OK(kms_file_read(bin, 64u << 20, &b, &n));
@@ -365,16 +376,112 @@ static void test_refusals(struct kmstest_nsm *nsm)
     CHECK(strstr(err, "add --insecure-sim") != NULL);
 }
 
+/* A program to run under kmstest_enclave (this binary with --probe MODE [DEV]), for the
+ * supervisor's own checks; its exit status is the answer. */
+static int probe(const char *mode, const char *dev)
+{
+    if (strcmp(mode, "native") == 0)
+        return syscall(SYS_getpid) == getpid() ? 0 : 1;
+    if (strcmp(mode, "hang") == 0) {
+        pause(); /* until the supervisor's deadline kills it */
+        return 7;
+    }
+#if defined(__x86_64__)
+    if (strcmp(mode, "x32") == 0) {
+        (void)syscall(SYS_getpid | 0x40000000L); /* the x32 ABI's getpid */
+        return 0;
+    }
+    if (strcmp(mode, "i386") == 0) {
+        long r;
+
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory"); /* i386 getpid */
+        return r == (long)getpid() ? 0 : 2;
+    }
+#endif
+    if (dev != NULL && strncmp(mode, "nsm-", 4) == 0) {
+        uint8_t req[KMS_NSM_REQUEST_MAX + 1], resp[4];
+        struct kms_nsm_raw raw;
+        int fd = open(dev, O_RDWR | O_CLOEXEC), rc;
+
+        if (fd < 0)
+            return 3;
+        memset(req, 0, sizeof(req));
+        memset(resp, 0, sizeof(resp));
+        raw.request.addr = (uint64_t)(uintptr_t)req;
+        raw.request.len = strcmp(mode, "nsm-big") == 0 ? sizeof(req) : 1;
+        raw.response.addr = (uint64_t)(uintptr_t)resp;
+        raw.response.len = sizeof(resp);
+        rc = ioctl(fd, KMS_NSM_IOCTL_RAW, &raw);
+        close(fd);
+        if (strcmp(mode, "nsm-big") == 0)
+            return rc != 0 && errno == EMSGSIZE ? 0 : 4;
+        /* nsm-short: the answer ({"Error": ...}, a1 65 'E' 'r' ...) cut to the buffer */
+        return rc == 0 && raw.response.len == 4 &&
+                       memcmp(resp,
+                              "\xa1\x65"
+                              "Er",
+                              4) == 0
+                   ? 0
+                   : 5;
+    }
+    return 6;
+}
+
+/* Runs `kmstest_enclave --nsm dev ... -- this --probe mode dev`; its exit status. */
+static int run_probe(const char *self, const char *dev, const char *extra, const char *mode)
+{
+    char cmd[2048];
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "%s --nsm %s --vsock-dir %s %s -- %s --probe %s %s", g_enclave, dev,
+             g_vsock, extra, self, mode, dev);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The supervisor itself: exit status passthrough, other syscall ABIs killed, the NSM request
+ * bound, the response cut to the caller's buffer, its deadline. */
+static void test_enclave_supervisor(const char *self, struct kmstest_nsm *nsm)
+{
+    char cmd[1024];
+    int before = nsm->n_requests, st;
+
+    CHECK(run_probe(self, nsm->dev, "", "native") == 0);
+    CHECK(run_probe(self, nsm->dev, "", "bogus") == 6);
+#if defined(__x86_64__)
+    /* x32 and i386 syscalls share no numbers with the filter's: killed by SIGSYS (128 + 31) */
+    CHECK(run_probe(self, nsm->dev, "", "x32") == 128 + SIGSYS);
+    /* i386 emulation may be configured out: then there is no such ABI to refuse */
+    snprintf(cmd, sizeof(cmd), "%s --probe i386 >/dev/null 2>&1", self);
+    st = system(cmd);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        CHECK(run_probe(self, nsm->dev, "", "i386") == 128 + SIGSYS);
+#endif
+    /* a request over the NSM's 4 KiB: EMSGSIZE, the fake NSM not asked */
+    CHECK(run_probe(self, nsm->dev, "", "nsm-big") == 0);
+    CHECK(nsm->n_requests == before);
+    /* a 4-byte response buffer: the answer cut to it, response.len = 4 */
+    CHECK(run_probe(self, nsm->dev, "", "nsm-short") == 0);
+    CHECK(nsm->n_requests == before + 1);
+    /* usage errors and the deadline */
+    snprintf(cmd, sizeof(cmd), "%s --vsock-dir %s -- true 2>/dev/null", g_enclave, g_vsock);
+    st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 125);
+    CHECK(run_probe(self, nsm->dev, "--timeout-s 1 2>/dev/null", "hang") == 124);
+}
+
 int main(int argc, char **argv)
 {
     char tmpl[] = "/tmp/kms-e2e-nitro-XXXXXX";
     unsigned port = kmstest_free_port();
-    char ob[64], url[64], portstr[16];
+    char ob[64], url[64], portstr[16], self[PATH_MAX];
     struct kmstest_nsm nsm;
     uint8_t pcrs[3][48];
     json_t *r = NULL;
     pid_t pid;
 
+    if (argc >= 3 && strcmp(argv[1], "--probe") == 0)
+        return probe(argv[2], argc > 3 ? argv[3] : NULL);
     if (argc < 3 || getenv("KMS_BIN_DIR") == NULL || mkdtemp(tmpl) == NULL)
         return 1;
     g_preload = argv[1];
@@ -383,6 +490,12 @@ int main(int argc, char **argv)
     snprintf(g_sim, sizeof(g_sim), "%s/sim", g_tmp);
     snprintf(g_vsock, sizeof(g_vsock), "%s/vsock", g_tmp);
     CHECK(mkdir(g_vsock, 0700) == 0);
+    {
+        ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+        CHECK(k > 0);
+        self[k > 0 ? k : 0] = '\0';
+    }
     snprintf(portstr, sizeof(portstr), "%u", port);
     setenv("KMSTEST_PORT", portstr, 1);
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
@@ -413,6 +526,9 @@ int main(int argc, char **argv)
         before = kms_test_failures;
         if (test_enclave_chroot(&nsm))
             printf("%s test_enclave_chroot\n", kms_test_failures == before ? "ok  " : "FAIL");
+        before = kms_test_failures;
+        test_enclave_supervisor(self, &nsm);
+        printf("%s test_enclave_supervisor\n", kms_test_failures == before ? "ok  " : "FAIL");
         before = kms_test_failures;
         test_enclave_refusals(&nsm);
         printf("%s test_enclave_refusals\n", kms_test_failures == before ? "ok  " : "FAIL");

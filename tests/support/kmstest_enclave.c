@@ -330,6 +330,9 @@ static void on_ioctl(int lfd, const struct seccomp_notif *n, const struct enc_op
         r->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
         return;
     }
+    /* pid was still the caller's when /proc was read (not a reused one) */
+    if (!notif_valid(lfd, n->id))
+        return;
     if (mem_io(pid, at, &raw, sizeof(raw), 0) != 0) {
         r->error = -EFAULT;
         return;
