@@ -14,7 +14,7 @@
  * The same again without LD_PRELOAD, under kmstest_enclave (tests/support/kmstest_enclave.c: a
  * seccomp user-notification supervisor answering the NSM ioctl and AF_VSOCK connect() at the
  * syscall boundary, as the kernel would), which also reaches a statically linked kmsctl: with
- * KMSCTL_STATIC_BIN set, that one runs as the root of an otherwise empty chroot (the binary and
+ * KMS_STATIC_KMSCTL set, that one runs as the root of an otherwise empty chroot (the binary and
  * an empty dev/nsm, nothing else), as in an enclave image.
  *
  * Refusals: no NSM device, a proxy that refuses (403) or is not there, no vsock listener, a
@@ -232,12 +232,12 @@ static int dir_entries(const char *dir)
     return n;
 }
 
-/* The static kmsctl ($KMSCTL_STATIC_BIN) as the root of an empty chroot: only /kmsctl and an
+/* The static kmsctl ($KMS_STATIC_KMSCTL) as the root of an empty chroot: only /kmsctl and an
  * empty /dev/nsm; the fake NSM's socket and the vsock receiver stay outside. 1 when run, 0 when
  * there is no static kmsctl to run. */
 static int test_enclave_chroot(struct kmstest_nsm *nsm)
 {
-    const char *bin = getenv("KMSCTL_STATIC_BIN");
+    const char *bin = getenv("KMS_STATIC_KMSCTL");
     struct kmstest_proxy px;
     struct kmstest_vsock_rx rx;
     char root[400], path[500], extra[600], wrap[2048], args[1024], err[8192], sock[300];
@@ -246,7 +246,7 @@ static int test_enclave_chroot(struct kmstest_nsm *nsm)
     int before = nsm->n_requests;
 
     if (bin == NULL || bin[0] == '\0') {
-        printf("skipped: no static kmsctl (set KMSCTL_STATIC_BIN)\n");
+        printf("skipped: no static kmsctl (set KMS_STATIC_KMSCTL)\n");
         return 0;
     }
     if (geteuid() != 0) {
