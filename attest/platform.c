@@ -363,6 +363,8 @@ int kms_platform_open(const struct kms_platform_cfg *cfg, struct kms_platform **
     *out = NULL;
     KMS_ENSURE(cfg->kind != KMS_PLATFORM_NONE, KMS_ERR_ATT_UNSUPPORTED,
                "no evidence producer for TEE %s in this build", kms_platform_kind_name(cfg->kind));
+    if (cfg->kind == KMS_PLATFORM_GCP_TDX)
+        KMS_GUARD(kms_vtpm_available()); /* before anything else: builds without tpm2-tss */
     p = calloc(1, sizeof(*p));
     KMS_GUARD_PTR(p);
     p->kind = cfg->kind;

@@ -103,6 +103,9 @@ struct kms_vtpm;
 
 enum kms_vtpm_ak_kind { KMS_VTPM_AK_ECC = 0, KMS_VTPM_AK_RSA = 1 };
 
+/* 0 when this build has the vTPM producer; else KMS_ERR_STATE saying it was built without
+ * tpm2-tss (vtpm_absent.c: the static kmsctl). */
+KMS_WUR int kms_vtpm_available(void);
 /* Opens a TPM through a TCTI configuration string ("swtpm:host=127.0.0.1,port=2321",
  * "mssim:host=...,port=...", "device:/dev/tpmrm0"; NULL = tss2 default). Caller frees *out. */
 KMS_WUR int kms_vtpm_open(const char *tcti, struct kms_vtpm **out);

@@ -31,6 +31,11 @@ static const uint32_t policy_pcrs[3] = {0, 2, 14};
 
 /* TPM failures of this producer are KMS_ERR_IO "TPM: <what> failed: ..." (KMS_TSS_GUARD). */
 
+int kms_vtpm_available(void)
+{
+    return 0;
+}
+
 int kms_vtpm_open(const char *tcti, struct kms_vtpm **out)
 {
     struct kms_vtpm *t = calloc(1, sizeof(*t));

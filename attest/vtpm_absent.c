@@ -1,7 +1,8 @@
 /*
  * The vTPM producer of builds without tpm2-tss (the static kmsctl, -DKMSCTL_STATIC=ON: Debian
- * ships no static tpm2-tss archive). Every entry point refuses with the same error, so
- * `--tee gcp-tdx` fails with a message that says why instead of a link error or a crash;
+ * ships no static tpm2-tss archive). Every entry point refuses with the same error, and
+ * opening the gcp-tdx platform asks kms_vtpm_available first, so `--tee gcp-tdx` fails at once
+ * with a message that says why instead of a link error or a crash;
  * everything else (sim-gcp, verification of vTPM quotes) is unaffected.
  */
 #include <stddef.h>
@@ -14,6 +15,11 @@ static int absent(void)
     return kms_err_set(KMS_ERR_STATE, "this kmsctl is built without tpm2-tss (the static enclave "
                                       "build): it cannot use a vTPM, so --tee gcp-tdx is not "
                                       "available; use the dynamically linked kmsctl");
+}
+
+int kms_vtpm_available(void)
+{
+    return absent();
 }
 
 int kms_vtpm_open(const char *tcti, struct kms_vtpm **out)
