@@ -945,7 +945,7 @@ static int splice(uint8_t *p, size_t *len, size_t cap, const uint8_t *from, size
     for (size_t i = 0; i + flen <= *len; i++) {
         if (memcmp(p + i, from, flen) != 0)
             continue;
-        if (*len - flen + tlen > cap)
+        if (cap - (*len - flen) < tlen)
             return KMS_ERR_TOOBIG;
         memmove(p + i + tlen, p + i + flen, *len - i - flen);
         memcpy(p + i, to, tlen);
