@@ -535,45 +535,16 @@ out:
     return rc;
 }
 
-/* Canonical CBOR head (shortest form). */
-static int put_head(struct kms_buf *b, uint8_t major, uint64_t v)
-{
-    uint8_t mt = (uint8_t)(major << 5);
-    int rc = 0;
-
-    if (v < 24) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | v)));
-    } else if (v <= 0xff) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 24)));
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)v));
-    } else if (v <= 0xffff) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 25)));
-        KMS_GUARD(kms_buf_put_u16be(b, (uint16_t)v));
-    } else if (v <= 0xffffffffu) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 26)));
-        KMS_GUARD(kms_buf_put_u32be(b, (uint32_t)v));
-    } else {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 27)));
-        KMS_GUARD(kms_buf_put_u64be(b, v));
-    }
-out:
-    return rc;
-}
-
 /* Sig_structure = ["Signature1", protected, h'', payload] (RFC 9052 §4.4), canonical CBOR. */
 static int sig_structure(const struct nitro_doc *d, struct kms_buf *b)
 {
-    static const char ctx_str[] = "Signature1";
     int rc = 0;
 
-    KMS_GUARD(put_head(b, 4, 4));
-    KMS_GUARD(put_head(b, 3, sizeof(ctx_str) - 1));
-    KMS_GUARD(kms_buf_put(b, ctx_str, sizeof(ctx_str) - 1));
-    KMS_GUARD(put_head(b, 2, d->prot_len));
-    KMS_GUARD(kms_buf_put(b, d->prot, d->prot_len));
-    KMS_GUARD(put_head(b, 2, 0));
-    KMS_GUARD(put_head(b, 2, d->payload_len));
-    KMS_GUARD(kms_buf_put(b, d->payload, d->payload_len));
+    KMS_GUARD(kms_cbor_put_array(b, 4));
+    KMS_GUARD(kms_cbor_put_tstr(b, "Signature1"));
+    KMS_GUARD(kms_cbor_put_bstr(b, d->prot, d->prot_len));
+    KMS_GUARD(kms_cbor_put_bstr(b, NULL, 0));
+    KMS_GUARD(kms_cbor_put_bstr(b, d->payload, d->payload_len));
 out:
     return rc;
 }
