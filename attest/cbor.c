@@ -135,3 +135,223 @@ int kms_cbor_put_map(struct kms_buf *b, size_t n)
 {
     return kms_cbor_put_head(b, KMS_CBOR_MAP, (uint64_t)n);
 }
+
+/* ---------------------------------------------------------------- decoder: item views */
+
+int kms_cbor_read(struct kms_reader *r, struct kms_cbor_item *it)
+{
+    int rc = 0;
+
+    memset(it, 0, sizeof(*it));
+    KMS_GUARD(kms_cbor_head(r, &it->major, &it->ai, &it->val, &it->indef));
+    switch (it->major) {
+    case KMS_CBOR_UINT:
+    case KMS_CBOR_NEGINT:
+        KMS_ENSURE(!it->indef, KMS_ERR_PARSE, "integer with indefinite length");
+        break;
+    case KMS_CBOR_BSTR:
+    case KMS_CBOR_TSTR:
+        KMS_ENSURE(!it->indef, KMS_ERR_PARSE, "indefinite-length string");
+        KMS_ENSURE(it->val <= kms_rd_left(r), KMS_ERR_PARSE, "string length %llu exceeds input",
+                   (unsigned long long)it->val);
+        it->len = (size_t)it->val;
+        KMS_GUARD(kms_rd_ptr(r, it->len, &it->p));
+        break;
+    case KMS_CBOR_ARRAY:
+    case KMS_CBOR_MAP:
+        /* every element takes at least one byte, a pair two */
+        KMS_ENSURE(it->indef || (it->val <= kms_rd_left(r) &&
+                                 (it->major == KMS_CBOR_ARRAY || it->val <= kms_rd_left(r) / 2)),
+                   KMS_ERR_PARSE, "item count %llu exceeds input", (unsigned long long)it->val);
+        break;
+    default: /* tags and major 7: the caller judges them */
+        break;
+    }
+out:
+    return rc;
+}
+
+void kms_cbor_iter_init(struct kms_cbor_iter *it, struct kms_reader *r,
+                        const struct kms_cbor_item *c)
+{
+    it->r = r;
+    it->indef = c->indef;
+    it->done = 0;
+    it->left = c->indef ? 0 : c->val;
+}
+
+int kms_cbor_next(struct kms_cbor_iter *it, int *more)
+{
+    uint8_t brk;
+    int rc = 0;
+
+    *more = 0;
+    if (it->done)
+        goto out;
+    if (!it->indef) {
+        if (it->left == 0) {
+            it->done = 1;
+            goto out;
+        }
+        it->left--;
+        *more = 1;
+        goto out;
+    }
+    KMS_ENSURE(kms_rd_left(it->r) > 0, KMS_ERR_PARSE, "unterminated container");
+    if (it->r->p[it->r->off] == 0xff) {
+        KMS_GUARD(kms_rd_u8(it->r, &brk));
+        it->done = 1;
+        goto out;
+    }
+    *more = 1;
+out:
+    return rc;
+}
+
+static int skip_item(struct kms_reader *r, unsigned depth, unsigned max_depth);
+
+/* The content of it (just read) at nesting depth `depth`. */
+static int skip_content(struct kms_reader *r, const struct kms_cbor_item *it, unsigned depth,
+                        unsigned max_depth)
+{
+    struct kms_cbor_iter in;
+    int more;
+    int rc = 0;
+
+    switch (it->major) {
+    case KMS_CBOR_ARRAY:
+    case KMS_CBOR_MAP:
+        kms_cbor_iter_init(&in, r, it);
+        for (;;) {
+            KMS_GUARD(kms_cbor_next(&in, &more));
+            if (!more)
+                break;
+            KMS_GUARD(skip_item(r, depth + 1, max_depth));
+            if (it->major == KMS_CBOR_MAP)
+                KMS_GUARD(skip_item(r, depth + 1, max_depth));
+        }
+        break;
+    case KMS_CBOR_TAG:
+        KMS_ENSURE(!it->indef, KMS_ERR_PARSE, "tag with indefinite length");
+        KMS_GUARD(skip_item(r, depth + 1, max_depth));
+        break;
+    case KMS_CBOR_SIMPLE:
+        KMS_ENSURE(!it->indef, KMS_ERR_PARSE, "unexpected break");
+        break;
+    default: /* integers and strings are complete */
+        break;
+    }
+out:
+    return rc;
+}
+
+static int skip_item(struct kms_reader *r, unsigned depth, unsigned max_depth)
+{
+    struct kms_cbor_item it;
+    int rc = 0;
+
+    KMS_ENSURE(depth <= max_depth, KMS_ERR_PARSE, "nesting deeper than %u", max_depth);
+    KMS_GUARD(kms_cbor_read(r, &it));
+    KMS_GUARD(skip_content(r, &it, depth, max_depth));
+out:
+    return rc;
+}
+
+int kms_cbor_skip_rest(struct kms_reader *r, const struct kms_cbor_item *it, unsigned max_depth)
+{
+    return skip_content(r, it, 0, max_depth);
+}
+
+int kms_cbor_skip(struct kms_reader *r, unsigned max_depth)
+{
+    return skip_item(r, 0, max_depth);
+}
+
+int kms_cbor_count(const struct kms_reader *r, const struct kms_cbor_item *c, unsigned max_depth,
+                   uint64_t *n)
+{
+    struct kms_reader copy = *r;
+    struct kms_cbor_iter in;
+    uint64_t count = 0;
+    int more;
+    int rc = 0;
+
+    *n = 0;
+    KMS_ENSURE(c->major == KMS_CBOR_ARRAY || c->major == KMS_CBOR_MAP, KMS_ERR_INVAL,
+               "CBOR item is not an array or map");
+    if (!c->indef) {
+        *n = c->val;
+        goto out;
+    }
+    kms_cbor_iter_init(&in, &copy, c);
+    for (;;) {
+        KMS_GUARD(kms_cbor_next(&in, &more));
+        if (!more)
+            break;
+        KMS_GUARD(skip_item(&copy, 1, max_depth));
+        if (c->major == KMS_CBOR_MAP)
+            KMS_GUARD(skip_item(&copy, 1, max_depth));
+        count++;
+    }
+    *n = count;
+out:
+    return rc;
+}
+
+int kms_cbor_is_text(const struct kms_cbor_item *it, const char *s)
+{
+    size_t n = strlen(s);
+
+    return it->major == KMS_CBOR_TSTR && it->len == n && (n == 0 || memcmp(it->p, s, n) == 0);
+}
+
+int kms_cbor_is_uint(const struct kms_cbor_item *it, uint64_t v)
+{
+    return it->major == KMS_CBOR_UINT && it->val == v;
+}
+
+int kms_cbor_is_null(const struct kms_cbor_item *it)
+{
+    return it->major == KMS_CBOR_SIMPLE && !it->indef && it->ai == KMS_CBOR_NULL;
+}
+
+int kms_cbor_utf8_ok(const uint8_t *p, size_t n)
+{
+    size_t i = 0, more;
+    uint8_t c, lo, hi;
+
+    while (i < n) {
+        c = p[i];
+        lo = 0x80;
+        hi = 0xbf;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2;
+            if (c == 0xe0)
+                lo = 0xa0; /* overlong */
+            else if (c == 0xed)
+                hi = 0x9f; /* surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3;
+            if (c == 0xf0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xf4)
+                hi = 0x8f; /* past U+10FFFF */
+        } else {
+            return 0; /* continuation byte, C0/C1 (overlong) or F5..FF */
+        }
+        if (n - i - 1 < more || p[i + 1] < lo || p[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k <= more; k++) {
+            if (p[i + k] < 0x80 || p[i + k] > 0xbf)
+                return 0;
+        }
+        i += more + 1;
+    }
+    return 1;
+}

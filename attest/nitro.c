@@ -2,11 +2,11 @@
  * AWS Nitro Enclave NSM attestation documents (attestation-reference.md §1): COSE_Sign1 (ES384)
  * over a CBOR document whose certificate chains to the pinned AWS Nitro Enclaves Root G1.
  *
- * Every CBOR input first passes a bounded well-formedness walk (struct kms_reader) before
- * libcbor builds a tree: the walk bounds nesting depth and rejects any declared length or item
- * count larger than the bytes that remain, so libcbor never allocates on an untrusted count.
+ * Every CBOR input first passes a bounded well-formedness walk (struct kms_reader): it bounds
+ * nesting depth, rejects any declared length or item count larger than the bytes that remain and
+ * checks every text string is UTF-8. The fields are then read from the checked bytes through the
+ * in-tree item views (attest/cbor.h): zero-copy, nothing allocated on an untrusted count.
  */
-#include <cbor.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -37,7 +37,7 @@
 #define COSE_HDR_CRIT 2u
 #define COSE_ALG_ES384_NEG 34u /* -35 is stored as negint 34 */
 
-/* What a parsed document gives the verifier; pointers borrow from the libcbor trees. */
+/* What a parsed document gives the verifier; pointers borrow from the input document. */
 struct nitro_doc {
     const uint8_t *prot;
     size_t prot_len;
@@ -60,177 +60,162 @@ struct nitro_doc {
 
 /* Walks one item. Allowed: integers, definite byte/text strings, definite or indefinite arrays
  * and maps (AWS emits the document as an indefinite map), false/true/null. Rejected: tags (the
- * only legal one, COSE_Sign1's 18 at the top, is removed before; libcbor 0.8 cannot load tags),
- * indefinite strings, floats, other simple values, stray breaks, depth > NITRO_MAX_DEPTH. */
-static int cbor_walk(struct kms_reader *r, unsigned depth)
+ * only legal one, COSE_Sign1's 18 at the top, is removed before), indefinite strings, floats,
+ * other simple values, stray breaks, depth > NITRO_MAX_DEPTH. A text string that is not UTF-8
+ * sets *bad_text and the walk goes on (the caller reports it only for an otherwise valid item). */
+static int doc_walk(struct kms_reader *r, unsigned depth, int *bad_text)
 {
-    uint8_t major, ai, nb;
-    uint64_t val;
-    int indef;
+    struct kms_cbor_item it;
+    struct kms_cbor_iter in;
+    int more;
     int rc = 0;
 
     KMS_ENSURE(depth <= NITRO_MAX_DEPTH, KMS_ERR_PARSE, "nesting deeper than %u", NITRO_MAX_DEPTH);
-    KMS_GUARD(kms_cbor_head(r, &major, &ai, &val, &indef));
-    switch (major) {
-    case 0:
-    case 1:
-        KMS_ENSURE(!indef, KMS_ERR_PARSE, "integer with indefinite length");
+    KMS_GUARD(kms_cbor_read(r, &it));
+    switch (it.major) {
+    case KMS_CBOR_TSTR:
+        if (!kms_cbor_utf8_ok(it.p, it.len))
+            *bad_text = 1;
         break;
-    case 2:
-    case 3:
-        KMS_ENSURE(!indef, KMS_ERR_PARSE, "indefinite-length string");
-        KMS_ENSURE(val <= kms_rd_left(r), KMS_ERR_PARSE, "string length %llu exceeds input",
-                   (unsigned long long)val);
-        KMS_GUARD(kms_rd_skip(r, (size_t)val));
-        break;
-    case 4:
-    case 5:
-        if (indef) {
-            for (;;) {
-                KMS_ENSURE(kms_rd_left(r) > 0, KMS_ERR_PARSE, "unterminated container");
-                if (r->p[r->off] == 0xff) {
-                    KMS_GUARD(kms_rd_u8(r, &nb));
-                    break;
-                }
-                KMS_GUARD(cbor_walk(r, depth + 1));
-                if (major == 5)
-                    KMS_GUARD(cbor_walk(r, depth + 1));
-            }
-        } else {
-            /* every item takes at least one byte */
-            KMS_ENSURE(val <= kms_rd_left(r) && (major == 4 || val <= kms_rd_left(r) / 2),
-                       KMS_ERR_PARSE, "item count %llu exceeds input", (unsigned long long)val);
-            for (uint64_t i = 0; i < val; i++) {
-                KMS_GUARD(cbor_walk(r, depth + 1));
-                if (major == 5)
-                    KMS_GUARD(cbor_walk(r, depth + 1));
-            }
+    case KMS_CBOR_ARRAY:
+    case KMS_CBOR_MAP:
+        kms_cbor_iter_init(&in, r, &it);
+        for (;;) {
+            KMS_GUARD(kms_cbor_next(&in, &more));
+            if (!more)
+                break;
+            KMS_GUARD(doc_walk(r, depth + 1, bad_text));
+            if (it.major == KMS_CBOR_MAP)
+                KMS_GUARD(doc_walk(r, depth + 1, bad_text));
         }
         break;
-    case 6:
-        rc = kms_err_set(KMS_ERR_PARSE, "unexpected CBOR tag %llu", (unsigned long long)val);
+    case KMS_CBOR_TAG:
+        rc = kms_err_set(KMS_ERR_PARSE, "unexpected CBOR tag %llu", (unsigned long long)it.val);
         goto out;
-    default: /* 7 */
-        KMS_ENSURE(!indef, KMS_ERR_PARSE, "unexpected break");
-        KMS_ENSURE(ai >= 20 && ai <= 22, KMS_ERR_PARSE,
-                   "unsupported simple value or float (additional information %u)", ai);
+    case KMS_CBOR_SIMPLE:
+        KMS_ENSURE(!it.indef, KMS_ERR_PARSE, "unexpected break");
+        KMS_ENSURE(it.ai >= KMS_CBOR_FALSE && it.ai <= KMS_CBOR_NULL, KMS_ERR_PARSE,
+                   "unsupported simple value or float (additional information %u)", it.ai);
+        break;
+    default: /* integers and byte strings were checked by kms_cbor_read */
         break;
     }
 out:
     return rc;
 }
 
-/* Parses exactly one CBOR item spanning all of p[0..len) into *item (caller decrefs). */
-static int cbor_parse(const uint8_t *p, size_t len, const char *what, cbor_item_t **item)
+/* Checks that p[0..len) is exactly one item the walk accepts, with UTF-8 text strings only, and
+ * sets *r at its start (r borrows p). */
+static int doc_check(const uint8_t *p, size_t len, const char *what, struct kms_reader *r)
 {
-    struct kms_reader r;
-    struct cbor_load_result res;
+    int bad_text = 0;
     int rc = 0;
 
-    *item = NULL;
-    kms_rd_init(&r, p, len);
-    rc = cbor_walk(&r, 0);
+    kms_rd_init(r, p, len);
+    rc = doc_walk(r, 0, &bad_text);
     if (rc < 0) {
         rc = kms_err_wrap(KMS_ERR_ATT_FORMAT, "Nitro %s is not valid CBOR", what);
         goto out;
     }
-    KMS_ENSURE(kms_rd_left(&r) == 0, KMS_ERR_ATT_FORMAT,
-               "Nitro %s has %zu trailing bytes after the CBOR item", what, kms_rd_left(&r));
-    memset(&res, 0, sizeof(res));
-    *item = cbor_load(p, len, &res);
-    KMS_ENSURE(*item != NULL && res.error.code == CBOR_ERR_NONE && res.read == len,
-               KMS_ERR_ATT_FORMAT,
-               "Nitro %s: CBOR decoder rejected it (invalid UTF-8 text or unsupported item; "
-               "libcbor code %d)",
-               what, (int)res.error.code);
+    KMS_ENSURE(kms_rd_left(r) == 0, KMS_ERR_ATT_FORMAT,
+               "Nitro %s has %zu trailing bytes after the CBOR item", what, kms_rd_left(r));
+    KMS_ENSURE(!bad_text, KMS_ERR_ATT_FORMAT,
+               "Nitro %s: CBOR decoder rejected it (invalid UTF-8 text)", what);
+    kms_rd_init(r, p, len);
 out:
-    if (rc < 0 && *item != NULL) {
-        cbor_decref(item);
-        *item = NULL;
-    }
     return rc;
+}
+
+/* Element count of the container it (just read from checked input). Reads of checked input do
+ * not fail, but their codes are still passed on (fail closed). */
+static int count_of(const struct kms_reader *r, const struct kms_cbor_item *it, uint64_t *n)
+{
+    return kms_cbor_count(r, it, NITRO_MAX_DEPTH, n);
 }
 
 /* ---------------------------------------------------------------- COSE_Sign1 */
 
-static int is_text(const cbor_item_t *it, const char *s)
-{
-    size_t n = strlen(s);
-
-    return cbor_isa_string(it) && cbor_string_is_definite(it) && cbor_string_length(it) == n &&
-           memcmp(cbor_string_handle(it), s, n) == 0;
-}
-
-static int is_uint(const cbor_item_t *it, uint64_t v)
-{
-    return cbor_isa_uint(it) && cbor_get_int(it) == v;
-}
-
 /* Protected header: a map with alg (1) = -35 (ES384); crit (2), when present, may list only alg. */
 static int parse_protected(const uint8_t *p, size_t len)
 {
-    cbor_item_t *hdr = NULL;
-    struct cbor_pair *pairs;
-    int have_alg = 0, have_crit = 0;
+    struct kms_reader r;
+    struct kms_cbor_item hdr, k, v, c;
+    struct kms_cbor_iter pairs, crit;
+    uint64_t n;
+    int have_alg = 0, have_crit = 0, more;
     int rc = 0;
 
-    KMS_GUARD(cbor_parse(p, len, "COSE protected header", &hdr));
-    KMS_ENSURE(cbor_isa_map(hdr), KMS_ERR_ATT_FORMAT, "Nitro COSE protected header is not a map");
-    pairs = cbor_map_handle(hdr);
-    for (size_t i = 0; i < cbor_map_size(hdr); i++) {
-        cbor_item_t *k = pairs[i].key, *v = pairs[i].value;
-
-        if (is_uint(k, COSE_HDR_ALG)) {
+    KMS_GUARD(doc_check(p, len, "COSE protected header", &r));
+    KMS_GUARD(kms_cbor_read(&r, &hdr));
+    KMS_ENSURE(hdr.major == KMS_CBOR_MAP, KMS_ERR_ATT_FORMAT,
+               "Nitro COSE protected header is not a map");
+    kms_cbor_iter_init(&pairs, &r, &hdr);
+    for (;;) {
+        KMS_GUARD(kms_cbor_next(&pairs, &more));
+        if (!more)
+            break;
+        KMS_GUARD(kms_cbor_read(&r, &k));
+        if (kms_cbor_is_uint(&k, COSE_HDR_ALG)) {
             KMS_ENSURE(!have_alg, KMS_ERR_ATT_FORMAT, "Nitro COSE header repeats alg");
             have_alg = 1;
-            KMS_ENSURE(cbor_isa_negint(v) && cbor_get_int(v) == COSE_ALG_ES384_NEG,
+            KMS_GUARD(kms_cbor_read(&r, &v));
+            KMS_ENSURE(v.major == KMS_CBOR_NEGINT && v.val == COSE_ALG_ES384_NEG,
                        KMS_ERR_ATT_FORMAT,
                        "Nitro COSE alg is not ES384 (-35); only ES384 documents are accepted");
-        } else if (is_uint(k, COSE_HDR_CRIT)) {
+        } else if (kms_cbor_is_uint(&k, COSE_HDR_CRIT)) {
             KMS_ENSURE(!have_crit, KMS_ERR_ATT_FORMAT, "Nitro COSE header repeats crit");
             have_crit = 1;
-            KMS_ENSURE(cbor_isa_array(v) && cbor_array_size(v) > 0, KMS_ERR_ATT_FORMAT,
+            KMS_GUARD(kms_cbor_read(&r, &v));
+            n = 0;
+            if (v.major == KMS_CBOR_ARRAY)
+                KMS_GUARD(count_of(&r, &v, &n));
+            KMS_ENSURE(v.major == KMS_CBOR_ARRAY && n > 0, KMS_ERR_ATT_FORMAT,
                        "Nitro COSE crit header is not a non-empty array");
-            for (size_t j = 0; j < cbor_array_size(v); j++) {
-                cbor_item_t *c = cbor_array_handle(v)[j];
-
-                KMS_ENSURE(is_uint(c, COSE_HDR_ALG) || is_text(c, "alg"), KMS_ERR_ATT_FORMAT,
+            kms_cbor_iter_init(&crit, &r, &v);
+            for (;;) {
+                KMS_GUARD(kms_cbor_next(&crit, &more));
+                if (!more)
+                    break;
+                KMS_GUARD(kms_cbor_read(&r, &c));
+                KMS_ENSURE(kms_cbor_is_uint(&c, COSE_HDR_ALG) || kms_cbor_is_text(&c, "alg"),
+                           KMS_ERR_ATT_FORMAT,
                            "Nitro COSE crit header lists a parameter this verifier does not "
                            "understand");
             }
+        } else {
+            /* other labels carry no meaning for ES384 and are not critical */
+            KMS_GUARD(kms_cbor_skip_rest(&r, &k, NITRO_MAX_DEPTH));
+            KMS_GUARD(kms_cbor_skip(&r, NITRO_MAX_DEPTH));
         }
-        /* other labels carry no meaning for ES384 and are not critical */
     }
     KMS_ENSURE(have_alg, KMS_ERR_ATT_FORMAT, "Nitro COSE protected header has no alg");
 out:
-    if (hdr != NULL)
-        cbor_decref(&hdr);
     return rc;
 }
 
 /* Byte string view with a size range; FORMAT otherwise. */
-static int get_bstr(const cbor_item_t *it, size_t min, size_t max, const char *what,
+static int get_bstr(const struct kms_cbor_item *it, size_t min, size_t max, const char *what,
                     const uint8_t **p, size_t *len)
 {
     int rc = 0;
 
-    KMS_ENSURE(cbor_isa_bytestring(it) && cbor_bytestring_is_definite(it), KMS_ERR_ATT_FORMAT,
-               "Nitro %s is not a byte string", what);
-    *len = cbor_bytestring_length(it);
+    KMS_ENSURE(it->major == KMS_CBOR_BSTR, KMS_ERR_ATT_FORMAT, "Nitro %s is not a byte string",
+               what);
+    *len = it->len;
     KMS_ENSURE(*len >= min && *len <= max, KMS_ERR_ATT_FORMAT,
                "Nitro %s is %zu bytes, expected %zu..%zu", what, *len, min, max);
-    *p = cbor_bytestring_handle(it);
+    *p = it->p;
 out:
     return rc;
 }
 
 /* null, or a byte string of at most max bytes. */
-static int get_opt_bstr(const cbor_item_t *it, size_t max, const char *what, const uint8_t **p,
-                        size_t *len)
+static int get_opt_bstr(const struct kms_cbor_item *it, size_t max, const char *what,
+                        const uint8_t **p, size_t *len)
 {
     *p = NULL;
     *len = 0;
-    if (cbor_is_null(it))
+    if (kms_cbor_is_null(it))
         return 0;
     return get_bstr(it, 0, max, what, p, len);
 }
@@ -246,7 +231,7 @@ static int strip_cose_tag(const uint8_t *p, size_t len, const uint8_t **body, si
 
     *body = p;
     *body_len = len;
-    if ((p[0] >> 5) != 6)
+    if ((p[0] >> 5) != KMS_CBOR_TAG)
         return 0;
     kms_rd_init(&r, p, len);
     rc = kms_cbor_head(&r, &major, &ai, &val, &indef);
@@ -263,24 +248,33 @@ out:
     return rc;
 }
 
-/* COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr(96)].
- * Fills prot, payload, sig. */
-static int parse_cose(const cbor_item_t *arr, struct nitro_doc *d)
+/* COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr(96)], read from the
+ * checked document at r. Fills prot, payload, sig. */
+static int parse_cose(struct kms_reader *r, struct nitro_doc *d)
 {
-    cbor_item_t **el;
+    struct kms_cbor_item arr, el;
     const uint8_t *sig = NULL;
     size_t sig_len = 0;
+    uint64_t n = 0;
     int rc = 0;
 
-    KMS_ENSURE(cbor_isa_array(arr) && cbor_array_size(arr) == 4, KMS_ERR_ATT_FORMAT,
+    KMS_GUARD(kms_cbor_read(r, &arr));
+    if (arr.major == KMS_CBOR_ARRAY)
+        KMS_GUARD(count_of(r, &arr, &n));
+    KMS_ENSURE(arr.major == KMS_CBOR_ARRAY && n == 4, KMS_ERR_ATT_FORMAT,
                "Nitro document is not a COSE_Sign1 array of 4 elements");
-    el = cbor_array_handle(arr);
-    KMS_GUARD(get_bstr(el[0], 0, NITRO_MAX_CERT, "COSE protected header", &d->prot, &d->prot_len));
+    /* four elements follow the head (an indefinite array's break is not read) */
+    KMS_GUARD(kms_cbor_read(r, &el));
+    KMS_GUARD(get_bstr(&el, 0, NITRO_MAX_CERT, "COSE protected header", &d->prot, &d->prot_len));
     KMS_GUARD(parse_protected(d->prot, d->prot_len));
-    KMS_ENSURE(cbor_isa_map(el[1]), KMS_ERR_ATT_FORMAT,
+    KMS_GUARD(kms_cbor_read(r, &el));
+    KMS_ENSURE(el.major == KMS_CBOR_MAP, KMS_ERR_ATT_FORMAT,
                "Nitro COSE unprotected header is not a map");
-    KMS_GUARD(get_bstr(el[2], 1, KMS_ATT_MAX_BYTES, "COSE payload", &d->payload, &d->payload_len));
-    KMS_GUARD(get_bstr(el[3], 0, KMS_ATT_MAX_BYTES, "COSE signature", &sig, &sig_len));
+    KMS_GUARD(kms_cbor_skip_rest(r, &el, NITRO_MAX_DEPTH));
+    KMS_GUARD(kms_cbor_read(r, &el));
+    KMS_GUARD(get_bstr(&el, 1, KMS_ATT_MAX_BYTES, "COSE payload", &d->payload, &d->payload_len));
+    KMS_GUARD(kms_cbor_read(r, &el));
+    KMS_GUARD(get_bstr(&el, 0, KMS_ATT_MAX_BYTES, "COSE signature", &sig, &sig_len));
     KMS_ENSURE(sig_len == NITRO_SIG_LEN, KMS_ERR_ATT_FORMAT,
                "Nitro COSE signature is %zu bytes, expected 96 (ES384 r||s)", sig_len);
     d->sig = sig;
@@ -290,41 +284,75 @@ out:
 
 /* ---------------------------------------------------------------- NSM document */
 
-static int parse_pcrs(const cbor_item_t *m, struct nitro_doc *d)
+/* pcrs: the map m (just read from r) of PCR index to 48-byte value; consumes it. */
+static int parse_pcrs(struct kms_reader *r, const struct kms_cbor_item *m, struct nitro_doc *d)
 {
-    struct cbor_pair *pairs;
+    struct kms_cbor_item k, v;
+    struct kms_cbor_iter pairs;
     uint32_t seen = 0;
-    const uint8_t *v;
-    size_t vlen, n;
-    uint64_t idx;
+    uint64_t n = 0, idx;
+    int more;
     int rc = 0;
 
-    KMS_ENSURE(cbor_isa_map(m), KMS_ERR_ATT_FORMAT, "Nitro pcrs is not a map");
-    n = cbor_map_size(m);
+    KMS_ENSURE(m->major == KMS_CBOR_MAP, KMS_ERR_ATT_FORMAT, "Nitro pcrs is not a map");
+    KMS_GUARD(count_of(r, m, &n));
     KMS_ENSURE(n > 0 && n <= NITRO_MAX_PCRS, KMS_ERR_ATT_FORMAT,
-               "Nitro pcrs holds %zu entries, expected 1..%u", n, NITRO_MAX_PCRS);
-    pairs = cbor_map_handle(m);
-    for (size_t i = 0; i < n; i++) {
-        KMS_ENSURE(cbor_isa_uint(pairs[i].key), KMS_ERR_ATT_FORMAT,
+               "Nitro pcrs holds %zu entries, expected 1..%u", (size_t)n, NITRO_MAX_PCRS);
+    kms_cbor_iter_init(&pairs, r, m);
+    for (;;) {
+        KMS_GUARD(kms_cbor_next(&pairs, &more));
+        if (!more)
+            break;
+        KMS_GUARD(kms_cbor_read(r, &k));
+        KMS_ENSURE(k.major == KMS_CBOR_UINT, KMS_ERR_ATT_FORMAT,
                    "Nitro pcrs key is not an unsigned integer");
-        idx = cbor_get_int(pairs[i].key);
+        idx = k.val;
         KMS_ENSURE(idx < NITRO_MAX_PCRS, KMS_ERR_ATT_FORMAT, "Nitro PCR index %llu out of range",
                    (unsigned long long)idx);
         KMS_ENSURE((seen & (1u << idx)) == 0, KMS_ERR_ATT_FORMAT, "Nitro PCR%llu appears twice",
                    (unsigned long long)idx);
         seen |= 1u << idx;
-        KMS_ENSURE(
-            cbor_isa_bytestring(pairs[i].value) && cbor_bytestring_is_definite(pairs[i].value),
-            KMS_ERR_ATT_FORMAT, "Nitro PCR%llu is not a byte string", (unsigned long long)idx);
-        vlen = cbor_bytestring_length(pairs[i].value);
-        v = cbor_bytestring_handle(pairs[i].value);
-        KMS_ENSURE(vlen == NITRO_PCR_LEN, KMS_ERR_ATT_FORMAT,
+        KMS_GUARD(kms_cbor_read(r, &v));
+        KMS_ENSURE(v.major == KMS_CBOR_BSTR, KMS_ERR_ATT_FORMAT,
+                   "Nitro PCR%llu is not a byte string", (unsigned long long)idx);
+        KMS_ENSURE(v.len == NITRO_PCR_LEN, KMS_ERR_ATT_FORMAT,
                    "Nitro PCR%llu is %zu bytes, expected 48 (SHA-384)", (unsigned long long)idx,
-                   vlen);
+                   v.len);
         if (idx < 3)
-            d->pcr[idx] = v;
+            d->pcr[idx] = v.p;
     }
     KMS_ENSURE((seen & 7u) == 7u, KMS_ERR_ATT_FORMAT, "Nitro document lacks PCR0, PCR1 or PCR2");
+out:
+    return rc;
+}
+
+/* cabundle: the array a (just read from r) of 1..16 DER certificates; consumes it. */
+static int parse_cabundle(struct kms_reader *r, const struct kms_cbor_item *a, struct nitro_doc *d)
+{
+    struct kms_cbor_item v;
+    struct kms_cbor_iter els;
+    uint64_t n = 0;
+    size_t i = 0;
+    int more;
+    int rc = 0;
+
+    KMS_ENSURE(a->major == KMS_CBOR_ARRAY, KMS_ERR_ATT_FORMAT, "Nitro cabundle is not an array");
+    KMS_GUARD(count_of(r, a, &n));
+    KMS_ENSURE(n > 0 && n <= NITRO_MAX_CABUNDLE, KMS_ERR_ATT_FORMAT,
+               "Nitro cabundle holds %zu certificates, expected 1..%u", (size_t)n,
+               NITRO_MAX_CABUNDLE);
+    kms_cbor_iter_init(&els, r, a);
+    for (;;) {
+        KMS_GUARD(kms_cbor_next(&els, &more));
+        if (!more)
+            break;
+        /* the count above bounds the loop; fail closed should they ever disagree */
+        KMS_ENSURE(i < n, KMS_ERR_INTERNAL, "Nitro cabundle count changed while reading");
+        KMS_GUARD(kms_cbor_read(r, &v));
+        KMS_GUARD(get_bstr(&v, 1, NITRO_MAX_CERT, "cabundle entry", &d->cab[i], &d->cab_len[i]));
+        i++;
+    }
+    d->n_cab = i;
 out:
     return rc;
 }
@@ -351,90 +379,116 @@ static const struct {
     {"public_key", F_PUBKEY},   {"user_data", F_USER_DATA}, {"nonce", F_NONCE},
 };
 
-static int parse_field(unsigned flag, const cbor_item_t *v, struct nitro_doc *d)
+/* The value of a known field, read (and on success consumed) from r. */
+static int parse_field(unsigned flag, struct kms_reader *r, struct nitro_doc *d)
 {
+    struct kms_cbor_item v;
     const uint8_t *p;
     size_t n;
     int rc = 0;
 
+    KMS_GUARD(kms_cbor_read(r, &v));
     switch (flag) {
     case F_MODULE_ID:
-        KMS_ENSURE(cbor_isa_string(v) && cbor_string_is_definite(v), KMS_ERR_ATT_FORMAT,
+        KMS_ENSURE(v.major == KMS_CBOR_TSTR, KMS_ERR_ATT_FORMAT,
                    "Nitro module_id is not a text string");
-        n = cbor_string_length(v);
-        p = cbor_string_handle(v);
+        n = v.len;
+        p = v.p;
         KMS_ENSURE(n > 0 && n <= NITRO_MAX_MODULE_ID && memchr(p, 0, n) == NULL, KMS_ERR_ATT_FORMAT,
                    "Nitro module_id is empty, too long or contains NUL");
         memcpy(d->module_id, p, n);
         d->module_id[n] = '\0';
         break;
     case F_DIGEST:
-        KMS_ENSURE(is_text(v, "SHA384"), KMS_ERR_ATT_FORMAT,
+        KMS_ENSURE(kms_cbor_is_text(&v, "SHA384"), KMS_ERR_ATT_FORMAT,
                    "Nitro document digest is not \"SHA384\"");
         break;
     case F_TIMESTAMP:
-        KMS_ENSURE(cbor_isa_uint(v), KMS_ERR_ATT_FORMAT,
+        KMS_ENSURE(v.major == KMS_CBOR_UINT, KMS_ERR_ATT_FORMAT,
                    "Nitro timestamp is not an unsigned integer");
-        d->timestamp_ms = cbor_get_int(v);
+        d->timestamp_ms = v.val;
         break;
     case F_PCRS:
-        KMS_GUARD(parse_pcrs(v, d));
+        KMS_GUARD(parse_pcrs(r, &v, d));
         break;
     case F_CERT:
-        KMS_GUARD(get_bstr(v, 1, NITRO_MAX_CERT, "certificate", &d->cert, &d->cert_len));
+        KMS_GUARD(get_bstr(&v, 1, NITRO_MAX_CERT, "certificate", &d->cert, &d->cert_len));
         break;
     case F_CABUNDLE:
-        KMS_ENSURE(cbor_isa_array(v), KMS_ERR_ATT_FORMAT, "Nitro cabundle is not an array");
-        n = cbor_array_size(v);
-        KMS_ENSURE(n > 0 && n <= NITRO_MAX_CABUNDLE, KMS_ERR_ATT_FORMAT,
-                   "Nitro cabundle holds %zu certificates, expected 1..%u", n, NITRO_MAX_CABUNDLE);
-        for (size_t i = 0; i < n; i++)
-            KMS_GUARD(get_bstr(cbor_array_handle(v)[i], 1, NITRO_MAX_CERT, "cabundle entry",
-                               &d->cab[i], &d->cab_len[i]));
-        d->n_cab = n;
+        KMS_GUARD(parse_cabundle(r, &v, d));
         break;
     case F_PUBKEY:
-        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_PUBKEY, "public_key", &p, &n));
+        KMS_GUARD(get_opt_bstr(&v, NITRO_MAX_PUBKEY, "public_key", &p, &n));
         break;
     case F_USER_DATA:
         KMS_GUARD(
-            get_opt_bstr(v, NITRO_MAX_USER_DATA, "user_data", &d->user_data, &d->user_data_len));
+            get_opt_bstr(&v, NITRO_MAX_USER_DATA, "user_data", &d->user_data, &d->user_data_len));
         break;
     default: /* F_NONCE */
-        KMS_GUARD(get_opt_bstr(v, NITRO_MAX_NONCE, "nonce", &p, &n));
+        KMS_GUARD(get_opt_bstr(&v, NITRO_MAX_NONCE, "nonce", &p, &n));
         break;
     }
 out:
     return rc;
 }
 
-/* The payload: a map keyed by text strings; unknown keys are ignored, known keys appear once. */
-static int parse_document(const cbor_item_t *m, struct nitro_doc *d)
+/* The payload (checked, at r): a map keyed by text strings; unknown keys are ignored, known keys
+ * appear once. */
+static int parse_document(struct kms_reader *r, struct nitro_doc *d)
 {
-    struct cbor_pair *pairs;
+    struct kms_cbor_item m, k;
+    struct kms_cbor_iter pairs;
     unsigned seen = 0, flag;
+    int more;
     int rc = 0;
 
-    KMS_ENSURE(cbor_isa_map(m), KMS_ERR_ATT_FORMAT, "Nitro attestation document is not a map");
-    pairs = cbor_map_handle(m);
-    for (size_t i = 0; i < cbor_map_size(m); i++) {
-        KMS_ENSURE(cbor_isa_string(pairs[i].key) && cbor_string_is_definite(pairs[i].key),
-                   KMS_ERR_ATT_FORMAT, "Nitro attestation document key is not a text string");
+    KMS_GUARD(kms_cbor_read(r, &m));
+    KMS_ENSURE(m.major == KMS_CBOR_MAP, KMS_ERR_ATT_FORMAT,
+               "Nitro attestation document is not a map");
+    kms_cbor_iter_init(&pairs, r, &m);
+    for (;;) {
+        KMS_GUARD(kms_cbor_next(&pairs, &more));
+        if (!more)
+            break;
+        KMS_GUARD(kms_cbor_read(r, &k));
+        KMS_ENSURE(k.major == KMS_CBOR_TSTR, KMS_ERR_ATT_FORMAT,
+                   "Nitro attestation document key is not a text string");
         flag = 0;
         for (size_t f = 0; f < sizeof(nitro_fields) / sizeof(nitro_fields[0]); f++) {
-            if (is_text(pairs[i].key, nitro_fields[f].name))
+            if (kms_cbor_is_text(&k, nitro_fields[f].name))
                 flag = nitro_fields[f].flag;
         }
-        if (flag == 0)
+        if (flag == 0) {
+            KMS_GUARD(kms_cbor_skip(r, NITRO_MAX_DEPTH));
             continue;
+        }
         KMS_ENSURE((seen & flag) == 0, KMS_ERR_ATT_FORMAT,
                    "Nitro attestation document repeats a field");
         seen |= flag;
-        KMS_GUARD(parse_field(flag, pairs[i].value, d));
+        KMS_GUARD(parse_field(flag, r, d));
     }
     KMS_ENSURE((seen & F_REQUIRED) == F_REQUIRED, KMS_ERR_ATT_FORMAT,
                "Nitro attestation document lacks a required field (module_id, digest, timestamp, "
                "pcrs, certificate, cabundle)");
+out:
+    return rc;
+}
+
+/* Tag, envelope, protected header and document of cose[0..len) into *d (pointers borrow cose). */
+static int parse_all(const uint8_t *cose, size_t len, struct nitro_doc *d)
+{
+    struct kms_reader r;
+    const uint8_t *body;
+    size_t body_len;
+    int rc = 0;
+
+    KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
+               "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
+    KMS_GUARD(strip_cose_tag(cose, len, &body, &body_len));
+    KMS_GUARD(doc_check(body, body_len, "COSE_Sign1 document", &r));
+    KMS_GUARD(parse_cose(&r, d));
+    KMS_GUARD(doc_check(d->payload, d->payload_len, "attestation document", &r));
+    KMS_GUARD(parse_document(&r, d));
 out:
     return rc;
 }
@@ -481,45 +535,16 @@ out:
     return rc;
 }
 
-/* Canonical CBOR head (shortest form). */
-static int put_head(struct kms_buf *b, uint8_t major, uint64_t v)
-{
-    uint8_t mt = (uint8_t)(major << 5);
-    int rc = 0;
-
-    if (v < 24) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | v)));
-    } else if (v <= 0xff) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 24)));
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)v));
-    } else if (v <= 0xffff) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 25)));
-        KMS_GUARD(kms_buf_put_u16be(b, (uint16_t)v));
-    } else if (v <= 0xffffffffu) {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 26)));
-        KMS_GUARD(kms_buf_put_u32be(b, (uint32_t)v));
-    } else {
-        KMS_GUARD(kms_buf_put_u8(b, (uint8_t)(mt | 27)));
-        KMS_GUARD(kms_buf_put_u64be(b, v));
-    }
-out:
-    return rc;
-}
-
 /* Sig_structure = ["Signature1", protected, h'', payload] (RFC 9052 §4.4), canonical CBOR. */
 static int sig_structure(const struct nitro_doc *d, struct kms_buf *b)
 {
-    static const char ctx_str[] = "Signature1";
     int rc = 0;
 
-    KMS_GUARD(put_head(b, 4, 4));
-    KMS_GUARD(put_head(b, 3, sizeof(ctx_str) - 1));
-    KMS_GUARD(kms_buf_put(b, ctx_str, sizeof(ctx_str) - 1));
-    KMS_GUARD(put_head(b, 2, d->prot_len));
-    KMS_GUARD(kms_buf_put(b, d->prot, d->prot_len));
-    KMS_GUARD(put_head(b, 2, 0));
-    KMS_GUARD(put_head(b, 2, d->payload_len));
-    KMS_GUARD(kms_buf_put(b, d->payload, d->payload_len));
+    KMS_GUARD(kms_cbor_put_array(b, 4));
+    KMS_GUARD(kms_cbor_put_tstr(b, "Signature1"));
+    KMS_GUARD(kms_cbor_put_bstr(b, d->prot, d->prot_len));
+    KMS_GUARD(kms_cbor_put_bstr(b, NULL, 0));
+    KMS_GUARD(kms_cbor_put_bstr(b, d->payload, d->payload_len));
 out:
     return rc;
 }
@@ -576,21 +601,12 @@ int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size
                      const uint8_t report_data[64], struct kms_verified *out)
 {
     struct nitro_doc d;
-    const uint8_t *body;
-    size_t body_len;
-    cbor_item_t *top = NULL, *doc = NULL;
     X509 *leaf = NULL;
     int is_sim = 0;
     int rc = 0;
 
     memset(&d, 0, sizeof(d));
-    KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
-               "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
-    KMS_GUARD(strip_cose_tag(cose, len, &body, &body_len));
-    KMS_GUARD(cbor_parse(body, body_len, "COSE_Sign1 document", &top));
-    KMS_GUARD(parse_cose(top, &d));
-    KMS_GUARD(cbor_parse(d.payload, d.payload_len, "attestation document", &doc));
-    KMS_GUARD(parse_document(doc, &d));
+    KMS_GUARD(parse_all(cose, len, &d));
     KMS_GUARD(verify_chain(ctx, &d, &leaf, &is_sim));
     KMS_GUARD(verify_signature(&d, leaf));
     KMS_ENSURE(d.user_data != NULL, KMS_ERR_ATT_REPORT_DATA,
@@ -607,36 +623,19 @@ int kms_nitro_verify(const struct kms_attest_ctx *ctx, const uint8_t *cose, size
     memcpy(out->module_id, d.module_id, sizeof(d.module_id));
 out:
     X509_free(leaf);
-    if (doc != NULL)
-        cbor_decref(&doc);
-    if (top != NULL)
-        cbor_decref(&top);
     return rc;
 }
 
 int kms_nitro_doc_pcrs(const uint8_t *cose, size_t len, uint8_t pcrs[3][48])
 {
     struct nitro_doc d;
-    const uint8_t *body;
-    size_t body_len;
-    cbor_item_t *top = NULL, *doc = NULL;
     int rc = 0;
 
     memset(&d, 0, sizeof(d));
-    KMS_ENSURE(cose != NULL && len > 0 && len <= KMS_ATT_MAX_BYTES, KMS_ERR_ATT_FORMAT,
-               "Nitro document is empty or larger than %u bytes", KMS_ATT_MAX_BYTES);
-    KMS_GUARD(strip_cose_tag(cose, len, &body, &body_len));
-    KMS_GUARD(cbor_parse(body, body_len, "COSE_Sign1 document", &top));
-    KMS_GUARD(parse_cose(top, &d));
-    KMS_GUARD(cbor_parse(d.payload, d.payload_len, "attestation document", &doc));
-    KMS_GUARD(parse_document(doc, &d));
+    KMS_GUARD(parse_all(cose, len, &d));
     for (int i = 0; i < 3; i++)
         memcpy(pcrs[i], d.pcr[i], NITRO_PCR_LEN);
 out:
-    if (doc != NULL)
-        cbor_decref(&doc);
-    if (top != NULL)
-        cbor_decref(&top);
     return rc;
 }
 

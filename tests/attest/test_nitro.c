@@ -888,6 +888,265 @@ static void test_hostile_cbor(void)
     free_fx(&f);
 }
 
+/* Head of a CBOR item (shortest form) for hand-assembled documents. */
+static size_t put_hd(uint8_t *o, uint8_t major, size_t v)
+{
+    uint8_t m = (uint8_t)(major << 5);
+
+    if (v < 24) {
+        o[0] = (uint8_t)(m | v);
+        return 1;
+    }
+    if (v < 256) {
+        o[0] = (uint8_t)(m | 24);
+        o[1] = (uint8_t)v;
+        return 2;
+    }
+    o[0] = (uint8_t)(m | 25);
+    o[1] = (uint8_t)(v >> 8);
+    o[2] = (uint8_t)v;
+    return 3;
+}
+
+/* [prot, unprot, payload, sig] by hand: unprot is raw CBOR, indef makes the array indefinite
+ * (9f ... ff). Caller frees *out. */
+static int assemble(const uint8_t *prot, size_t prot_len, const uint8_t *unprot, size_t ulen,
+                    const uint8_t *pl, size_t pl_len, const uint8_t *sig, int indef, uint8_t **out,
+                    size_t *len)
+{
+    uint8_t *o = malloc(prot_len + ulen + pl_len + 96 + 16);
+    size_t n = 0;
+
+    *out = o;
+    if (o == NULL)
+        return KMS_ERR_NOMEM;
+    o[n++] = indef ? 0x9f : 0x84;
+    n += put_hd(o + n, 2, prot_len);
+    memcpy(o + n, prot, prot_len);
+    n += prot_len;
+    memcpy(o + n, unprot, ulen);
+    n += ulen;
+    n += put_hd(o + n, 2, pl_len);
+    memcpy(o + n, pl, pl_len);
+    n += pl_len;
+    n += put_hd(o + n, 2, 96);
+    memcpy(o + n, sig, 96);
+    n += 96;
+    if (indef)
+        o[n++] = 0xff;
+    *len = n;
+    return 0;
+}
+
+/* Replaces the first `from` in p[0..*len) by `to` in place (cap bytes available). */
+static int splice(uint8_t *p, size_t *len, size_t cap, const uint8_t *from, size_t flen,
+                  const uint8_t *to, size_t tlen)
+{
+    for (size_t i = 0; i + flen <= *len; i++) {
+        if (memcmp(p + i, from, flen) != 0)
+            continue;
+        if (cap - (*len - flen) < tlen)
+            return KMS_ERR_TOOBIG;
+        memmove(p + i + tlen, p + i + flen, *len - i - flen);
+        memcpy(p + i, to, tlen);
+        *len = *len - flen + tlen;
+        return 0;
+    }
+    return KMS_ERR_NOTFOUND;
+}
+
+/* The payload with two splices, re-wrapped with the original header and signature; expects
+ * want and detail. */
+static void payload_splice2(const struct fx *f, const uint8_t *f1, size_t l1, const uint8_t *t1,
+                            size_t tl1, const uint8_t *f2, size_t l2, const uint8_t *t2, size_t tl2,
+                            int want, const char *detail)
+{
+    const uint8_t *prot, *pl, *sig;
+    size_t pl_len, n, cap, len;
+    uint8_t *np = NULL, *b = NULL;
+
+    CHECK_OK(cose_parts(f, &prot, &pl, &pl_len, &sig));
+    cap = pl_len + 64;
+    np = malloc(cap);
+    CHECK(np != NULL);
+    if (np == NULL)
+        return;
+    memcpy(np, pl, pl_len);
+    n = pl_len;
+    CHECK_OK(splice(np, &n, cap, f1, l1, t1, tl1));
+    if (f2 != NULL)
+        CHECK_OK(splice(np, &n, cap, f2, l2, t2, tl2));
+    CHECK_OK(with_payload(f, np, n, &b, &len));
+    if (b != NULL) {
+        CHECK_RC(verify_bytes(f, b, len), want);
+        CHECK_DETAIL(detail);
+    }
+    free(b);
+    free(np);
+}
+
+/* Text strings must be UTF-8 wherever they are, even where the verifier reads nothing (an
+ * unknown document key, the unprotected header, an extra protected label): the decoder before
+ * (libcbor 0.8) refused such documents and so does the in-tree walk. Each case flips only the
+ * second byte of a two-byte character (c3 a9 "é" → c3 28); the valid twin passes the parse. */
+static void test_text_utf8(void)
+{
+    static const uint8_t prot_ok[] = {0xa2, 0x01, 0x38, 0x22, 0x03, 0x62, 0xc3, 0xa9};
+    static const uint8_t prot_bad[] = {0xa2, 0x01, 0x38, 0x22, 0x03, 0x62, 0xc3, 0x28};
+    static const uint8_t unprot_ok[] = {0xa1, 0x04, 0x62, 0xc3, 0xa9};
+    static const uint8_t unprot_bad[] = {0xa1, 0x04, 0x62, 0xc3, 0x28};
+    struct fx f;
+    const uint8_t *prot, *pl, *sig;
+    size_t pl_len, len;
+    uint8_t *b = NULL;
+
+    CHECK_OK(load_fx("nitro/attestation-prod.bin", PROD_TS_MS, &f));
+    if (f.att == NULL)
+        return;
+    CHECK_OK(cose_parts(&f, &prot, &pl, &pl_len, &sig));
+
+    /* an unknown document key "é" (value null) in front of module_id */
+    payload_edit(&f, STR("\x69module_id"), STR("\x62\xc3\xa9\xf6\x69module_id"),
+                 KMS_ERR_ATT_COSE_SIG, "signature");
+    payload_edit(&f, STR("\x69module_id"), STR("\x62\xc3\x28\xf6\x69module_id"), KMS_ERR_ATT_FORMAT,
+                 "Nitro attestation document: CBOR decoder rejected it (invalid UTF-8 text)");
+    /* invalid UTF-8 comes after malformed CBOR and trailing bytes, before any field check */
+    payload_splice2(&f, STR("\x69module_id"), STR("\x62\xc3\x28\xf6\x69module_id"),
+                    STR("\x65nonce\xf6"), STR("\x65nonce\xf7"), KMS_ERR_ATT_FORMAT,
+                    "not valid CBOR");
+    payload_splice2(&f, STR("\x69module_id"), STR("\x62\xc3\x28\xf6\x69module_id"),
+                    STR("\x65nonce\xf6\xff"), STR("\x65nonce\xf6\xff\x00"), KMS_ERR_ATT_FORMAT,
+                    "trailing");
+    payload_splice2(&f, STR("\x69module_id"), STR("\x62\xc3\x28\xf6\x69module_id"),
+                    STR("\x66SHA384"), STR("\x66SHA256"), KMS_ERR_ATT_FORMAT, "invalid UTF-8");
+    /* an extra protected label 3 (content type) of text */
+    CHECK_OK(build_cose(prot_ok, sizeof(prot_ok), pl, pl_len, sig, 96, &b, &len));
+    CHECK_RC(verify_bytes(&f, b, len), KMS_ERR_ATT_COSE_SIG);
+    free(b);
+    CHECK_OK(build_cose(prot_bad, sizeof(prot_bad), pl, pl_len, sig, 96, &b, &len));
+    CHECK_RC(verify_bytes(&f, b, len), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("Nitro COSE protected header: CBOR decoder rejected it (invalid UTF-8 text)");
+    free(b);
+    /* the unprotected header {4: "é"} is not signed: the valid twin verifies */
+    CHECK_OK(assemble(prot, 4, unprot_ok, sizeof(unprot_ok), pl, pl_len, sig, 0, &b, &len));
+    CHECK_OK(verify_bytes(&f, b, len));
+    free(b);
+    CHECK_OK(assemble(prot, 4, unprot_bad, sizeof(unprot_bad), pl, pl_len, sig, 0, &b, &len));
+    CHECK_RC(verify_bytes(&f, b, len), KMS_ERR_ATT_FORMAT);
+    CHECK_DETAIL("Nitro COSE_Sign1 document: CBOR decoder rejected it (invalid UTF-8 text)");
+    free(b);
+    free_fx(&f);
+}
+
+/* Encodings the decoder before accepted stay accepted with the same meaning: indefinite-length
+ * COSE array, unprotected header, pcrs, cabundle and crit; integer keys in a longer head; an
+ * unknown key holding nested containers. Counts of indefinite containers are checked as for
+ * definite ones. */
+static void test_indefinite_and_wide(void)
+{
+    static const uint8_t unprot_indef[] = {0xbf, 0x04, 0x41, 0x00, 0x63, 'a',
+                                           'b',  'c',  0x81, 0x01, 0xff};
+    static const struct {
+        uint8_t prot[13];
+        size_t len;
+        int want;
+        const char *detail;
+    } hdrs[] = {
+        /* {1: -35} with the key in a 2-byte head: the header check passes, the signature
+         * (over the original header bytes) does not */
+        {{0xa1, 0x18, 0x01, 0x38, 0x22}, 5, KMS_ERR_ATT_COSE_SIG, "signature"},
+        /* {_ 1: -35, 2: [_ 1, "alg"]} */
+        {{0xbf, 0x01, 0x38, 0x22, 0x02, 0x9f, 0x01, 0x63, 'a', 'l', 'g', 0xff, 0xff},
+         13,
+         KMS_ERR_ATT_COSE_SIG,
+         "signature"},
+        /* {1: -35, 2: [_ ]}: an empty indefinite crit */
+        {{0xa2, 0x01, 0x38, 0x22, 0x02, 0x9f, 0xff},
+         7,
+         KMS_ERR_ATT_FORMAT,
+         "crit header is not a non-empty array"},
+        /* {1: -35, 2: [_ 4]} */
+        {{0xa2, 0x01, 0x38, 0x22, 0x02, 0x9f, 0x04, 0xff},
+         8,
+         KMS_ERR_ATT_FORMAT,
+         "does not understand"},
+        /* {1: -35, 5: [[{}]]}: an unknown label with nested containers is skipped */
+        {{0xa2, 0x01, 0x38, 0x22, 0x05, 0x81, 0x81, 0xa0}, 8, KMS_ERR_ATT_COSE_SIG, "signature"},
+    };
+    struct fx f;
+    const uint8_t *prot, *pl, *sig;
+    size_t pl_len, len;
+    uint8_t *b = NULL;
+
+    CHECK_OK(load_fx("nitro/attestation-prod.bin", PROD_TS_MS, &f));
+    if (f.att == NULL)
+        return;
+    CHECK_OK(cose_parts(&f, &prot, &pl, &pl_len, &sig));
+
+    /* the COSE array and the unprotected header of indefinite length verify */
+    CHECK_OK(assemble(prot, 4, unprot_indef, sizeof(unprot_indef), pl, pl_len, sig, 1, &b, &len));
+    CHECK_OK(verify_bytes(&f, b, len));
+    free(b);
+    /* an indefinite array of 3 or 5 elements is not COSE_Sign1 */
+    CHECK_OK(assemble(prot, 4, unprot_indef, sizeof(unprot_indef), pl, pl_len, sig, 1, &b, &len));
+    if (b != NULL) {
+        b[len - 1] = 0xf6;                                      /* a fifth element (null) ... */
+        CHECK_RC(verify_bytes(&f, b, len), KMS_ERR_ATT_FORMAT); /* ... and no break */
+        CHECK_DETAIL("not valid CBOR");
+        b[len] = 0xff; /* room was left by assemble */
+        CHECK_RC(verify_bytes(&f, b, len + 1), KMS_ERR_ATT_FORMAT);
+        CHECK_DETAIL("not a COSE_Sign1 array of 4 elements");
+        b[len - 99] = 0xff; /* a break in place of the signature: 3 elements */
+        CHECK_RC(verify_bytes(&f, b, len - 98), KMS_ERR_ATT_FORMAT);
+        CHECK_DETAIL("not a COSE_Sign1 array of 4 elements");
+    }
+    free(b);
+
+    for (size_t i = 0; i < sizeof(hdrs) / sizeof(hdrs[0]); i++) {
+        CHECK_OK(build_cose(hdrs[i].prot, hdrs[i].len, pl, pl_len, sig, 96, &b, &len));
+        CHECK_RC(verify_bytes(&f, b, len), hdrs[i].want);
+        CHECK_DETAIL(hdrs[i].detail);
+        free(b);
+    }
+
+    /* pcrs {_ ...} and cabundle [_ ...]: parsed as their definite twins (then the changed
+     * payload fails the signature) */
+    payload_splice2(&f, STR("\x64pcrs\xb0"), STR("\x64pcrs\xbf"),
+                    STR("\x6b"
+                        "certificate"),
+                    STR("\xff\x6b"
+                        "certificate"),
+                    KMS_ERR_ATT_COSE_SIG, "signature");
+    payload_splice2(&f,
+                    STR("\x68"
+                        "cabundle\x84"),
+                    STR("\x68"
+                        "cabundle\x9f"),
+                    STR("\x6apublic_key"), STR("\xff\x6apublic_key"), KMS_ERR_ATT_COSE_SIG,
+                    "signature");
+    /* ... their entries and counts are checked as for definite ones: a 17th PCR (index 16) of
+     * 1 byte, empty pcrs and cabundle (the original maps move to unknown keys) */
+    payload_splice2(&f, STR("\x64pcrs\xb0"), STR("\x64pcrs\xbf\x10\x41\x00"),
+                    STR("\x6b"
+                        "certificate"),
+                    STR("\xff\x6b"
+                        "certificate"),
+                    KMS_ERR_ATT_FORMAT, "PCR16 is 1 bytes");
+    payload_splice2(&f,
+                    STR("\x68"
+                        "cabundle\x84"),
+                    STR("\x68"
+                        "cabundle\x9f\xff\x68"
+                        "cabundlX\x84"),
+                    NULL, 0, NULL, 0, KMS_ERR_ATT_FORMAT, "cabundle holds 0 certificates");
+    payload_splice2(&f, STR("\x64pcrs\xb0"), STR("\x64pcrs\xbf\xff\x64pcrX\xb0"), NULL, 0, NULL, 0,
+                    KMS_ERR_ATT_FORMAT, "pcrs holds 0 entries");
+    /* an unknown key holding {"k": [_ 1, {}]} before module_id is skipped whole */
+    payload_edit(&f, STR("\x69module_id"), STR("\x63zzz\xa1\x61k\x9f\x01\xa0\xff\x69module_id"),
+                 KMS_ERR_ATT_COSE_SIG, "signature");
+    free_fx(&f);
+}
+
 /* ---------------------------------------------------------------- simulated Nitro */
 
 static void sim_inputs(uint8_t pcrs[3][48], uint8_t rd[64])
@@ -1180,6 +1439,8 @@ int main(void)
     RUN(test_protected_header);
     RUN(test_document_fields);
     RUN(test_hostile_cbor);
+    RUN(test_text_utf8);
+    RUN(test_indefinite_and_wide);
     RUN(test_sim_verifies);
     RUN(test_sim_needs_sim_root);
     RUN(test_sim_negatives);
