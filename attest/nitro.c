@@ -639,6 +639,24 @@ out:
     return rc;
 }
 
+int kms_nitro_doc_user_data(const uint8_t *cose, size_t len, uint8_t rd[64])
+{
+    struct nitro_doc d;
+    int rc = 0;
+
+    memset(rd, 0, 64);
+    memset(&d, 0, sizeof(d));
+    KMS_GUARD(parse_all(cose, len, &d));
+    if (d.user_data != NULL) {
+        KMS_ENSURE(d.user_data_len == 64, KMS_ERR_ATT_REPORT_DATA,
+                   "Nitro user_data is %zu bytes, not a 64-byte dstack report_data",
+                   d.user_data_len);
+        memcpy(rd, d.user_data, 64);
+    }
+out:
+    return rc;
+}
+
 /* ---------------------------------------------------------------- pinned root */
 
 /* AWS Nitro Enclaves Root G1, C=US O=Amazon OU=AWS CN=aws.nitro-enclaves, 2019-10-28..2049-10-28;

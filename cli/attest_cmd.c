@@ -5,7 +5,6 @@
  * Accepted inputs (detected): a SCALE VersionedAttestation, a raw TDX quote, or a bare Nitro
  * COSE_Sign1 document.
  */
-#include <cbor.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -17,6 +16,7 @@
 #include "attest/tdx.h"
 #include "cli/cli.h"
 #include "attest/attest.h"
+#include "attest/nitro.h"
 #include "common/file.h"
 #include "common/hex.h"
 
@@ -78,52 +78,6 @@ static void jhex(json_t *o, const char *k, const uint8_t *p, size_t n)
     free(h);
 }
 
-/* user_data of a bare NSM document (to stand in as report_data). libcbor 0.8 cannot load tags,
- * so a leading tag 18 is skipped; the verifier re-parses everything strictly. */
-static int nitro_user_data(const uint8_t *p, size_t len, uint8_t rd[64])
-{
-    struct cbor_load_result res;
-    cbor_item_t *cose = NULL, *doc = NULL;
-    cbor_item_t *payload;
-    int rc = 0;
-
-    memset(rd, 0, 64);
-    if (len > 0 && p[0] == 0xd2) {
-        p++;
-        len--;
-    }
-    cose = cbor_load(p, len, &res);
-    KMS_ENSURE(cose != NULL && cbor_isa_array(cose) && cbor_array_size(cose) == 4,
-               KMS_ERR_ATT_FORMAT, "Nitro document is not a COSE_Sign1 array of 4");
-    payload = cbor_array_get(cose, 2);
-    KMS_ENSURE(payload != NULL && cbor_isa_bytestring(payload) &&
-                   cbor_bytestring_is_definite(payload),
-               KMS_ERR_ATT_FORMAT, "COSE_Sign1 payload is not a definite byte string");
-    doc = cbor_load(cbor_bytestring_handle(payload), cbor_bytestring_length(payload), &res);
-    cbor_decref(&payload);
-    KMS_ENSURE(doc != NULL && cbor_isa_map(doc), KMS_ERR_ATT_FORMAT,
-               "Nitro attestation document is not a CBOR map");
-    for (size_t i = 0; i < cbor_map_size(doc); i++) {
-        struct cbor_pair pr = cbor_map_handle(doc)[i];
-
-        if (cbor_isa_string(pr.key) && cbor_string_is_definite(pr.key) &&
-            cbor_string_length(pr.key) == 9 &&
-            memcmp(cbor_string_handle(pr.key), "user_data", 9) == 0 &&
-            cbor_isa_bytestring(pr.value) && cbor_bytestring_is_definite(pr.value)) {
-            KMS_ENSURE(cbor_bytestring_length(pr.value) == 64, KMS_ERR_ATT_REPORT_DATA,
-                       "Nitro user_data is %zu bytes, not a 64-byte dstack report_data",
-                       cbor_bytestring_length(pr.value));
-            memcpy(rd, cbor_bytestring_handle(pr.value), 64);
-        }
-    }
-out:
-    if (cose != NULL)
-        cbor_decref(&cose);
-    if (doc != NULL)
-        cbor_decref(&doc);
-    return rc;
-}
-
 /* Detects the format and builds an attestation (raw quote: *att stays NULL). */
 static int load_evidence(const uint8_t *p, size_t len, enum evidence_kind *kind,
                          struct kms_attestation **att)
@@ -149,7 +103,7 @@ static int load_evidence(const uint8_t *p, size_t len, enum evidence_kind *kind,
         KMS_GUARD_PTR((*att)->nsm_quote.p);
         memcpy((*att)->nsm_quote.p, p, len);
         (*att)->nsm_quote.len = len;
-        KMS_GUARD(nitro_user_data(p, len, (*att)->report_data));
+        KMS_GUARD(kms_nitro_doc_user_data(p, len, (*att)->report_data));
     } else {
         rc = kms_err_set(KMS_ERR_ATT_FORMAT,
                          "evidence is neither a SCALE attestation (00 0x), a TDX quote (version "

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config git ca-certificates curl
       libssl-dev libmicrohttpd-dev libgnutls28-dev libjansson-dev libcurl4-openssl-dev
-      libsecp256k1-dev libtss2-dev libsqlite3-dev libcbor-dev
+      libsecp256k1-dev libtss2-dev libsqlite3-dev libcbor-dev # libcbor: tests only
       swtpm swtpm-tools tpm2-tools sqlite3 iproute2 xxd protobuf-compiler clang clang-format
       nodejs npm)
 # deploy tests (tests/deploy): podman with runc, the mmdebstrap base, compose and .deb checks
