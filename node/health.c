@@ -122,9 +122,10 @@ static int single(struct kms_buf *b, const char *name, const char *type, const c
 static int metrics_rpc(struct kms_node *n, struct kms_buf *b)
 {
     struct kms_node_metrics *m = &n->m;
-    static const char *refusal_reasons[] = {"attestation", "policy", "backend", "input"};
+    static const char *refusal_reasons[] = {"attestation", "policy", "backend", "input",
+                                            "internal"};
     unsigned long *refusals[] = {&m->refusals_attestation, &m->refusals_policy,
-                                 &m->refusals_backend, &m->refusals_input};
+                                 &m->refusals_backend, &m->refusals_input, &m->refusals_internal};
     int rc = 0;
 
     KMS_GUARD(single(b, "dstack_kms_attestation_requests_total", "counter",
@@ -139,7 +140,7 @@ static int metrics_rpc(struct kms_node *n, struct kms_buf *b)
                      (double)load(&m->keys_released)));
     KMS_GUARD(family(b, "kmsd_refusals_total", "counter",
                      "Refused requests by reason: attestation, policy (a denial), backend (the "
-                     "authorization backend failed or was unreachable), input."));
+                     "authorization backend failed or was unreachable), input, internal."));
     for (size_t i = 0; i < sizeof(refusal_reasons) / sizeof(refusal_reasons[0]); i++) {
         char label[64];
 

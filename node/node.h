@@ -121,7 +121,8 @@ struct kms_node_metrics {
     unsigned long refusals_attestation;
     unsigned long refusals_policy;
     unsigned long refusals_input;
-    unsigned long refusals_backend; /* the authorization backend failed: not a policy denial */
+    unsigned long refusals_backend;  /* the authorization backend failed: not a policy denial */
+    unsigned long refusals_internal; /* refused for a fault of this node (out of memory, ...) */
     unsigned long keys_released;
     /* latency histogram of attested RPCs: one count per bucket (not cumulative) */
     unsigned long latency_bucket[KMS_NODE_LATENCY_BUCKETS];

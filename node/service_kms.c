@@ -312,35 +312,45 @@ int kms_node_authorize(struct kms_node *n, const struct kms_attestation *att,
     KMS_GUARD(kms_node_check_os_image(n, att, bi, v, vm_config));
     rc = kms_auth_check(n->auth, is_kms, bi, res);
     if (rc < 0) {
-        /* an outage, not a decision: counted and classed apart from policy denials */
-        __atomic_add_fetch(&n->m.refusals_backend, 1, __ATOMIC_RELAXED);
+        /* an outage, not a decision: classed apart from policy denials (refusal_class) */
         rc = kms_err_wrap(KMS_ERR_NODE_AUTH_BACKEND, "authorization backend unavailable");
         goto out;
     }
-    if (!res->allowed) {
-        __atomic_add_fetch(&n->m.refusals_policy, 1, __ATOMIC_RELAXED);
+    if (!res->allowed)
         rc = kms_err_set(KMS_ERR_DENIED, "Boot denied: %s", res->reason);
-    }
 out:
     return rc;
 }
 
-/* The class of a refusal, as in kmsd_refusals_total{reason} (docs/observability.md). */
-static const char *refusal_class(int rc)
+/* The class of a refusal, as in kmsd_refusals_total{reason} (docs/observability.md), and the
+ * counter it adds to. */
+static const char *refusal_class(struct kms_node *n, int rc, unsigned long **counter)
 {
-    if (rc == KMS_ERR_NODE_AUTH_BACKEND)
+    if (rc == KMS_ERR_NODE_AUTH_BACKEND) {
+        *counter = &n->m.refusals_backend;
         return "backend";
-    if (rc == KMS_ERR_DENIED)
+    }
+    if (rc == KMS_ERR_DENIED) {
+        *counter = &n->m.refusals_policy;
         return "policy";
-    if (rc <= -100 && rc > -200)
+    }
+    if (rc <= -100 && rc > -200) {
+        *counter = &n->m.refusals_attestation;
         return "attestation";
-    if (rc == KMS_ERR_INVAL || rc == KMS_ERR_PARSE || rc == KMS_ERR_TOOBIG || rc == KMS_ERR_VERIFY)
+    }
+    if (rc == KMS_ERR_INVAL || rc == KMS_ERR_PARSE || rc == KMS_ERR_TOOBIG ||
+        rc == KMS_ERR_VERIFY) {
+        *counter = &n->m.refusals_input;
         return "input";
+    }
+    *counter = &n->m.refusals_internal;
     return "internal";
 }
 
-/* One info line per decision; never key material (the detail strings carry none). */
-static void log_decision(const char *ev, int rc, const char *app, const char *instance)
+/* One info line per decision, and a refusal counted in its class; never key material (the
+ * detail strings carry none). */
+static void log_decision(struct kms_node *n, const char *ev, int rc, const char *app,
+                         const char *instance)
 {
     if (rc >= 0) {
         const char *kv[] = {"event", "released",    "method", ev,  "app_id",
@@ -348,12 +358,14 @@ static void log_decision(const char *ev, int rc, const char *app, const char *in
 
         kms_log_fields(KMS_LOG_INFO, kv, "%s: released", ev);
     } else {
-        const char *cls = refusal_class(rc);
+        unsigned long *counter;
+        const char *cls = refusal_class(n, rc, &counter);
         const char *kv[] = {"event",  "refused",        "method", ev,      "app_id",
                             app,      "instance_id",    instance, "class", cls,
                             "reason", kms_err_detail(), NULL};
         char key[64];
 
+        __atomic_add_fetch(counter, 1, __ATOMIC_RELAXED);
         snprintf(key, sizeof(key), "%s refused (%s)", ev, cls);
         kms_log_limited_fields(rc == KMS_ERR_NODE_AUTH_BACKEND ? KMS_LOG_WARN : KMS_LOG_INFO, key,
                                kv, "%s: refused", ev);
@@ -370,7 +382,7 @@ void kms_node_audit(struct kms_node *n, const char *ev, int rc, const struct kms
         kms_hex_encode(bi->app_id.p, bi->app_id.len, app);
     if (bi != NULL && bi->instance_id.len > 0 && bi->instance_id.len <= 32)
         kms_hex_encode(bi->instance_id.p, bi->instance_id.len, instance);
-    log_decision(ev, rc, app, instance);
+    log_decision(n, ev, rc, app, instance);
     snprintf(detail, sizeof(detail), "app_id=%s%s%s", app, rc < 0 ? " reason=" : "",
              rc < 0 ? kms_err_detail() : "");
     if (kms_store_audit(n->store, ev, rc < 0 ? "refused" : "released", detail) < 0)

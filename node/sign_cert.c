@@ -242,7 +242,6 @@ int kms_sign_cert_run(struct kms_node *n, long long api_version, const uint8_t *
     KMS_GUARD(kms_csr_upgrade(&csr));
     rc = kms_attest_verify_bound(n->actx, csr.att, csr.pubkey.p, csr.pubkey.len, &v);
     if (rc < 0) {
-        __atomic_add_fetch(&n->m.refusals_attestation, 1, __ATOMIC_RELAXED);
         rc = kms_err_wrap(rc, "Quote verification failed");
         goto out;
     }
@@ -305,8 +304,6 @@ void kms_sign_cert(struct kms_node *n, int has_cert, json_t *body, struct kms_ht
     arr = NULL;
     KMS_INFO("SignCert: issued an app:custom certificate");
 out:
-    if (rc == KMS_ERR_PARSE || rc == KMS_ERR_TOOBIG || rc == KMS_ERR_INVAL || rc == KMS_ERR_VERIFY)
-        __atomic_add_fetch(&n->m.refusals_input, 1, __ATOMIC_RELAXED);
     if (rc < 0)
         snprintf(msg, sizeof(msg), "%s", kms_err_detail()); /* the audit may reset the detail */
     kms_node_audit(n, "SignCert", rc, &r.bi);

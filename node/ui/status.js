@@ -7,8 +7,8 @@ const WINDOW_MS = 60000;
 const samples = []; /* {t, released, refused}, oldest first, spanning at most WINDOW_MS */
 
 /* Refused key requests: attested RPCs (GetAppKey, GetKmsKey, SignCert...) answered with an
- * error, whatever the reason; the reason counters cover the attestation, policy and input
- * refusals, "other" the rest (no attestation presented, backend or internal errors). */
+ * error, whatever the reason; the reason counters cover the attestation (none presented, or
+ * invalid), policy and input refusals, "other" the rest (backend or internal errors). */
 function refusals(c) {
   return c.attested_failures;
 }

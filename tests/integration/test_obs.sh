@@ -116,6 +116,10 @@ hdr=$(curl -sk -D - -o "$WORK/unatt.json" -H 'X-Request-Id: obs-test.1' -H 'Cont
     -d '{}' "https://127.0.0.1:$P/prpc/GetAppKey?json")
 echo "$hdr" | grep -qi '^X-Request-Id: obs-test.1' || fail "X-Request-Id not echoed: $hdr"
 grep -q "No attestation provided" "$WORK/unatt.json" || fail "unattested: $(cat "$WORK/unatt.json")"
+# a malformed GetAppKey: refused as input (each refusal counts once, in its log line's class)
+curl -sk -o "$WORK/bad.json" -H 'Content-Type: application/json' -d '{"api_version": "x"}' \
+    "https://127.0.0.1:$P/prpc/GetAppKey?json"
+grep -q "api_version must be a number" "$WORK/bad.json" || fail "malformed: $(cat "$WORK/bad.json")"
 hdr=$(curl -sk -D - -o /dev/null -H 'X-Request-Id: bad id!' "https://127.0.0.1:$P/prpc/GetMeta?json")
 GEN=$(echo "$hdr" | tr -d '\r' | sed -n 's/^[Xx]-[Rr]equest-[Ii]d: //p')
 echo "$GEN" | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{6,}$' || fail "generated request id: '$GEN' in $hdr"
@@ -123,7 +127,9 @@ echo "$GEN" | grep -Eq '^[0-9a-f]{8}-[0-9a-f]{6,}$' || fail "generated request i
 m=$(metric)
 echo "$m" >"$WORK/metrics.txt"
 for want in 'kmsd_keys_released_total 1' 'kmsd_refusals_total{reason="policy"} 1' \
-    'kmsd_refusals_total{reason="backend"} 1' 'kmsd_build_info{version="' \
+    'kmsd_refusals_total{reason="backend"} 1' 'kmsd_refusals_total{reason="attestation"} 1' \
+    'kmsd_refusals_total{reason="input"} 1' 'kmsd_refusals_total{reason="internal"} 0' \
+    'kmsd_build_info{version="' \
     'kmsd_attested_rpc_seconds_bucket{le="10"} ' 'process_open_fds ' 'process_resident_memory_bytes '; do
     grep -qF "$want" "$WORK/metrics.txt" || fail "metrics lack '$want': $(grep -E 'refusals|released' "$WORK/metrics.txt")"
 done

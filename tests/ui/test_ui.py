@@ -266,6 +266,8 @@ def main():
         check(text(spage, "self-auth") == "authorized", "self-auth: %r" % text(spage, "self-auth"))
         check(visible(spage, "sim-warning"), "the insecure simulation warning must show")
         before = int(value(spage, "refusals-total"))
+        att_before = int(value(spage, "ref-attestation"))
+        other_before = value(spage, "ref-other")
         spage.wait_for("/^[0-9.]+$/.test(document.getElementById('refusals-rate').textContent)", 30,
                        "a first rate")
         st, r, _ = http("POST", "https://127.0.0.1:%d/prpc/KMS.GetAppKey?json" % pa, {})
@@ -273,8 +275,11 @@ def main():
         spage.wait_for("Number(document.getElementById('refusals-total').dataset.value) === %d && "
                        "Number(document.getElementById('refusals-rate').textContent) > 0" % (before + 1),
                        30, "the refusal in the totals and the per-minute rate")
-        check(value(spage, "ref-other") == "1", "a request without attestation counts as other: %r"
-              % value(spage, "ref-other"))
+        check(value(spage, "ref-attestation") == str(att_before + 1),
+              "a request without attestation counts as attestation: %r (before %d)"
+              % (value(spage, "ref-attestation"), att_before))
+        check(value(spage, "ref-other") == other_before, "it does not count as other: %r (before %r)"
+              % (value(spage, "ref-other"), other_before))
         check(value(spage, "released-total") == "0", "no key was released: %r" % value(spage, "released-total"))
         st, sj, hdrs = http("GET", "https://127.0.0.1:%d/status.json" % pa)
         check(st == 200 and sj["counters"]["attested_failures"] == before + 1, "status.json: %r" % sj)
