@@ -80,7 +80,11 @@ static const char getkeys_usage[] =
     "Hex arguments: exactly 20 (--app-id, --instance-id) or 32 (--compose-hash) bytes, 0x\n"
     "optional; any other length is refused.\n"
     "--json: print {served_by, out, root_ca_pinned, attestation_checked} on stdout (never keys).\n"
-    "Exit status: 0 keys written, 1 no node served them (each failure is printed), 2 usage.\n";
+    "Exit status: 0 keys written, 1 no node served them (each failure is printed), 2 usage.\n"
+#ifdef KMSCTL_ENCLAVE
+    "This static kmsctl (-DKMSCTL_STATIC=ON) has no --tee gcp-tdx (tpm2-tss is not linked).\n"
+#endif
+    ;
 
 struct app_ev {
     struct kms_platform *platform; /* evidence: the --tee producer */

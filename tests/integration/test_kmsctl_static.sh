@@ -56,6 +56,7 @@ for c in chain bootstrap keystore backup admin; do
     grep -q "unknown command '$c'" "$WORK/err.txt" || fail "$c: $(cat "$WORK/err.txt")"
 done
 "$STATIC" --version | grep -q "^kmsctl " || fail "--version"
+"$STATIC" get-keys --help | grep -q "has no --tee gcp-tdx" || fail "get-keys --help does not say gcp-tdx is out"
 
 # --- a node
 "$KMSD" --data-dir "$WORK/node" --sim-dir "$SIM" --tee sim --insecure-sim --auth dev \
