@@ -125,6 +125,7 @@ static int info_copy(const struct kms_auth_info *src, struct kms_auth_info *dst)
     DUP(kms_contract_addr);
     DUP(gateway_app_id);
     DUP(app_implementation);
+    DUP(eth_rpc_url);
 #undef DUP
     return 0;
 }
@@ -171,6 +172,7 @@ void kms_auth_info_clear(struct kms_auth_info *info)
     free(info->kms_contract_addr);
     free(info->gateway_app_id);
     free(info->app_implementation);
+    free(info->eth_rpc_url);
     memset(info, 0, sizeof(*info));
 }
 

@@ -69,13 +69,15 @@ KMS_WUR int kms_auth_check(struct kms_auth *a, int is_kms, const struct kms_boot
 
 /* GET / (webhook) or dev defaults, for GetMeta. Strings are owned; kms_auth_info_clear.
  * dev: is_dev 1, gateway_app_id set, the other strings NULL and chain_id 0. Webhook: all five
- * fields required (errors as kms_auth_check); out is cleared on failure. */
+ * fields required (errors as kms_auth_check); ethRpcUrl optional (NULL when absent or null;
+ * a string when present); out is cleared on failure. */
 struct kms_auth_info {
     int is_dev;
     char *status;
     char *kms_contract_addr;
     char *gateway_app_id;
     char *app_implementation;
+    char *eth_rpc_url; /* the auth-api's RPC (GET / ethRpcUrl), for GetAttestationInfo */
     uint64_t chain_id;
 };
 

@@ -317,6 +317,10 @@ int kms_webhook_parse_info(const char *body, size_t len, const char *shown_url,
                "auth-api GET / response field chainId is not a non-negative integer");
     out->chain_id = (uint64_t)json_integer_value(v);
     KMS_GUARD(dup_str(resp, "appImplementation", &out->app_implementation));
+    /* optional (upstream's auth-api may name its RPC; GetAttestationInfo shows it) */
+    v = json_object_get(resp, "ethRpcUrl");
+    if (v != NULL && !json_is_null(v))
+        KMS_GUARD(dup_str(resp, "ethRpcUrl", &out->eth_rpc_url));
 out:
     json_decref(resp);
     return rc;

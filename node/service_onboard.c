@@ -156,6 +156,7 @@ static void do_attestation_info(struct kms_node *n, struct kms_rpc_caller *c, js
     struct kms_verified v;
     struct kms_boot_info bi;
     struct kms_auth_info info;
+    const char *rpc;
     json_t *o;
     int rc;
 
@@ -182,8 +183,11 @@ static void do_attestation_info(struct kms_node *n, struct kms_rpc_caller *c, js
                         kms_prpc_bytes(bi.os_image_hash.p, bi.os_image_hash.len));
     json_object_set_new(o, "tee_variant", json_string(kms_att_mode_name(bi.mode)));
     json_object_set_new(o, "site_name", json_string(n->cfg.name != NULL ? n->cfg.name : ""));
-    if (n->cfg.n_eth_rpc_urls > 0) {
-        char *u = public_rpc_url(n->cfg.eth_rpc_urls[0]);
+    /* --auth eth: the first --eth-rpc; webhook: what the auth-api's GET / names (ethRpcUrl,
+     * as upstream forwards it); dev: none */
+    rpc = n->cfg.n_eth_rpc_urls > 0 ? n->cfg.eth_rpc_urls[0] : info.eth_rpc_url;
+    if (rpc != NULL && rpc[0] != '\0') {
+        char *u = public_rpc_url(rpc);
 
         json_object_set_new(o, "eth_rpc_url", json_string(u != NULL ? u : ""));
         free(u);

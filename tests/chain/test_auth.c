@@ -769,6 +769,7 @@ static void test_webhook_info(void)
     CHECK(info.gateway_app_id != NULL && strcmp(info.gateway_app_id, "gw-9") == 0);
     CHECK(info.chain_id == 31337);
     CHECK(info.app_implementation != NULL && strcmp(info.app_implementation, "0x02") == 0);
+    CHECK(info.eth_rpc_url == NULL); /* optional, absent here */
     kms_auth_info_clear(&info);
     CHECK(info.status == NULL);
     /* A second GetMeta within KMS_AUTH_INFO_TTL_MS is answered from the short cache: no new
@@ -783,6 +784,53 @@ static void test_webhook_info(void)
         kms_auth_info_clear(&info);
     }
     kms_auth_free(a);
+}
+
+/* GET /'s optional ethRpcUrl: kept when a string, absent when null; any other type refused. */
+static void test_webhook_info_rpc_url(void)
+{
+    static const char base[] = "{\"status\":\"ok\",\"kmsContractAddr\":\"0xk\",\"gatewayAppId\":"
+                               "\"g\",\"chainId\":1,\"appImplementation\":\"0xa\",\"ethRpcUrl\":";
+    struct kms_auth_info info;
+    char body[512];
+
+    snprintf(body, sizeof(body), "%s\"https://rpc.example/v2/K\"}", base);
+    srv_answer(200, body);
+    {
+        struct kms_auth *a = webhook();
+
+        CHECK_OK(kms_auth_info(a, &info));
+        CHECK(info.eth_rpc_url != NULL &&
+              strcmp(info.eth_rpc_url, "https://rpc.example/v2/K") == 0);
+        kms_auth_info_clear(&info);
+        CHECK(info.eth_rpc_url == NULL);
+        /* the cached copy carries it too */
+        CHECK_OK(kms_auth_info(a, &info));
+        CHECK(info.eth_rpc_url != NULL &&
+              strcmp(info.eth_rpc_url, "https://rpc.example/v2/K") == 0);
+        kms_auth_info_clear(&info);
+        kms_auth_free(a);
+    }
+    snprintf(body, sizeof(body), "%snull}", base);
+    srv_answer(200, body);
+    {
+        struct kms_auth *a = webhook();
+
+        CHECK_OK(kms_auth_info(a, &info));
+        CHECK(info.eth_rpc_url == NULL && info.status != NULL);
+        kms_auth_info_clear(&info);
+        kms_auth_free(a);
+    }
+    snprintf(body, sizeof(body), "%s7}", base);
+    srv_answer(200, body);
+    {
+        struct kms_auth *a = webhook();
+
+        CHECK_RC(kms_auth_info(a, &info), KMS_ERR_AUTH_RESPONSE);
+        CHECK_DETAIL("response field ethRpcUrl is not a string");
+        CHECK(info.status == NULL && info.eth_rpc_url == NULL);
+        kms_auth_free(a);
+    }
 }
 
 /* GET /: each required field removed or mistyped in turn gives KMS_ERR_AUTH_RESPONSE naming
@@ -868,6 +916,7 @@ int main(void)
     RUN(test_webhook_unreachable);
     RUN(test_webhook_threads);
     RUN(test_webhook_info);
+    RUN(test_webhook_info_rpc_url);
     RUN(test_webhook_info_invalid);
     RUN(test_webhook_timeout);
     MHD_stop_daemon(srv.d);

@@ -195,8 +195,10 @@ static enum MHD_Result hook(void *cls, struct MHD_Connection *c, const char *url
         return MHD_YES;
     }
     if (strcmp(method, "GET") == 0) {
+        /* ethRpcUrl with credentials: GetAttestationInfo must show scheme://host only */
         body = "{\"status\":\"ok\",\"kmsContractAddr\":\"0x00\",\"gatewayAppId\":\"gw\","
-               "\"chainId\":1,\"appImplementation\":\"0x00\"}";
+               "\"chainId\":1,\"appImplementation\":\"0x00\","
+               "\"ethRpcUrl\":\"https://user:pw@rpc.example:8545/v2/SECRETKEY\"}";
     } else if (strstr(url, "bootAuth/kms") != NULL) {
         body = hook_kms_deny
                    ? "{\"isAllowed\":false,\"gatewayAppId\":\"\",\"reason\":\"KMS not registered\"}"
@@ -292,6 +294,15 @@ static void test_node_webhook(void)
     snprintf(ob, sizeof(ob), "http://127.0.0.1:%u", port);
     snprintf(url, sizeof(url), "https://127.0.0.1:%u", port);
     pid = kmstest_kmsd_start(g_tmp, "n-webhook", g_sim, port, extra);
+    /* GetAttestationInfo names the auth-api's RPC (GET / ethRpcUrl), never its credentials */
+    CHECK_OK(kmstest_call(ob, "GetAttestationInfo", NULL, &r1));
+    CHECK(r1 != NULL && json_is_string(json_object_get(r1, "eth_rpc_url")) &&
+          strcmp(json_string_value(json_object_get(r1, "eth_rpc_url")),
+                 "https://rpc.example:8545/<hidden>") == 0);
+    CHECK(r1 != NULL &&
+          strcmp(json_string_value(json_object_get(r1, "kms_contract_address")), "0x00") == 0);
+    json_decref(r1);
+    r1 = NULL;
     CHECK_OK(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r1));
     /* A second Bootstrap is refused and the keys stay those of the first. */
     CHECK_RC(kmstest_call(ob, "Bootstrap", "{\"domain\":\"127.0.0.1\"}", &r2), KMS_ERR_REPL_RPC);
