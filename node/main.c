@@ -356,6 +356,12 @@ static const struct opt options[] = {
     {"dstack-socket", 0, "PATH", "dstack-socket", set_str, FIELD(dstack_socket),
      "the dstack guest agent's Unix socket for --tee dstack and auto\n"
      "(default /var/run/dstack.sock; 30 s timeout per call)"},
+    {"vm-config", 0, "JSON", "vm-config", set_str, FIELD(vm_config),
+     "this node's vm_config (a JSON object with \"os_image_hash\", 64\n"
+     "hex digits), carried in its own attestation as a dstack guest's\n"
+     "sys_config carries it: a peer's OS-image check needs it to\n"
+     "onboard this node. For --tee tdx, gcp-tdx (no guest agent) and\n"
+     "sim; --tee dstack takes the agent's (docs/os-image-manifest.md)"},
     {"insecure-sim", 0, NULL, "insecure-sim", set_flag, FIELD(insecure_sim),
      "accept the simulated TEE and trust its simulation roots\n"
      "(development only; reported in logs, /health and GetMeta)"},

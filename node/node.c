@@ -97,9 +97,12 @@ static int sim_self_events(struct kms_node *n, struct kms_attestation **out,
     snprintf(cfg, sizeof(cfg), "{\"os_image_hash\":\"%s\"}", img_hex);
     kms_app_boot_events(ev, app_id, compose, inst, 20);
     /* evidence: sim-nitro / sim-gcp produce the same boot through their platform */
+    /* --vm-config, when given, is the operator's, as on hardware */
     if (n->platform != NULL)
-        return kms_platform_attest(n->platform, report_data, ev, 5, cfg, out);
-    rc = kms_sim_attest(n->sim, NULL, report_data, ev, 5, cfg, out);
+        return kms_platform_attest(n->platform, report_data, ev, 5,
+                                   n->cfg.vm_config != NULL ? n->cfg.vm_config : cfg, out);
+    rc = kms_sim_attest(n->sim, NULL, report_data, ev, 5,
+                        n->cfg.vm_config != NULL ? n->cfg.vm_config : cfg, out);
     return rc;
 }
 
@@ -110,7 +113,8 @@ int kms_node_attest(struct kms_node *n, const uint8_t report_data[64], struct km
     if (n->platform != NULL && (kms_platform_get_kind(n->platform) == KMS_PLATFORM_TDX ||
                                 kms_platform_get_kind(n->platform) == KMS_PLATFORM_GCP_TDX ||
                                 kms_platform_get_kind(n->platform) == KMS_PLATFORM_DSTACK))
-        return kms_platform_attest(n->platform, report_data, NULL, 0, NULL, out);
+        /* tdx, gcp-tdx: --vm-config, which a guest without an agent cannot learn otherwise */
+        return kms_platform_attest(n->platform, report_data, NULL, 0, n->cfg.vm_config, out);
     if (n->sim != NULL || n->platform != NULL)
         return sim_self_events(n, out, report_data);
     return kms_err_set(KMS_ERR_ATT_UNSUPPORTED,
@@ -840,6 +844,38 @@ static int start_repl(struct kms_node *n)
     return kms_repl_start(n->repl, &id);
 }
 
+/* --vm-config: a JSON object whose os_image_hash is 32 bytes of hex (what the OS-image checks
+ * and BootInfo read), for the producers that carry the caller's vm_config. */
+static int check_vm_config(const char *vmc, enum kms_platform_kind kind)
+{
+    json_t *j = NULL, *h;
+    uint8_t hash[32];
+    const char *hex;
+    int rc = 0;
+
+    KMS_ENSURE(kind == KMS_PLATFORM_TDX || kind == KMS_PLATFORM_GCP_TDX ||
+                   kind == KMS_PLATFORM_SIM_TDX || kind == KMS_PLATFORM_SIM_GCP,
+               KMS_ERR_NODE_CONFIG, "--vm-config is for --tee tdx, gcp-tdx, sim and sim-gcp: %s",
+               kind == KMS_PLATFORM_DSTACK
+                   ? "with --tee dstack the guest agent supplies the vm_config"
+                   : "this TEE's evidence carries no vm_config");
+    KMS_ENSURE(strlen(vmc) <= 4096, KMS_ERR_NODE_CONFIG, "--vm-config is longer than 4096 bytes");
+    j = json_loads(vmc, JSON_REJECT_DUPLICATES, NULL);
+    KMS_ENSURE(j != NULL && json_is_object(j), KMS_ERR_NODE_CONFIG,
+               "--vm-config is not a JSON object");
+    h = json_object_get(j, "os_image_hash");
+    hex = json_is_string(h) ? json_string_value(h) : NULL;
+    /* plain hex, as dstack writes it and BootInfo reads it (no 0x) */
+    KMS_ENSURE(hex != NULL && strncmp(hex, "0x", 2) != 0 && strncmp(hex, "0X", 2) != 0 &&
+                   kms_hex_decode_exact(hex, hash, sizeof(hash)) == 0,
+               KMS_ERR_NODE_CONFIG,
+               "--vm-config needs \"os_image_hash\": 64 hex digits without 0x (the OS image's "
+               "hash)");
+out:
+    json_decref(j);
+    return rc;
+}
+
 int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
 {
     struct kms_node *n = NULL;
@@ -873,6 +909,8 @@ int kms_node_new(const struct kms_node_cfg *cfg, struct kms_node **out)
                    "sim-gcp with --insecure-sim",
                    cfg->tee);
     }
+    if (cfg->vm_config != NULL)
+        KMS_GUARD(check_vm_config(cfg->vm_config, tee_kind));
     KMS_ENSURE(cfg->insecure_sim || tee_kind == KMS_PLATFORM_TDX ||
                    tee_kind == KMS_PLATFORM_GCP_TDX || tee_kind == KMS_PLATFORM_DSTACK,
                KMS_ERR_NODE_CONFIG,

@@ -30,19 +30,20 @@ enum {
 #define KMS_NODE_MAX_ETH_RPC 16 /* = the eth backend's limit */
 
 struct kms_node_cfg {
-    const char *data_dir;                  /* --data-dir */
-    const char *listen;                    /* --listen: KMS HTTPS */
-    const char *onboard_listen;            /* --onboard-listen: Onboard HTTP (default: --listen) */
-    const char *tee;                       /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
-    const char *dstack_socket;             /* --dstack-socket (--tee dstack; NULL = default) */
-    const char *sim_dir;                   /* --sim-dir (default <data_dir>/sim) */
-    int insecure_sim;                      /* --insecure-sim */
-    const char *auth_type;                 /* --auth: dev | webhook | eth */
-    const char *auth_url;                  /* --auth-url (webhook) */
-    long auth_timeout_ms;                  /* --auth-timeout-ms */
-    long auth_interval_ms;                 /* --auth-interval (0 = 60 s) */
-    long auth_grace_ms;                    /* --auth-grace (0 = 300 s, < 0 = none) */
-    const char *gateway_app_id;            /* --gateway-app-id (dev) */
+    const char *data_dir;       /* --data-dir */
+    const char *listen;         /* --listen: KMS HTTPS */
+    const char *onboard_listen; /* --onboard-listen: Onboard HTTP (default: --listen) */
+    const char *tee;            /* --tee: auto|tdx|gcp-tdx|sim|sim-nitro|sim-gcp */
+    const char *dstack_socket;  /* --dstack-socket (--tee dstack; NULL = default) */
+    const char *vm_config;      /* --vm-config: this node's vm_config JSON (tdx, gcp-tdx, sim) */
+    const char *sim_dir;        /* --sim-dir (default <data_dir>/sim) */
+    int insecure_sim;           /* --insecure-sim */
+    const char *auth_type;      /* --auth: dev | webhook | eth */
+    const char *auth_url;       /* --auth-url (webhook) */
+    long auth_timeout_ms;       /* --auth-timeout-ms */
+    long auth_interval_ms;      /* --auth-interval (0 = 60 s) */
+    long auth_grace_ms;         /* --auth-grace (0 = 300 s, < 0 = none) */
+    const char *gateway_app_id; /* --gateway-app-id (dev) */
     const char *auto_bootstrap_domain;     /* --auto-bootstrap-domain */
     const char *seal_provider;             /* --seal: file */
     const char *kek_path;                  /* --kek-file */

@@ -85,6 +85,9 @@ export KMS_CONTRACT_ADDR
 # ---- the RPC proxy: proxy_start [--ahead N] (same port every time once chosen)
 XPORT=0
 proxy_start() {
+    # emptied here, not only by the job's redirection: that runs in the forked job, possibly
+    # after the loop below has already read the previous proxy's "listening" line
+    : >"$T/proxy.log"
     python3 "$HERE/rpc_proxy.py" --port "$XPORT" --upstream "$KMS_ETH_RPC_URL" "$@" >"$T/proxy.log" 2>&1 &
     XPID=$!
     local end=$((SECONDS + 60))
