@@ -24,22 +24,45 @@
 
 int kmstest_rpc_timeout_ms = 10000;
 
-unsigned kmstest_free_port(void)
+/* Whether port is free on 127.0.0.1 now (bind succeeds). */
+static int port_free(unsigned port)
 {
     struct sockaddr_in sa;
-    socklen_t l = sizeof(sa);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok;
 
     if (fd < 0)
         return 0;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &l) != 0)
-        sa.sin_port = 0;
+    sa.sin_port = htons((uint16_t)port);
+    ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
-    return ntohs(sa.sin_port);
+    return ok;
+}
+
+/* A free port below the kernel's ephemeral range (32768 by default): a port the kernel handed
+ * out for bind(port 0) can meanwhile become the source port of any outgoing connection (a
+ * flood test opens thousands), and the node started on it then fails with "address in use". */
+unsigned kmstest_free_port(void)
+{
+    static unsigned seed, given[32], n_given; /* not handed out twice (tests take 2 before use) */
+
+    if (seed == 0)
+        seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    for (int i = 0; i < 500; i++) {
+        unsigned port = 10000u + (unsigned)rand_r(&seed) % 22000u;
+        int dup = 0;
+
+        for (unsigned j = 0; j < n_given && j < 32; j++)
+            dup |= given[j] == port;
+        if (dup || !port_free(port))
+            continue;
+        given[n_given++ % 32] = port;
+        return port;
+    }
+    return 0;
 }
 
 pid_t kmstest_kmsd_spawn(const char *tmp, const char *name, const char *sim, unsigned port,

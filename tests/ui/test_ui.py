@@ -163,7 +163,8 @@ def main():
     if not BIN or not os.path.exists(KMSD):
         fail("KMS_BIN_DIR must point at the build tree (no %s)" % KMSD)
     work = tempfile.mkdtemp(prefix="kms-ui-test-")
-    base = 20000 + random.randrange(20000)
+    # below the ephemeral range (32768-): outgoing connections of other tests cannot take them
+    base = 10000 + random.randrange(20000)
     pa, pb = base, base + 1
     sim_dir = os.path.join(work, "sim")
     shots = os.path.join(BIN, "tests", "ui")  # screenshots stay in the build tree for review
