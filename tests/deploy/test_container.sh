@@ -18,7 +18,7 @@ WORK=$(mktemp -d /tmp/kms-deploy-ctr-XXXXXX)
 NAME=kmsd-deploy-test-$$
 VOL=$NAME-data
 TAG=$KMS_TEST_TAG
-P=$((20000 + RANDOM % 20000))
+P=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 APP=92e5c15e971558323c3ebbbe862247de0838950b
 fail() {
     echo "FAIL: $*"

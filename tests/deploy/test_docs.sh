@@ -32,7 +32,7 @@ cleanup() {
 trap cleanup EXIT
 $PY "$HERE/docs_blocks.py" "$SRC/docs/deploy-dstack-cloud.md" >"$WORK/blocks.sh"
 
-BASE=$((20000 + RANDOM % 20000))
+BASE=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 export HOME=$WORK/home
 mkdir -p "$HOME"
 export PATH=$BIN/node:$BIN/cli:$PATH

@@ -21,7 +21,7 @@ WORK=$(mktemp -d /tmp/kms-deploy-sd-XXXXXX)
 NAME=kmsd-deploy-systemd-$$
 SDTAG=${KMS_TEST_TAG/kmsd:/kmsd-systemd:}
 BUILDTAG=${KMS_TEST_TAG/kmsd:/kmsd-build:}
-P=$((20000 + RANDOM % 20000))
+P=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768-)
 APP=92e5c15e971558323c3ebbbe862247de0838950b
 fail() {
     echo "FAIL: $*"
