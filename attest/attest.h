@@ -264,6 +264,11 @@ struct kms_boot_info {
     size_t n_advisory_ids;
 };
 
+/* VmConfig.os_image_hash of a vm_config JSON, as BootInfo reads it: plain hex (no 0x), into
+ * *out (caller frees out->p); absent or null gives an empty *out. KMS_ERR_ATT_FORMAT for a
+ * vm_config that is not a JSON object (or over 1 MiB) or a hash that is not plain hex. */
+KMS_WUR int kms_vm_config_os_image_hash(const char *cfg, struct kms_bytes *out);
+
 /* Derives BootInfo (kms-reference.md §6). vm_config: the request's vm_config, NULL or "" to use
  * att->config (then "{}"). use_boottime_mr: replay stops after "boot-mr-done" and
  * key_provider_info is empty. */

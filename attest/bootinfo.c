@@ -55,8 +55,7 @@ static int sha256(const void *p, size_t n, uint8_t out[32])
     return sha256_parts(parts, lens, 1, out);
 }
 
-/* VmConfig.os_image_hash: hex field of the vm_config JSON; absent → empty. */
-static int os_image_hash_from(const char *cfg, struct kms_bytes *out)
+int kms_vm_config_os_image_hash(const char *cfg, struct kms_bytes *out)
 {
     json_error_t jerr;
     json_t *root = NULL;
@@ -130,7 +129,7 @@ int kms_boot_info_derive(const struct kms_attest_ctx *ctx, const struct kms_atte
     cfg = vm_config != NULL && vm_config[0] != '\0'
               ? vm_config
               : (att->config != NULL && att->config[0] != '\0' ? att->config : "{}");
-    KMS_GUARD(os_image_hash_from(cfg, &out->os_image_hash));
+    KMS_GUARD(kms_vm_config_os_image_hash(cfg, &out->os_image_hash));
     KMS_GUARD(event_payload(att, "app-id", &out->app_id));
 
     switch (att->mode) {

@@ -848,9 +848,8 @@ static int start_repl(struct kms_node *n)
  * and BootInfo read), for the producers that carry the caller's vm_config. */
 static int check_vm_config(const char *vmc, enum kms_platform_kind kind)
 {
-    json_t *j = NULL, *h;
-    uint8_t hash[32];
-    const char *hex;
+    struct kms_bytes hash = {0};
+    json_t *j = NULL;
     int rc = 0;
 
     KMS_ENSURE(kind == KMS_PLATFORM_TDX || kind == KMS_PLATFORM_GCP_TDX ||
@@ -863,15 +862,12 @@ static int check_vm_config(const char *vmc, enum kms_platform_kind kind)
     j = json_loads(vmc, JSON_REJECT_DUPLICATES, NULL);
     KMS_ENSURE(j != NULL && json_is_object(j), KMS_ERR_NODE_CONFIG,
                "--vm-config is not a JSON object");
-    h = json_object_get(j, "os_image_hash");
-    hex = json_is_string(h) ? json_string_value(h) : NULL;
-    /* plain hex, as dstack writes it and BootInfo reads it (no 0x) */
-    KMS_ENSURE(hex != NULL && strncmp(hex, "0x", 2) != 0 && strncmp(hex, "0X", 2) != 0 &&
-                   kms_hex_decode_exact(hex, hash, sizeof(hash)) == 0,
-               KMS_ERR_NODE_CONFIG,
+    /* read as BootInfo will read it from the node's attestation */
+    KMS_ENSURE(kms_vm_config_os_image_hash(vmc, &hash) == 0 && hash.len == 32, KMS_ERR_NODE_CONFIG,
                "--vm-config needs \"os_image_hash\": 64 hex digits without 0x (the OS image's "
                "hash)");
 out:
+    free(hash.p);
     json_decref(j);
     return rc;
 }
